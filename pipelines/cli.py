@@ -1,0 +1,58 @@
+"""The ``lockgate`` command. Each subcommand is one module in ``pipelines.commands`` with
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("pipelines.commands.ingest", "discover, claim and commit every pending batch"),
+    "status": ("pipelines.commands.status", "per-source progress, lag and stuck batches"),
+    "verify": ("pipelines.commands.verify", "check the exactly-once invariants"),
+    "backfill": ("pipelines.commands.backfill", "rebuild the partitions of a day range"),
+    "retry": ("pipelines.commands.retry", "re-request a stuck batch"),
+    "vacuum": ("pipelines.commands.vacuum", "delete unreferenced data files"),
+    "doctor": ("pipelines.commands.doctor", "check the environment and the S3 endpoint"),
+    "ledger": ("pipelines.commands.ledger", "inspect a source's ledger"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lockgate", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config",
+        help="path to lockgate.yaml (default: $LOCKGATE_CONFIG, else ./lockgate.yaml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            p.set_defaults(_missing=module)
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"lockgate {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

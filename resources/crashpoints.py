@@ -1,0 +1,73 @@
+"""Named crash points for the torture harness.
+
+``LOCKGATE_CRASH_AT=<point>[:<nth>]`` makes the process SIGKILL itself the ``nth`` time
+(default 1st) execution reaches ``crash_point(<point>)``. Unset, a crash point is one
+dictionary lookup. Every name must be registered in ``POINTS`` so the harness can
+enumerate them and a typo fails loudly instead of never firing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "LOCKGATE_CRASH_AT"
+
+POINTS: frozenset[str] = frozenset(
+    {
+        # object store
+        "store.put_if_absent.before",
+        "store.put_if_absent.after",
+        # discovery / claim (ledger)
+        "discovery.after_list",
+        "ledger.claim.before_put",
+        "ledger.claim.after_put",
+        "ledger.compact.before_put",
+        "ledger.compact.after_put",
+        "ledger.commit_record.before_put",
+        "ledger.commit_record.after_put",
+        # stage
+        "stage.after_read",
+        "stage.after_write_file",
+        "stage.after_quarantine",
+        # commit (table store / catalog)
+        "commit.before_metadata_put",
+        "commit.after_metadata_put",
+        "commit.after_version_hint",
+        "commit.quarantine_committed",
+        # maintenance / vacuum
+        "maintenance.after_expire",
+        "maintenance.before_delete_metadata",
+        "vacuum.before_delete",
+        "vacuum.mid_delete",
+        # backfill
+        "backfill.after_stage",
+        "backfill.after_commit",
+    }
+)
+
+
+def _parse(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    name, _, nth = spec.partition(":")
+    if name not in POINTS:
+        raise ValueError(f"{ENV}={spec!r}: unknown crash point {name!r}")
+    return name, int(nth or 1)
+
+
+_TARGET = _parse(os.environ.get(ENV))
+_hits: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process here if ``LOCKGATE_CRASH_AT`` names this point (and hit count)."""
+    if _TARGET is None:
+        return
+    if name not in POINTS:
+        raise ValueError(f"unregistered crash point {name!r}")
+    if name != _TARGET[0]:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == _TARGET[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

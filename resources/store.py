@@ -1,0 +1,258 @@
+"""The object store: one interface over a local folder and S3.
+
+Contract (both backends):
+
+* Keys are ``/``-separated, relative to the store's root, never start with ``/`` and never
+  contain ``..`` segments (``validate_key`` enforces it, so no key can escape the root).
+* ``list`` yields objects in lexicographic key order, strictly after ``start_after``.
+* ``put_if_absent`` is atomic: of any number of concurrent creators of one key exactly one
+  returns, the others raise ``AlreadyExists``. A reader never sees a partial object.
+* ``open`` streams: memory stays bounded whatever the object's size. Given an ``etag``, it
+  raises ``ObjectChanged`` when the object is no longer that version.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from resources.crashpoints import crash_point
+
+TMP_PREFIX = ".lockgate-tmp-"
+
+
+class StoreError(Exception):
+    """Base of the object store's errors."""
+
+
+class AlreadyExists(StoreError):
+    """A create-only put found the key taken (S3: HTTP 412 on ``If-None-Match: *``)."""
+
+
+class NotFound(StoreError, FileNotFoundError):
+    """The key does not exist."""
+
+
+class ObjectChanged(StoreError):
+    """The object under a key is no longer the version (etag) that was listed."""
+
+
+class UnsafeEndpoint(StoreError):
+    """The endpoint does not honour create-only puts: exactly-once cannot be guaranteed."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime  # timezone-aware, UTC
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Where S3 is and how to reach it. Credentials come from the usual AWS variables or
+    the explicit fields; they are never logged (``__repr__`` hides them)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, endpoint_url: str | None = None, region: str | None = None) -> S3Options:
+        return cls(
+            endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+            region=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        )
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative key, else raise ``ValueError``."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid object key {key!r}")
+    if any(part in ("", ".", "..") for part in key.split("/")[:-1]) or key.split("/")[-1] in (
+        ".",
+        "..",
+    ):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+def join_key(*parts: str) -> str:
+    """Join key segments with single slashes (empty parts are skipped)."""
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+class ObjectStore(abc.ABC):
+    """Abstract object store rooted at ``url``."""
+
+    url: str
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix`` and sorts after ``start_after``, in order."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo:
+        """Metadata of one object; ``NotFound`` if missing."""
+
+    @abc.abstractmethod
+    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+        """A streaming binary reader; ``NotFound`` / ``ObjectChanged`` as documented."""
+
+    def get(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write (or overwrite) an object atomically."""
+
+    @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        """Create ``key`` with ``data``; ``AlreadyExists`` if it exists (never overwrites)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key``; a missing key is not an error."""
+
+    @abc.abstractmethod
+    def uri(self, key: str = "") -> str:
+        """Absolute location of ``key`` (a path, or ``s3://bucket/...``) for other readers."""
+
+    @abc.abstractmethod
+    def child(self, prefix: str) -> ObjectStore:
+        """The same store rooted at ``prefix`` below this root."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except NotFound:
+            return False
+        return True
+
+
+class LocalStore(ObjectStore):
+    """A folder on the local filesystem.
+
+    Writes go to a temporary file in the target folder, are fsynced, then published with
+    ``os.link`` (create-only: fails if the name exists) or ``os.replace`` (overwrite), so a
+    reader sees either nothing or the whole object. Temporary names start with
+    ``TMP_PREFIX`` and are never listed.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def uri(self, key: str = "") -> str:
+        return str(self.root / key) if key else str(self.root)
+
+    def child(self, prefix: str) -> LocalStore:
+        return LocalStore(self.root / validate_key(prefix.strip("/")))
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            etag=f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}",
+            last_modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+        )
+
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        base_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self.root / base_rel if base_rel else self.root
+        if not base.is_dir():
+            return
+        found: list[tuple[str, os.stat_result]] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel_dir = "" if rel_dir == "." else rel_dir
+            dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX)]
+            for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    continue
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if not key.startswith(prefix) or (start_after is not None and key <= start_after):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((key, os.stat(os.path.join(dirpath, name))))
+        found.sort(key=lambda kv: kv[0])
+        for key, st in found:
+            yield self._info(key, st)
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError as e:
+            raise NotFound(key) from e
+        if not os.path.isfile(self._path(key)):
+            raise NotFound(key)
+        return self._info(key, st)
+
+    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+        path = self._path(key)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - returned to the caller
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+            raise NotFound(key) from e
+        if etag is not None and self._info(key, os.fstat(f.fileno())).etag != etag:
+            f.close()
+            raise ObjectChanged(f"{key}: expected etag {etag}")
+        return f
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        os.replace(tmp, path)
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        if path.exists():
+            raise AlreadyExists(key)
+        tmp = self._write_temp(path, data)
+        crash_point("store.put_if_absent.before")
+        try:
+            os.link(tmp, path)
+        except FileExistsError as e:
+            raise AlreadyExists(key) from e
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        crash_point("store.put_if_absent.after")
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+
+def open_store(url: str, s3: S3Options | None = None) -> ObjectStore:
+    """The store for ``url``: ``s3://bucket[/prefix]`` or a local path (``file://`` allowed)."""
+    if url.startswith("s3://") or url.startswith("s3a://"):
+        from resources.store_s3 import S3Store
+
+        return S3Store(url, s3 or S3Options.from_env())
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    return LocalStore(url)

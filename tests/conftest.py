@@ -1,0 +1,78 @@
+"""Shared fixtures: a real moto S3 server over HTTP on 127.0.0.1, and store factories."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resources.store import LocalStore, ObjectStore, S3Options, open_store
+
+MOTO_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto S3 server on a free loopback port, reached over real HTTP. Yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    for k, v in MOTO_ENV.items():
+        os.environ.setdefault(k, v)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_options(moto_server: str) -> S3Options:
+    return S3Options(endpoint_url=moto_server, region="us-east-1")
+
+
+def create_bucket(endpoint: str, name: str | None = None) -> str:
+    """Create a fresh bucket on the moto server and return its name."""
+    import boto3
+
+    name = name or f"lg-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def bucket(moto_server: str) -> str:
+    return create_bucket(moto_server)
+
+
+@pytest.fixture
+def s3_store(moto_server: str, s3_options: S3Options, bucket: str) -> ObjectStore:
+    return open_store(f"s3://{bucket}/root", s3_options)
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> ObjectStore:
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest) -> ObjectStore:
+    """The same test on both backends."""
+    name = "local_store" if request.param == "local" else "s3_store"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
