@@ -23,9 +23,12 @@ POINTS: frozenset[str] = frozenset(
         "ledger.claim.before_put",
         "ledger.claim.after_put",
         "ledger.compact.before_put",
+        "ledger.compact.after_segment",
         "ledger.compact.after_put",
         "ledger.commit_record.before_put",
         "ledger.commit_record.after_put",
+        "ledger.fingerprint.before_put",
+        "ledger.fingerprint.after_put",
         # stage
         "stage.after_read",
         "stage.after_write_file",
