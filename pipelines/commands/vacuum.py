@@ -1,0 +1,132 @@
+"""``lockgate vacuum``: delete data files no snapshot references, once older than a window.
+
+``lockgate vacuum [--table ns.t] [--older-than 3d] [--dry-run] [--warehouse URL]``
+
+Without ``--table`` every table of the config's sources (or, with ``--warehouse`` alone,
+every table found in the warehouse) is vacuumed. The window must exceed the longest run:
+a running batch's staged files are unreferenced until it commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import timedelta
+from typing import TextIO
+
+from pyiceberg.catalog import Catalog
+
+from resources.catalog import ObjectStoreCatalog, make_catalog
+from resources.maintenance import VacuumReport, vacuum
+from resources.store import S3Options
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``12h``, ``3d``, ``1w`` -> timedelta; ``ValueError`` otherwise."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"expected a duration like 3d, 12h, 15m, 90s, 1w; got {text!r}")
+    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", help="namespace.table (default: every table)")
+    parser.add_argument(
+        "--older-than",
+        default="3d",
+        help="only delete unreferenced files older than this (default 3d; e.g. 12h, 1w)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    parser.add_argument("--warehouse", help="warehouse URL (default: from lockgate.yaml)")
+    parser.add_argument("--endpoint-url", help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class _Bar:
+    """A minimal progress bar on stderr (tqdm when available)."""
+
+    def __init__(self, label: str, enabled: bool, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.enabled = enabled and stream.isatty()
+        self.stream = stream
+        self._tqdm = None
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+
+                self._tqdm = tqdm(desc=label, unit="file", file=stream, leave=False)
+            except ImportError:
+                self._tqdm = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if self._tqdm is not None:
+            if total is not None and self._tqdm.total != total:
+                self._tqdm.total = total
+            self._tqdm.n = done
+            self._tqdm.refresh()
+            return
+        self.stream.write(f"\r{self.label}: {done}/{total if total is not None else '?'}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+        elif self.enabled:
+            self.stream.write("\n")
+
+
+def _catalog_and_tables(args: argparse.Namespace) -> tuple[Catalog, list[str]]:
+    tables: list[str] = [args.table] if args.table else []
+    if args.warehouse:
+        s3 = S3Options.from_env(endpoint_url=args.endpoint_url)
+        catalog = make_catalog(args.warehouse, s3)
+    else:
+        from pipelines.config import load_config
+
+        cfg = load_config(getattr(args, "config", None))
+        catalog = make_catalog(cfg.warehouse, cfg.s3, dict(cfg.catalog) or None)
+        if not tables:
+            tables = sorted({src.table for src in cfg.sources.values()})
+    if not tables:
+        if not isinstance(catalog, ObjectStoreCatalog):
+            raise ValueError("--table is required for this catalog")
+        tables = [
+            f"{ns}.{t}" for (ns,) in catalog.list_namespaces() for _, t in catalog.list_tables(ns)
+        ]
+    return catalog, tables
+
+
+def _print_report(r: VacuumReport, out: TextIO) -> None:
+    verb = "would delete" if r.dry_run else "deleted"
+    out.write(
+        f"{r.table}: scanned {r.scanned}, referenced {r.referenced}, too young {r.too_young}, "
+        f"{verb} {len(r.deleted)} ({r.bytes_deleted} bytes)\n"
+    )
+    if r.dry_run:
+        for loc in r.deleted:
+            out.write(f"  {loc}\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        older_than = parse_duration(args.older_than)
+        catalog, tables = _catalog_and_tables(args)
+    except ValueError as e:
+        print(f"lockgate vacuum: {e}", file=sys.stderr)
+        return 2
+    for table in tables:
+        bar = _Bar(f"vacuum {table}", enabled=not args.no_progress)
+        try:
+            report = vacuum(
+                catalog, table, older_than=older_than, dry_run=args.dry_run, progress=bar
+            )
+        finally:
+            bar.close()
+        _print_report(report, sys.stdout)
+    return 0
