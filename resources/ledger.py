@@ -32,12 +32,20 @@ A ``Ledger`` instance is not thread-safe; use one per thread (or per tick).
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 
-from resources.store import ObjectInfo, ObjectStore
+from resources.crashpoints import crash_point
+from resources.store import AlreadyExists, NotFound, ObjectInfo, ObjectStore
+
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 DEFAULT_COMPACT_INTERVAL = 100
@@ -98,6 +106,102 @@ class LedgerCorrupt(LedgerError):
 
 
 # --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _loads(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise LedgerCorrupt(f"{what}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise LedgerCorrupt(f"{what}: expected a JSON object")
+    return obj
+
+
+def _dt(value: object, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise LedgerCorrupt(f"{what}: expected an ISO timestamp, got {value!r}")
+    d = datetime.fromisoformat(value)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LedgerCorrupt(f"{what}: expected an integer, got {value!r}")
+    return value
+
+
+def _opt_int(value: object, what: str) -> int | None:
+    return None if value is None else _int(value, what)
+
+
+def check_day(day: str) -> str:
+    """Return ``day`` if it is a valid ``YYYY-MM-DD`` date, else raise ``ValueError``."""
+    if not isinstance(day, str) or not DAY.match(day):
+        raise ValueError(f"invalid partition day {day!r} (expected YYYY-MM-DD)")
+    date.fromisoformat(day)
+    return day
+
+
+def check_source(source: str) -> str:
+    if not SOURCE_NAME.match(source):
+        raise ValueError(
+            f"invalid source name {source!r}: letters, digits, '_', '.', '-' (starting with a "
+            "letter or digit), at most 128 characters"
+        )
+    return source
+
+
+def batch_name(batch_id: int) -> str:
+    if batch_id < 0:
+        raise ValueError(f"negative batch id {batch_id}")
+    return f"{batch_id:020d}.json"
+
+
+def _parallel(fn: Callable[[int], T], items: Sequence[int], workers: int = 8) -> list[T]:
+    """``[fn(i) for i in items]``, up to ``workers`` at a time (I/O bound store calls)."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as ex:
+        return list(ex.map(fn, items))
+
+
+class _RangeSet:
+    """A set of batch ids kept as sorted, disjoint, inclusive ranges."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        if hi < lo:
+            return
+        out: list[tuple[int, int]] = []
+        placed = False
+        for a, b in self.ranges:
+            if b + 1 < lo:
+                out.append((a, b))
+            elif hi + 1 < a:
+                if not placed:
+                    out.append((lo, hi))
+                    placed = True
+                out.append((a, b))
+            else:
+                lo, hi = min(lo, a), max(hi, b)
+        if not placed:
+            out.append((lo, hi))
+        out.sort()
+        self.ranges = out
+
+    def contains(self, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.ranges)
+
+
+# --------------------------------------------------------------------------------------------
 # records
 
 
@@ -113,14 +217,22 @@ class ClaimedObject:
 
     @classmethod
     def from_info(cls, info: ObjectInfo) -> ClaimedObject:
-        raise NotImplementedError
+        return cls(info.key, info.etag, info.size, info.last_modified)
 
     def to_json(self) -> dict[str, object]:
-        raise NotImplementedError
+        return {
+            "key": self.key,
+            "etag": self.etag,
+            "size": self.size,
+            "last_modified": self.last_modified.isoformat(),
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> ClaimedObject:
-        raise NotImplementedError
+        key, etag = d.get("key"), d.get("etag")
+        if not isinstance(key, str) or not isinstance(etag, str):
+            raise LedgerCorrupt(f"claimed object without key/etag: {d!r}")
+        return cls(key, etag, _int(d.get("size"), "size"), _dt(d.get("last_modified"), key))
 
 
 @dataclass(frozen=True)
@@ -139,11 +251,32 @@ class Claim:
         return sum(o.size for o in self.objects)
 
     def to_json(self) -> dict[str, object]:
-        raise NotImplementedError
+        return {
+            "format": FORMAT_VERSION,
+            "source": self.source,
+            "batch_id": self.batch_id,
+            "partition": self.partition,
+            "objects": [o.to_json() for o in self.objects],
+            "created_at": self.created_at.isoformat(),
+            "fingerprint_version": self.fingerprint_version,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> Claim:
-        raise NotImplementedError
+        objs = d.get("objects")
+        source, partition = d.get("source"), d.get("partition")
+        if not isinstance(objs, list) or not isinstance(source, str):
+            raise LedgerCorrupt(f"malformed claim: {d!r}"[:300])
+        if not isinstance(partition, str):
+            raise LedgerCorrupt(f"claim without partition: {d!r}"[:300])
+        return cls(
+            source=source,
+            batch_id=_int(d.get("batch_id"), "batch_id"),
+            partition=partition,
+            objects=tuple(ClaimedObject.from_json(o) for o in objs),
+            created_at=_dt(d.get("created_at"), "created_at"),
+            fingerprint_version=_int(d.get("fingerprint_version", 0), "fingerprint_version"),
+        )
 
 
 @dataclass(frozen=True)
@@ -164,11 +297,38 @@ class CommitRecord:
     record_counts: Mapping[str, int] | None = None
 
     def to_json(self, source: str) -> dict[str, object]:
-        raise NotImplementedError
+        return {
+            "format": FORMAT_VERSION,
+            "source": source,
+            "batch_id": self.batch_id,
+            "snapshot_id": self.snapshot_id,
+            "table_version": self.table_version,
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "bytes": self.bytes,
+            "objects": self.objects,
+            "committed_at": self.committed_at.isoformat(),
+            "duplicate": self.duplicate,
+            "record_counts": dict(self.record_counts) if self.record_counts is not None else None,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> CommitRecord:
-        raise NotImplementedError
+        rc = d.get("record_counts")
+        if rc is not None and not isinstance(rc, dict):
+            raise LedgerCorrupt(f"commit record: bad record_counts {rc!r}"[:300])
+        return cls(
+            batch_id=_int(d.get("batch_id"), "batch_id"),
+            snapshot_id=_opt_int(d.get("snapshot_id"), "snapshot_id"),
+            table_version=_opt_int(d.get("table_version"), "table_version"),
+            rows=_int(d.get("rows"), "rows"),
+            quarantined=_int(d.get("quarantined"), "quarantined"),
+            bytes=_int(d.get("bytes"), "bytes"),
+            objects=_int(d.get("objects"), "objects"),
+            committed_at=_dt(d.get("committed_at"), "committed_at"),
+            duplicate=bool(d.get("duplicate", False)),
+            record_counts={str(k): _int(v, str(k)) for k, v in rc.items()} if rc else rc,
+        )
 
 
 @dataclass(frozen=True)
@@ -180,6 +340,28 @@ class Fingerprint:
     values: Mapping[str, str]
     from_batch: int
     created_at: datetime
+
+    def to_json(self, source: str) -> dict[str, object]:
+        return {
+            "format": FORMAT_VERSION,
+            "source": source,
+            "version": self.version,
+            "fingerprint": dict(self.values),
+            "from_batch": self.from_batch,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> Fingerprint:
+        values = d.get("fingerprint")
+        if not isinstance(values, dict):
+            raise LedgerCorrupt(f"fingerprint file without fingerprint: {d!r}"[:300])
+        return cls(
+            version=_int(d.get("version"), "version"),
+            values={str(k): str(v) for k, v in values.items()},
+            from_batch=_int(d.get("from_batch", 0), "from_batch"),
+            created_at=_dt(d.get("created_at"), "created_at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -194,6 +376,85 @@ class LedgerSummary:
     last_compaction: int | None  # ``upto`` of the latest compact snapshot
     compacted_claimed_objects: int
     fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class _SegmentRef:
+    file: str
+    first: int
+    upto: int
+    min_key: str
+    max_key: str
+    objects: int
+    days: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "from": self.first,
+            "upto": self.upto,
+            "min_key": self.min_key,
+            "max_key": self.max_key,
+            "objects": self.objects,
+            "days": list(self.days),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> _SegmentRef:
+        return cls(
+            file=str(d["file"]),
+            first=_int(d["from"], "from"),
+            upto=_int(d["upto"], "upto"),
+            min_key=str(d["min_key"]),
+            max_key=str(d["max_key"]),
+            objects=_int(d["objects"], "objects"),
+            days=tuple(str(x) for x in d["days"]),
+        )
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    """A compact snapshot of claims ``0..upto``: their segments, the high-water key and the
+    commit low-water mark (every batch ``< committed_below`` is committed; ``uncommitted`` lists
+    the batches ``<= upto`` that had no commit record when the snapshot was written)."""
+
+    upto: int
+    high_water_key: str | None
+    committed_below: int
+    uncommitted: tuple[int, ...]
+    segments: tuple[_SegmentRef, ...]
+    created_at: datetime
+
+    @property
+    def claimed_objects(self) -> int:
+        return sum(s.objects for s in self.segments)
+
+    def to_json(self, source: str) -> dict[str, object]:
+        return {
+            "format": FORMAT_VERSION,
+            "source": source,
+            "upto": self.upto,
+            "high_water_key": self.high_water_key,
+            "committed_below": self.committed_below,
+            "uncommitted": list(self.uncommitted),
+            "segments": [s.to_json() for s in self.segments],
+            "claimed_objects": self.claimed_objects,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> _Manifest:
+        try:
+            return cls(
+                upto=_int(d["upto"], "upto"),
+                high_water_key=d.get("high_water_key"),
+                committed_below=_int(d["committed_below"], "committed_below"),
+                uncommitted=tuple(_int(x, "uncommitted") for x in d["uncommitted"]),
+                segments=tuple(_SegmentRef.from_json(s) for s in d["segments"]),
+                created_at=_dt(d["created_at"], "created_at"),
+            )
+        except (KeyError, TypeError) as e:
+            raise LedgerCorrupt(f"malformed compact snapshot: {e}") from e
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,9 +520,22 @@ class ClaimState:
 # --------------------------------------------------------------------------------------------
 # the ledger
 
+SOURCE_FILE = "_source.json"
+FINGERPRINTS = "fingerprints/"
+OFFSETS = "offsets/"
+COMMITS = "commits/"
+COMPACT = "compact/"
+SEGMENTS = "segments/"
+PROBE_CHUNK = 8
+
 
 class Ledger:
-    """One source's ledger. Create with ``Ledger.open``."""
+    """One source's ledger. Create with ``Ledger.open``.
+
+    In-memory state: every claim ``< _next`` exists; the keys of the batches in ``_covered``
+    are in ``_keys``; ``_covered`` always includes every batch after the latest manifest read
+    (the tail), so a window query only has to add segments.
+    """
 
     def __init__(
         self,
@@ -270,7 +544,24 @@ class Ledger:
         fingerprint: Fingerprint,
         compact_interval: int = DEFAULT_COMPACT_INTERVAL,
     ):
-        raise NotImplementedError
+        if compact_interval < 1:
+            raise ValueError("compact_interval must be >= 1")
+        self.source = check_source(source)
+        self.root = store
+        self.store = store.child(source)
+        self._fingerprint = fingerprint
+        self.compact_interval = compact_interval
+        self._manifest: _Manifest | None = None
+        self._manifest_read = False
+        self._next = 0
+        self._keys: dict[str, dict[str, int]] = {}
+        self._covered = _RangeSet()
+        self._high_water: str | None = None
+        self._tail: dict[int, Claim] = {}  # claims read after the latest manifest
+        self._segment_days: dict[str, list[tuple[int, str]]] = {}  # loaded segment -> batches
+        self._committed: set[int] = set()  # batches known to have a commit record
+
+    # -- fingerprint -----------------------------------------------------------------------
 
     @classmethod
     def open(
@@ -289,27 +580,156 @@ class Ledger:
         kept -- an object ``(key, etag)`` claimed before the reset is never claimed again, and
         batch ids continue where they were. ``reset`` with an unchanged fingerprint is a no-op.
         """
-        raise NotImplementedError
+        check_source(source)
+        wanted = {str(k): str(v) for k, v in fingerprint.items()}
+        sub = store.child(source)
+        current = cls.read_fingerprint(store, source)
+        if current is None:
+            fp0 = Fingerprint(0, wanted, 0, utcnow())
+            crash_point("ledger.fingerprint.before_put")
+            try:
+                sub.put_if_absent(SOURCE_FILE, _dumps(fp0.to_json(source)))
+                current = fp0
+            except AlreadyExists:
+                current = cls.read_fingerprint(store, source)
+                assert current is not None
+            crash_point("ledger.fingerprint.after_put")
+        while dict(current.values) != wanted:
+            if not reset:
+                raise FingerprintMismatch(source, _changes(current.values, wanted))
+            probe = cls(store, source, current, compact_interval)
+            new = Fingerprint(current.version + 1, wanted, probe.next_batch_id(), utcnow())
+            crash_point("ledger.fingerprint.before_put")
+            try:
+                sub.put_if_absent(
+                    f"{FINGERPRINTS}{new.version:06d}.json", _dumps(new.to_json(source))
+                )
+                current = new
+            except AlreadyExists:
+                latest = cls.read_fingerprint(store, source)
+                assert latest is not None
+                current = latest  # a concurrent reset: compare again
+            crash_point("ledger.fingerprint.after_put")
+        return cls(store, source, current, compact_interval)
 
     @staticmethod
     def read_fingerprint(store: ObjectStore, source: str) -> Fingerprint | None:
         """The latest fingerprint version of ``source``, or None if the source has no ledger.
         Does not check anything (for inspection tools)."""
-        raise NotImplementedError
+        sub = store.child(check_source(source))
+        try:
+            data = sub.get(SOURCE_FILE)
+        except NotFound:
+            return None
+        latest = Fingerprint.from_json(_loads(data, f"{source}/{SOURCE_FILE}"))
+        names = [o.key for o in sub.list(FINGERPRINTS) if o.key.endswith(".json")]
+        if names:
+            name = max(names)
+            latest = Fingerprint.from_json(_loads(sub.get(name), f"{source}/{name}"))
+        return latest
 
     @property
     def fingerprint(self) -> Fingerprint:
-        raise NotImplementedError
+        return self._fingerprint
 
-    # -- claims ----------------------------------------------------------------------------
+    # -- reading claims --------------------------------------------------------------------
+
+    def _read_claim(self, batch_id: int) -> Claim | None:
+        name = OFFSETS + batch_name(batch_id)
+        try:
+            data = self.store.get(name)
+        except NotFound:
+            return None
+        claim = Claim.from_json(_loads(data, f"{self.source}/{name}"))
+        if claim.batch_id != batch_id or claim.source != self.source:
+            raise LedgerCorrupt(
+                f"{self.source}/{name} holds batch {claim.batch_id} of {claim.source}"
+            )
+        return claim
+
+    def _apply(self, claim: Claim) -> None:
+        """Add a claim read (or written) at id ``_next`` to the in-memory state."""
+        assert claim.batch_id == self._next
+        for o in claim.objects:
+            self._keys.setdefault(o.key, {})[o.etag] = claim.batch_id
+            if self._high_water is None or o.key > self._high_water:
+                self._high_water = o.key
+        self._covered.add(claim.batch_id, claim.batch_id)
+        self._tail[claim.batch_id] = claim
+        self._next = claim.batch_id + 1
+
+    def _latest_manifest_name(self, after: str | None = None) -> str | None:
+        names = [o.key for o in self.store.list(COMPACT, start_after=after)]
+        names = [n for n in names if n.endswith(".json")]
+        return max(names) if names else None
+
+    def _refresh_manifest(self) -> None:
+        """Switch to the latest compact snapshot (only ever forward)."""
+        after = COMPACT + batch_name(self._manifest.upto) if self._manifest else None
+        name = self._latest_manifest_name(after)
+        self._manifest_read = True
+        if name is None:
+            return
+        m = _Manifest.from_json(_loads(self.store.get(name), f"{self.source}/{name}"))
+        if self._manifest is not None and m.upto <= self._manifest.upto:
+            return
+        self._manifest = m
+        if m.high_water_key is not None and (
+            self._high_water is None or m.high_water_key > self._high_water
+        ):
+            self._high_water = m.high_water_key
+        if self._next <= m.upto:
+            # Everything up to m.upto exists; what we had read is still covered (and the tail
+            # we had not read is covered by m's segments, loaded on demand).
+            self._next = m.upto + 1
+        for b in [b for b in self._tail if b <= m.upto]:
+            del self._tail[b]
+        self._committed = {b for b in self._committed if b > m.upto or b in m.uncommitted}
+
+    def _ensure_manifest(self) -> None:
+        if not self._manifest_read:
+            self._refresh_manifest()
 
     def refresh(self) -> None:
         """Read the claims created since the last read (O(new claims))."""
-        raise NotImplementedError
+        self._ensure_manifest()
+        while True:
+            ids = list(range(self._next, self._next + PROBE_CHUNK))
+            found = _parallel(self._read_claim, ids)
+            for claim in found:
+                if claim is None:
+                    return
+                self._apply(claim)
 
     def next_batch_id(self) -> int:
         """The id the next claim will take (after reading new claims)."""
-        raise NotImplementedError
+        self.refresh()
+        return self._next
+
+    def _load_segment(self, ref: _SegmentRef) -> None:
+        data = _loads(self.store.get(ref.file), f"{self.source}/{ref.file}")
+        try:
+            for key, etag, batch in data["keys"]:
+                self._keys.setdefault(key, {})[etag] = batch
+            self._segment_days[ref.file] = [(int(b), str(d)) for b, d in data["batches"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise LedgerCorrupt(f"{self.source}/{ref.file}: malformed segment ({e})") from e
+        self._covered.add(ref.first, ref.upto)
+
+    def _missing_segments(self, start_key: str) -> list[_SegmentRef]:
+        if self._manifest is None:
+            return []
+        return [
+            s
+            for s in self._manifest.segments
+            if s.max_key >= start_key and not self._covered.contains(s.first, s.upto)
+        ]
+
+    def _ensure_from(self, start_key: str) -> None:
+        """Load every segment that may hold a key ``>= start_key``."""
+        self._ensure_manifest()
+        for ref in self._missing_segments(start_key):
+            self._load_segment(ref)
 
     def claim_state(self, start_key: str = "") -> ClaimState:
         """The claim state, refreshed, complete for every key ``>= start_key``.
@@ -318,16 +738,30 @@ class Ledger:
         ``>= start_key`` and the claims after the snapshot. ``start_key=""`` loads the whole
         state (O(claimed keys); for full listings).
         """
-        raise NotImplementedError
+        self.refresh()
+        self._ensure_from(start_key)
+        return ClaimState(self._keys, self._next, self._high_water, start_key)
 
     def lookback_start(self, keys: int) -> str | None:
         """The ``start_after`` key for an incremental listing that re-lists the ``keys`` highest
         claimed keys: the ``keys+1``-th highest claimed key, or None when fewer are claimed
         (list everything). Afterwards ``claim_state(result or "")`` is already loaded."""
-        raise NotImplementedError
+        if keys < 0:
+            raise ValueError("lookback must be >= 0")
+        self.refresh()
+        while True:
+            top = heapq.nlargest(keys + 1, self._keys)
+            cand = top[-1] if len(top) == keys + 1 else None
+            missing = self._missing_segments(cand if cand is not None else "")
+            if not missing:
+                return cand
+            self._load_segment(max(missing, key=lambda s: s.max_key))
 
     def is_claimed(self, key: str, etag: str) -> bool:
-        raise NotImplementedError
+        self._ensure_from(key)
+        return etag in self._keys.get(key, {})
+
+    # -- writing claims --------------------------------------------------------------------
 
     def claim(self, partition: str, objects: Sequence[ObjectInfo | ClaimedObject]) -> Claim:
         """Claim ``objects`` as the next batch of ``partition`` (a ``YYYY-MM-DD`` day).
@@ -337,33 +771,120 @@ class Ledger:
         ``AlreadyClaimed`` if an object ``(key, etag)`` is already claimed, ``ValueError`` on an
         empty batch, a duplicate key or a malformed day.
         """
-        raise NotImplementedError
+        check_day(partition)
+        objs = tuple(
+            o if isinstance(o, ClaimedObject) else ClaimedObject.from_info(o) for o in objects
+        )
+        if not objs:
+            raise ValueError("a claim needs at least one object")
+        keys = [o.key for o in objs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a claim may not hold the same key twice")
+        self._ensure_from(min(keys))
+        taken = [o for o in objs if o.etag in self._keys.get(o.key, {})]
+        if taken:
+            o = taken[0]
+            raise AlreadyClaimed(
+                f"source {self.source!r}: {o.key!r} (etag {o.etag}) is already claimed by "
+                f"batch {self._keys[o.key][o.etag]}"
+            )
+        claim = Claim(self.source, self._next, partition, objs, utcnow(), self._fingerprint.version)
+        crash_point("ledger.claim.before_put")
+        try:
+            self.store.put_if_absent(OFFSETS + batch_name(claim.batch_id), _dumps(claim.to_json()))
+        except AlreadyExists:
+            self.refresh()
+            raise ClaimConflict(self.source, claim.batch_id) from None
+        crash_point("ledger.claim.after_put")
+        self._apply(claim)
+        return claim
 
     def get_claim(self, batch_id: int) -> Claim:
         """The claim of ``batch_id``; ``UnknownBatch`` if there is none."""
-        raise NotImplementedError
+        if batch_id in self._tail:
+            return self._tail[batch_id]
+        claim = self._read_claim(batch_id)
+        if claim is None:
+            raise UnknownBatch(f"source {self.source!r} has no batch {batch_id}")
+        return claim
+
+    def _get_claims(self, ids: Sequence[int]) -> list[Claim]:
+        return _parallel(self.get_claim, ids)
 
     def claims_for_partition(self, day: str) -> list[Claim]:
         """Every claim of partition ``day``, in batch order (for backfill). Uses the compact
         segments' day index, so it reads only the claims of that day plus the claims after the
         latest snapshot."""
-        raise NotImplementedError
+        check_day(day)
+        self._refresh_manifest()
+        self.refresh()
+        ids: set[int] = set()
+        if self._manifest is not None:
+            for ref in self._manifest.segments:
+                if day not in ref.days:
+                    continue
+                if ref.file not in self._segment_days:
+                    self._load_segment(ref)
+                ids.update(b for b, d in self._segment_days[ref.file] if d == day)
+        ids.update(b for b, c in self._tail.items() if c.partition == day)
+        return self._get_claims(sorted(ids))
 
     # -- commits ---------------------------------------------------------------------------
 
     def commit_record(self, batch_id: int) -> CommitRecord | None:
-        raise NotImplementedError
+        name = COMMITS + batch_name(batch_id)
+        try:
+            data = self.store.get(name)
+        except NotFound:
+            return None
+        self._committed.add(batch_id)
+        return CommitRecord.from_json(_loads(data, f"{self.source}/{name}"))
 
     def record_commit(self, rec: CommitRecord) -> CommitRecord:
         """Write ``commits/<batch>.json`` create-only and return the stored record. If a record
         already exists it is returned unchanged (never overwritten). ``UnknownBatch`` if the
         batch was never claimed."""
-        raise NotImplementedError
+        if rec.batch_id >= self._next:
+            self.get_claim(rec.batch_id)  # UnknownBatch if it was never claimed
+        crash_point("ledger.commit_record.before_put")
+        try:
+            self.store.put_if_absent(
+                COMMITS + batch_name(rec.batch_id), _dumps(rec.to_json(self.source))
+            )
+        except AlreadyExists:
+            existing = self.commit_record(rec.batch_id)
+            if existing is None:
+                raise LedgerCorrupt(
+                    f"source {self.source!r}: commit record {rec.batch_id} vanished after a 412"
+                ) from None
+            return existing
+        crash_point("ledger.commit_record.after_put")
+        self._committed.add(rec.batch_id)
+        return rec
+
+    def _has_commit(self, batch_id: int) -> bool:
+        if batch_id in self._committed:
+            return True
+        if self.store.exists(COMMITS + batch_name(batch_id)):
+            self._committed.add(batch_id)
+            return True
+        return False
+
+    def _uncommitted_ids(self) -> list[int]:
+        """Batch ids without a commit record (after refreshing the manifest and the claims)."""
+        self._refresh_manifest()
+        self.refresh()
+        m = self._manifest
+        candidates = list(m.uncommitted) if m else []
+        candidates += range(m.upto + 1 if m else 0, self._next)
+        candidates = [b for b in candidates if b not in self._committed]
+        done = _parallel(self._has_commit, candidates)
+        return [b for b, d in zip(candidates, done, strict=True) if not d]
 
     def pending(self) -> list[Claim]:
         """Claims without a commit record, in batch order. Reads the uncommitted ids listed in
         the latest compact snapshot and the commit records after it, not the whole history."""
-        raise NotImplementedError
+        return self._get_claims(self._uncommitted_ids())
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -371,16 +892,112 @@ class Ledger:
         """Write a compact snapshot at the latest multiple of ``compact_interval`` (``upto`` =
         k*interval - 1) if it is newer than the latest one; returns its ``upto`` or None.
         Create-only: a concurrent compactor of the same ``upto`` wins harmlessly."""
-        raise NotImplementedError
+        self.refresh()
+        upto = (self._next // self.compact_interval) * self.compact_interval - 1
+        if upto < 0 or (self._manifest is not None and self._manifest.upto >= upto):
+            return None
+        self._refresh_manifest()
+        if self._manifest is not None and self._manifest.upto >= upto:
+            return None
+        return self.compact(upto)
 
     def compact(self, upto: int) -> int:
         """Write a compact snapshot of the claims ``0..upto`` (which must all exist) unless one
-        exists; returns ``upto``."""
-        raise NotImplementedError
+        at ``upto`` or later exists; returns ``upto``.
+
+        Steps (each durable, create-only): the segment of the claims after the previous
+        snapshot, then the manifest. A crash between them leaves an unreferenced segment that
+        the next compaction of the same range finds identical and reuses.
+        """
+        self._refresh_manifest()
+        self.refresh()
+        base = self._manifest
+        if base is not None and base.upto >= upto:
+            return upto
+        if upto >= self._next:
+            raise ValueError(
+                f"source {self.source!r}: cannot compact up to batch {upto}: "
+                f"only {self._next} batches are claimed"
+            )
+        first = base.upto + 1 if base else 0
+        claims = self._get_claims(range(first, upto + 1))
+        entries = sorted((o.key, o.etag, c.batch_id) for c in claims for o in c.objects)
+        seg_file = f"{SEGMENTS}{first:020d}-{upto:020d}.json"
+        seg_body = _dumps(
+            {
+                "format": FORMAT_VERSION,
+                "source": self.source,
+                "from": first,
+                "upto": upto,
+                "keys": [list(e) for e in entries],
+                "batches": [[c.batch_id, c.partition] for c in claims],
+            }
+        )
+        ref = _SegmentRef(
+            file=seg_file,
+            first=first,
+            upto=upto,
+            min_key=entries[0][0],
+            max_key=entries[-1][0],
+            objects=len(entries),
+            days=tuple(sorted({c.partition for c in claims})),
+        )
+        crash_point("ledger.compact.before_put")
+        try:
+            self.store.put_if_absent(seg_file, seg_body)
+        except AlreadyExists:
+            if self.store.get(seg_file) != seg_body:
+                raise LedgerCorrupt(
+                    f"{self.source}/{seg_file} differs from the claims it summarises"
+                ) from None
+        crash_point("ledger.compact.after_segment")
+        old_uncommitted = list(base.uncommitted) if base else []
+        candidates = old_uncommitted + list(range(first, upto + 1))
+        done = _parallel(self._has_commit, candidates)
+        uncommitted = tuple(b for b, d in zip(candidates, done, strict=True) if not d)
+        high = max(
+            (k for k in (base.high_water_key if base else None, ref.max_key) if k is not None),
+        )
+        manifest = _Manifest(
+            upto=upto,
+            high_water_key=high,
+            committed_below=min(uncommitted) if uncommitted else upto + 1,
+            uncommitted=uncommitted,
+            segments=(*(base.segments if base else ()), ref),
+            created_at=utcnow(),
+        )
+        # AlreadyExists: a concurrent compactor wrote an equivalent snapshot first.
+        with contextlib.suppress(AlreadyExists):
+            self.store.put_if_absent(
+                COMPACT + batch_name(upto), _dumps(manifest.to_json(self.source))
+            )
+        crash_point("ledger.compact.after_put")
+        self._refresh_manifest()
+        return upto
 
     def last_compaction(self) -> int | None:
         """``upto`` of the latest compact snapshot, or None."""
-        raise NotImplementedError
+        self._refresh_manifest()
+        return self._manifest.upto if self._manifest else None
 
     def summary(self) -> LedgerSummary:
-        raise NotImplementedError
+        pending = tuple(self._uncommitted_ids())
+        m = self._manifest
+        return LedgerSummary(
+            source=self.source,
+            claims=self._next,
+            committed=self._next - len(pending),
+            pending=pending,
+            high_water_key=self._high_water,
+            last_compaction=m.upto if m else None,
+            compacted_claimed_objects=m.claimed_objects if m else 0,
+            fingerprint=self._fingerprint,
+        )
+
+
+def _changes(
+    old: Mapping[str, str], new: Mapping[str, str]
+) -> dict[str, tuple[str | None, str | None]]:
+    return {
+        k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+    }
