@@ -21,6 +21,7 @@ Contract:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -31,15 +32,29 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+    ValidationException,
+)
+from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
 from pyiceberg.manifest import DataFile
-from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
+from pyiceberg.schema import Schema, assign_fresh_schema_ids
+from pyiceberg.table import Table, Transaction, WriteTask
+from pyiceberg.table.update import AssertTableUUID
+from pyiceberg.transforms import IdentityTransform
 
+from resources.catalog import ObjectStoreCatalog, parse_metadata_version
+from resources.crashpoints import crash_point
 from resources.markers import IdRanges, marker_property
 
 if TYPE_CHECKING:
-    from resources.maintenance import MaintenancePolicy, VacuumReport
+    from resources.maintenance import MaintenancePolicy, MaintenanceReport, VacuumReport
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +96,8 @@ class TableSettings:
     retry_max_s: float = 1.0
     maintenance_every: int = 50
     maintenance: MaintenancePolicy | None = None  # None: MaintenancePolicy()
+    manifest_min_merge_count: int = 20
+    metadata_log_max: int = 20
 
 
 @dataclass(frozen=True)
@@ -129,11 +146,33 @@ class TableStore:
     def __init__(self, catalog: Catalog, settings: TableSettings | None = None) -> None:
         self.catalog = catalog
         self.settings = settings or TableSettings()
-        self._commits_since_maintenance: dict[str, int] = {}
+        self._commits: dict[str, int] = {}
+
+    # ---- reading -----------------------------------------------------------------------
 
     def load(self, identifier: str) -> Table:
         """The table at its current version (``NoSuchTableError`` if missing)."""
-        raise NotImplementedError
+        return self.catalog.load_table(identifier)
+
+    def committed(self, identifier: str, source: str) -> IdRanges:
+        """The batch ids of ``source`` committed to the table (empty if no table)."""
+        try:
+            table = self.load(identifier)
+        except NoSuchTableError:
+            return IdRanges()
+        return _marker(table, source)
+
+    def current_version(self, identifier: str) -> int:
+        """The table's current metadata version (object-store catalog: N of v<N>; other
+        catalogs: the number of metadata-log entries + 1; 0: no table)."""
+        if isinstance(self.catalog, ObjectStoreCatalog):
+            return self.catalog.current_version(identifier)
+        try:
+            return _version_of(self.load(identifier))
+        except NoSuchTableError:
+            return 0
+
+    # ---- creating and evolving ---------------------------------------------------------
 
     def ensure_table(
         self, identifier: str, schema: pa.Schema, partition_column: str = DEFAULT_PARTITION_COLUMN
@@ -142,7 +181,48 @@ class TableStore:
         ``partition_column`` (type date), Parquet zstd, target file size from settings.
         Race-safe: of concurrent creators one creates, the others load that table.
         An existing table is returned as is (use ``evolve`` for schema changes)."""
-        raise NotImplementedError
+        try:
+            return self.load(identifier)
+        except NoSuchTableError:
+            pass
+        idx = schema.get_field_index(partition_column)
+        if idx < 0:
+            raise ValueError(f"{identifier}: partition column {partition_column!r} not in schema")
+        if not pa.types.is_date32(schema.field(idx).type):
+            raise ValueError(
+                f"{identifier}: partition column {partition_column!r} must be date32, "
+                f"got {schema.field(idx).type}"
+            )
+        ice = assign_fresh_schema_ids(Catalog._convert_schema_if_needed(schema, 2))
+        spec = PartitionSpec(
+            PartitionField(
+                source_id=ice.find_field(partition_column).field_id,
+                field_id=1000,
+                transform=IdentityTransform(),
+                name=partition_column,
+            )
+        )
+        ns = Catalog.namespace_from(identifier)
+        if not isinstance(self.catalog, ObjectStoreCatalog):
+            self.catalog.create_namespace_if_not_exists(ns)
+        try:
+            return self.catalog.create_table(
+                identifier, schema=ice, partition_spec=spec, properties=self._table_properties()
+            )
+        except TableAlreadyExistsError:
+            return self.load(identifier)
+
+    def _table_properties(self) -> dict[str, str]:
+        return {
+            "format-version": "2",
+            "write.format.default": "parquet",
+            "write.parquet.compression-codec": "zstd",
+            "write.target-file-size-bytes": str(self.settings.target_file_size_bytes),
+            "commit.manifest-merge.enabled": "true",
+            "commit.manifest.min-count-to-merge": str(self.settings.manifest_min_merge_count),
+            "write.metadata.previous-versions-max": str(self.settings.metadata_log_max),
+            "commit.retry.num-retries": "0",
+        }
 
     def evolve(self, identifier: str, arrow_schema: pa.Schema) -> Schema:
         """Bring the table schema up to ``arrow_schema`` and return the resulting schema.
@@ -152,17 +232,107 @@ class TableStore:
         Any other type change raises ``IncompatibleSchema``. Idempotent; a no-op commits
         nothing.
         """
-        raise NotImplementedError
+        for attempt in range(self.settings.commit_attempts):
+            table = self.load(identifier)
+            _check_compatible(identifier, table.schema(), arrow_schema)
+            txn = Transaction(table)
+            try:
+                with txn.update_schema() as upd:
+                    upd.union_by_name(arrow_schema)
+            except (ValidationError, ValueError, TypeError) as e:
+                raise IncompatibleSchema(f"{identifier}: {e}") from e
+            if not txn._updates:
+                return table.schema()
+            try:
+                return _commit_strict(txn).schema()
+            except CommitFailedException:
+                _jitter_sleep(attempt, self.settings.retry_base_s, self.settings.retry_max_s)
+        raise CommitConflict(
+            f"{identifier}: schema evolution lost {self.settings.commit_attempts} races"
+        )
+
+    # ---- staging -----------------------------------------------------------------------
 
     def stage(self, identifier: str, batches: Iterable[pa.RecordBatch]) -> list[StagedFile]:
         """Write ``batches`` as Parquet data files under the table's ``data/``.
 
-        Rows are split by partition value and rolled into files of about the target size;
-        batches must match the table schema by name (extra lineage columns included).
-        Rows with a null partition value raise ``ValueError``. Returns one ``StagedFile``
-        per file (none for no rows).
+        Rows are split by partition value and rolled into files of about the target size
+        (uncompressed Arrow bytes); memory holds at most one target size per open partition.
+        Batches must match the table schema by name (missing nullable columns are written as
+        nulls; unknown columns raise ``IncompatibleSchema``: call ``evolve`` first). Rows with
+        a null partition value raise ``ValueError``. Returns one ``StagedFile`` per file.
         """
-        raise NotImplementedError
+        table = self.load(identifier)
+        meta = table.metadata
+        spec = meta.spec()
+        schema = meta.schema()
+        part_name: str | None = None
+        part_field: PartitionField | None = None
+        if not spec.is_unpartitioned():
+            if len(spec.fields) != 1 or not isinstance(spec.fields[0].transform, IdentityTransform):
+                raise ValueError(f"{identifier}: only identity partitioning on one column")
+            part_field = spec.fields[0]
+            part_name = schema.find_column_name(part_field.source_id)
+        target = self.settings.target_file_size_bytes
+        write_uuid = uuid.uuid4()
+        counter = itertools.count(0)
+        buffers: dict[date | None, list[pa.RecordBatch]] = {}
+        sizes: dict[date | None, int] = {}
+        staged: list[StagedFile] = []
+        checked: set[pa.Schema] = set()
+
+        def flush(day: date | None) -> None:
+            buf = buffers.pop(day, [])
+            sizes.pop(day, None)
+            if not buf:
+                return
+            task_schema = pyarrow_to_schema(
+                buf[0].schema, name_mapping=schema.name_mapping, format_version=meta.format_version
+            )
+            pkey = None
+            if part_field is not None:
+                pkey = PartitionKey(
+                    field_values=[PartitionFieldValue(part_field, day)],
+                    partition_spec=spec,
+                    schema=schema,
+                )
+            task = WriteTask(
+                write_uuid=write_uuid,
+                task_id=next(counter),
+                schema=task_schema,
+                record_batches=buf,
+                partition_key=pkey,
+            )
+            for df in write_file(table.io, meta, iter([task])):
+                staged.append(
+                    StagedFile(
+                        path=df.file_path,
+                        day=day,
+                        record_count=df.record_count,
+                        file_size_in_bytes=df.file_size_in_bytes,
+                        data_file=df,
+                    )
+                )
+            crash_point("stage.after_write_file")
+
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            if batch.schema not in checked:
+                _check_batch_schema(identifier, schema, batch.schema)
+                checked.add(batch.schema)
+            for day, part in _split_by_day(batch, part_name):
+                if buffers.get(day) and buffers[day][0].schema != part.schema:
+                    flush(day)  # one file, one arrow schema
+                buffers.setdefault(day, []).append(part)
+                sizes[day] = sizes.get(day, 0) + part.nbytes
+                if sizes[day] >= target:
+                    flush(day)
+        for day in list(buffers):
+            flush(day)
+        return staged
+
+    # ---- committing --------------------------------------------------------------------
 
     def commit_batch(
         self,
@@ -177,11 +347,48 @@ class TableStore:
         ``summary`` goes into the snapshot summary (with ``lockgate.source`` and
         ``lockgate.batch``). Raises ``CommitConflict`` after ``commit_attempts`` lost races.
         """
-        raise NotImplementedError
+        prop = marker_property(source)
+        if batch_id < 0:
+            raise ValueError(f"batch id must be >= 0, got {batch_id}")
+        snap_props = {**(summary or {}), "lockgate.source": source, "lockgate.batch": str(batch_id)}
+        strict = isinstance(self.catalog, ObjectStoreCatalog)
+        for attempt in range(1, self.settings.commit_attempts + 1):
+            table = self.load(identifier)
+            marker = _marker(table, source)
+            if batch_id in marker:
+                return _result(table, duplicate=True, attempts=attempt)
+            txn = Transaction(table)
+            txn.set_properties({prop: marker.add(batch_id).format()})
+            if staged or not strict:
+                # Non-strict catalogs re-validate requirements against their newest version:
+                # a snapshot (even an empty one) makes the marker change assert main's head.
+                with txn.update_snapshot(snapshot_properties=snap_props).merge_append() as app:
+                    for f in staged:
+                        app.append_data_file(f.data_file)
+            try:
+                committed = _commit_strict(txn)
+            except CommitFailedException:
+                _jitter_sleep(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s)
+                continue
+            result = _result(committed, duplicate=False, attempts=attempt)
+            self._after_commit(identifier, result.table_version)
+            return result
+        raise CommitConflict(
+            f"{identifier}: batch {source}:{batch_id} lost {self.settings.commit_attempts} races"
+        )
 
     def rebuild_base(self, identifier: str, source: str) -> RebuildBase:
         """Read the base a rebuild plans against (call BEFORE reading the ledger)."""
-        raise NotImplementedError
+        try:
+            table = self.load(identifier)
+        except NoSuchTableError:
+            return RebuildBase(snapshot_id=None, marker=IdRanges(), table_version=0)
+        snap = table.current_snapshot()
+        return RebuildBase(
+            snapshot_id=snap.snapshot_id if snap else None,
+            marker=_marker(table, source),
+            table_version=_version_of(table),
+        )
 
     def rebuild_partitions(
         self,
@@ -201,35 +408,209 @@ class TableStore:
         that only add ids in ``batch_ids`` are retried against. ``staged`` files must all
         belong to ``days``.
         """
-        raise NotImplementedError
+        prop = marker_property(source)
+        if not days:
+            raise ValueError("rebuild_partitions needs at least one day")
+        day_set = set(days)
+        stray = [f.path for f in staged if f.day not in day_set]
+        if stray:
+            raise ValueError(f"staged files outside the rebuilt days: {stray[:3]}")
+        planned = IdRanges.of(batch_ids)
+        snap_props = {
+            **(summary or {}),
+            "lockgate.source": source,
+            "lockgate.rebuild": ",".join(sorted(d.isoformat() for d in day_set)),
+            "lockgate.batches": planned.format(),
+        }
+        for attempt in range(1, self.settings.commit_attempts + 1):
+            table = self.load(identifier)
+            marker = _marker(table, source)
+            foreign = marker.difference(base.marker).difference(planned)
+            if foreign:
+                raise RebuildConflict(
+                    f"{identifier}: batches {foreign.format()} of {source} committed since the "
+                    f"rebuild's base (v{base.table_version}); re-plan"
+                )
+            spec = table.spec()
+            part_name = table.schema().find_column_name(spec.fields[0].source_id)
+            txn = Transaction(table)
+            txn.set_properties({prop: marker.union(planned).format()})
+            with txn.update_snapshot(snapshot_properties=snap_props).overwrite() as ow:
+                if table.current_snapshot() is not None:
+                    values = ", ".join(repr(d.isoformat()) for d in sorted(day_set))
+                    flt = f"{part_name} IN ({values})"
+                    for task in table.scan(row_filter=flt).plan_files():
+                        ow.delete_data_file(task.file)
+                for f in staged:
+                    ow.append_data_file(f.data_file)
+            try:
+                committed = _commit_strict(txn)
+            except CommitFailedException:
+                _jitter_sleep(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s)
+                continue
+            result = _result(committed, duplicate=False, attempts=attempt)
+            self._after_commit(identifier, result.table_version)
+            return result
+        raise CommitConflict(f"{identifier}: rebuild lost {self.settings.commit_attempts} races")
 
-    def committed(self, identifier: str, source: str) -> IdRanges:
-        """The batch ids of ``source`` committed to the table (empty if no table)."""
-        raise NotImplementedError
+    # ---- maintenance -------------------------------------------------------------------
 
-    def current_version(self, identifier: str) -> int:
-        """The table's current metadata version (object-store catalog: N of v<N>; other
-        catalogs: the number of metadata-log entries + 1)."""
-        raise NotImplementedError
+    def _after_commit(self, identifier: str, version: int) -> None:
+        """Run maintenance when this commit's version is a multiple of ``maintenance_every``
+        (exactly one committer per interval), never failing the landed commit."""
+        every = self.settings.maintenance_every
+        if every <= 0:
+            return
+        if not isinstance(self.catalog, ObjectStoreCatalog):
+            self._commits[identifier] = version = self._commits.get(identifier, 0) + 1
+        if version % every != 0:
+            return
+        try:
+            self.maintain(identifier)
+        except Exception as e:  # maintenance is optional: the next interval retries
+            log.warning("maintenance of %s failed: %s: %s", identifier, type(e).__name__, e)
 
-    def maintain(self, identifier: str) -> None:
+    def maintain(self, identifier: str) -> MaintenanceReport:
         """Run maintenance now (expire snapshots, retire metadata versions)."""
-        raise NotImplementedError
+        from resources.maintenance import MaintenancePolicy, maintain
+
+        return maintain(self.catalog, identifier, self.settings.maintenance or MaintenancePolicy())
 
     def vacuum(
         self, identifier: str, older_than: timedelta = timedelta(days=3), dry_run: bool = False
     ) -> VacuumReport:
         """Delete unreferenced files older than ``older_than`` (see ``maintenance.vacuum``)."""
-        raise NotImplementedError
+        from resources.maintenance import vacuum
+
+        return vacuum(self.catalog, identifier, older_than=older_than, dry_run=dry_run)
+
+
+# ---- helpers ---------------------------------------------------------------------------
 
 
 def _jitter_sleep(attempt: int, base: float, cap: float) -> None:
+    """Full jitter: sleep uniformly in [0, min(cap, base * 2**attempt)]."""
     time.sleep(random.uniform(0, min(cap, base * (2**attempt))))
 
 
-def _marker_key(source: str) -> str:
-    return marker_property(source)
+def _commit_strict(txn: Transaction) -> Table:
+    """Commit ``txn`` exactly once against its base, without pyiceberg's internal retry.
+
+    ``Transaction.commit_transaction`` retries a snapshot producer on a fresh base but keeps
+    the other staged updates, so it would re-apply a stale marker value over a newer one.
+    Here a conflict raises ``CommitFailedException`` (after deleting the manifests written for
+    this attempt) and the caller re-plans from a reload.
+    """
+    table = txn._table
+    requirements = (*txn._requirements, AssertTableUUID(uuid=table.metadata.table_uuid))
+    try:
+        table._do_commit(updates=txn._updates, requirements=requirements)
+    except (CommitFailedException, ValidationException):
+        for producer in txn._snapshot_producers:
+            producer._clean_all_uncommitted()
+        raise
+    return table
 
 
-def _new_write_id() -> uuid.UUID:
-    return uuid.uuid4()
+def _marker(table: Table, source: str) -> IdRanges:
+    return IdRanges.parse(table.properties.get(marker_property(source)))
+
+
+def _version_of(table: Table) -> int:
+    try:
+        return parse_metadata_version(table.metadata_location)
+    except ValueError:
+        return len(table.metadata.metadata_log) + 1
+
+
+def _result(table: Table, duplicate: bool, attempts: int) -> CommitResult:
+    snap = table.current_snapshot()
+    return CommitResult(
+        snapshot_id=snap.snapshot_id if snap else None,
+        table_version=_version_of(table),
+        duplicate=duplicate,
+        attempts=attempts,
+    )
+
+
+_WIDENING = {
+    (pa.int8(), pa.int16()),
+    (pa.int8(), pa.int32()),
+    (pa.int16(), pa.int32()),
+}
+
+
+def _check_compatible(identifier: str, current: Schema, arrow_schema: pa.Schema) -> None:
+    """Reject type changes other than int->long and float->double before pyiceberg sees
+    them (its messages are less specific)."""
+    table_arrow = current.as_arrow()
+    for f in arrow_schema:
+        idx = table_arrow.get_field_index(f.name)
+        if idx < 0:
+            continue
+        old = table_arrow.field(idx).type
+        new = f.type
+        if _same_type(old, new):
+            continue
+        if pa.types.is_integer(old) and pa.types.is_integer(new) and new.bit_width >= old.bit_width:
+            continue
+        if (
+            pa.types.is_floating(old)
+            and pa.types.is_floating(new)
+            and new.bit_width >= old.bit_width
+        ):
+            continue
+        if pa.types.is_integer(old) and new == pa.int64():
+            continue
+        raise IncompatibleSchema(
+            f"{identifier}: column {f.name!r} cannot change from {old} to {new} "
+            "(only int->long and float->double widen)"
+        )
+
+
+def _same_type(old: pa.DataType, new: pa.DataType) -> bool:
+    if old == new:
+        return True
+    for pred in (pa.types.is_string, pa.types.is_large_string):
+        if pred(old) or pred(new):
+            return (pa.types.is_string(old) or pa.types.is_large_string(old)) and (
+                pa.types.is_string(new) or pa.types.is_large_string(new)
+            )
+    if pa.types.is_binary(old) or pa.types.is_large_binary(old):
+        return pa.types.is_binary(new) or pa.types.is_large_binary(new)
+    if pa.types.is_timestamp(old) and pa.types.is_timestamp(new):
+        return (old.tz is None) == (new.tz is None)
+    if pa.types.is_integer(old) and pa.types.is_integer(new):
+        # arrow int32 <-> iceberg int; narrower arrow ints map to iceberg int too
+        return old.bit_width <= 32 and new.bit_width <= 32
+    # nested types are left to pyiceberg's union_by_name
+    return bool(pa.types.is_nested(old) or pa.types.is_nested(new))
+
+
+def _check_batch_schema(identifier: str, schema: Schema, batch_schema: pa.Schema) -> None:
+    names = {f.name for f in schema.fields}
+    unknown = [n for n in batch_schema.names if n not in names]
+    if unknown:
+        raise IncompatibleSchema(
+            f"{identifier}: columns {unknown} are not in the table schema; call evolve() first"
+        )
+    _check_compatible(identifier, schema, batch_schema)
+
+
+def _split_by_day(
+    batch: pa.RecordBatch, part_name: str | None
+) -> Iterable[tuple[date | None, pa.RecordBatch]]:
+    if part_name is None:
+        yield None, batch
+        return
+    col = batch.column(batch.schema.get_field_index(part_name))
+    if col.null_count:
+        raise ValueError(f"{col.null_count} rows have a null partition value {part_name!r}")
+    if not pa.types.is_date32(col.type):
+        col = pc.cast(col, pa.date32())
+    uniques = pc.unique(col)
+    if len(uniques) == 1:
+        yield uniques[0].as_py(), batch
+        return
+    for value in uniques:
+        yield value.as_py(), batch.filter(pc.equal(col, value))
