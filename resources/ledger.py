@@ -560,6 +560,7 @@ class Ledger:
         self._tail: dict[int, Claim] = {}  # claims read after the latest manifest
         self._segment_days: dict[str, list[tuple[int, str]]] = {}  # loaded segment -> batches
         self._committed: set[int] = set()  # batches known to have a commit record
+        self._refreshed = False
 
     # -- fingerprint -----------------------------------------------------------------------
 
@@ -693,13 +694,15 @@ class Ledger:
     def refresh(self) -> None:
         """Read the claims created since the last read (O(new claims))."""
         self._ensure_manifest()
+        self._refreshed = True
+        chunk = 1  # an idle refresh costs one GET; a busy one reads PROBE_CHUNK at a time
         while True:
-            ids = list(range(self._next, self._next + PROBE_CHUNK))
-            found = _parallel(self._read_claim, ids)
+            found = _parallel(self._read_claim, range(self._next, self._next + chunk))
             for claim in found:
                 if claim is None:
                     return
                 self._apply(claim)
+            chunk = PROBE_CHUNK
 
     def next_batch_id(self) -> int:
         """The id the next claim will take (after reading new claims)."""
@@ -726,7 +729,10 @@ class Ledger:
         ]
 
     def _ensure_from(self, start_key: str) -> None:
-        """Load every segment that may hold a key ``>= start_key``."""
+        """Load every segment that may hold a key ``>= start_key`` (reading the claims once if
+        this ledger has not read them yet)."""
+        if not self._refreshed:
+            self.refresh()
         self._ensure_manifest()
         for ref in self._missing_segments(start_key):
             self._load_segment(ref)
@@ -758,6 +764,8 @@ class Ledger:
             self._load_segment(max(missing, key=lambda s: s.max_key))
 
     def is_claimed(self, key: str, etag: str) -> bool:
+        """Whether ``(key, etag)`` is claimed, as of this ledger's last read of the claims (the
+        first call reads them; ``refresh`` or ``claim_state`` read newer ones)."""
         self._ensure_from(key)
         return etag in self._keys.get(key, {})
 

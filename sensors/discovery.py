@@ -34,20 +34,27 @@ Rules (each is a contract the sensor relies on):
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+from functools import cached_property
 
-from resources.ledger import Claim, Ledger
+from resources.crashpoints import crash_point
+from resources.ledger import Claim, ClaimConflict, ClaimState, Ledger
 from resources.store import ObjectInfo, ObjectStore
 
 TEMP_SUFFIXES = (".tmp", "._COPYING_")
 MAX_CONFLICTS_PER_TICK = 1000
+OUT_OF_RANGE_REASONS = ("before_start", "future", "invalid_day")
 
 
 @dataclass(frozen=True)
 class DiscoveryRule:
     """How one source's landing objects become batches.
 
+    ``prefix``: only keys under it (relative to the landing root) are listed; "" lists all.
+    ``partition_regex``: searched in the key; its first group is the day (``YYYY-MM-DD``);
+    None: always the last-modified day (UTC).
     ``lookback_keys``: an incremental listing re-lists this many of the highest claimed keys
     (a key-count window: independent of key naming, and cheap to find from the compact state).
     ``full_listing_every``: a full listing every N ticks (0: only when the caller asks, e.g. on
@@ -65,11 +72,31 @@ class DiscoveryRule:
     max_claims_per_tick: int = 100
 
     def __post_init__(self) -> None:
-        raise NotImplementedError
+        if self.max_files_per_batch < 1:
+            raise ValueError("max_files_per_batch must be >= 1")
+        if self.max_bytes_per_batch < 1:
+            raise ValueError("max_bytes_per_batch must be >= 1")
+        if self.lookback_keys < 0:
+            raise ValueError("lookback_keys must be >= 0")
+        if self.full_listing_every < 0:
+            raise ValueError("full_listing_every must be >= 0")
+        if self.max_claims_per_tick < 1:
+            raise ValueError("max_claims_per_tick must be >= 1")
+        if self.prefix.startswith("/"):
+            raise ValueError(f"prefix {self.prefix!r} must be relative to the landing root")
+        if self.partition_regex is not None:
+            try:
+                rx = re.compile(self.partition_regex)
+            except re.error as e:
+                raise ValueError(f"partition_regex {self.partition_regex!r}: {e}") from e
+            if rx.groups < 1:
+                raise ValueError(
+                    f"partition_regex {self.partition_regex!r} needs a group capturing the day"
+                )
 
-    @property
+    @cached_property
     def compiled_regex(self) -> re.Pattern[str] | None:
-        raise NotImplementedError
+        return re.compile(self.partition_regex) if self.partition_regex is not None else None
 
 
 @dataclass(frozen=True)
@@ -105,17 +132,33 @@ class DiscoveryResult:
 
     def out_of_range_counts(self) -> dict[str, int]:
         """``reason -> number of objects``."""
-        raise NotImplementedError
+        counts: dict[str, int] = {}
+        for o in self.out_of_range:
+            counts[o.reason] = counts.get(o.reason, 0) + 1
+        return counts
 
 
 def is_hidden(key: str) -> bool:
-    """True for temporary or hidden names (never claimed)."""
-    raise NotImplementedError
+    """True for temporary or hidden names (never claimed): any path segment starting with
+    ``.`` or ``_``, or a name ending with ``.tmp`` / ``._COPYING_``."""
+    if key.endswith(TEMP_SUFFIXES):
+        return True
+    return any(part.startswith((".", "_")) for part in key.split("/"))
 
 
 def partition_of(info: ObjectInfo, rule: DiscoveryRule) -> str | None:
     """The object's day ``YYYY-MM-DD``, or None if the regex matched an invalid date."""
-    raise NotImplementedError
+    rx = rule.compiled_regex
+    m = rx.search(info.key) if rx is not None else None
+    if m is None:
+        return info.last_modified.astimezone(UTC).date().isoformat()
+    raw = m.group(1)
+    try:
+        if raw is None or len(raw) != 10:
+            raise ValueError(raw)
+        return date.fromisoformat(raw).isoformat()
+    except ValueError:
+        return None
 
 
 def cut_batches(
@@ -123,14 +166,87 @@ def cut_batches(
 ) -> list[list[ObjectInfo]]:
     """Cut ``objects`` (one day, in order) into consecutive batches within the limits; an object
     larger than ``max_bytes`` is a batch of its own."""
-    raise NotImplementedError
+    batches: list[list[ObjectInfo]] = []
+    cur: list[ObjectInfo] = []
+    cur_bytes = 0
+    for o in objects:
+        if cur and (len(cur) >= max_files or cur_bytes + o.size > max_bytes):
+            batches.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(o)
+        cur_bytes += o.size
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 def full_listing_due(ticks_since_full: int | None, rule: DiscoveryRule) -> bool:
     """Whether this tick should list everything. ``ticks_since_full`` is the number of ticks
     since the last full listing, kept by the caller (e.g. in the sensor cursor); None (no
     cursor, e.g. the first tick) means due."""
-    raise NotImplementedError
+    if ticks_since_full is None:
+        return True
+    return rule.full_listing_every > 0 and ticks_since_full + 1 >= rule.full_listing_every
+
+
+def _list_count(store: ObjectStore) -> int | None:
+    n = getattr(store, "list_requests", None)
+    return n if isinstance(n, int) else None
+
+
+class _Planner:
+    """Classifies listed objects against the claim state and keeps the claimable ones per day."""
+
+    def __init__(self, rule: DiscoveryRule, today: date, result: DiscoveryResult):
+        self.rule = rule
+        self.today = today
+        self.result = result
+        self.by_day: dict[str, list[ObjectInfo]] = defaultdict(list)
+
+    def claimable(self, info: ObjectInfo, state: ClaimState) -> bool:
+        """Whether ``info`` may still be claimed; counts it when it may not."""
+        etags = state.etags(info.key)
+        if info.etag in etags:
+            self.result.skipped_claimed += 1
+            return False
+        if etags:
+            self.result.overwritten.append(info)
+            if not self.rule.allow_overwrites:
+                return False
+        return True
+
+    def add(self, info: ObjectInfo, state: ClaimState) -> None:
+        self.result.listed += 1
+        if is_hidden(info.key):
+            self.result.skipped_hidden += 1
+            return
+        if not self.claimable(info, state):
+            return
+        day = partition_of(info, self.rule)
+        reason = None
+        if day is None:
+            reason, day = "invalid_day", ""
+        elif self.rule.partition_start is not None and day < self.rule.partition_start.isoformat():
+            reason = "before_start"
+        elif day > self.today.isoformat():
+            reason = "future"
+        if reason is not None:
+            self.result.out_of_range.append(OutOfRange(info.key, info.etag, day, reason))
+            return
+        self.by_day[day].append(info)
+
+    def drop_claimed(self, objs: list[ObjectInfo], state: ClaimState) -> list[ObjectInfo]:
+        """After a conflict: the objects of ``objs`` nobody has claimed meanwhile."""
+        keep = []
+        for o in objs:
+            etags = state.etags(o.key)
+            if o.etag in etags:
+                self.result.skipped_claimed += 1
+            elif etags and not self.rule.allow_overwrites:
+                self.result.overwritten.append(o)
+            else:
+                keep.append(o)
+        return keep
 
 
 def discover(
@@ -142,4 +258,36 @@ def discover(
 ) -> DiscoveryResult:
     """List, filter, cut and claim (see the module docstring). Returns the new claims and the
     counts. Raises only on store or ledger errors (a ``ClaimConflict`` is handled)."""
-    raise NotImplementedError
+    today = today or datetime.now(UTC).date()
+    result = DiscoveryResult(full_listing=full_listing)
+    lists_before = _list_count(landing)
+    start_after = None if full_listing else ledger.lookback_start(rule.lookback_keys)
+    result.start_after = start_after
+    window = start_after or ""
+    state = ledger.claim_state(window)
+    planner = _Planner(rule, today, result)
+    for info in landing.list(rule.prefix, start_after=start_after):
+        planner.add(info, state)
+    lists_after = _list_count(landing)
+    if lists_before is not None and lists_after is not None:
+        result.list_requests = lists_after - lists_before
+    crash_point("discovery.after_list")
+
+    budget = rule.max_claims_per_tick
+    for day in sorted(planner.by_day):
+        objs = planner.by_day[day]
+        while objs and budget > 0 and result.conflicts <= MAX_CONFLICTS_PER_TICK:
+            batch = cut_batches(objs, rule.max_files_per_batch, rule.max_bytes_per_batch)[0]
+            try:
+                claim = ledger.claim(day, batch)
+            except ClaimConflict:
+                result.conflicts += 1
+                state = ledger.claim_state(window)  # the ledger has re-read the new claims
+                objs = planner.drop_claimed(objs, state)
+                continue
+            result.claims.append(claim)
+            budget -= 1
+            objs = objs[len(batch) :]
+        result.deferred += len(objs)
+    ledger.maybe_compact()
+    return result
