@@ -30,13 +30,33 @@ Contract of ``read_object`` (the accounting every caller relies on):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import bz2
+import csv
+import gzip
+import io
+import json
+import re
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 
-from pipelines.config import DEFAULT_MAX_RECORD_BYTES, CsvOptions, Format, SourceConfig
-from resources.store import ObjectStore
+from pipelines.config import (
+    DEFAULT_MAX_RECORD_BYTES,
+    LINEAGE_COLUMNS,
+    CsvOptions,
+    Format,
+    SourceConfig,
+)
+from resources.store import NotFound, ObjectChanged, ObjectStore
 
 SOURCE_ROW = "_source_row"
 #: Bytes of a bad record kept in its ``QuarantineRecord.raw``.
@@ -111,7 +131,10 @@ def count_accounting(chunks: Sequence[ReadChunk]) -> ObjectCounts:
 
 def compression_for_key(key: str) -> str | None:
     """``gzip`` / ``zstd`` / ``bz2`` from the key's suffix, else None."""
-    raise NotImplementedError
+    for suffix, name in COMPRESSION_SUFFIXES.items():
+        if key.lower().endswith(suffix):
+            return name
+    return None
 
 
 def read_object(
@@ -122,7 +145,34 @@ def read_object(
     schema: pa.Schema | None,
 ) -> Iterator[ReadChunk]:
     """Stream one object (pinned to ``etag``) as ``ReadChunk``s; see the module contract."""
-    raise NotImplementedError
+    ctx = _Context(key, etag, schema)
+    try:
+        raw = store.open(key, etag=etag)
+    except (NotFound, ObjectChanged) as e:
+        yield ctx.unreadable(f"cannot open: {type(e).__name__}: {e}")
+        return
+    try:
+        source = _TaggedReader(raw)
+        try:
+            head = source.peek_head(16)
+            if not head:
+                return  # an empty object holds no records, whatever its suffix
+            compression = compression_for_key(key)
+            _check_magic(key, head, compression, fmt.format)
+            stream = _decompressed(source, compression)
+            if fmt.format == "parquet":
+                yield from _read_parquet(stream, fmt, ctx)
+            else:
+                yield from _read_text(stream, fmt, ctx)
+        except _Unreadable as e:
+            yield ctx.unreadable(e.reason)
+        except _RawReadError as e:
+            if isinstance(e.orig, NotFound | ObjectChanged):
+                yield ctx.unreadable(f"{type(e.orig).__name__} while reading: {e.orig}")
+            else:
+                raise e.orig from None
+    finally:
+        raw.close()
 
 
 #: Arrow schema of quarantine entries (for writing them out).
@@ -149,3 +199,712 @@ def quarantine_batch(records: Sequence[QuarantineRecord]) -> pa.RecordBatch:
         ],
         schema=QUARANTINE_SCHEMA,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Internals. Vocabulary: a *block* is a run of consecutive records read in one go; the fast
+# path parses a whole block with one pyarrow call; when that fails, the block is bisected
+# until every failing record stands alone and is quarantined with the reason of its own parse.
+# --------------------------------------------------------------------------------------------
+
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "gzip": (b"\x1f\x8b",),
+    "zstd": (b"\x28\xb5\x2f\xfd",),
+    "bz2": (b"BZh",),
+}
+_BZ2_FULL = re.compile(rb"BZh[1-9]\x31\x41\x59\x26\x53\x59")
+_PARQUET_MAGIC = b"PAR1"
+_BOM = b"\xef\xbb\xbf"
+_TZ_SUFFIX = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)$"
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+class _Unreadable(Exception):
+    """The object (or its rest) cannot be read; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _RawReadError(Exception):
+    """An exception raised by the store's stream (not by decoding); re-raised or quarantined."""
+
+    def __init__(self, orig: BaseException):
+        super().__init__(str(orig))
+        self.orig = orig
+
+
+class _RecordError(Exception):
+    """A block (or one record) failed to parse or cast; ``reason`` names the field if known."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _TooLong:
+    """A record longer than ``max_record_bytes``: only its head is kept."""
+
+    head: bytes
+    size: int
+
+
+_Record = bytes | _TooLong
+
+
+def _text(raw: bytes) -> str:
+    return raw[: MAX_RAW_CHARS * 4].decode("utf-8", errors="replace")[:MAX_RAW_CHARS]
+
+
+class _Context:
+    """Per-object state: identity, declared schema, and the index of the next record."""
+
+    def __init__(self, key: str, etag: str, schema: pa.Schema | None):
+        self.key = key
+        self.etag = etag
+        self.schema = schema
+        self.next_index = 0
+        self.coercer = _Coercer(schema) if schema is not None else None
+
+    def quarantine(self, index: int, raw: str, reason: str) -> QuarantineRecord:
+        return QuarantineRecord(self.key, self.etag, index, raw[:MAX_RAW_CHARS], reason)
+
+    def unreadable(self, reason: str) -> ReadChunk:
+        if self.next_index:
+            reason = f"unreadable after record {self.next_index - 1}: {reason}"
+        q = QuarantineRecord(self.key, self.etag, None, "", reason)
+        return ReadChunk(self.empty_batch(), [q])
+
+    def empty_batch(self) -> pa.RecordBatch:
+        fields = list(self.schema) if self.schema is not None else []
+        schema = pa.schema([*fields, pa.field(SOURCE_ROW, pa.int64())])
+        return pa.RecordBatch.from_pylist([], schema=schema)
+
+    def validate(self, table: pa.Table) -> pa.Table:
+        """Cast to the declared schema, or (inferred) refuse lineage column names."""
+        if self.coercer is not None:
+            return self.coercer.coerce(table)
+        for name in table.column_names:
+            if name in LINEAGE_COLUMNS:
+                raise _RecordError(f"field {name!r} is reserved for lineage columns")
+        return table
+
+    def chunks(
+        self, pieces: list[tuple[int, pa.Table]], quarantined: list[QuarantineRecord]
+    ) -> Iterator[ReadChunk]:
+        """Rows of ``pieces`` (start index, table), in index order, as one chunk when their
+        schemas unify (always with a declared schema), else one chunk per piece."""
+        if not pieces:
+            if quarantined:
+                yield ReadChunk(self.empty_batch(), quarantined)
+            return
+        try:
+            tables = [_with_rows(t, start) for start, t in pieces]
+            merged = pa.concat_tables(tables, promote_options="permissive")
+            yield ReadChunk(_one_batch(merged), quarantined)
+        except _ARROW_ERRORS:
+            for i, (start, t) in enumerate(pieces):
+                yield ReadChunk(_one_batch(_with_rows(t, start)), quarantined if i == 0 else [])
+
+
+def _with_rows(table: pa.Table, start: int) -> pa.Table:
+    rows = pa.array(np.arange(start, start + table.num_rows, dtype=np.int64))
+    return table.append_column(pa.field(SOURCE_ROW, pa.int64()), rows)
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    table = table.combine_chunks()
+    batches = table.to_batches()
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=table.schema)
+    return batches[0]
+
+
+def _process_block(
+    ctx: _Context,
+    records: list[_Record],
+    attempt: Callable[[list[bytes]], pa.Table],
+    explain: Callable[[bytes, _RecordError], str],
+    max_record_bytes: int,
+) -> Iterator[ReadChunk]:
+    """Parse ``records`` (indices from ``ctx.next_index``) into chunks; every record ends as
+    a row or a quarantine entry. Advances ``ctx.next_index`` past the block."""
+    base = ctx.next_index
+    pieces: list[tuple[int, pa.Table]] = []
+    quarantined: list[QuarantineRecord] = []
+
+    def bisect(lo: int, hi: int) -> None:
+        group = records[lo:hi]
+        try:
+            pieces.append((base + lo, attempt(group)))  # type: ignore[arg-type]
+            return
+        except _RecordError as e:
+            if hi - lo == 1:
+                rec = group[0]
+                assert isinstance(rec, bytes)
+                quarantined.append(ctx.quarantine(base + lo, _text(rec), explain(rec, e)))
+                return
+        mid = (lo + hi) // 2
+        bisect(lo, mid)
+        bisect(mid, hi)
+
+    start = 0
+    for i, rec in enumerate([*records, None]):
+        if rec is None or isinstance(rec, _TooLong):
+            if i > start:
+                bisect(start, i)
+            if isinstance(rec, _TooLong):
+                quarantined.append(
+                    ctx.quarantine(
+                        base + i,
+                        _text(rec.head),
+                        f"record of {rec.size} bytes exceeds max_record_bytes ({max_record_bytes})",
+                    )
+                )
+            start = i + 1
+    ctx.next_index = base + len(records)
+    yield from ctx.chunks(pieces, quarantined)
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+class _TaggedReader(io.RawIOBase):
+    """The store's stream, with its exceptions wrapped in ``_RawReadError`` so that decoding
+    errors (the object's fault) and transport errors (retryable) are told apart."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.head = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self.raw.read(n)
+        except Exception as e:
+            raise _RawReadError(e) from e
+
+    def peek_head(self, n: int) -> bytes:
+        """Read up to ``n`` first bytes; they are replayed by later reads."""
+        while len(self.head) < n:
+            more = self._read(n - len(self.head))
+            if not more:
+                break
+            self.head += more
+        return self.head
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        data = self._read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _check_magic(key: str, head: bytes, compression: str | None, fmt: str) -> None:
+    if compression is not None:
+        if not any(head.startswith(m) for m in _MAGIC[compression]):
+            raise _Unreadable(
+                f"key suffix says {compression} but the content does not start with its magic "
+                f"bytes (starts with {head[:4].hex()})"
+            )
+        return
+    for name, magics in _MAGIC.items():
+        if name == "bz2":
+            hit = bool(_BZ2_FULL.match(head))
+        else:
+            hit = any(head.startswith(m) for m in magics)
+        if hit:
+            raise _Unreadable(
+                f"content is {name}-compressed but the key has no "
+                f"{next(s for s, c in COMPRESSION_SUFFIXES.items() if c == name)} suffix"
+            )
+    if fmt == "parquet" and not head.startswith(_PARQUET_MAGIC):
+        raise _Unreadable(f"not a Parquet file (starts with {head[:4].hex()}, expected PAR1)")
+
+
+class _Decoded:
+    """A decompressing reader whose decoding errors become ``_Unreadable``."""
+
+    def __init__(self, stream: Any, compression: str | None):
+        self.stream = stream
+        self.compression = compression
+
+    def read(self, n: int) -> bytes:
+        try:
+            data = self.stream.read(n)
+        except _RawReadError:
+            raise
+        except (OSError, EOFError, zlib.error, ValueError, *_ARROW_ERRORS) as e:
+            raise _Unreadable(f"{self.compression or 'read'} error: {e}") from e
+        return bytes(data)
+
+    def read_block(self, n: int) -> bytes:
+        """Up to ``n`` bytes, fewer only at the end of the stream; b"" at the end."""
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            data = self.read(n - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+
+def _decompressed(source: _TaggedReader, compression: str | None) -> _Decoded:
+    buffered = io.BufferedReader(source, buffer_size=1 << 20)
+    stream: Any
+    if compression == "gzip":
+        stream = gzip.GzipFile(fileobj=buffered, mode="rb")
+    elif compression == "bz2":
+        stream = bz2.BZ2File(buffered, mode="rb")
+    elif compression == "zstd":
+        # python-zstandard's stream_reader silently stops at a truncated frame; pyarrow's
+        # codec reports it, and passes the source's exceptions through unchanged.
+        stream = pa.CompressedInputStream(pa.PythonFile(buffered, mode="r"), "zstd")
+    else:
+        stream = buffered
+    return _Decoded(stream, compression)
+
+
+# -- text formats -----------------------------------------------------------------------------
+
+
+class _Splitter:
+    """Cuts a byte stream into complete records with bounded memory.
+
+    JSONL: a record is a line that is not blank. CSV: a record is a run of lines with an even
+    number of quote characters (quoted fields may hold newlines); empty lines are skipped. A
+    record longer than ``max_bytes`` becomes a ``_TooLong`` and its bytes are skipped.
+    """
+
+    def __init__(self, max_bytes: int, quote: bytes | None, blank: Callable[[bytes], bool]):
+        self.max_bytes = max_bytes
+        self.quote = quote
+        self.blank = blank
+        self.carry = b""
+        self.skipping: _TooLong | None = None
+        self.skip_parity = 0
+        self.first = True
+
+    def _skip(self, data: bytes, out: list[_Record]) -> bytes:
+        """Consume the rest of an oversized record from ``data``; return what follows it."""
+        assert self.skipping is not None
+        pos = 0
+        while True:
+            nl = data.find(b"\n", pos)
+            seg = data[pos:] if nl < 0 else data[pos:nl]
+            if self.quote:
+                self.skip_parity ^= seg.count(self.quote) & 1
+            if nl < 0:
+                self.skipping.size += len(seg)
+                return b""
+            self.skipping.size += len(seg) + 1
+            pos = nl + 1
+            if self.skip_parity == 0:
+                out.append(self.skipping)
+                self.skipping = None
+                return data[pos:]
+
+    def feed(self, data: bytes) -> list[_Record]:
+        if self.first and data:
+            self.first = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
+        out: list[_Record] = []
+        if self.skipping is not None:
+            data = self._skip(data, out)
+            if self.skipping is not None:
+                return out
+        buf = self.carry + data if self.carry else data
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            lines: list[bytes] = []
+            tail = buf
+        else:
+            lines = buf[:cut].split(b"\n")
+            tail = buf[cut + 1 :]
+        if self.quote is None or self.quote not in buf:
+            out.extend(line for line in lines if not self.blank(line))
+            self.carry = tail
+        else:
+            q = self.quote
+            pending: list[bytes] = []
+            parity = 0
+            for line in lines:
+                if not pending and self.blank(line):
+                    continue
+                pending.append(line)
+                parity ^= line.count(q) & 1
+                if parity == 0:
+                    out.append(pending[0] if len(pending) == 1 else b"\n".join(pending))
+                    pending = []
+            pending.append(tail)
+            self.carry = b"\n".join(pending)
+        if out and max(len(r) for r in out if isinstance(r, bytes)) > self.max_bytes:
+            out = [
+                _TooLong(r[: MAX_RAW_CHARS * 4], len(r))
+                if isinstance(r, bytes) and len(r) > self.max_bytes
+                else r
+                for r in out
+            ]
+        if len(self.carry) > self.max_bytes:
+            self.skipping = _TooLong(self.carry[: MAX_RAW_CHARS * 4], len(self.carry))
+            self.skip_parity = self.carry.count(self.quote) & 1 if self.quote else 0
+            self.carry = b""
+        return out
+
+    def finish(self) -> list[_Record]:
+        if self.skipping is not None:
+            rec: list[_Record] = [self.skipping]
+            self.skipping = None
+            return rec
+        carry, self.carry = self.carry, b""
+        if carry and not self.blank(carry):
+            return [carry]
+        return []
+
+
+def _json_blank(line: bytes) -> bool:
+    return not line.strip()
+
+
+def _csv_blank(line: bytes) -> bool:
+    return line == b"" or line == b"\r"
+
+
+def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
+    if fmt.format == "jsonl":
+        splitter = _Splitter(fmt.max_record_bytes, None, _json_blank)
+        parser: _JsonParser | _CsvParser | None = _JsonParser(ctx.schema)
+    else:
+        q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
+        splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank)
+        parser = None
+    while True:
+        data = stream.read_block(fmt.block_bytes)
+        records = splitter.feed(data) if data else splitter.finish()
+        if records and parser is None:
+            parser, records = _CsvParser.start(records, fmt, ctx)
+        if records and parser is not None:
+            yield from _process_block(
+                ctx, records, parser.attempt, parser.explain, fmt.max_record_bytes
+            )
+        if not data:
+            return
+
+
+def _block_size(records: list[bytes]) -> int:
+    return max(1 << 20, max(len(r) for r in records) * 2 + 2)
+
+
+class _JsonParser:
+    def __init__(self, schema: pa.Schema | None):
+        self.schema = schema
+        self.coercer = _Coercer(schema) if schema is not None else None
+        if schema is None:
+            self.options = pa_json.ParseOptions()
+        else:
+            self.options = pa_json.ParseOptions(
+                explicit_schema=_parse_schema(schema), unexpected_field_behavior="ignore"
+            )
+        self._field_parsers: dict[str, _JsonParser] = {}
+
+    def attempt(self, records: list[bytes]) -> pa.Table:
+        data = b"\n".join(records)
+        try:
+            table = pa_json.read_json(
+                io.BytesIO(data),
+                read_options=pa_json.ReadOptions(block_size=_block_size(records)),
+                parse_options=self.options,
+            )
+        except _ARROW_ERRORS as e:
+            raise _RecordError(str(e)) from e
+        if table.num_rows != len(records):
+            raise _RecordError(f"{len(records)} line(s) held {table.num_rows} JSON values")
+        if self.coercer is not None:
+            return self.coercer.coerce(table)
+        for name in table.column_names:
+            if name in LINEAGE_COLUMNS:
+                raise _RecordError(f"field {name!r} is reserved for lineage columns")
+        return table
+
+    def explain(self, record: bytes, err: _RecordError) -> str:
+        try:
+            value = json.loads(record)
+        except ValueError as e:
+            return f"malformed JSON: {e}"
+        if not isinstance(value, dict):
+            return f"not a JSON object (got {type(value).__name__})"
+        if self.schema is not None:
+            for f in self.schema:
+                if f.name not in value:
+                    continue
+                single = self._field_parsers.get(f.name)
+                if single is None:
+                    single = self._field_parsers[f.name] = _JsonParser(pa.schema([f]))
+                try:
+                    single.attempt([json.dumps({f.name: value[f.name]}).encode()])
+                except _RecordError as e:
+                    if e.reason.startswith(f"field {f.name!r}"):
+                        return e.reason
+                    shown = _show(value[f.name])
+                    return f"field {f.name!r}: cannot convert {shown} to {f.type}: {e.reason}"
+        return err.reason
+
+
+class _CsvParser:
+    def __init__(self, names: list[str], fmt: FormatOptions, ctx: _Context):
+        self.names = names
+        self.ctx = ctx
+        self.coercer = ctx.coercer
+        opts = fmt.csv
+        self.parse_kwargs: dict[str, Any] = {
+            "delimiter": opts.delimiter,
+            "quote_char": opts.quote_char if opts.quote_char else False,
+            "double_quote": True,
+            "newlines_in_values": bool(opts.quote_char),
+            "ignore_empty_lines": True,
+        }
+        if ctx.schema is not None:
+            declared = set(ctx.schema.names)
+            include = [n for n in names if n in declared]
+            self.convert = pa_csv.ConvertOptions(
+                column_types={n: pa.string() for n in include},
+                include_columns=include,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            )
+        else:
+            self.convert = pa_csv.ConvertOptions()
+
+    @classmethod
+    def start(
+        cls, records: list[_Record], fmt: FormatOptions, ctx: _Context
+    ) -> tuple[_CsvParser, list[_Record]]:
+        """The parser for this object, from its first record (the header, if any)."""
+        first = records[0]
+        if isinstance(first, _TooLong):
+            raise _Unreadable("the first CSV record exceeds max_record_bytes")
+        fields = _csv_fields(first, fmt.csv)
+        if fmt.csv.header:
+            names = [n.strip() or f"f{i}" for i, n in enumerate(fields)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise _Unreadable(f"CSV header repeats column names: {', '.join(dupes)}")
+            return cls(names, fmt, ctx), records[1:]
+        if ctx.schema is not None:
+            names = list(ctx.schema.names)
+        else:
+            names = [f"f{i}" for i in range(len(fields))]
+        return cls(names, fmt, ctx), records
+
+    def attempt(self, records: list[bytes]) -> pa.Table:
+        data = b"\n".join(records) + b"\n"
+        bad: list[Any] = []
+
+        def on_invalid(row: Any) -> str:
+            bad.append(row)
+            return "skip"
+
+        try:
+            table = pa_csv.read_csv(
+                io.BytesIO(data),
+                read_options=pa_csv.ReadOptions(
+                    column_names=self.names, block_size=_block_size(records)
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    invalid_row_handler=on_invalid, **self.parse_kwargs
+                ),
+                convert_options=self.convert,
+            )
+        except _ARROW_ERRORS as e:
+            raise _RecordError(self._name_column(str(e))) from e
+        if bad:
+            row = bad[0]
+            raise _RecordError(f"expected {row.expected_columns} fields, got {row.actual_columns}")
+        if table.num_rows != len(records):
+            raise _RecordError(f"{len(records)} record(s) parsed as {table.num_rows} rows")
+        return self.ctx.validate(table)
+
+    def explain(self, record: bytes, err: _RecordError) -> str:
+        return err.reason
+
+    def _name_column(self, message: str) -> str:
+        m = re.search(r"In CSV column #(\d+): (?:Row #\d+: )?(.*)", message, re.S)
+        if m:
+            idx = int(m.group(1))
+            cols = self.convert.include_columns or self.names
+            if idx < len(cols):
+                return f"field {cols[idx]!r}: {m.group(2)}"
+        return message
+
+
+def _csv_fields(record: bytes, opts: CsvOptions) -> list[str]:
+    text = record.decode("utf-8", errors="replace").rstrip("\r")
+    if opts.quote_char:
+        reader = csv.reader(io.StringIO(text), delimiter=opts.delimiter, quotechar=opts.quote_char)
+    else:
+        reader = csv.reader(io.StringIO(text), delimiter=opts.delimiter, quoting=csv.QUOTE_NONE)
+    return next(reader, [])
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# -- declared schema ---------------------------------------------------------------------------
+
+
+def _parse_schema(schema: pa.Schema) -> pa.Schema:
+    """What the JSON reader parses declared fields as: strings where pyarrow's JSON converter
+    cannot take the text form (dates, timestamps, binary) — ``_Coercer`` casts them after."""
+    fields = []
+    for f in schema:
+        if pa.types.is_date(f.type) or pa.types.is_timestamp(f.type) or pa.types.is_binary(f.type):
+            fields.append(pa.field(f.name, pa.string()))
+        else:
+            fields.append(f)
+    return pa.schema(fields)
+
+
+class _Coercer:
+    """Casts a parsed table to the declared schema: declared columns in declared order,
+    missing ones null, strict casts. Text is trimmed, and empty text is null for non-string
+    types; timestamps accept an optional zone offset (``Z``, ``+02:00``) and are stored in UTC,
+    text without an offset is taken as UTC."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+
+    def coerce(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        columns = []
+        for f in self.schema:
+            idx = table.schema.get_field_index(f.name)
+            if idx < 0:
+                columns.append(pa.nulls(n, f.type))
+                continue
+            col = table.column(idx)
+            if col.type == f.type:
+                columns.append(col)
+                continue
+            try:
+                if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                    columns.append(_from_text(col, f.type))
+                else:
+                    columns.append(pc.cast(col, f.type, safe=True))
+            except _ARROW_ERRORS as e:
+                shown = f" {_show(col[0].as_py())}" if n == 1 else ""
+                raise _RecordError(
+                    f"field {f.name!r}: cannot convert{shown} to {f.type}: {e}"
+                ) from e
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+
+def _from_text(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    if pa.types.is_string(target) or pa.types.is_large_string(target):
+        return pc.cast(col, target)
+    if pa.types.is_binary(target) or pa.types.is_large_binary(target):
+        return pc.cast(col, target)
+    text = pc.utf8_trim_whitespace(col)
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    if pa.types.is_boolean(target):
+        return pc.cast(pc.utf8_lower(text), target)
+    if pa.types.is_timestamp(target):
+        has_zone = pc.match_substring_regex(text, _TZ_SUFFIX)
+        null = pa.scalar(None, pa.string())
+        zoned = pc.cast(pc.if_else(has_zone, text, null), pa.timestamp(target.unit, tz="UTC"))
+        naive = pc.cast(pc.if_else(has_zone, null, text), pa.timestamp(target.unit))
+        return pc.if_else(has_zone, pc.cast(zoned, target), pc.cast(naive, target))
+    return pc.cast(text, target)
+
+
+# -- parquet -----------------------------------------------------------------------------------
+
+
+def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
+    """Parquet needs random access: the object is spooled to a local temporary file (disk,
+    not memory), then read one batch at a time."""
+    with tempfile.TemporaryFile(prefix="lockgate-parquet-") as spool:
+        _spool(stream, spool)
+        spool.seek(0)
+        try:
+            pf = pq.ParquetFile(spool)
+        except (*_ARROW_ERRORS, OSError) as e:
+            raise _Unreadable(f"not a readable Parquet file: {e}") from e
+        columns = None
+        if ctx.schema is not None:
+            present = set(pf.schema_arrow.names)
+            columns = [n for n in ctx.schema.names if n in present]
+        batches = pf.iter_batches(batch_size=fmt.parquet_batch_rows, columns=columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (*_ARROW_ERRORS, OSError) as e:
+                raise _Unreadable(f"corrupt Parquet data: {e}") from e
+            table = pa.Table.from_batches([batch])
+
+            def attempt(rows: list[bytes], _t: pa.Table = table) -> pa.Table:
+                lo, hi = int(rows[0]), int(rows[-1]) + 1
+                return ctx.validate(_t.slice(lo, hi - lo))
+
+            def explain(row: bytes, err: _RecordError) -> str:
+                return err.reason
+
+            # Records are addressed by their offset in the batch (as bytes, for the bisector);
+            # raw text of a quarantined row is its JSON rendering.
+            records: list[_Record] = [str(i).encode() for i in range(table.num_rows)]
+            base = ctx.next_index
+            for chunk in _process_block(ctx, records, attempt, explain, fmt.max_record_bytes):
+                chunk.quarantined = [
+                    QuarantineRecord(
+                        q.source_key,
+                        q.source_etag,
+                        q.record_index,
+                        _row_text(table, (q.record_index or 0) - base),
+                        q.reason,
+                    )
+                    for q in chunk.quarantined
+                ]
+                yield chunk
+
+
+def _row_text(table: pa.Table, i: int) -> str:
+    row = table.slice(i, 1).to_pylist()[0]
+    return json.dumps(row, default=str)[:MAX_RAW_CHARS]
+
+
+def _spool(stream: _Decoded, out: IO[bytes]) -> None:
+    while True:
+        data = stream.read(1 << 20)
+        if not data:
+            return
+        out.write(data)
+
+
+__all__ = [
+    "COMPRESSION_SUFFIXES",
+    "QUARANTINE_SCHEMA",
+    "SOURCE_ROW",
+    "FormatOptions",
+    "ObjectCounts",
+    "QuarantineRecord",
+    "ReadChunk",
+    "compression_for_key",
+    "count_accounting",
+    "quarantine_batch",
+    "read_object",
+]
