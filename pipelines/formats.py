@@ -336,19 +336,24 @@ def _process_block(
     quarantined: list[QuarantineRecord] = []
 
     def bisect(lo: int, hi: int) -> None:
-        group = records[lo:hi]
-        try:
-            pieces.append((base + lo, attempt(group)))  # type: ignore[arg-type]
-            return
-        except _RecordError as e:
-            if hi - lo == 1:
-                rec = group[0]
-                assert isinstance(rec, bytes)
-                quarantined.append(ctx.quarantine(base + lo, _text(rec), explain(rec, e)))
-                return
-        mid = (lo + hi) // 2
-        bisect(lo, mid)
-        bisect(mid, hi)
+        # An explicit stack, not recursion: a recursive closure is a reference cycle that
+        # would keep every block alive until the cyclic GC happens to run.
+        stack = [(lo, hi)]
+        while stack:
+            lo, hi = stack.pop()
+            group = records[lo:hi]
+            try:
+                pieces.append((base + lo, attempt(group)))  # type: ignore[arg-type]
+                continue
+            except _RecordError as e:
+                if hi - lo == 1:
+                    rec = group[0]
+                    assert isinstance(rec, bytes)
+                    quarantined.append(ctx.quarantine(base + lo, _text(rec), explain(rec, e)))
+                    continue
+            mid = (lo + hi) // 2
+            stack.append((mid, hi))
+            stack.append((lo, mid))
 
     start = 0
     for i, rec in enumerate([*records, None]):
@@ -365,6 +370,8 @@ def _process_block(
                 )
             start = i + 1
     ctx.next_index = base + len(records)
+    pieces.sort(key=lambda piece: piece[0])
+    quarantined.sort(key=lambda q: q.record_index or 0)
     yield from ctx.chunks(pieces, quarantined)
 
 
