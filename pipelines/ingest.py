@@ -1,0 +1,60 @@
+"""``ingest``: discover, claim and execute every pending batch of a source in this process
+until the source is idle -- the same discovery and batch code the sensor and the asset use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipelines.batch import BatchOutcome, execute_batch
+from pipelines.config import SourceConfig
+from pipelines.runtime import Runtime, discovery_rule
+from sensors.discovery import DiscoveryResult, discover
+
+
+@dataclass
+class IngestReport:
+    source: str
+    batches: list[BatchOutcome] = field(default_factory=list)
+    discoveries: list[DiscoveryResult] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(b.rows for b in self.batches if not b.already_committed)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(b.quarantined for b in self.batches if not b.already_committed)
+
+    @property
+    def out_of_range(self) -> dict[str, int]:
+        """Objects not claimed because of their day, by reason (from the last listing)."""
+        return self.discoveries[-1].out_of_range_counts() if self.discoveries else {}
+
+
+def ingest_source(
+    rt: Runtime,
+    source: SourceConfig,
+    full_listing: bool = False,
+    on_batch: Callable[[BatchOutcome], None] | None = None,
+) -> IngestReport:
+    """Run discovery and every pending batch until a discovery claims nothing new and no
+    batch is pending. Idempotent: batches committed by anyone else are skipped."""
+    report = IngestReport(source.name)
+    rule = discovery_rule(source)
+    ledger = rt.ledger(source)
+    first = True
+    while True:
+        result = discover(rt.landing(source), ledger, rule, full_listing=full_listing and first)
+        first = False
+        report.discoveries.append(result)
+        pending = ledger.pending()
+        for claim in pending:
+            outcome = execute_batch(rt, source, ledger, claim)
+            report.batches.append(outcome)
+            if on_batch is not None:
+                on_batch(outcome)
+        if not result.claims and not result.deferred and not pending:
+            return report
+        if not result.claims and not pending:
+            return report  # deferred objects with nothing claimable (should not happen)
