@@ -276,6 +276,8 @@ def discover(
     budget = rule.max_claims_per_tick
     for day in sorted(planner.by_day):
         objs = planner.by_day[day]
+        if result.conflicts:  # other planners claimed meanwhile: drop what they took
+            objs = planner.drop_claimed(objs, state)
         while objs and budget > 0 and result.conflicts <= MAX_CONFLICTS_PER_TICK:
             batch = cut_batches(objs, rule.max_files_per_batch, rule.max_bytes_per_batch)[0]
             try:
