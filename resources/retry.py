@@ -128,7 +128,6 @@ def _connection_error_types() -> tuple[type[BaseException], ...]:
             be.ReadTimeoutError,
             be.ResponseStreamingError,
             be.IncompleteReadError,
-            be.HTTPClientError,
         ]
     except ImportError:  # pragma: no cover - botocore is a dependency
         pass

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MiB = 1024 * 1024
-DEFAULT_READ_BUFFER = 8 * MiB
+DEFAULT_READ_BUFFER = 1 * MiB
 DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB
@@ -206,6 +206,7 @@ class S3Store(ObjectStore):
         read_buffer: int = DEFAULT_READ_BUFFER,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
+        page_size: int = 1000,
         _connection: _Connection | None = None,
     ):
         self.bucket, self.root = parse_s3_url(url)
@@ -216,6 +217,9 @@ class S3Store(ObjectStore):
             raise ValueError(f"part_size must be >= {MIN_PART_SIZE} bytes (S3's minimum)")
         if multipart_threshold < part_size:
             raise ValueError("multipart_threshold must be >= part_size")
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be between 1 and 1000 (S3's MaxKeys)")
+        self.page_size = page_size
         self.read_buffer = read_buffer
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
@@ -258,6 +262,7 @@ class S3Store(ObjectStore):
             read_buffer=self.read_buffer,
             multipart_threshold=self.multipart_threshold,
             part_size=self.part_size,
+            page_size=self.page_size,
             _connection=self._conn,
         )
 
@@ -308,7 +313,11 @@ class S3Store(ObjectStore):
     # -- reading --------------------------------------------------------------------------
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._full_prefix(prefix)}
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self._full_prefix(prefix),
+            "MaxKeys": self.page_size,
+        }
         if start_after is not None:
             kwargs["StartAfter"] = self._full_prefix(start_after)
         while True:
@@ -580,15 +589,21 @@ class _S3RawReader(io.RawIOBase):
                 self._open_body()
             body = self._body
 
-            async def read(_client: Any) -> bytes:
-                chunk: bytes = await body.read(want)
-                return chunk
+            async def fill(_client: Any) -> int:
+                # one event-loop hop per buffer: loop over the network chunks in here
+                got = 0
+                while got < want:
+                    chunk: bytes = await body.read(want - got)
+                    if not chunk:
+                        break
+                    view[got : got + len(chunk)] = chunk
+                    got += len(chunk)
+                return got
 
-            chunk: bytes = store._conn.run(read)
-            if not chunk:
+            got: int = store._conn.run(fill)
+            if got < want:
                 raise ConnectionError(f"{store.uri(self._key)}: stream ended early")
-            view[: len(chunk)] = chunk
-            return len(chunk)
+            return got
 
         try:
             got = store._retry(attempt, f"read {self._key}")
