@@ -1,7 +1,32 @@
-"""Dagster definitions (grown from lockgate.yaml in later modules)."""
+"""Dagster definitions, grown from ``lockgate.yaml`` ($LOCKGATE_CONFIG, else ./lockgate.yaml):
+per source one partitioned asset, its checks and its sensor; one set of resources."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-defs = dg.Definitions()
+from pipelines.assets import asset_key, build_asset
+from pipelines.checks import build_checks
+from pipelines.config import LockgateConfig, load_config
+from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
+from sensors.factory import build_sensor
+
+
+def build_definitions(config: LockgateConfig) -> dg.Definitions:
+    s3 = {"s3_endpoint_url": config.s3.endpoint_url, "s3_region": config.s3.region}
+    sources = list(config.sources.values())
+    return dg.Definitions(
+        assets=[build_asset(config, s) for s in sources],
+        asset_checks=[c for s in sources for c in build_checks(config, s)],
+        sensors=[build_sensor(config, s, asset_key(s)) for s in sources],
+        resources={
+            "object_store": ObjectStoreResource(**s3),
+            "ledger": LedgerResource(url=config.ledger, **s3),
+            "table_store": TableStoreResource(
+                warehouse=config.warehouse, catalog=dict(config.catalog), **s3
+            ),
+        },
+    )
+
+
+defs = build_definitions(load_config())

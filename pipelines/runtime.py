@@ -1,17 +1,20 @@
-"""The runtime: what one process needs to run Lockgate, opened from a ``LockgateConfig``.
+"""The runtime: what one process needs to run Lockgate -- the config, a way to open landing
+stores, the ledger root and the table store.
 
-One way to reach every durable thing: landing stores, ledgers and the table store all come
-from here, for the CLI, the sensors and the assets alike. Opening is lazy and cached per
-runtime; a ``Ledger`` is not thread-safe, so ``ledger()`` opens a fresh one per call.
+One way to reach every durable thing: the CLI builds a runtime from the config
+(``Runtime.from_config``), Dagster runs from their resources (``Runtime.from_resources``);
+both then use the same code. A ``Ledger`` is not thread-safe, so ``ledger()`` opens a fresh
+one per call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 
-from pipelines.config import LockgateConfig, SourceConfig
+from pipelines.config import LockgateConfig, SourceConfig, load_config
 from resources.catalog import make_catalog
+from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
 from resources.ledger import Ledger
 from resources.store import ObjectStore, open_store
 from resources.tables import TableStore
@@ -23,28 +26,49 @@ QUARANTINE_SUFFIX = "__quarantine"
 @dataclass
 class Runtime:
     config: LockgateConfig
+    open_landing: Callable[[str], ObjectStore]
+    ledger_store: ObjectStore
+    tables: TableStore
     _landing: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_config(cls, config: LockgateConfig | str | None = None) -> Runtime:
+        """From a config object, a config path, or the default config lookup."""
+        if not isinstance(config, LockgateConfig):
+            config = load_config(config)
+        catalog = make_catalog(config.warehouse, config.s3, dict(config.catalog))
+        return cls(
+            config=config,
+            open_landing=lambda url: open_store(url, config.s3),
+            ledger_store=open_store(config.ledger, config.s3),
+            tables=TableStore(catalog),
+        )
+
+    @classmethod
+    def from_resources(
+        cls,
+        config: LockgateConfig,
+        object_store: ObjectStoreResource,
+        ledger: LedgerResource,
+        table_store: TableStoreResource,
+    ) -> Runtime:
+        return cls(config, object_store.open, ledger.store(), table_store.table_store())
 
     def source(self, name: str) -> SourceConfig:
         return self.config.source(name)
 
+    def selected(self, name: str | None) -> list[SourceConfig]:
+        """One named source, or all of them in config order."""
+        return [self.source(name)] if name else list(self.config.sources.values())
+
     def landing(self, source: SourceConfig) -> ObjectStore:
         if source.name not in self._landing:
-            self._landing[source.name] = open_store(source.landing, self.config.s3)
+            self._landing[source.name] = self.open_landing(source.landing)
         return self._landing[source.name]
-
-    @cached_property
-    def ledger_store(self) -> ObjectStore:
-        return open_store(self.config.ledger, self.config.s3)
 
     def ledger(self, source: SourceConfig, reset: bool = False) -> Ledger:
         """A fresh ``Ledger`` of ``source`` (``FingerprintMismatch`` if the source changed)."""
         return Ledger.open(self.ledger_store, source.name, source.fingerprint(), reset=reset)
-
-    @cached_property
-    def tables(self) -> TableStore:
-        catalog = make_catalog(self.config.warehouse, self.config.s3, dict(self.config.catalog))
-        return TableStore(catalog)
 
 
 def quarantine_table(source: SourceConfig) -> str:

@@ -1,0 +1,40 @@
+"""What Dagster knows about a batch's runs: tags, and which pending batches are stuck."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+SOURCE_TAG = "lockgate/source"
+BATCH_TAG = "lockgate/batch"
+MAX_RETRIES_TAG = "dagster/max_retries"
+RETRY_NUMBER_TAG = "dagster/retry_number"
+DEFAULT_MAX_RETRIES = 2
+
+_FINISHED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def batch_tags(
+    source: str, batch_id: int, max_retries: int = DEFAULT_MAX_RETRIES
+) -> dict[str, str]:
+    return {SOURCE_TAG: source, BATCH_TAG: str(batch_id), MAX_RETRIES_TAG: str(max_retries)}
+
+
+def stuck_batches(
+    instance: dg.DagsterInstance, source: str, pending: list[int]
+) -> dict[int, dg.DagsterRun]:
+    """Pending batches whose latest run failed (or was canceled) with no retry left."""
+    stuck: dict[int, dg.DagsterRun] = {}
+    for batch_id in pending:
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(tags={SOURCE_TAG: source, BATCH_TAG: str(batch_id)}), limit=1
+        )
+        if not runs or runs[0].status not in _FINISHED:
+            continue
+        run = runs[0]
+        retries = int(run.tags.get(MAX_RETRIES_TAG, DEFAULT_MAX_RETRIES))
+        if (
+            run.status == dg.DagsterRunStatus.CANCELED
+            or int(run.tags.get(RETRY_NUMBER_TAG, 0)) >= retries
+        ):
+            stuck[batch_id] = run
+    return stuck
