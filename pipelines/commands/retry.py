@@ -1,0 +1,37 @@
+"""``lockgate retry --source S --batch N``: ask the sensor to request a stuck batch again
+(under a new run key mapped to the same batch; it still commits at most once)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.commands.common import CommandError, guarded, runtime
+from resources.ledger import UnknownBatch
+from sensors.retries import request_retry, run_key
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="source name from lockgate.yaml")
+    parser.add_argument("--batch", required=True, type=int, help="batch id")
+    parser.add_argument("--reason", default="", help="why (kept with the request)")
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    rt = runtime(args)
+    source = rt.source(args.source)
+    ledger = rt.ledger(source)
+    try:
+        ledger.get_claim(args.batch)
+    except UnknownBatch as e:
+        raise CommandError(e.args[0] if e.args else str(e)) from None
+    if ledger.commit_record(args.batch) is not None:
+        print(f"{source.name}: batch {args.batch} is already committed; nothing to retry")
+        return 0
+    n = request_retry(rt.ledger_store.child(source.name), args.batch, args.reason)
+    print(
+        f"{source.name}: batch {args.batch} will be requested as run key "
+        f"{run_key(source.name, args.batch, n)} at the sensor's next tick "
+        f"(or run `lockgate ingest --source {source.name}` to execute it here)"
+    )
+    return 0

@@ -1,0 +1,73 @@
+"""``lockgate status [--source S] [--json]``: per source, batches claimed / committed /
+pending, the oldest pending batch, stuck batches (from the Dagster instance when
+$DAGSTER_HOME is set) and the table's version."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from pipelines.commands.common import add_source_argument, guarded, print_json, runtime
+from pipelines.config import SourceConfig
+from pipelines.runtime import Runtime
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
+    if not os.environ.get("DAGSTER_HOME") or not pending:
+        return None
+    import dagster as dg
+
+    from sensors.runs import stuck_batches
+
+    with dg.DagsterInstance.get() as instance:
+        return {b: r.run_id for b, r in stuck_batches(instance, source, pending).items()}
+
+
+def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
+    summary = rt.ledger(source).summary()
+    pending = rt.ledger(source).pending()
+    oldest = min((c.created_at for c in pending), default=None)
+    return {
+        "source": source.name,
+        "table": source.table,
+        "claimed_batches": summary.claims,
+        "committed_batches": summary.committed,
+        "pending_batches": [c.batch_id for c in pending],
+        "oldest_pending_age_s": (
+            round((datetime.now(UTC) - oldest).total_seconds(), 1) if oldest else None
+        ),
+        "high_water_key": summary.high_water_key,
+        "table_version": rt.tables.current_version(source.table),
+        "stuck_batches": _stuck(source.name, [c.batch_id for c in pending]),
+    }
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    rt = runtime(args)
+    rows = [source_status(rt, s) for s in rt.selected(args.source)]
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        pending = r["pending_batches"]
+        print(
+            f"{r['source']} -> {r['table']} (v{r['table_version']}): "
+            f"{r['committed_batches']}/{r['claimed_batches']} batches committed, "
+            f"{len(pending)} pending"
+            + (f" (oldest {r['oldest_pending_age_s']}s)" if pending else "")
+        )
+        if r["stuck_batches"]:
+            for b, run_id in r["stuck_batches"].items():
+                print(
+                    f"  STUCK batch {b}: run {run_id} failed with no retry left -> "
+                    f"lockgate retry --source {r['source']} --batch {b}"
+                )
+    return 0
