@@ -8,7 +8,8 @@ Contract:
 * Waits are exponential backoff with full jitter: attempt ``n`` sleeps a uniform random time
   in ``[0, min(max_delay, base_delay * 2**n)]``, never past the ``max_total`` budget.
 * Transient means: HTTP 5xx (except 501 Not Implemented), throttling (``SlowDown``,
-  ``Throttling``, HTTP 429 ...), request timeouts, and connection failures (refused, reset,
+  ``Throttling``, HTTP 429 ...), request timeouts, S3's 409 ``ConditionalRequestConflict``
+  (concurrent conditional writes), and connection failures (refused, reset,
   closed mid-response, connect/read timeouts). Any other 4xx is permanent, in particular
   412 Precondition Failed: it is never retried here.
 * ``fn`` learns from ``attempt`` whether an earlier attempt may have reached the server, so
@@ -46,7 +47,15 @@ THROTTLING_CODES = frozenset(
     }
 )
 TRANSIENT_CODES = THROTTLING_CODES | frozenset(
-    {"InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException"}
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        # S3: concurrent conditional writes to one key; AWS asks to retry (the retry then
+        # meets 412 if another writer won)
+        "ConditionalRequestConflict",
+    }
 )
 
 

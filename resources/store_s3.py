@@ -5,7 +5,8 @@ Contract, beyond ``resources.store``:
 * Every request goes through one path: s3fs owns the aiobotocore session, credentials and
   event loop; this module calls the client's operations directly (raw botocore errors, no
   hidden s3fs retries) and retries transient failures with ``resources.retry`` only.
-  botocore's own retries are off (``max_attempts=1``), so behaviour is ours and predictable.
+  botocore's own retries are off (``total_max_attempts=1``) and so is aiohttp's silent resend of
+  a PUT on a dropped keep-alive connection, so behaviour is ours and predictable.
 * ``put_if_absent`` is one ``PutObject`` with ``If-None-Match: *`` (objects below
   ``multipart_threshold``; otherwise a multipart upload whose *complete* carries the
   header and which is aborted on any failure, so no orphan upload is left behind).
@@ -114,6 +115,31 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def _no_hidden_retry_session_cls() -> type:
+    """aiobotocore's aiohttp session class, minus aiohttp's silent resend.
+
+    aiohttp re-sends an "idempotent" request (PUT included) once when a reused connection
+    drops before the response. For ``PUT If-None-Match: *`` that is fatal: the first send
+    may have created the object, the silent second one gets 412, and a create we won would
+    be reported as lost -- on what we believe is the first attempt. All resends must be
+    ours (``retry_call``), where a 412 after a possibly-delivered attempt is read back.
+    """
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    class NoResendAIOHTTPSession(AIOHTTPSession):
+        async def _get_session(self, proxy_url: Any) -> Any:
+            session = await super()._get_session(proxy_url)
+            if not hasattr(session, "_retry_connection"):
+                raise RuntimeError(
+                    "this aiohttp has no _retry_connection switch; Lockgate cannot turn off "
+                    "its silent PUT resend (pin aiohttp or update resources/store_s3.py)"
+                )
+            session._retry_connection = False
+            return session
+
+    return NoResendAIOHTTPSession
+
+
 class _Connection:
     """The s3fs filesystem (session, credentials, event loop) shared by a store and its
     children. Recreated after ``fork`` (the parent's event loop thread does not exist in
@@ -151,10 +177,11 @@ class _Connection:
             client_kwargs=client_kwargs,
             config_kwargs={
                 # our retry helper is the only one: botocore must not retry behind it
-                "retries": {"max_attempts": 1, "mode": "standard"},
+                "retries": {"total_max_attempts": 1, "mode": "standard"},
                 "connect_timeout": 10,
                 "read_timeout": 60,
                 "max_pool_connections": self.max_pool_connections,
+                "http_session_cls": _no_hidden_retry_session_cls(),
             },
             use_listings_cache=False,
             skip_instance_cache=True,
