@@ -255,6 +255,9 @@ _Record = bytes | _TooLong
 
 
 def _text(raw: bytes) -> str:
+    """A record as quarantine text: bounded, undecodable bytes replaced, no CR of a CRLF."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
     return raw[: MAX_RAW_CHARS * 4].decode("utf-8", errors="replace")[:MAX_RAW_CHARS]
 
 
@@ -301,10 +304,14 @@ class _Context:
                 yield ReadChunk(self.empty_batch(), quarantined)
             return
         try:
-            tables = [_with_rows(t, start) for start, t in pieces]
-            merged = pa.concat_tables(tables, promote_options="permissive")
-            yield ReadChunk(_one_batch(merged), quarantined)
+            merged = pa.concat_tables([t for _, t in pieces], promote_options="permissive")
         except _ARROW_ERRORS:
+            merged = None
+        if merged is not None:
+            rows = np.concatenate([np.arange(s, s + t.num_rows, dtype=np.int64) for s, t in pieces])
+            merged = merged.append_column(pa.field(SOURCE_ROW, pa.int64()), pa.array(rows))
+            yield ReadChunk(_one_batch(merged), quarantined)
+        else:
             for i, (start, t) in enumerate(pieces):
                 yield ReadChunk(_one_batch(_with_rows(t, start)), quarantined if i == 0 else [])
 
@@ -628,6 +635,10 @@ class _JsonParser:
 
     def attempt(self, records: list[bytes]) -> pa.Table:
         data = b"\n".join(records)
+        try:
+            data.decode("utf-8")  # pyarrow's JSON reader does not validate UTF-8
+        except UnicodeDecodeError as e:
+            raise _RecordError(f"invalid UTF-8: {e}") from e
         try:
             table = pa_json.read_json(
                 io.BytesIO(data),
