@@ -188,9 +188,18 @@ def _check_location(report: Report, url: str, options: S3Options) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = Report()
     # the report says it all; retry chatter from the store would only repeat it
-    logging.getLogger("resources").setLevel(logging.CRITICAL)
+    quiet = logging.getLogger("resources")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return _run(args)
+    finally:
+        quiet.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = Report()
     print("lockgate doctor", flush=True)
     _check_environment(report)
     urls: list[str] | None = list(args.url)
