@@ -44,7 +44,7 @@ class MaintenancePolicy:
     ``keep_snapshots`` of ``main`` nor younger than ``keep_newer_than``; the current snapshot
     is never expired. ``keep_metadata_versions`` metadata files stay readable."""
 
-    keep_snapshots: int = 20
+    keep_snapshots: int = 10
     keep_newer_than: timedelta = timedelta(0)
     keep_metadata_versions: int = 20
 

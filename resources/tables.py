@@ -94,7 +94,7 @@ class TableSettings:
     commit_attempts: int = 50
     retry_base_s: float = 0.02
     retry_max_s: float = 1.0
-    maintenance_every: int = 50
+    maintenance_every: int = 10
     maintenance: MaintenancePolicy | None = None  # None: MaintenancePolicy()
     manifest_min_merge_count: int = 20
     metadata_log_max: int = 20
