@@ -14,9 +14,11 @@ Rules (each is a contract the sensor relies on):
 * **Identity.** An object is ``(key, etag)``. An object already claimed is skipped. A claimed key
   listed with a new etag is *overwritten*: it is reported, and claimed again only when
   ``rule.allow_overwrites``.
-* **Partition.** The day is the first group of ``rule.partition_regex`` searched in the key
-  (``YYYY-MM-DD``); a key that does not match takes its last-modified day (UTC). A match that is
-  not a valid date is out of range (reason ``invalid_day``).
+* **Partition.** The day is ``rule.partition_day(key, last_modified)`` when given (the
+  configured source's rule: ``rule_for_source``); otherwise ``rule.partition_regex`` searched in
+  the key: named groups ``year``/``month``/``day``, else the first group (``YYYY-MM-DD``,
+  ``YYYYMMDD`` or ``YYYY/MM/DD``); a key that does not match takes its last-modified day (UTC).
+  A match that is not a valid date is out of range (reason ``invalid_day``).
 * **Days out of range.** Days before ``rule.partition_start`` (reason ``before_start``) and after
   ``today`` (UTC; reason ``future``) are not claimed; they are reported each time they are
   listed. Future days wait: they are claimed by the first tick that lists them once the day has
@@ -35,9 +37,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
+from typing import Any
 
 from resources.crashpoints import crash_point
 from resources.ledger import Claim, ClaimConflict, ClaimState, Ledger
@@ -63,6 +67,9 @@ class DiscoveryRule:
 
     prefix: str = ""
     partition_regex: str | None = r"(\d{4}-\d{2}-\d{2})"
+    # When set, it decides the day instead of ``partition_regex`` (e.g. the configured
+    # ``SourceConfig.partition_day``, so discovery and the config agree by construction).
+    partition_day: Callable[[str, datetime], date] | None = field(default=None, compare=False)
     partition_start: date | None = None
     max_files_per_batch: int = 1000
     max_bytes_per_batch: int = 1 << 30
@@ -89,7 +96,7 @@ class DiscoveryRule:
                 rx = re.compile(self.partition_regex)
             except re.error as e:
                 raise ValueError(f"partition_regex {self.partition_regex!r}: {e}") from e
-            if rx.groups < 1:
+            if rx.groups < 1 and not {"year", "month", "day"} <= set(rx.groupindex):
                 raise ValueError(
                     f"partition_regex {self.partition_regex!r} needs a group capturing the day"
                 )
@@ -148,17 +155,41 @@ def is_hidden(key: str) -> bool:
 
 def partition_of(info: ObjectInfo, rule: DiscoveryRule) -> str | None:
     """The object's day ``YYYY-MM-DD``, or None if the regex matched an invalid date."""
+    if rule.partition_day is not None:
+        try:
+            return rule.partition_day(info.key, info.last_modified).isoformat()
+        except ValueError:
+            return None
     rx = rule.compiled_regex
     m = rx.search(info.key) if rx is not None else None
     if m is None:
         return info.last_modified.astimezone(UTC).date().isoformat()
-    raw = m.group(1)
+    groups = m.groupdict()
     try:
-        if raw is None or len(raw) != 10:
-            raise ValueError(raw)
-        return date.fromisoformat(raw).isoformat()
+        if all(groups.get(g) for g in ("year", "month", "day")):
+            return date(int(groups["year"]), int(groups["month"]), int(groups["day"])).isoformat()
+        digits = (m.group(1) or "").replace("-", "").replace("/", "")
+        if len(digits) != 8 or not digits.isdigit():
+            return None
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:])).isoformat()
     except ValueError:
         return None
+
+
+def rule_for_source(source: Any, **overrides: Any) -> DiscoveryRule:
+    """The rule of a configured source (``pipelines.config.SourceConfig``): its partition rule
+    (``partition_day``, so both agree), start day, batch limits and overwrite policy;
+    ``overrides`` set the remaining fields (``lookback_keys``, ``max_claims_per_tick``, ...)."""
+    fields: dict[str, Any] = {
+        "partition_regex": None,
+        "partition_day": source.partition_day,
+        "partition_start": source.partition_start,
+        "max_files_per_batch": source.max_files_per_batch,
+        "max_bytes_per_batch": source.max_bytes_per_batch,
+        "allow_overwrites": source.allow_overwrites,
+    }
+    fields.update(overrides)
+    return DiscoveryRule(**fields)
 
 
 def cut_batches(

@@ -1,0 +1,187 @@
+"""``lockgate ledger``: inspect a source's ledger (read-only), or reset its fingerprint.
+
+``lockgate ledger show --source S [--batch N] [--json] [--ledger URL]`` prints the claims count,
+the committed and pending batches, the high-water key and the last compaction; with ``--batch``
+the batch's objects and commit record. ``show`` never writes.
+
+``lockgate ledger reset --source S --yes`` accepts a changed source declaration (landing URL,
+format, table): it writes a new fingerprint version and keeps every claim, so an object
+``(key, etag)`` already claimed is never ingested again. Needs the config (the new fingerprint
+comes from it).
+
+The ledger root is ``--ledger URL`` if given, else the ``ledger`` of the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from resources.ledger import Claim, CommitRecord, Ledger, LedgerError, UnknownBatch
+from resources.store import ObjectStore, S3Options, StoreError, open_store
+
+PENDING_SHOWN = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=("show", "reset"), default="show")
+    parser.add_argument("--source", required=True, help="source name")
+    parser.add_argument("--batch", type=int, help="show one batch: its objects and commit record")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--ledger", help="ledger root URL (local path or s3://bucket/prefix); default: config"
+    )
+    parser.add_argument("--s3-endpoint", help="S3 endpoint URL for --ledger s3://...")
+    parser.add_argument("--yes", action="store_true", help="confirm `reset`")
+
+
+def _load_config(args: argparse.Namespace) -> Any | None:
+    """The parsed config, or None when the config module is not available."""
+    try:
+        from pipelines.config import load_config
+    except ImportError:
+        return None
+    return load_config(getattr(args, "config", None))
+
+
+def _ledger_store(args: argparse.Namespace, config: Any | None) -> ObjectStore:
+    if args.ledger:
+        s3 = config.s3 if config is not None else S3Options.from_env(args.s3_endpoint)
+        if args.s3_endpoint:
+            s3 = S3Options.from_env(args.s3_endpoint)
+        return open_store(args.ledger, s3)
+    if config is None:
+        raise ValueError("no --ledger given and no config available")
+    return open_store(config.ledger, config.s3)
+
+
+def _claim_json(c: Claim) -> dict[str, Any]:
+    return c.to_json()
+
+
+def _commit_json(r: CommitRecord | None, source: str) -> dict[str, Any] | None:
+    return r.to_json(source) if r is not None else None
+
+
+def _size(n: int) -> str:
+    x = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if x < 1024 or unit == "GiB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1024
+    return f"{n} B"
+
+
+def show(led: Ledger, batch: int | None, as_json: bool) -> int:
+    if batch is not None:
+        claim = led.get_claim(batch)
+        rec = led.commit_record(batch)
+        if as_json:
+            out = {"claim": _claim_json(claim), "commit": _commit_json(rec, led.source)}
+            print(json.dumps(out, indent=2))
+            return 0
+        print(
+            f"batch {claim.batch_id} of {claim.source}: partition {claim.partition}, "
+            f"created {claim.created_at.isoformat()}, fingerprint v{claim.fingerprint_version}"
+        )
+        print(f"objects: {len(claim.objects)} ({_size(claim.bytes)})")
+        for o in claim.objects:
+            print(
+                f"  {o.key}  etag={o.etag}  size={o.size}  modified={o.last_modified.isoformat()}"
+            )
+        if rec is None:
+            print("commit: none (pending)")
+        else:
+            print(
+                f"commit: snapshot {rec.snapshot_id}, table version {rec.table_version}, "
+                f"rows {rec.rows}, quarantined {rec.quarantined}, bytes {rec.bytes}, "
+                f"objects {rec.objects}, at {rec.committed_at.isoformat()}"
+                + (", duplicate (already in the table)" if rec.duplicate else "")
+            )
+        return 0
+    s = led.summary()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "source": s.source,
+                    "ledger": led.store.uri(),
+                    "claims": s.claims,
+                    "committed": s.committed,
+                    "pending": list(s.pending),
+                    "high_water_key": s.high_water_key,
+                    "last_compaction": s.last_compaction,
+                    "compacted_claimed_objects": s.compacted_claimed_objects,
+                    "fingerprint": s.fingerprint.to_json(s.source),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    fp = ", ".join(f"{k}={v}" for k, v in sorted(s.fingerprint.values.items()))
+    print(f"source:          {s.source}")
+    print(f"ledger:          {led.store.uri()}")
+    print(f"fingerprint:     v{s.fingerprint.version} ({fp})")
+    print(f"claims:          {s.claims}" + (f" (batches 0..{s.claims - 1})" if s.claims else ""))
+    print(f"committed:       {s.committed}")
+    shown = ", ".join(str(b) for b in s.pending[:PENDING_SHOWN])
+    more = (
+        f", ... ({len(s.pending) - PENDING_SHOWN} more)" if len(s.pending) > PENDING_SHOWN else ""
+    )
+    print(f"pending:         {len(s.pending)}" + (f" ({shown}{more})" if s.pending else ""))
+    print(f"high-water key:  {s.high_water_key or '-'}")
+    if s.last_compaction is None:
+        print("last compaction: none")
+    else:
+        print(
+            f"last compaction: up to batch {s.last_compaction} "
+            f"({s.compacted_claimed_objects} claimed objects)"
+        )
+    return 0
+
+
+def reset(args: argparse.Namespace, store: ObjectStore, config: Any | None) -> int:
+    if config is None:
+        print("lockgate ledger reset: needs the config (the new fingerprint)", file=sys.stderr)
+        return 2
+    fingerprint = config.source(args.source).fingerprint()
+    current = Ledger.read_fingerprint(store, args.source)
+    if current is not None and dict(current.values) == fingerprint:
+        print(f"source {args.source!r}: fingerprint unchanged (v{current.version}); nothing to do")
+        return 0
+    if not args.yes:
+        print(
+            f"source {args.source!r}: would write a new fingerprint {fingerprint} keeping every "
+            "claim; re-run with --yes to do it",
+            file=sys.stderr,
+        )
+        return 2
+    led = Ledger.open(store, args.source, fingerprint, reset=True)
+    print(
+        f"source {args.source!r}: fingerprint v{led.fingerprint.version} from batch "
+        f"{led.fingerprint.from_batch}; every claim kept"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = None
+        if not args.ledger or args.action == "reset":
+            config = _load_config(args)
+        store = _ledger_store(args, config)
+        if args.action == "reset":
+            return reset(args, store, config)
+        fp = Ledger.read_fingerprint(store, args.source)
+        if fp is None:
+            print(f"no ledger for source {args.source!r} at {store.uri()}", file=sys.stderr)
+            return 1
+        return show(Ledger(store, args.source, fp), args.batch, args.json)
+    except UnknownBatch as e:
+        print(f"lockgate ledger: {e.args[0]}", file=sys.stderr)
+        return 1
+    except (LedgerError, StoreError, ValueError) as e:
+        print(f"lockgate ledger: {e}", file=sys.stderr)
+        return 2
