@@ -84,9 +84,14 @@ def probe_conditional_writes(store: ObjectStore) -> None:
         _bypass.active = previous
 
 
+def in_probe() -> bool:
+    """Whether this thread is running the probe (its writes are not pipeline writes)."""
+    return bool(getattr(_bypass, "active", False))
+
+
 def ensure_safe(store: ObjectStore) -> None:
     """Probe ``store``'s endpoint once per process (cached verdict); no-op for local folders."""
-    if isinstance(store, LocalStore) or getattr(_bypass, "active", False):
+    if isinstance(store, LocalStore) or in_probe():
         return
     endpoint = _endpoint_id(store)
     verdict = _verdicts.get(endpoint, "")

@@ -414,16 +414,21 @@ class S3Store(ObjectStore):
     # -- writing --------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> None:
+        full = self._full(key)
         self._guard()
         if len(data) >= self.multipart_threshold:
             self._put_multipart(key, data, create_only=False)
             return
-        self._call("put", key, "put_object", Bucket=self.bucket, Key=self._full(key), Body=data)
+        self._call("put", key, "put_object", Bucket=self.bucket, Key=full, Body=data)
 
     def put_if_absent(self, key: str, data: bytes) -> None:
-        self._guard()
+        from resources.probe import in_probe
+
         full = self._full(key)
-        crash_point("store.put_if_absent.before")
+        self._guard()
+        probing = in_probe()  # the probe's own writes are not crash points of the pipeline
+        if not probing:
+            crash_point("store.put_if_absent.before")
         if len(data) >= self.multipart_threshold:
             self._put_multipart(key, data, create_only=True)
         else:
@@ -447,7 +452,8 @@ class S3Store(ObjectStore):
                 raise
             except Exception as e:
                 raise self._error(e, "put_if_absent", key) from e
-        crash_point("store.put_if_absent.after")
+        if not probing:
+            crash_point("store.put_if_absent.after")
 
     def _put_multipart(self, key: str, data: bytes, *, create_only: bool) -> None:
         """Multipart upload of ``data``; aborted (no orphan parts) unless it completes."""
@@ -520,9 +526,10 @@ class S3Store(ObjectStore):
             log.warning("could not abort multipart upload %s of %s: %s", upload_id, full, e)
 
     def delete(self, key: str) -> None:
+        full = self._full(key)
         self._guard()
         with contextlib.suppress(NotFound):
-            self._call("delete", key, "delete_object", Bucket=self.bucket, Key=self._full(key))
+            self._call("delete", key, "delete_object", Bucket=self.bucket, Key=full)
 
     # -- doctor ---------------------------------------------------------------------------
 

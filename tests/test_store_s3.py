@@ -7,7 +7,11 @@ it. The retry helper's pure functions are tested directly.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import boto3
@@ -23,6 +27,7 @@ from resources.probe import ensure_safe
 from resources.retry import RetryPolicy, is_transient, retry_call
 from resources.store import AlreadyExists, S3Options, open_store
 from resources.store_s3 import S3Error, S3Store, parse_s3_url, redact_url
+from tests.conftest import MOTO_ENV
 from tests.s3_fault_proxy import FaultProxy, ProxyRequest
 
 MiB = 1024 * 1024
@@ -319,7 +324,7 @@ def test_secrets_stay_out_of_reprs_and_messages() -> None:
     assert redact_url("http://h:1") == "http://h:1"
 
 
-def _child_reads(store: S3Store, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _child_reads(store: S3Store, queue: multiprocessing.Queue[bytes]) -> None:
     queue.put(store.get("forked.txt"))
 
 
@@ -431,3 +436,25 @@ def test_retry_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         RetryPolicy.from_env()
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)
+
+
+def test_crash_points_fire_on_pipeline_writes_not_on_the_probe(
+    s3_store: S3Store, moto_server: str, bucket: str
+) -> None:
+    """``store.put_if_absent.after`` (1st hit) kills the process after OUR put landed: the
+    probe's own create-only puts, which run first, do not count as hits."""
+    code = (
+        "from resources.store import S3Options\n"
+        "from resources.store_s3 import S3Store\n"
+        f"s = S3Store('s3://{bucket}/root', S3Options(endpoint_url='{moto_server}', "
+        "region='us-east-1'))\n"
+        "s.put_if_absent('crash/claim.json', b'landed')\n"
+        "print('not reached')\n"
+    )
+    env = {**os.environ, **MOTO_ENV, "LOCKGATE_CRASH_AT": "store.put_if_absent.after:1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert "not reached" not in result.stdout
+    assert s3_store.get("crash/claim.json") == b"landed"
