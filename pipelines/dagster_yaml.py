@@ -1,0 +1,69 @@
+"""The Dagster instance config (``$DAGSTER_HOME/dagster.yaml``) for a local Lockgate instance.
+
+What it sets, and why:
+
+* SQLite storage under ``$DAGSTER_HOME/storage`` (one machine; use Postgres to scale out).
+* ``QueuedRunCoordinator`` with ``concurrency.runs.max_concurrent_runs`` (default 4).
+* ``concurrency.pools.default_limit: 1`` with ``granularity: run``: every pool that is not
+  configured otherwise admits one run at a time, so the per-table pool (``table_pool``) keeps
+  two runs from committing to one table at once (commit contention, not correctness: commits
+  are create-only and safe anyway). The queue holds the others back before they launch.
+* ``run_retries`` (2): a run that dies is retried by Dagster with the same batch; the ledger
+  and the table marker make the retry idempotent. (A failed run's ``run_key`` is never
+  re-launched by a sensor, so retries must come from here.)
+* Telemetry off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HEADER = (
+    "# Written by `python -m pipelines.demo` (pipelines/dagster_yaml.py). Regenerated on every\n"
+    "# run of the demo: edit the generator, not this file.\n"
+)
+
+
+def table_pool(table: str) -> str:
+    """The Dagster concurrency pool of a table (``raw.events`` -> ``lockgate_raw_events``)."""
+    return "lockgate_" + re.sub(r"[^A-Za-z0-9_]", "_", table)
+
+
+def dagster_instance_config(
+    home: str | os.PathLike[str], max_concurrent_runs: int = 4, max_retries: int = 2
+) -> dict[str, Any]:
+    """The instance config as a mapping (see the module docstring)."""
+    base = str(Path(home).resolve() / "storage")
+    return {
+        "telemetry": {"enabled": False},
+        "storage": {"sqlite": {"base_dir": base}},
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+        },
+        "concurrency": {
+            "runs": {"max_concurrent_runs": max_concurrent_runs},
+            "pools": {"default_limit": 1, "granularity": "run"},
+        },
+        "run_retries": {"enabled": True, "max_retries": max_retries},
+    }
+
+
+def render_dagster_yaml(home: str | os.PathLike[str], **kwargs: int) -> str:
+    return HEADER + yaml.safe_dump(dagster_instance_config(home, **kwargs), sort_keys=False)
+
+
+def write_dagster_yaml(home: str | os.PathLike[str], **kwargs: int) -> Path:
+    """Write ``<home>/dagster.yaml`` atomically (temp file + rename); return its path."""
+    root = Path(home).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / "dagster.yaml"
+    tmp = root / f".dagster.yaml.{os.getpid()}.tmp"
+    tmp.write_text(render_dagster_yaml(root, **kwargs), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
