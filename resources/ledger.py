@@ -913,9 +913,10 @@ class Ledger:
         """Write a compact snapshot of the claims ``0..upto`` (which must all exist) unless one
         at ``upto`` or later exists; returns ``upto``.
 
-        Steps (each durable, create-only): the segment of the claims after the previous
-        snapshot, then the manifest. A crash between them leaves an unreferenced segment that
-        the next compaction of the same range finds identical and reuses.
+        Steps (each durable, create-only): the segments of the claims after the previous
+        snapshot (at most ``compact_interval`` batches each, cut at multiples of it), then the
+        manifest. A crash between them leaves unreferenced segments that the next compaction
+        of the same range finds identical and reuses.
         """
         self._refresh_manifest()
         self.refresh()
@@ -928,7 +929,43 @@ class Ledger:
                 f"only {self._next} batches are claimed"
             )
         first = base.upto + 1 if base else 0
-        claims = self._get_claims(range(first, upto + 1))
+        refs: list[_SegmentRef] = []
+        lo = first
+        while lo <= upto:
+            # segments never span more than ``compact_interval`` batches, even when compaction
+            # lagged, so a window query reads a bounded amount of state
+            hi = min(upto, (lo // self.compact_interval + 1) * self.compact_interval - 1)
+            refs.append(self._write_segment(self._get_claims(range(lo, hi + 1))))
+            lo = hi + 1
+        crash_point("ledger.compact.after_segment")
+        old_uncommitted = list(base.uncommitted) if base else []
+        candidates = old_uncommitted + list(range(first, upto + 1))
+        done = _parallel(self._has_commit, candidates)
+        uncommitted = tuple(b for b, d in zip(candidates, done, strict=True) if not d)
+        high = max(
+            k for k in (base.high_water_key if base else None, *(r.max_key for r in refs)) if k
+        )
+        manifest = _Manifest(
+            upto=upto,
+            high_water_key=high,
+            committed_below=min(uncommitted) if uncommitted else upto + 1,
+            uncommitted=uncommitted,
+            segments=(*(base.segments if base else ()), *refs),
+            created_at=utcnow(),
+        )
+        # AlreadyExists: a concurrent compactor wrote an equivalent snapshot first.
+        with contextlib.suppress(AlreadyExists):
+            self.store.put_if_absent(
+                COMPACT + batch_name(upto), _dumps(manifest.to_json(self.source))
+            )
+        crash_point("ledger.compact.after_put")
+        self._refresh_manifest()
+        return upto
+
+    def _write_segment(self, claims: Sequence[Claim]) -> _SegmentRef:
+        """Create-only put of the segment of ``claims`` (consecutive batches). Its content is a
+        pure function of the claims, so an existing one (a crashed compaction's) is reused."""
+        first, upto = claims[0].batch_id, claims[-1].batch_id
         entries = sorted((o.key, o.etag, c.batch_id) for c in claims for o in c.objects)
         seg_file = f"{SEGMENTS}{first:020d}-{upto:020d}.json"
         seg_body = _dumps(
@@ -941,15 +978,6 @@ class Ledger:
                 "batches": [[c.batch_id, c.partition] for c in claims],
             }
         )
-        ref = _SegmentRef(
-            file=seg_file,
-            first=first,
-            upto=upto,
-            min_key=entries[0][0],
-            max_key=entries[-1][0],
-            objects=len(entries),
-            days=tuple(sorted({c.partition for c in claims})),
-        )
         crash_point("ledger.compact.before_put")
         try:
             self.store.put_if_absent(seg_file, seg_body)
@@ -958,30 +986,15 @@ class Ledger:
                 raise LedgerCorrupt(
                     f"{self.source}/{seg_file} differs from the claims it summarises"
                 ) from None
-        crash_point("ledger.compact.after_segment")
-        old_uncommitted = list(base.uncommitted) if base else []
-        candidates = old_uncommitted + list(range(first, upto + 1))
-        done = _parallel(self._has_commit, candidates)
-        uncommitted = tuple(b for b, d in zip(candidates, done, strict=True) if not d)
-        high = max(
-            (k for k in (base.high_water_key if base else None, ref.max_key) if k is not None),
-        )
-        manifest = _Manifest(
+        return _SegmentRef(
+            file=seg_file,
+            first=first,
             upto=upto,
-            high_water_key=high,
-            committed_below=min(uncommitted) if uncommitted else upto + 1,
-            uncommitted=uncommitted,
-            segments=(*(base.segments if base else ()), ref),
-            created_at=utcnow(),
+            min_key=entries[0][0],
+            max_key=entries[-1][0],
+            objects=len(entries),
+            days=tuple(sorted({c.partition for c in claims})),
         )
-        # AlreadyExists: a concurrent compactor wrote an equivalent snapshot first.
-        with contextlib.suppress(AlreadyExists):
-            self.store.put_if_absent(
-                COMPACT + batch_name(upto), _dumps(manifest.to_json(self.source))
-            )
-        crash_point("ledger.compact.after_put")
-        self._refresh_manifest()
-        return upto
 
     def last_compaction(self) -> int | None:
         """``upto`` of the latest compact snapshot, or None."""

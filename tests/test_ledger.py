@@ -247,3 +247,16 @@ def test_memory_store_kit_behaves_like_a_store() -> None:
         m.child("x").put_if_absent("a/b", b"2")
     assert [o.key for o in m.list()] == ["x/a/b"]
     assert [o.key for o in m.child("x").list("a/")] == ["a/b"]
+
+
+def test_lagging_compaction_cuts_bounded_segments(local_store: ObjectStore) -> None:
+    led = Ledger.open(local_store, "src", FP, compact_interval=10)
+    for i in range(35):
+        led.claim(DAY, [obj(f"k{i:03d}")])
+    assert led.maybe_compact() == 29
+    segments = sorted(o.key for o in local_store.child("src").list("segments/"))
+    assert segments == [f"segments/{a:020d}-{b:020d}.json" for a, b in [(0, 9), (10, 19), (20, 29)]]
+    fresh = Ledger.open(local_store, "src", FP, compact_interval=10)
+    assert fresh.lookback_start(3) == "k031"
+    assert len(fresh.claim_state("k031")) == 5  # the tail only: no segment was needed
+    assert len(fresh.claim_state("k025")) == 15  # plus one segment of 10
