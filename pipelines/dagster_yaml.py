@@ -5,9 +5,10 @@ What it sets, and why:
 * SQLite storage under ``$DAGSTER_HOME/storage`` (one machine; use Postgres to scale out).
 * ``QueuedRunCoordinator`` with ``concurrency.runs.max_concurrent_runs`` (default 4).
 * ``concurrency.pools.default_limit: 1`` with ``granularity: run``: every pool that is not
-  configured otherwise admits one run at a time, so the per-table pool (``table_pool``) keeps
-  two runs from committing to one table at once (commit contention, not correctness: commits
-  are create-only and safe anyway). The queue holds the others back before they launch.
+  configured otherwise admits one run at a time, so the per-table pool that each asset sets
+  (``pipelines.assets.pool``) keeps two runs from committing to one table at once (commit
+  contention, not correctness: commits are create-only and safe anyway). The queue holds the
+  others back before they launch.
 * ``run_retries`` (2): a run that dies is retried by Dagster with the same batch; the ledger
   and the table marker make the retry idempotent. (A failed run's ``run_key`` is never
   re-launched by a sensor, so retries must come from here.)
@@ -17,7 +18,6 @@ What it sets, and why:
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,6 @@ HEADER = (
     "# Written by `python -m pipelines.demo` (pipelines/dagster_yaml.py). Regenerated on every\n"
     "# run of the demo: edit the generator, not this file.\n"
 )
-
-
-def table_pool(table: str) -> str:
-    """The Dagster concurrency pool of a table (``raw.events`` -> ``lockgate_raw_events``)."""
-    return "lockgate_" + re.sub(r"[^A-Za-z0-9_]", "_", table)
 
 
 def dagster_instance_config(

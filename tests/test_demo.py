@@ -14,7 +14,7 @@ import yaml
 
 from pipelines import demo
 from pipelines.config import load_config
-from pipelines.dagster_yaml import dagster_instance_config, table_pool
+from pipelines.dagster_yaml import dagster_instance_config
 from pipelines.formats import FormatOptions, count_accounting, read_object
 from resources.store import open_store
 
@@ -116,7 +116,6 @@ def test_dagster_yaml_contents() -> None:
     assert conf["concurrency"]["pools"]["default_limit"] == 1
     assert conf["concurrency"]["runs"]["max_concurrent_runs"] == 4
     assert conf["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert table_pool("raw.events") == "lockgate_raw_events"
 
 
 def test_demo_main_writes_a_dagster_yaml_that_loads(tmp_path: Path) -> None:
