@@ -136,6 +136,7 @@ def test_csv_each_compression(store: ObjectStore, compression: str | None) -> No
         ("a.jsonl", bz2.compress(b'{"id": 1}\n'), ".bz2 suffix"),
         ("a.parquet", b"id,name\n1,x\n", "not a Parquet file"),
     ],
+    ids=["gz-plain", "zst-gzip", "bz2-plain", "plain-gzip", "plain-zstd", "plain-bz2", "parquet"],
 )
 def test_magic_mismatch_is_whole_object_quarantine(
     store: ObjectStore, key: str, content: bytes, needle: str
