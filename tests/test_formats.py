@@ -139,8 +139,9 @@ def test_csv_each_compression(store: ObjectStore, compression: str | None) -> No
     ids=["gz-plain", "zst-gzip", "bz2-plain", "plain-gzip", "plain-zstd", "plain-bz2", "parquet"],
 )
 def test_magic_mismatch_is_whole_object_quarantine(
-    store: ObjectStore, key: str, content: bytes, needle: str
+    local_store: ObjectStore, key: str, content: bytes, needle: str
 ) -> None:
+    store = local_store
     store.put(key, content)
     fmt = FormatOptions(
         "parquet" if key.endswith("parquet") else "csv" if ".csv" in key else "jsonl"
