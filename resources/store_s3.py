@@ -152,6 +152,13 @@ class _Connection:
         self._fs: S3FileSystem | None = None
         self._pid = -1
 
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable (spawned processes, Dagster): the session is rebuilt on first use
+        return {"options": self.options, "max_pool_connections": self.max_pool_connections}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["options"], state["max_pool_connections"])  # type: ignore[misc]
+
     def fs(self) -> S3FileSystem:
         with self._lock:
             if self._fs is None or self._pid != os.getpid():
@@ -253,6 +260,18 @@ class S3Store(ObjectStore):
         self._conn = _connection or _Connection(options)
         self._counter_lock = threading.Lock()
         self.list_requests = 0
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r}, endpoint={self.endpoint_url!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_counter_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._counter_lock = threading.Lock()
 
     # -- naming ---------------------------------------------------------------------------
 

@@ -324,6 +324,16 @@ def test_secrets_stay_out_of_reprs_and_messages() -> None:
     assert redact_url("http://h:1") == "http://h:1"
 
 
+def test_store_pickles_without_secrets_or_sessions(s3_store: S3Store) -> None:
+    import pickle
+
+    s3_store.put("p.txt", b"pickled")
+    clone = pickle.loads(pickle.dumps(s3_store))
+    assert isinstance(clone, S3Store)
+    assert clone.get("p.txt") == b"pickled"
+    assert "testing" not in repr(clone) and clone.url in repr(clone)
+
+
 def _child_reads(store: S3Store, queue: multiprocessing.Queue[bytes]) -> None:
     queue.put(store.get("forked.txt"))
 
