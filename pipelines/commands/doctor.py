@@ -1,6 +1,6 @@
 """``lockgate doctor``: check the environment and every storage location Lockgate will use.
 
-Prints one ``PASS`` / ``FAIL`` (or ``SKIP``) line per check and exits 0 only if no check
+Prints one ``PASS`` / ``FAIL`` (or ``SKIP`` / ``INFO``) line per check and exits 0 only if no check
 failed. Locations are the ``--url`` arguments, else the warehouse, ledger and landing
 locations of the config. For each location: reachable, listable, and -- the one that
 matters most -- the endpoint honours create-only puts (the conditional-write probe writes
@@ -213,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
             endpoint = options.endpoint_url or "default AWS endpoint"
             from resources.store_s3 import redact_url
 
-            report.add("PASS", "endpoint", redact_url(endpoint))
+            report.add("INFO", "endpoint", redact_url(endpoint))
             source = _credential_source(options)
             status = "FAIL" if source == "none found" else "PASS"
             report.add(status, "credentials", source)
