@@ -87,9 +87,10 @@ def test_4_processes_distinct_batches_local(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_8_processes_50_batches_each_s3(moto_server: str, bucket: str) -> None:
     wh = f"s3://{bucket}/wh"
-    out = run_workers(wh, moto_server, _distinct(8, 50), rows=10)
+    out = run_workers(wh, moto_server, _distinct(8, 50), rows=10, timeout=2300)
     assert len(out) == 400 and not any(r["duplicate"] for r in out)
     check_exactly_once(wh, S3Options(endpoint_url=moto_server, region="us-east-1"), 400, 10)
 
