@@ -1,0 +1,710 @@
+"""One torture trial: a fresh source environment, landing data added over a few rounds while
+``lockgate`` processes are killed at crash points or at random moments (alone, concurrently,
+racing a backfill or a vacuum), then a clean ``lockgate ingest --full-listing``, ``lockgate
+verify`` and the independent readers of ``tests.torture.checks``.
+
+Determinism: everything a trial decides (its kind, data, keys, crash targets, kill delays as
+a fraction of a run) comes from ``random.Random(f"{seed}:{trial}")``; process timing is the
+only thing a replay does not repeat.
+
+The expected outcome, tracked while writing the landing data:
+
+* every record of the version of an object that must be ingested appears exactly once in
+  the table (good records) or in the quarantine (bad records), and nothing else does;
+* hidden / temporary names are never ingested;
+* an object re-written under the same key after its batch committed is ignored
+  (``allow_overwrites: false``): the first version stays, once. An object re-written before
+  any claim is ingested in its final version. (Re-writing a claimed but uncommitted object
+  destroys the claimed bytes; Lockgate quarantines it as unreadable -- not exercised here.)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from resources.crashpoints import ENV, POINTS
+from resources.store import ObjectStore, S3Options, open_store
+from tests.torture.checks import Readers
+from tests.torture.launch import ExecLauncher, ForkLauncher, Proc
+from tests.torture.proxy import TortureProxy
+
+DAYS = [date(2024, 5, d).isoformat() for d in range(1, 6)]
+RUN_TIMEOUT = 900.0
+SOURCES = ("ev", "cs")
+
+BACKFILL_POINTS = ("backfill.after_stage", "backfill.after_commit")
+VACUUM_POINTS = ("vacuum.before_delete", "vacuum.mid_delete")
+DEEP_POINTS = (
+    "ledger.compact.before_put",
+    "ledger.compact.after_segment",
+    "ledger.compact.after_put",
+    "maintenance.after_expire",
+    "maintenance.before_delete_metadata",
+)
+FIRST_RUN_POINTS = ("ledger.fingerprint.before_put", "ledger.fingerprint.after_put")
+INGEST_POINTS = tuple(
+    sorted(set(POINTS) - set(BACKFILL_POINTS) - set(VACUUM_POINTS) - set(DEEP_POINTS))
+)
+FREQUENT = (
+    "store.put_if_absent.before",
+    "store.put_if_absent.after",
+    "stage.after_read",
+    "stage.after_write_file",
+    "commit.before_metadata_put",
+    "commit.after_metadata_put",
+    "commit.after_version_hint",
+    "ledger.claim.before_put",
+    "ledger.claim.after_put",
+    "ledger.commit_record.before_put",
+    "ledger.commit_record.after_put",
+    "discovery.after_list",
+)
+# trial kinds, cycled by trial number (deep needs the local template; on S3 it runs "crash")
+KINDS = (
+    "crash",
+    "deep",
+    "backfill",
+    "crash",
+    "vacuum",
+    "concurrent",
+    "deep",
+    "crash",
+    "backfill",
+    "vacuum",
+)
+TEMPLATE_BATCHES = 98
+FAULT_MIX = {  # shares of the fault rate
+    "slowdown": 0.2,
+    "internal_error": 0.2,
+    "drop_request": 0.15,
+    "drop_response": 0.2,
+    "reset_before_body": 0.15,
+    "latency": 0.1,
+}
+MOTO_CREDS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+# ---- bookkeeping -----------------------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    command: str
+    target: str | None
+    nth: int
+    rc: int | None
+    killed_by_us: bool
+    duration: float
+    launcher: str
+    log_tail: str = ""
+
+    @property
+    def hit(self) -> bool:
+        """The crash point fired: the process died of SIGKILL that we did not send."""
+        return self.target is not None and self.rc == -9 and not self.killed_by_us
+
+
+@dataclass
+class TrialResult:
+    trial: int
+    seed: int
+    backend: str
+    kind: str
+    launcher: str
+    runs: list[RunRecord] = field(default_factory=list)
+    expected_rows: int = 0
+    expected_quarantined: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    unexpected: int = 0
+    lineage_dups: int = 0
+    engines_disagree: int = 0
+    stale_hints: int = 0
+    verify_rc: int | None = None
+    final_rc: int | None = None
+    faults: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    data: Counter[str] = field(default_factory=Counter)  # objects written, by kind
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicates == 0
+            and self.unexpected == 0
+            and self.lineage_dups == 0
+            and self.engines_disagree == 0
+            and self.verify_rc == 0
+            and self.final_rc == 0
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("runs", "faults", "data")}
+        d["faults"] = dict(self.faults)
+        d["data"] = dict(self.data)
+        d["runs"] = [dict(r.__dict__, hit=r.hit) for r in self.runs]
+        d["ok"] = self.ok
+        return d
+
+
+@dataclass
+class Version:
+    etag: str
+    good: list[str]
+    bad: list[str]
+
+
+@dataclass
+class SourceData:
+    """What the harness wrote for one source, and which version of each key must count."""
+
+    name: str
+    ext: str
+    versions: dict[str, list[Version]] = field(default_factory=dict)
+    expected: dict[str, int] = field(default_factory=dict)  # key -> index into versions
+
+    def expected_good(self) -> Counter[str]:
+        c: Counter[str] = Counter()
+        for key, i in self.expected.items():
+            c.update(self.versions[key][i].good)
+        return c
+
+    def expected_bad(self) -> Counter[str]:
+        c: Counter[str] = Counter()
+        for key, i in self.expected.items():
+            c.update(self.versions[key][i].bad)
+        return c
+
+
+# ---- the worker context (one per harness thread) ---------------------------------------
+
+
+class Coverage:
+    """Hits per crash point across workers (thread-safe enough: Counter updates under GIL
+    are not atomic, so callers hold ``lock``)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.targeted: Counter[str] = Counter()
+        self.hits: Counter[str] = Counter()
+
+    def record(self, run: RunRecord) -> None:
+        if run.target is None:
+            return
+        with self.lock:
+            self.targeted[run.target] += 1
+            if run.hit:
+                self.hits[run.target] += 1
+
+
+@dataclass
+class WorkerCtx:
+    worker: int
+    root: Path
+    backend: str
+    fault_rate: float
+    launcher: ForkLauncher | ExecLauncher
+    exec_launcher: ExecLauncher
+    readers: Readers
+    coverage: Coverage
+    moto: str | None = None
+    proxy: TortureProxy | None = None
+    est: dict[str, float] = field(default_factory=lambda: {"fork": 4.0, "exec": 15.0})
+    template: dict[str, SourceData] | None = None
+
+    def set_faults(self, on: bool, seed: int) -> None:
+        if self.proxy is None:
+            return
+        self.proxy.clear()
+        if on and self.fault_rate > 0:
+            base = {k: v * self.fault_rate for k, v in FAULT_MIX.items()}
+            extra = {k: base.pop(k) for k in ("reset_before_body", "latency")}
+            self.proxy.set_rates(base, seed=seed)
+            self.proxy.set_extra_rates(extra)
+
+
+# ---- environment ------------------------------------------------------------------------
+
+
+class TrialEnv:
+    """Landing, warehouse and config of one trial; ``run`` starts ``lockgate`` in it."""
+
+    def __init__(self, ctx: WorkerCtx, name: str, max_files: dict[str, int]) -> None:
+        self.ctx = ctx
+        self.work = ctx.root / "work"
+        self.logs = ctx.root / "logs" / name
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.nlog = 0
+        self.s3: S3Options | None = None
+        if ctx.backend == "s3":
+            import boto3
+
+            assert ctx.moto and ctx.proxy
+            self.bucket = f"tt-{ctx.worker}-{name.replace('_', '-')}".lower()[:60]
+            boto3.client("s3", endpoint_url=ctx.moto, region_name="us-east-1").create_bucket(
+                Bucket=self.bucket
+            )
+            base = f"s3://{self.bucket}"
+            self.s3 = S3Options(endpoint_url=ctx.moto, region="us-east-1")  # direct, no faults
+        else:
+            self.bucket = ""
+            base = str(self.work)
+        self.warehouse = f"{base}/wh"
+        self.ledger_url = f"{self.warehouse}/_ledger"
+        self.landing_url = {s: f"{base}/landing/{s}" for s in SOURCES}
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.config = self.work / "lockgate.yaml"
+        self.write_config(max_files)
+        self.stores: dict[str, ObjectStore] = {
+            s: open_store(self.landing_url[s], self.s3) for s in SOURCES
+        }
+        self.ledger = open_store(self.ledger_url, self.s3)
+
+    def write_config(self, max_files: dict[str, int]) -> None:
+        s3 = ""
+        if self.ctx.backend == "s3":
+            assert self.ctx.proxy is not None
+            s3 = f"s3:\n  endpoint_url: {self.ctx.proxy.url}\n  region: us-east-1\n"
+        part = "partition: {pattern: 'dt=(\\d{4}-\\d{2}-\\d{2})', start: 2024-01-01}"
+        text = (
+            f"warehouse: {self.warehouse}\n{s3}sources:\n"
+            f"  ev:\n    landing: {self.landing_url['ev']}\n    format: jsonl\n"
+            f"    table: tt.ev\n    {part}\n    schema: {{id: string, v: long, note: string}}\n"
+            f"    max_files_per_batch: {max_files['ev']}\n"
+            f"  cs:\n    landing: {self.landing_url['cs']}\n    format: csv\n"
+            f"    table: tt.cs\n    {part}\n    schema: {{id: string, v: long}}\n"
+            f"    max_files_per_batch: {max_files['cs']}\n"
+        )
+        self.config.write_text(text)
+
+    def child_env(self, target: str | None, nth: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKGATE_", "PYTEST"))}
+        env.update(MOTO_CREDS)
+        env["LOCKGATE_CONFIG"] = str(self.config)
+        env["LOCKGATE_RETRY_BASE_DELAY"] = "0.05"
+        env["LOCKGATE_RETRY_MAX_DELAY"] = "0.5"
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        if target is not None:
+            env[ENV] = f"{target}:{nth}"
+        return env
+
+    def start(
+        self, argv: list[str], target: str | None = None, nth: int = 1, exec_: bool = False
+    ) -> Proc:
+        self.nlog += 1
+        log = self.logs / f"run{self.nlog:02d}-{argv[0]}-{target or 'none'}.log"
+        launcher = self.ctx.exec_launcher if exec_ else self.ctx.launcher
+        return launcher.start(
+            ["--config", str(self.config), *argv],
+            self.child_env(target, nth),
+            str(self.work),
+            str(log),
+        )
+
+    def table_location(self, table: str) -> str:
+        return f"{self.warehouse}/tt/{table}"
+
+    def cleanup(self) -> None:
+        if self.ctx.backend == "s3":
+            import boto3
+
+            s3 = boto3.client("s3", endpoint_url=self.ctx.moto, region_name="us-east-1")
+            while True:
+                page = s3.list_objects_v2(Bucket=self.bucket)
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if not keys:
+                    break
+                s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+            s3.delete_bucket(Bucket=self.bucket)
+
+
+# ---- landing data -----------------------------------------------------------------------
+
+
+class Writer:
+    """Writes landing objects and remembers every version (the expected outcome)."""
+
+    def __init__(self, env: TrialEnv, rng: random.Random, trial: int, data: dict[str, SourceData]):
+        self.stats: Counter[str] = Counter()
+        self.env = env
+        self.rng = rng
+        self.trial = trial
+        self.data = data
+        self.n = sum(len(v) for d in data.values() for v in d.versions.values())
+
+    def _ids(self, kind: str, count: int) -> list[str]:
+        out = []
+        for _ in range(count):
+            self.n += 1
+            out.append(f"{kind}{self.trial}-{self.n}-{self.rng.randrange(10**6)}")
+        return out
+
+    def _body(self, src: SourceData, good: list[str], bad: list[str]) -> bytes:
+        rows: list[tuple[str, bool]] = [(i, True) for i in good] + [(i, False) for i in bad]
+        self.rng.shuffle(rows)
+        if src.ext == "csv":
+            lines = ["id,v"] + [f"{i},{len(i)}" if ok else f"{i},not-a-number" for i, ok in rows]
+        else:
+            lines = [
+                json.dumps({"id": i, "v": len(i), "note": "x" * self.rng.randrange(20)})
+                if ok
+                else json.dumps({"id": i, "v": "not-a-number"})
+                for i, ok in rows
+            ]
+        return ("\n".join(lines) + "\n").encode()
+
+    def put(self, src: SourceData, key: str) -> Version:
+        good = self._ids("i", self.rng.randint(1, 4))
+        bad = self._ids("b", 1) if self.rng.random() < 0.25 else []
+        store = self.env.stores[src.name]
+        store.put(key, self._body(src, good, bad))
+        v = Version(store.head(key).etag, good, bad)
+        src.versions.setdefault(key, []).append(v)
+        return v
+
+    def add_new(self, src: SourceData, late: bool) -> None:
+        keys = list(src.versions)
+        high = max(keys) if keys else None
+        for _ in range(20):
+            day = self.rng.choice(DAYS)
+            if late and high is not None:
+                day = self.rng.choice([d for d in DAYS if f"dt={d}" <= high[:13]] or DAYS)
+            prefix = "p0" if late else "p1"
+            key = f"dt={day}/{prefix}-{self.rng.randrange(10**5):05d}.{src.ext}"
+            if key not in src.versions:
+                break
+        self.put(src, key)
+        src.expected[key] = 0
+        self.stats["late" if late and high is not None and key < high else "new"] += 1
+
+    def add_hidden(self, src: SourceData) -> None:
+        day = self.rng.choice(DAYS)
+        n = self.rng.randrange(10**5)
+        key = self.rng.choice(
+            [f"dt={day}/_tmp-{n}.{src.ext}", f"dt={day}/.p1-{n}.{src.ext}", f"dt={day}/p1-{n}.tmp"]
+        )
+        store = self.env.stores[src.name]
+        good = self._ids("i", 1)
+        store.put(key, self._body(src, good, []))  # never expected
+        self.stats["hidden"] += 1
+
+    def claims(self, src: SourceData) -> tuple[dict[tuple[str, str], int], set[int]]:
+        """``(key, etag) -> batch`` of every claim, and the batch ids with a commit record."""
+        led = self.env.ledger
+        claimed: dict[tuple[str, str], int] = {}
+        for info in led.list(f"{src.name}/offsets/"):
+            claim = json.loads(led.get(info.key))
+            for o in claim["objects"]:
+                claimed[(o["key"], o["etag"])] = int(claim["batch_id"])
+        committed = {
+            int(i.key.rsplit("/", 1)[1].split(".")[0])
+            for i in led.list(f"{src.name}/commits/")
+            if i.key.endswith(".json")
+        }
+        return claimed, committed
+
+    def rewrite_one(self, src: SourceData) -> str | None:
+        """Re-write a key whose expected version is committed (must be ignored) or was never
+        claimed (its final version counts); None if no key qualifies."""
+        claimed, committed = self.claims(src)
+        claimed_keys = {k for k, _ in claimed}
+        keys = sorted(src.versions)
+        self.rng.shuffle(keys)
+        for key in keys:
+            cur = src.versions[key][src.expected[key]]
+            batch = claimed.get((key, cur.etag))
+            if batch is not None and batch in committed:
+                self.put(src, key)
+                self.stats["rewritten_after_commit"] += 1
+                return "ignored"
+            if key not in claimed_keys:
+                self.put(src, key)
+                src.expected[key] = len(src.versions[key]) - 1
+                self.stats["rewritten_before_claim"] += 1
+                return "replaced"
+        return None
+
+
+# ---- the trial --------------------------------------------------------------------------
+
+
+def _tail(path: Path, n: int = 1200) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+class Trial:
+    def __init__(self, ctx: WorkerCtx, trial: int, seed: int, exec_: bool = False) -> None:
+        self.ctx = ctx
+        self.trial = trial
+        self.seed = seed
+        self.rng = random.Random(f"{seed}:{trial}")
+        kind = KINDS[trial % len(KINDS)]
+        if kind == "deep" and ctx.backend != "local":
+            kind = "crash"
+        self.kind = kind
+        self.exec = exec_
+        launcher = "exec" if exec_ else ctx.launcher.name
+        self.result = TrialResult(trial, seed, ctx.backend, kind, launcher)
+        self.first_run = True
+
+    # -- running processes -----------------------------------------------------------------
+
+    def _pick_target(self, command: str) -> tuple[str | None, int]:
+        rng = self.rng
+        if command == "backfill":
+            pool: tuple[str, ...] = BACKFILL_POINTS if rng.random() < 0.7 else INGEST_POINTS
+        elif command == "vacuum":
+            pool = VACUUM_POINTS
+        elif self.kind == "deep" and rng.random() < 0.8:
+            pool = DEEP_POINTS
+        elif self.first_run and rng.random() < 0.2:
+            pool = FIRST_RUN_POINTS
+        else:
+            pool = tuple(p for p in INGEST_POINTS if p not in FIRST_RUN_POINTS)
+        point = rng.choice(pool)
+        nth = rng.randint(1, 4) if point in FREQUENT else 1
+        return point, nth
+
+    def _finish(
+        self,
+        env: TrialEnv,
+        proc: Proc,
+        command: str,
+        target: str | None,
+        nth: int,
+        log: Path | None = None,
+    ) -> RunRecord:
+        rc = proc.wait(RUN_TIMEOUT)
+        if rc is None:
+            proc.kill()
+            rc = proc.wait(60)
+            self.result.errors.append(f"{command} hung > {RUN_TIMEOUT}s (target {target})")
+        rec = RunRecord(command, target, nth, rc, proc.killed_by_us, proc.duration, proc.launcher)
+        if rc not in (0, -9):
+            logs = sorted(env.logs.glob(f"run{env.nlog:02d}-*")) if log is None else [log]
+            rec.log_tail = _tail(logs[-1]) if logs else ""
+        if rc == 0 and target is None:
+            est = self.ctx.est
+            est[proc.launcher] = 0.7 * est[proc.launcher] + 0.3 * proc.duration
+        self.result.runs.append(rec)
+        self.ctx.coverage.record(rec)
+        return rec
+
+    def _chaos_run(self, env: TrialEnv, argv: list[str], mode: str | None = None) -> Proc:
+        """Start one run killed by a crash point, by an external SIGKILL, or not at all."""
+        rng = self.rng
+        if mode is None and self.kind == "deep":
+            mode = "crash"  # the template is one step before compaction and maintenance
+        mode = mode or rng.choices(["crash", "kill", "clean"], [0.7, 0.25, 0.05])[0]
+        target, nth = self._pick_target(argv[0]) if mode == "crash" else (None, 1)
+        proc = env.start(argv, target, nth, exec_=self.exec)
+        proc.torture = (argv[0], target, nth, mode)  # type: ignore[attr-defined]
+        if mode == "kill":
+            proc.kill_at = time.monotonic() + rng.random() * self.ctx.est[proc.launcher]  # type: ignore[attr-defined]
+        self.first_run = False
+        return proc
+
+    def _wait_all(self, env: TrialEnv, procs: list[Proc]) -> None:
+        while any(p.running() for p in procs):
+            now = time.monotonic()
+            for p in procs:
+                at = getattr(p, "kill_at", None)
+                if at is not None and now >= at:
+                    p.kill()
+                    p.kill_at = None  # type: ignore[attr-defined]
+                if now - p.started > RUN_TIMEOUT:
+                    p.kill()
+            time.sleep(0.02)
+        for p in procs:
+            command, target, nth, _mode = p.torture  # type: ignore[attr-defined]
+            self._finish(env, p, command, target, nth)
+
+    # -- plan ------------------------------------------------------------------------------
+
+    def _chaos(self, env: TrialEnv) -> None:
+        rng = self.rng
+        ingest = ["ingest"]
+        if self.kind == "concurrent":
+            procs = [self._chaos_run(env, ingest) for _ in range(rng.randint(2, 3))]
+            self._wait_all(env, procs)
+        elif self.kind == "backfill":
+            first, last = sorted(rng.sample(DAYS, 2))
+            bf = ["backfill", "--source", "ev", "--from", first, "--to", last]
+            procs = [self._chaos_run(env, bf), self._chaos_run(env, ingest)]
+            self._wait_all(env, procs)
+        elif self.kind == "vacuum":
+            # orphans first (a run killed after staging), then a vacuum killed mid-way
+            self._wait_all(env, [self._chaos_run(env, ingest)])
+            vac = ["vacuum", "--older-than", "0s", "--no-progress"]
+            self._wait_all(env, [self._chaos_run(env, vac, mode="crash")])
+        else:
+            for _ in range(rng.randint(1, 2)):
+                self._wait_all(env, [self._chaos_run(env, ingest)])
+
+    def _add_data(self, writer: Writer, data: dict[str, SourceData], round_no: int) -> None:
+        rng = self.rng
+        for src in data.values():
+            n = rng.randint(2, 4) if self.kind == "deep" and src.name == "ev" else rng.randint(1, 3)
+            for _ in range(n):
+                writer.add_new(src, late=round_no > 0 and rng.random() < 0.3)
+            if rng.random() < 0.15:
+                writer.add_hidden(src)
+            if round_no > 0 and self.kind != "backfill" and rng.random() < 0.4:
+                writer.rewrite_one(src)
+
+    def run(self) -> TrialResult:
+        started = time.monotonic()
+        ctx = self.ctx
+        res = self.result
+        faults_before = Counter(ctx.proxy.faults) if ctx.proxy else Counter()
+        ctx.set_faults(True, seed=hash((self.seed, self.trial)) & 0xFFFFFFFF)
+        if self.kind == "deep":
+            data = self._restore_template()
+            max_files = {"ev": 1, "cs": 1}
+        else:
+            shutil.rmtree(ctx.root / "work", ignore_errors=True)
+            data = {"ev": SourceData("ev", "jsonl"), "cs": SourceData("cs", "csv")}
+            max_files = {s: self.rng.randint(1, 3) for s in SOURCES}
+        env = TrialEnv(ctx, f"t{self.trial}", max_files)
+        try:
+            writer = Writer(env, self.rng, self.trial, data)
+            for round_no in range(self.rng.randint(2, 3)):
+                self._add_data(writer, data, round_no)
+                self._chaos(env)
+            self._final(env)
+            res.data = writer.stats
+            self._check(env, data)
+        except Exception as e:  # a harness failure is a failed trial, with its reason
+            import traceback
+
+            res.errors.append(f"harness: {type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}")
+            res.verify_rc = res.verify_rc if res.verify_rc is not None else -1
+        finally:
+            if ctx.proxy:
+                res.faults = Counter(ctx.proxy.faults) - faults_before
+            res.duration = time.monotonic() - started
+            if res.ok:
+                shutil.rmtree(env.logs, ignore_errors=True)
+            else:
+                keep = ctx.root / "failed" / f"t{self.trial}"
+                if ctx.backend == "local" and (ctx.root / "work").exists():
+                    shutil.copytree(ctx.root / "work", keep / "work", symlinks=True)
+                if env.logs.exists():
+                    shutil.copytree(env.logs, keep / "logs", dirs_exist_ok=True)
+                (keep / "result.json").parent.mkdir(parents=True, exist_ok=True)
+                (keep / "result.json").write_text(json.dumps(res.to_json(), indent=1))
+            env.cleanup()
+        return res
+
+    def _final(self, env: TrialEnv) -> None:
+        res = self.result
+        for attempt in range(4):
+            if attempt >= 2:
+                self.ctx.set_faults(False, 0)
+            proc = env.start(["ingest", "--full-listing"], exec_=self.exec)
+            rec = self._finish(env, proc, "final-ingest", None, 1)
+            res.final_rc = rec.rc
+            if rec.rc == 0:
+                break
+            res.errors.append(f"final ingest rc={rec.rc}: {rec.log_tail[-600:]}")
+        self.ctx.set_faults(False, 0)
+        proc = env.start(["verify"], exec_=self.exec)
+        rec = self._finish(env, proc, "verify", None, 1)
+        res.verify_rc = rec.rc
+        if rec.rc != 0:
+            res.errors.append(f"verify rc={rec.rc}: {_tail(sorted(env.logs.glob('*verify*'))[-1])}")
+
+    def _check(self, env: TrialEnv, data: dict[str, SourceData]) -> None:
+        res = self.result
+        readers = self.ctx.readers
+        for name, src in data.items():
+            want = src.expected_good()
+            res.expected_rows += sum(want.values())
+            tc = readers.check_table(env.table_location(name))
+            for label, got in (("duckdb", tc.duck_ids), ("pyiceberg", tc.ice_ids)):
+                lost = want - got
+                extra = got - want
+                dups = sum(c for i, c in extra.items() if i in want)
+                unexpected = sum(c for i, c in extra.items() if i not in want)
+                if lost or extra:
+                    res.errors.append(
+                        f"{name} ({label}, v{tc.version}): lost {sum(lost.values())} "
+                        f"{list(lost)[:5]}, duplicated {dups}, unexpected {unexpected} "
+                        f"{[i for i in extra if i not in want][:5]}"
+                    )
+                res.lost = max(res.lost, sum(lost.values()))
+                res.duplicates = max(res.duplicates, dups)
+                res.unexpected = max(res.unexpected, unexpected)
+            if tc.duck_ids != tc.ice_ids:
+                res.engines_disagree += 1
+            res.lineage_dups += max(tc.duck_lineage_dups, tc.ice_lineage_dups)
+            if not tc.hint_ok:
+                res.stale_hints += 1
+            bad = src.expected_bad()
+            res.expected_quarantined += sum(bad.values())
+            q = readers.quarantined_ids(env.table_location(f"{name}__quarantine")) or Counter()
+            if q != bad:
+                lost_q, extra_q = bad - q, q - bad
+                res.lost += sum(lost_q.values())
+                res.duplicates += sum(extra_q.values())
+                res.errors.append(
+                    f"{name} quarantine: lost {sum(lost_q.values())}, extra {sum(extra_q.values())}"
+                )
+
+    # -- the deep template (local): a source with ~100 batches, near compaction/maintenance -
+
+    def _restore_template(self) -> dict[str, SourceData]:
+        ctx = self.ctx
+        tpl = ctx.root / "template"
+        if ctx.template is None or not tpl.exists():
+            ctx.template = build_template(ctx)
+        shutil.rmtree(ctx.root / "work", ignore_errors=True)
+        # hard links keep inode and mtime, so local etags (inode-mtime-size) are unchanged;
+        # Lockgate never writes a file in place (temp file + link/rename), so the template
+        # is never modified through a link
+        subprocess.run(["cp", "-al", str(tpl), str(ctx.root / "work")], check=True)
+        return copy.deepcopy(ctx.template)
+
+
+def build_template(ctx: WorkerCtx) -> dict[str, SourceData]:
+    """A clean state of TEMPLATE_BATCHES committed single-object batches of ``ev`` (and a
+    few of ``cs``), built once per worker at ``<root>/work`` and moved to ``<root>/template``
+    (Iceberg metadata holds absolute paths: trials restore it at ``<root>/work``)."""
+    shutil.rmtree(ctx.root / "work", ignore_errors=True)
+    shutil.rmtree(ctx.root / "template", ignore_errors=True)
+    env = TrialEnv(ctx, "template", {"ev": 1, "cs": 1})
+    data = {"ev": SourceData("ev", "jsonl"), "cs": SourceData("cs", "csv")}
+    writer = Writer(env, random.Random("template"), 0, data)
+    for _ in range(TEMPLATE_BATCHES):
+        writer.add_new(data["ev"], late=False)
+    for _ in range(3):
+        writer.add_new(data["cs"], late=False)
+    proc = env.start(["ingest"])
+    rc = proc.wait(RUN_TIMEOUT * 2)
+    if rc != 0:
+        raise RuntimeError(f"template ingest failed rc={rc}: {_tail(next(env.logs.glob('*')))}")
+    shutil.move(str(ctx.root / "work"), str(ctx.root / "template"))
+    shutil.rmtree(env.logs, ignore_errors=True)
+    return data
