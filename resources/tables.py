@@ -86,8 +86,11 @@ class TableSettings:
 
     ``target_file_size_bytes`` is measured in uncompressed Arrow bytes (as pyiceberg does);
     ``commit_attempts`` bounds retries on conflicts, sleeping ``retry_base_s * 2**k`` (capped
-    at ``retry_max_s``) with full jitter; maintenance runs after every
-    ``maintenance_every`` commits of this process (0: never automatically).
+    at ``retry_max_s``) with full jitter. Maintenance runs in the process whose commit
+    produced a table version divisible by ``maintenance_every`` (object-store catalog; other
+    catalogs: every ``maintenance_every`` commits of this instance; 0: never automatically).
+    Tables are created with merge-append (manifests merged once ``manifest_min_merge_count``
+    accumulate) and a metadata log of ``metadata_log_max`` entries.
     """
 
     target_file_size_bytes: int = DEFAULT_TARGET_FILE_SIZE
@@ -432,6 +435,8 @@ class TableStore:
                     f"rebuild's base (v{base.table_version}); re-plan"
                 )
             spec = table.spec()
+            if len(spec.fields) != 1:
+                raise ValueError(f"{identifier}: rebuilds need identity partitioning on one day")
             part_name = table.schema().find_column_name(spec.fields[0].source_id)
             txn = Transaction(table)
             txn.set_properties({prop: marker.union(planned).format()})

@@ -72,18 +72,18 @@ def _distinct(procs: int, per: int) -> list[list[int]]:
     return [[w * per + i for i in range(per)] for w in range(procs)]
 
 
-def test_4_processes_distinct_batches_s3(moto_server: str, bucket: str) -> None:
+def test_4_processes_10_batches_each_s3(moto_server: str, bucket: str) -> None:
     wh = f"s3://{bucket}/wh"
     out = run_workers(wh, moto_server, _distinct(4, 10), rows=20)
     assert len(out) == 40 and not any(r["duplicate"] for r in out)
     check_exactly_once(wh, S3Options(endpoint_url=moto_server, region="us-east-1"), 40, 20)
 
 
-def test_4_processes_distinct_batches_local(tmp_path: Path) -> None:
+def test_4_processes_5_batches_each_local(tmp_path: Path) -> None:
     wh = str(tmp_path / "wh")
-    out = run_workers(wh, "-", _distinct(4, 10), rows=20)
-    assert len(out) == 40 and not any(r["duplicate"] for r in out)
-    check_exactly_once(wh, None, 40, 20)
+    out = run_workers(wh, "-", _distinct(4, 5), rows=20)
+    assert len(out) == 20 and not any(r["duplicate"] for r in out)
+    check_exactly_once(wh, None, 20, 20)
 
 
 @pytest.mark.slow
