@@ -40,7 +40,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import cached_property
 from typing import Any
 
 from resources.crashpoints import crash_point
@@ -101,8 +100,10 @@ class DiscoveryRule:
                     f"partition_regex {self.partition_regex!r} needs a group capturing the day"
                 )
 
-    @cached_property
+    @property
     def compiled_regex(self) -> re.Pattern[str] | None:
+        # not cached on the instance: ``rule.__dict__`` holds exactly the fields (callers
+        # rebuild rules with ``DiscoveryRule(**{**rule.__dict__, ...})``); ``re`` caches.
         return re.compile(self.partition_regex) if self.partition_regex is not None else None
 
 

@@ -204,3 +204,12 @@ def test_discover_on_s3_counts_list_requests(s3_store: ObjectStore) -> None:
     res = discover(landing, led, DiscoveryRule(), today=TODAY)
     assert res.claimed_objects == 3 and res.list_requests == 1
     assert [o.etag for o in res.claims[0].objects] == [o.etag for o in landing.list()]
+
+
+def test_rule_rebuilds_from_its_fields() -> None:
+    rule = DiscoveryRule(partition_regex=r"(\d{8})/", lookback_keys=3)
+    assert partition_of(obj("20260102/a.csv"), rule) == "2026-01-02"  # uses compiled_regex
+    again = DiscoveryRule(**{**rule.__dict__, "full_listing_every": 7})
+    assert again.lookback_keys == 3 and again.full_listing_every == 7
+    named = DiscoveryRule(partition_regex=r"(?P<year>\d{4})/(?P<month>\d\d)/(?P<day>\d\d)/")
+    assert partition_of(obj("x/2026/02/03/a.csv"), named) == "2026-02-03"
