@@ -35,6 +35,7 @@ import csv
 import gzip
 import io
 import json
+import operator
 import re
 import tempfile
 import zlib
@@ -335,9 +336,15 @@ def _process_block(
     attempt: Callable[[list[bytes]], pa.Table],
     explain: Callable[[bytes, _RecordError], str],
     max_record_bytes: int,
+    scan: bool = True,
+    screen: Callable[[bytes], str | None] | None = None,
 ) -> Iterator[ReadChunk]:
     """Parse ``records`` (indices from ``ctx.next_index``) into chunks; every record ends as
-    a row or a quarantine entry. Advances ``ctx.next_index`` past the block."""
+    a row or a quarantine entry. Advances ``ctx.next_index`` past the block.
+
+    Fast path: one ``attempt`` for the whole block. If it fails: ``screen`` (if given) rejects
+    the records that are bad on their own, then failing runs are bisected down to single
+    records, each quarantined with ``explain``'s reason. ``scan``: look for ``_TooLong``."""
     base = ctx.next_index
     pieces: list[tuple[int, pa.Table]] = []
     quarantined: list[QuarantineRecord] = []
@@ -345,9 +352,9 @@ def _process_block(
     def bisect(lo: int, hi: int) -> None:
         # An explicit stack, not recursion: a recursive closure is a reference cycle that
         # would keep every block alive until the cyclic GC happens to run.
-        stack = [(lo, hi)]
+        stack = [(lo, hi, screen is None)]
         while stack:
-            lo, hi = stack.pop()
+            lo, hi, screened = stack.pop()
             group = records[lo:hi]
             try:
                 pieces.append((base + lo, attempt(group)))  # type: ignore[arg-type]
@@ -358,24 +365,46 @@ def _process_block(
                     assert isinstance(rec, bytes)
                     quarantined.append(ctx.quarantine(base + lo, _text(rec), explain(rec, e)))
                     continue
+            if not screened and screen is not None:
+                # One cheap per-record pass finds the syntactically bad records, so that many
+                # bad records cost one pass, not a bisection each; the runs between them are
+                # parsed as blocks again (and bisected only if they still fail).
+                runs: list[tuple[int, int, bool]] = []
+                run_start = lo
+                for i in range(lo, hi):
+                    rec = records[i]
+                    assert isinstance(rec, bytes)
+                    reason = screen(rec)
+                    if reason is not None:
+                        quarantined.append(ctx.quarantine(base + i, _text(rec), reason))
+                        if i > run_start:
+                            runs.append((run_start, i, True))
+                        run_start = i + 1
+                if run_start < hi:
+                    runs.append((run_start, hi, True))
+                if len(runs) != 1 or runs[0][:2] != (lo, hi):
+                    stack.extend(reversed(runs))
+                    continue
             mid = (lo + hi) // 2
-            stack.append((mid, hi))
-            stack.append((lo, mid))
+            stack.append((mid, hi, True))
+            stack.append((lo, mid, True))
 
     start = 0
-    for i, rec in enumerate([*records, None]):
-        if rec is None or isinstance(rec, _TooLong):
-            if i > start:
-                bisect(start, i)
-            if isinstance(rec, _TooLong):
-                quarantined.append(
-                    ctx.quarantine(
-                        base + i,
-                        _text(rec.head),
-                        f"record of {rec.size} bytes exceeds max_record_bytes ({max_record_bytes})",
-                    )
+    marks = [i for i, r in enumerate(records) if r.__class__ is _TooLong] if scan else []
+    for i in [*marks, len(records)]:
+        if i > start:
+            bisect(start, i)
+        if i < len(records):
+            rec = records[i]
+            assert isinstance(rec, _TooLong)
+            quarantined.append(
+                ctx.quarantine(
+                    base + i,
+                    _text(rec.head),
+                    f"record of {rec.size} bytes exceeds max_record_bytes ({max_record_bytes})",
                 )
-            start = i + 1
+            )
+        start = i + 1
     ctx.next_index = base + len(records)
     pieces.sort(key=lambda piece: piece[0])
     quarantined.sort(key=lambda q: q.record_index or 0)
@@ -501,10 +530,18 @@ class _Splitter:
     record longer than ``max_bytes`` becomes a ``_TooLong`` and its bytes are skipped.
     """
 
-    def __init__(self, max_bytes: int, quote: bytes | None, blank: Callable[[bytes], bool]):
+    def __init__(
+        self,
+        max_bytes: int,
+        quote: bytes | None,
+        blank: Callable[[bytes], bool],
+        nonblank: Callable[[bytes], object],
+    ):
         self.max_bytes = max_bytes
         self.quote = quote
         self.blank = blank
+        self.nonblank = nonblank  # a C-level truth test for filter(): no Python call per line
+        self.marked = False  # whether the last feed()/finish() returned a _TooLong
         self.carry = b""
         self.skipping: _TooLong | None = None
         self.skip_parity = 0
@@ -526,10 +563,16 @@ class _Splitter:
             pos = nl + 1
             if self.skip_parity == 0:
                 out.append(self.skipping)
+                self.marked = True
                 self.skipping = None
                 return data[pos:]
 
+    def _records(self, lines: list[bytes]) -> list[bytes]:
+        """The non-blank lines."""
+        return list(filter(self.nonblank, lines))
+
     def feed(self, data: bytes) -> list[_Record]:
+        self.marked = False
         if self.first and data:
             self.first = False
             if data.startswith(_BOM):
@@ -547,24 +590,34 @@ class _Splitter:
         else:
             lines = buf[:cut].split(b"\n")
             tail = buf[cut + 1 :]
-        if self.quote is None or self.quote not in buf:
-            out.extend(line for line in lines if not self.blank(line))
+        first = len(out)  # out[:first] holds at most the end of an oversized record
+        q = self.quote
+        odd = (
+            [] if q is None or q not in buf else [i for i, x in enumerate(lines) if x.count(q) & 1]
+        )
+        if not odd:
+            out.extend(self._records(lines))
             self.carry = tail
         else:
-            q = self.quote
-            pending: list[bytes] = []
-            parity = 0
-            for line in lines:
-                if not pending and self.blank(line):
-                    continue
-                pending.append(line)
-                parity ^= line.count(q) & 1
-                if parity == 0:
-                    out.append(pending[0] if len(pending) == 1 else b"\n".join(pending))
-                    pending = []
-            pending.append(tail)
-            self.carry = b"\n".join(pending)
-        if out and max(len(r) for r in out if isinstance(r, bytes)) > self.max_bytes:
+            # A line with an odd number of quotes opens a record that the next such line
+            # closes; lines in between belong to it (quoted newlines).
+            i = 0
+            opened: int | None = None
+            for k in odd:
+                if opened is None:
+                    out.extend(self._records(lines[i:k]))
+                    opened = k
+                else:
+                    out.append(b"\n".join(lines[opened : k + 1]))
+                    opened = None
+                    i = k + 1
+            if opened is None:
+                out.extend(self._records(lines[i:]))
+                self.carry = tail
+            else:
+                self.carry = b"\n".join([*lines[opened:], tail])
+        if len(out) > first and max(map(len, out[first:])) > self.max_bytes:  # type: ignore[arg-type]
+            self.marked = True
             out = [
                 _TooLong(r[: MAX_RAW_CHARS * 4], len(r))
                 if isinstance(r, bytes) and len(r) > self.max_bytes
@@ -578,6 +631,7 @@ class _Splitter:
         return out
 
     def finish(self) -> list[_Record]:
+        self.marked = self.skipping is not None
         if self.skipping is not None:
             rec: list[_Record] = [self.skipping]
             self.skipping = None
@@ -596,13 +650,16 @@ def _csv_blank(line: bytes) -> bool:
     return line == b"" or line == b"\r"
 
 
+_CSV_NONBLANK = operator.methodcaller("rstrip", b"\r")
+
+
 def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
     if fmt.format == "jsonl":
-        splitter = _Splitter(fmt.max_record_bytes, None, _json_blank)
+        splitter = _Splitter(fmt.max_record_bytes, None, _json_blank, bytes.strip)
         parser: _JsonParser | _CsvParser | None = _JsonParser(ctx.schema)
     else:
         q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
-        splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank)
+        splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
         parser = None
     while True:
         data = stream.read_block(fmt.block_bytes)
@@ -611,14 +668,21 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
             parser, records = _CsvParser.start(records, fmt, ctx)
         if records and parser is not None:
             yield from _process_block(
-                ctx, records, parser.attempt, parser.explain, fmt.max_record_bytes
+                ctx,
+                records,
+                parser.attempt,
+                parser.explain,
+                fmt.max_record_bytes,
+                scan=splitter.marked,
+                screen=parser.screen,
             )
         if not data:
             return
 
 
-def _block_size(records: list[bytes]) -> int:
-    return max(1 << 20, max(len(r) for r in records) * 2 + 2)
+def _block_size(data: bytes) -> int:
+    """One pyarrow block for the whole (bounded) input: no record can straddle blocks."""
+    return max(1 << 16, len(data) + 1)
 
 
 class _JsonParser:
@@ -642,7 +706,7 @@ class _JsonParser:
         try:
             table = pa_json.read_json(
                 io.BytesIO(data),
-                read_options=pa_json.ReadOptions(block_size=_block_size(records)),
+                read_options=pa_json.ReadOptions(block_size=_block_size(data)),
                 parse_options=self.options,
             )
         except _ARROW_ERRORS as e:
@@ -655,6 +719,16 @@ class _JsonParser:
             if name in LINEAGE_COLUMNS:
                 raise _RecordError(f"field {name!r} is reserved for lineage columns")
         return table
+
+    def screen(self, record: bytes) -> str | None:
+        """Why ``record`` cannot be a row whatever its types (not JSON, not an object)."""
+        try:
+            value = json.loads(record)
+        except ValueError as e:
+            return f"malformed JSON: {e}"
+        if not isinstance(value, dict):
+            return f"not a JSON object (got {type(value).__name__})"
+        return None
 
     def explain(self, record: bytes, err: _RecordError) -> str:
         try:
@@ -738,7 +812,7 @@ class _CsvParser:
             table = pa_csv.read_csv(
                 io.BytesIO(data),
                 read_options=pa_csv.ReadOptions(
-                    column_names=self.names, block_size=_block_size(records)
+                    column_names=self.names, block_size=_block_size(data)
                 ),
                 parse_options=pa_csv.ParseOptions(
                     invalid_row_handler=on_invalid, **self.parse_kwargs
@@ -753,6 +827,8 @@ class _CsvParser:
         if table.num_rows != len(records):
             raise _RecordError(f"{len(records)} record(s) parsed as {table.num_rows} rows")
         return self.ctx.validate(table)
+
+    screen = None
 
     def explain(self, record: bytes, err: _RecordError) -> str:
         return err.reason
@@ -886,7 +962,10 @@ def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterat
             # raw text of a quarantined row is its JSON rendering.
             records: list[_Record] = [str(i).encode() for i in range(table.num_rows)]
             base = ctx.next_index
-            for chunk in _process_block(ctx, records, attempt, explain, fmt.max_record_bytes):
+            chunks = _process_block(
+                ctx, records, attempt, explain, fmt.max_record_bytes, scan=False
+            )
+            for chunk in chunks:
                 chunk.quarantined = [
                     QuarantineRecord(
                         q.source_key,
