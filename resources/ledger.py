@@ -34,487 +34,57 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
 
 from resources.crashpoints import crash_point
+from resources.ledger_records import (
+    DEFAULT_COMPACT_INTERVAL,
+    FORMAT_VERSION,
+    AlreadyClaimed,
+    Claim,
+    ClaimConflict,
+    ClaimedObject,
+    ClaimState,
+    CommitRecord,
+    Fingerprint,
+    FingerprintMismatch,
+    LedgerCorrupt,
+    LedgerError,
+    LedgerSummary,
+    UnknownBatch,
+    _dumps,
+    _loads,
+    _Manifest,
+    _parallel,
+    _RangeSet,
+    _SegmentRef,
+    batch_name,
+    check_day,
+    check_source,
+    utcnow,
+)
 from resources.store import AlreadyExists, NotFound, ObjectInfo, ObjectStore
 
-T = TypeVar("T")
-
-FORMAT_VERSION = 1
-DEFAULT_COMPACT_INTERVAL = 100
-SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------------------------
-# errors
-
-
-class LedgerError(Exception):
-    """Base of the ledger's errors."""
-
-
-class FingerprintMismatch(LedgerError):
-    """The source's declaration (landing URL, format, table, ...) differs from the one its ledger
-    was written for. ``changes`` maps each changed field to ``(stored, requested)``."""
-
-    def __init__(self, source: str, changes: Mapping[str, tuple[str | None, str | None]]):
-        self.source = source
-        self.changes = dict(changes)
-        detail = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items()))
-        super().__init__(
-            f"source {source!r}: its declaration changed since the ledger was written ({detail}). "
-            "Refusing to serve it: the recorded claims may not mean the same objects any more. "
-            "If the change is intended, reset the fingerprint (Ledger.open(..., reset=True), or "
-            f"`lockgate ledger reset --source {source}`): every existing claim is kept, so an "
-            "object (key, etag) already claimed is never ingested again. To re-ingest from "
-            "scratch, use a new source name or a new ledger root instead."
-        )
-
-
-class ClaimConflict(LedgerError):
-    """Another planner created claim ``batch_id`` first. The ledger has re-read the claims from
-    ``batch_id`` on; the caller drops the objects now claimed and re-plans."""
-
-    def __init__(self, source: str, batch_id: int):
-        self.source = source
-        self.batch_id = batch_id
-        super().__init__(f"source {source!r}: batch {batch_id} was claimed by another planner")
-
-
-class AlreadyClaimed(LedgerError, ValueError):
-    """``claim`` was given an object (key, etag) that is already claimed: a planning bug."""
-
-
-class UnknownBatch(LedgerError, KeyError):
-    """No claim exists for this batch id."""
-
-
-class LedgerCorrupt(LedgerError):
-    """The ledger's files break an invariant (a gap in batch ids, unreadable JSON, ...)."""
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _dumps(obj: object) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _loads(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(data)
-    except ValueError as e:
-        raise LedgerCorrupt(f"{what}: not valid JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise LedgerCorrupt(f"{what}: expected a JSON object")
-    return obj
-
-
-def _dt(value: object, what: str) -> datetime:
-    if not isinstance(value, str):
-        raise LedgerCorrupt(f"{what}: expected an ISO timestamp, got {value!r}")
-    d = datetime.fromisoformat(value)
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
-def _int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LedgerCorrupt(f"{what}: expected an integer, got {value!r}")
-    return value
-
-
-def _opt_int(value: object, what: str) -> int | None:
-    return None if value is None else _int(value, what)
-
-
-def check_day(day: str) -> str:
-    """Return ``day`` if it is a valid ``YYYY-MM-DD`` date, else raise ``ValueError``."""
-    if not isinstance(day, str) or not DAY.match(day):
-        raise ValueError(f"invalid partition day {day!r} (expected YYYY-MM-DD)")
-    date.fromisoformat(day)
-    return day
-
-
-def check_source(source: str) -> str:
-    if not SOURCE_NAME.match(source):
-        raise ValueError(
-            f"invalid source name {source!r}: letters, digits, '_', '.', '-' (starting with a "
-            "letter or digit), at most 128 characters"
-        )
-    return source
-
-
-def batch_name(batch_id: int) -> str:
-    if batch_id < 0:
-        raise ValueError(f"negative batch id {batch_id}")
-    return f"{batch_id:020d}.json"
-
-
-def _parallel(fn: Callable[[int], T], items: Sequence[int], workers: int = 8) -> list[T]:
-    """``[fn(i) for i in items]``, up to ``workers`` at a time (I/O bound store calls)."""
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as ex:
-        return list(ex.map(fn, items))
-
-
-class _RangeSet:
-    """A set of batch ids kept as sorted, disjoint, inclusive ranges."""
-
-    def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = []
-
-    def add(self, lo: int, hi: int) -> None:
-        if hi < lo:
-            return
-        out: list[tuple[int, int]] = []
-        placed = False
-        for a, b in self.ranges:
-            if b + 1 < lo:
-                out.append((a, b))
-            elif hi + 1 < a:
-                if not placed:
-                    out.append((lo, hi))
-                    placed = True
-                out.append((a, b))
-            else:
-                lo, hi = min(lo, a), max(hi, b)
-        if not placed:
-            out.append((lo, hi))
-        out.sort()
-        self.ranges = out
-
-    def contains(self, lo: int, hi: int) -> bool:
-        return any(a <= lo and hi <= b for a, b in self.ranges)
-
-
-# --------------------------------------------------------------------------------------------
-# records
-
-
-@dataclass(frozen=True)
-class ClaimedObject:
-    """One landed object as claimed: identity is ``(key, etag)``; ``key`` is relative to the
-    source's landing root."""
-
-    key: str
-    etag: str
-    size: int
-    last_modified: datetime  # timezone-aware, UTC
-
-    @classmethod
-    def from_info(cls, info: ObjectInfo) -> ClaimedObject:
-        return cls(info.key, info.etag, info.size, info.last_modified)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "key": self.key,
-            "etag": self.etag,
-            "size": self.size,
-            "last_modified": self.last_modified.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, object]) -> ClaimedObject:
-        key, etag = d.get("key"), d.get("etag")
-        if not isinstance(key, str) or not isinstance(etag, str):
-            raise LedgerCorrupt(f"claimed object without key/etag: {d!r}")
-        return cls(key, etag, _int(d.get("size"), "size"), _dt(d.get("last_modified"), key))
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A batch: objects of one source and one partition day, claimed together."""
-
-    source: str
-    batch_id: int
-    partition: str  # YYYY-MM-DD
-    objects: tuple[ClaimedObject, ...]
-    created_at: datetime
-    fingerprint_version: int = 0
-
-    @property
-    def bytes(self) -> int:
-        return sum(o.size for o in self.objects)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "format": FORMAT_VERSION,
-            "source": self.source,
-            "batch_id": self.batch_id,
-            "partition": self.partition,
-            "objects": [o.to_json() for o in self.objects],
-            "created_at": self.created_at.isoformat(),
-            "fingerprint_version": self.fingerprint_version,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, object]) -> Claim:
-        objs = d.get("objects")
-        source, partition = d.get("source"), d.get("partition")
-        if not isinstance(objs, list) or not isinstance(source, str):
-            raise LedgerCorrupt(f"malformed claim: {d!r}"[:300])
-        if not isinstance(partition, str):
-            raise LedgerCorrupt(f"claim without partition: {d!r}"[:300])
-        return cls(
-            source=source,
-            batch_id=_int(d.get("batch_id"), "batch_id"),
-            partition=partition,
-            objects=tuple(ClaimedObject.from_json(o) for o in objs),
-            created_at=_dt(d.get("created_at"), "created_at"),
-            fingerprint_version=_int(d.get("fingerprint_version", 0), "fingerprint_version"),
-        )
-
-
-@dataclass(frozen=True)
-class CommitRecord:
-    """What a batch produced. ``duplicate`` is true when the batch was found already marked in
-    the table (nothing was committed by this writer). ``record_counts`` optionally maps each
-    object key of the batch to its record count (rows + quarantined)."""
-
-    batch_id: int
-    snapshot_id: int | None
-    table_version: int | None
-    rows: int
-    quarantined: int
-    bytes: int
-    objects: int
-    committed_at: datetime = field(default_factory=utcnow)
-    duplicate: bool = False
-    record_counts: Mapping[str, int] | None = None
-
-    def to_json(self, source: str) -> dict[str, object]:
-        return {
-            "format": FORMAT_VERSION,
-            "source": source,
-            "batch_id": self.batch_id,
-            "snapshot_id": self.snapshot_id,
-            "table_version": self.table_version,
-            "rows": self.rows,
-            "quarantined": self.quarantined,
-            "bytes": self.bytes,
-            "objects": self.objects,
-            "committed_at": self.committed_at.isoformat(),
-            "duplicate": self.duplicate,
-            "record_counts": dict(self.record_counts) if self.record_counts is not None else None,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, object]) -> CommitRecord:
-        rc = d.get("record_counts")
-        if rc is not None and not isinstance(rc, dict):
-            raise LedgerCorrupt(f"commit record: bad record_counts {rc!r}"[:300])
-        return cls(
-            batch_id=_int(d.get("batch_id"), "batch_id"),
-            snapshot_id=_opt_int(d.get("snapshot_id"), "snapshot_id"),
-            table_version=_opt_int(d.get("table_version"), "table_version"),
-            rows=_int(d.get("rows"), "rows"),
-            quarantined=_int(d.get("quarantined"), "quarantined"),
-            bytes=_int(d.get("bytes"), "bytes"),
-            objects=_int(d.get("objects"), "objects"),
-            committed_at=_dt(d.get("committed_at"), "committed_at"),
-            duplicate=bool(d.get("duplicate", False)),
-            record_counts={str(k): _int(v, str(k)) for k, v in rc.items()} if rc else rc,
-        )
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """One version of a source's fingerprint. ``from_batch`` is the first batch id claimed under
-    it (0 for version 0)."""
-
-    version: int
-    values: Mapping[str, str]
-    from_batch: int
-    created_at: datetime
-
-    def to_json(self, source: str) -> dict[str, object]:
-        return {
-            "format": FORMAT_VERSION,
-            "source": source,
-            "version": self.version,
-            "fingerprint": dict(self.values),
-            "from_batch": self.from_batch,
-            "created_at": self.created_at.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, object]) -> Fingerprint:
-        values = d.get("fingerprint")
-        if not isinstance(values, dict):
-            raise LedgerCorrupt(f"fingerprint file without fingerprint: {d!r}"[:300])
-        return cls(
-            version=_int(d.get("version"), "version"),
-            values={str(k): str(v) for k, v in values.items()},
-            from_batch=_int(d.get("from_batch", 0), "from_batch"),
-            created_at=_dt(d.get("created_at"), "created_at"),
-        )
-
-
-@dataclass(frozen=True)
-class LedgerSummary:
-    """A readable overview (``lockgate ledger show``)."""
-
-    source: str
-    claims: int  # = next batch id
-    committed: int
-    pending: tuple[int, ...]
-    high_water_key: str | None
-    last_compaction: int | None  # ``upto`` of the latest compact snapshot
-    compacted_claimed_objects: int
-    fingerprint: Fingerprint
-
-
-@dataclass(frozen=True)
-class _SegmentRef:
-    file: str
-    first: int
-    upto: int
-    min_key: str
-    max_key: str
-    objects: int
-    days: tuple[str, ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "file": self.file,
-            "from": self.first,
-            "upto": self.upto,
-            "min_key": self.min_key,
-            "max_key": self.max_key,
-            "objects": self.objects,
-            "days": list(self.days),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> _SegmentRef:
-        return cls(
-            file=str(d["file"]),
-            first=_int(d["from"], "from"),
-            upto=_int(d["upto"], "upto"),
-            min_key=str(d["min_key"]),
-            max_key=str(d["max_key"]),
-            objects=_int(d["objects"], "objects"),
-            days=tuple(str(x) for x in d["days"]),
-        )
-
-
-@dataclass(frozen=True)
-class _Manifest:
-    """A compact snapshot of claims ``0..upto``: their segments, the high-water key and the
-    commit low-water mark (every batch ``< committed_below`` is committed; ``uncommitted`` lists
-    the batches ``<= upto`` that had no commit record when the snapshot was written)."""
-
-    upto: int
-    high_water_key: str | None
-    committed_below: int
-    uncommitted: tuple[int, ...]
-    segments: tuple[_SegmentRef, ...]
-    created_at: datetime
-
-    @property
-    def claimed_objects(self) -> int:
-        return sum(s.objects for s in self.segments)
-
-    def to_json(self, source: str) -> dict[str, object]:
-        return {
-            "format": FORMAT_VERSION,
-            "source": source,
-            "upto": self.upto,
-            "high_water_key": self.high_water_key,
-            "committed_below": self.committed_below,
-            "uncommitted": list(self.uncommitted),
-            "segments": [s.to_json() for s in self.segments],
-            "claimed_objects": self.claimed_objects,
-            "created_at": self.created_at.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> _Manifest:
-        try:
-            return cls(
-                upto=_int(d["upto"], "upto"),
-                high_water_key=d.get("high_water_key"),
-                committed_below=_int(d["committed_below"], "committed_below"),
-                uncommitted=tuple(_int(x, "uncommitted") for x in d["uncommitted"]),
-                segments=tuple(_SegmentRef.from_json(s) for s in d["segments"]),
-                created_at=_dt(d["created_at"], "created_at"),
-            )
-        except (KeyError, TypeError) as e:
-            raise LedgerCorrupt(f"malformed compact snapshot: {e}") from e
-
-
-# --------------------------------------------------------------------------------------------
-# claim state
-
-
-class ClaimState:
-    """The claimed ``key -> {etag: batch_id}`` state, complete for every key ``>= complete_from``
-    (``""`` means every key) and for every batch ``< next_batch_id``.
-
-    It is a live view of the ledger's in-memory state: later ledger calls only ever add to it
-    (claims are immutable), so an answer it gave stays true. Asking about a key outside the
-    complete window raises ``ValueError`` rather than guessing.
-    """
-
-    def __init__(
-        self,
-        keys: Mapping[str, Mapping[str, int]],
-        next_batch_id: int,
-        high_water_key: str | None,
-        complete_from: str,
-    ):
-        self._keys = keys
-        self.next_batch_id = next_batch_id
-        self.high_water_key = high_water_key
-        self.complete_from = complete_from
-
-    def covers(self, key: str) -> bool:
-        """True if the state is complete for ``key``."""
-        return key >= self.complete_from
-
-    def _check(self, key: str) -> None:
-        if not self.covers(key):
-            raise ValueError(
-                f"claim state is complete only for keys >= {self.complete_from!r}, not {key!r}"
-            )
-
-    def etags(self, key: str) -> frozenset[str]:
-        """The etags under which ``key`` is claimed (empty if never)."""
-        self._check(key)
-        return frozenset(self._keys.get(key, {}))
-
-    def is_claimed(self, key: str, etag: str) -> bool:
-        self._check(key)
-        return etag in self._keys.get(key, {})
-
-    def batch_of(self, key: str, etag: str) -> int | None:
-        """The batch that claimed ``(key, etag)``, or None."""
-        self._check(key)
-        return self._keys.get(key, {}).get(etag)
-
-    def window(self, start_key: str) -> Iterator[tuple[str, frozenset[str]]]:
-        """``(key, etags)`` of every claimed key ``>= start_key``, in key order."""
-        self._check(start_key)
-        for k in sorted(k for k in self._keys if k >= start_key):
-            yield k, frozenset(self._keys[k])
-
-    def __len__(self) -> int:
-        """Number of claimed keys loaded (>= the number of claimed keys in the window)."""
-        return len(self._keys)
+__all__ = [
+    "DEFAULT_COMPACT_INTERVAL",
+    "FORMAT_VERSION",
+    "AlreadyClaimed",
+    "Claim",
+    "ClaimConflict",
+    "ClaimState",
+    "ClaimedObject",
+    "CommitRecord",
+    "Fingerprint",
+    "FingerprintMismatch",
+    "Ledger",
+    "LedgerCorrupt",
+    "LedgerError",
+    "LedgerSummary",
+    "UnknownBatch",
+    "batch_name",
+    "check_day",
+    "check_source",
+]
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -12,7 +13,9 @@ from resources.ledger import (
     CommitRecord,
     FingerprintMismatch,
     Ledger,
+    LedgerCorrupt,
     UnknownBatch,
+    batch_name,
 )
 from resources.store import LocalStore, ObjectStore
 from tests.ledger_testkit import (
@@ -260,3 +263,13 @@ def test_lagging_compaction_cuts_bounded_segments(local_store: ObjectStore) -> N
     assert fresh.lookback_start(3) == "k031"
     assert len(fresh.claim_state("k031")) == 5  # the tail only: no segment was needed
     assert len(fresh.claim_state("k025")) == 15  # plus one segment of 10
+
+
+def test_newer_format_is_refused(local_store: ObjectStore) -> None:
+    led = Ledger.open(local_store, "src", FP)
+    local_store.child("src").put_if_absent(
+        "offsets/" + batch_name(0),
+        json.dumps({"format": 99, "source": "src", "batch_id": 0}).encode(),
+    )
+    with pytest.raises(LedgerCorrupt, match="newer Lockgate"):
+        led.next_batch_id()
