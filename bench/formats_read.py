@@ -11,14 +11,61 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
+import platform
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import ROOT, append_section, command_line, markdown_table
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    """nproc, memory, CPU model, Python (self-contained: no shared bench helpers needed)."""
+    mem = cpu = "?"
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB"
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?"
+            )
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{platform.machine()}, nproc={os.cpu_count()}, memory={mem}, CPU={cpu}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def append_section(title: str, command: str, body: str, notes: Sequence[str]) -> None:
+    now = datetime.now(UTC)
+    one, five, fifteen = os.getloadavg()
+    text = [
+        f"\n## {title} ({now:%Y-%m-%d %H:%M} UTC)\n",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Load average (1/5/15 min) at the end: {one:.2f} / {five:.2f} / {fifteen:.2f}  ",
+        *(f"{n}  " for n in notes),
+        "",
+        body,
+        "",
+    ]
+    with open(BENCHMARKS, "a", encoding="utf-8") as f:
+        f.write("\n".join(text))
+
 
 CHILD = r"""
 import json, resource, sys, time
@@ -135,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_append:
         append_section(
             "Object readers (pipelines.formats)",
-            command_line("bench.formats_read", argv),
+            "python -m bench.formats_read "
+            + shlex.join(argv if argv is not None else sys.argv[1:]),
             table,
             ["One child process per case (single object, default 4 MiB blocks)."],
         )
