@@ -296,30 +296,37 @@ class _Context:
         return table
 
     def chunks(
-        self, pieces: list[tuple[int, pa.Table]], quarantined: list[QuarantineRecord]
+        self, pieces: list[tuple[np.ndarray, pa.Table]], quarantined: list[QuarantineRecord]
     ) -> Iterator[ReadChunk]:
-        """Rows of ``pieces`` (start index, table), in index order, as one chunk when their
+        """Rows of ``pieces`` (record indices, table), in index order, as one chunk when their
         schemas unify (always with a declared schema), else one chunk per piece."""
         if not pieces:
             if quarantined:
                 yield ReadChunk(self.empty_batch(), quarantined)
             return
-        try:
-            merged = pa.concat_tables([t for _, t in pieces], promote_options="permissive")
-        except _ARROW_ERRORS:
-            merged = None
-        if merged is not None:
-            rows = np.concatenate([np.arange(s, s + t.num_rows, dtype=np.int64) for s, t in pieces])
-            merged = merged.append_column(pa.field(SOURCE_ROW, pa.int64()), pa.array(rows))
-            yield ReadChunk(_one_batch(merged), quarantined)
+        if len(pieces) == 1:
+            merged: pa.Table | None = pieces[0][1]
         else:
-            for i, (start, t) in enumerate(pieces):
-                yield ReadChunk(_one_batch(_with_rows(t, start)), quarantined if i == 0 else [])
+            try:
+                merged = pa.concat_tables([t for _, t in pieces], promote_options="permissive")
+            except _ARROW_ERRORS:
+                merged = None
+        if merged is not None:
+            rows = np.concatenate([idx for idx, _ in pieces])
+            yield ReadChunk(_one_batch(_with_rows(merged, rows)), quarantined)
+        else:
+            for i, (idx, t) in enumerate(pieces):
+                yield ReadChunk(_one_batch(_with_rows(t, idx)), quarantined if i == 0 else [])
 
 
-def _with_rows(table: pa.Table, start: int) -> pa.Table:
-    rows = pa.array(np.arange(start, start + table.num_rows, dtype=np.int64))
-    return table.append_column(pa.field(SOURCE_ROW, pa.int64()), rows)
+def _with_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    return table.append_column(pa.field(SOURCE_ROW, pa.int64()), pa.array(rows))
+
+
+def _indices(base: int, idx: Sequence[int]) -> np.ndarray:
+    if isinstance(idx, range):
+        return np.arange(base + idx.start, base + idx.stop, dtype=np.int64)
+    return np.asarray(idx, dtype=np.int64) + base
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:
@@ -346,48 +353,49 @@ def _process_block(
     the records that are bad on their own, then failing runs are bisected down to single
     records, each quarantined with ``explain``'s reason. ``scan``: look for ``_TooLong``."""
     base = ctx.next_index
-    pieces: list[tuple[int, pa.Table]] = []
+    pieces: list[tuple[np.ndarray, pa.Table]] = []
     quarantined: list[QuarantineRecord] = []
 
     def bisect(lo: int, hi: int) -> None:
         # An explicit stack, not recursion: a recursive closure is a reference cycle that
-        # would keep every block alive until the cyclic GC happens to run.
-        stack = [(lo, hi, screen is None)]
+        # would keep every block alive until the cyclic GC happens to run. Groups are
+        # increasing index sequences (a range, or a list once screened records are left out);
+        # splitting one keeps its halves in order, so pieces never interleave.
+        stack: list[tuple[Sequence[int], bool]] = [(range(lo, hi), screen is None)]
         while stack:
-            lo, hi, screened = stack.pop()
-            group = records[lo:hi]
+            idx, screened = stack.pop()
+            if isinstance(idx, range):
+                group = records[idx.start : idx.stop]
+            else:
+                group = [records[i] for i in idx]
             try:
-                pieces.append((base + lo, attempt(group)))  # type: ignore[arg-type]
+                pieces.append((_indices(base, idx), attempt(group)))  # type: ignore[arg-type]
                 continue
             except _RecordError as e:
-                if hi - lo == 1:
+                if len(idx) == 1:
                     rec = group[0]
                     assert isinstance(rec, bytes)
-                    quarantined.append(ctx.quarantine(base + lo, _text(rec), explain(rec, e)))
+                    quarantined.append(ctx.quarantine(base + idx[0], _text(rec), explain(rec, e)))
                     continue
             if not screened and screen is not None:
-                # One cheap per-record pass finds the syntactically bad records, so that many
-                # bad records cost one pass, not a bisection each; the runs between them are
-                # parsed as blocks again (and bisected only if they still fail).
-                runs: list[tuple[int, int, bool]] = []
-                run_start = lo
-                for i in range(lo, hi):
+                # One cheap per-record pass takes out the records that are bad on their own;
+                # the rest is parsed as one block again (and bisected only if it still fails).
+                good: list[int] = []
+                for i in idx:
                     rec = records[i]
                     assert isinstance(rec, bytes)
                     reason = screen(rec)
-                    if reason is not None:
+                    if reason is None:
+                        good.append(i)
+                    else:
                         quarantined.append(ctx.quarantine(base + i, _text(rec), reason))
-                        if i > run_start:
-                            runs.append((run_start, i, True))
-                        run_start = i + 1
-                if run_start < hi:
-                    runs.append((run_start, hi, True))
-                if len(runs) != 1 or runs[0][:2] != (lo, hi):
-                    stack.extend(reversed(runs))
+                if len(good) != len(idx):
+                    if good:
+                        stack.append((good, True))
                     continue
-            mid = (lo + hi) // 2
-            stack.append((mid, hi, True))
-            stack.append((lo, mid, True))
+            mid = len(idx) // 2
+            stack.append((idx[mid:], True))
+            stack.append((idx[:mid], True))
 
     start = 0
     marks = [i for i, r in enumerate(records) if r.__class__ is _TooLong] if scan else []
@@ -406,7 +414,7 @@ def _process_block(
             )
         start = i + 1
     ctx.next_index = base + len(records)
-    pieces.sort(key=lambda piece: piece[0])
+    pieces.sort(key=lambda piece: int(piece[0][0]))
     quarantined.sort(key=lambda q: q.record_index or 0)
     yield from ctx.chunks(pieces, quarantined)
 
