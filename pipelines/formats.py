@@ -26,6 +26,19 @@ Contract of ``read_object`` (the accounting every caller relies on):
   schema, types are inferred per block by pyarrow, so batches of one object may differ in
   schema (the caller unifies / evolves).
 * Transient I/O errors (network) are raised, not quarantined, so the run can be retried.
+* An empty object (0 bytes) has no records and yields no chunk. Chunks may hold 0 rows (only
+  quarantine entries); callers skip empty batches.
+* Parquet objects are spooled to a local temporary file (disk) for random access.
+
+Parsing: a block (``block_bytes`` of complete records) is parsed by ONE pyarrow call (the fast
+path). Only if that fails: JSON lines that are not JSON objects are taken out in one Python
+pass (``json.loads``), the rest is parsed as one block again, and whatever still fails is
+bisected down to single records, each quarantined with the error of its own parse (JSON: the
+failing field is found by parsing each declared field alone). Casting to a declared schema
+happens column-wise in ``_Coercer``: text is trimmed, empty text is null for non-string types,
+timestamps accept ``Z`` / ``+hh:mm`` offsets (stored in UTC) and text without an offset is taken
+as UTC. (A future ``_rescued_data`` column would replace the per-record quarantine in
+``_Coercer``/``_process_block``: the fallback is already per record and per field.)
 """
 
 from __future__ import annotations
