@@ -241,7 +241,7 @@ class TableStore:
             txn = Transaction(table)
             try:
                 with txn.update_schema() as upd:
-                    upd.union_by_name(arrow_schema)
+                    upd.union_by_name(_as_optional(table.schema(), arrow_schema))
             except (ValidationError, ValueError, TypeError) as e:
                 raise IncompatibleSchema(f"{identifier}: {e}") from e
             if not txn._updates:
@@ -590,6 +590,13 @@ def _same_type(old: pa.DataType, new: pa.DataType) -> bool:
         return old.bit_width <= 32 and new.bit_width <= 32
     # nested types are left to pyiceberg's union_by_name
     return bool(pa.types.is_nested(old) or pa.types.is_nested(new))
+
+
+def _as_optional(current: Schema, arrow_schema: pa.Schema) -> pa.Schema:
+    """New columns become nullable; existing ones keep the table's nullability (a batch
+    never makes a column required)."""
+    required = {f.name for f in current.fields if f.required}
+    return pa.schema([f.with_nullable(f.name not in required) for f in arrow_schema])
 
 
 def _check_batch_schema(identifier: str, schema: Schema, batch_schema: pa.Schema) -> None:

@@ -165,7 +165,12 @@ def test_schema_evolution(tmp_path: Path) -> None:
     )
     ts.commit_batch("ns.e", "src", 0, ts.stage("ns.e", [b0]))
     wide = pa.schema(
-        [("n", pa.int64()), ("f", pa.float64()), ("_day", pa.date32()), ("extra", pa.string())]
+        [
+            ("n", pa.int64()),
+            ("f", pa.float64()),
+            ("_day", pa.date32()),
+            pa.field("extra", pa.string(), nullable=False),  # added as nullable anyway
+        ]
     )
     v_before = ts.current_version("ns.e")
     schema = ts.evolve("ns.e", wide)
