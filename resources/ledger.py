@@ -279,8 +279,8 @@ class Ledger:
         self.refresh()
         return self._next
 
-    def _load_segment(self, ref: _SegmentRef) -> None:
-        data = _loads(self.store.get(ref.file), f"{self.source}/{ref.file}")
+    def _load_segment(self, ref: _SegmentRef, raw: bytes | None = None) -> None:
+        data = _loads(raw or self.store.get(ref.file), f"{self.source}/{ref.file}")
         try:
             for key, etag, batch in data["keys"]:
                 self._keys.setdefault(key, {})[etag] = batch
@@ -304,8 +304,10 @@ class Ledger:
         if not self._refreshed:
             self.refresh()
         self._ensure_manifest()
-        for ref in self._missing_segments(start_key):
-            self._load_segment(ref)
+        missing = self._missing_segments(start_key)
+        raws = _parallel(lambda i: self.store.get(missing[i].file), range(len(missing)))
+        for ref, raw in zip(missing, raws, strict=True):
+            self._load_segment(ref, raw)
 
     def claim_state(self, start_key: str = "") -> ClaimState:
         """The claim state, refreshed, complete for every key ``>= start_key``.
