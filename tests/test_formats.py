@@ -623,3 +623,14 @@ def test_csv_accounting_property(
     assert {q.record_index for q in quarantined} == {
         i for i, want in enumerate(expected) if want is None
     }
+
+
+def test_records_without_declared_columns_are_null_rows(local_store: ObjectStore) -> None:
+    local_store.put("e.jsonl", b'{}\n{"other": 1}\n')
+    rows, quarantined, _ = read_all(local_store, "e.jsonl", JSONL, EVENTS)
+    assert quarantined == [] and [r[SOURCE_ROW] for r in rows] == [0, 1]
+    assert all(r["id"] is None and r["name"] is None for r in rows)
+    local_store.put("x.parquet", parquet_bytes(pa.table({"x": list(range(10))})))
+    rows, quarantined, _ = read_all(local_store, "x.parquet", PARQUET, EVENTS)
+    assert quarantined == [] and [r[SOURCE_ROW] for r in rows] == list(range(10))
+    assert all(r["id"] is None for r in rows)
