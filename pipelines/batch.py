@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -94,7 +95,7 @@ class BatchOutcome:
     def rows_per_s(self) -> float:
         return self.rows / self.duration_s if self.duration_s > 0 else 0.0
 
-    def metadata(self) -> dict[str, object]:
+    def metadata(self) -> dict[str, Any]:
         """Dagster materialization metadata (no secrets: only ids and counts)."""
         return {
             "batch_id": self.batch_id,
@@ -477,7 +478,7 @@ class RebuildOutcome:
     attempts: int
     duration_s: float
 
-    def metadata(self) -> dict[str, object]:
+    def metadata(self) -> dict[str, Any]:
         return {
             "days": ", ".join(self.days),
             "batches": len(self.batches),

@@ -17,7 +17,7 @@ from resources.store import ObjectStore, S3Options, open_store
 from resources.tables import TableStore
 
 
-class _S3Settings(dg.ConfigurableResource):  # type: ignore[misc]
+class _S3Settings(dg.ConfigurableResource):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint (else AWS_ENDPOINT_URL)"
     )
