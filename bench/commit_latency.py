@@ -91,13 +91,26 @@ def batch(b: int, rows: int) -> pa.RecordBatch:
     )
 
 
-def run(backend: str, warehouse: str, opts: S3Options | None, commits: int, rows: int) -> Result:
+def run(
+    backend: str,
+    warehouse: str,
+    opts: S3Options | None,
+    commits: int,
+    rows: int,
+    max_seconds: float | None = None,
+) -> Result:
+    """Commit ``commits`` batches (fewer if ``max_seconds`` runs out: the result then has
+    the number actually made)."""
+    deadline = time.monotonic() + max_seconds if max_seconds else None
     ts = TableStore(make_catalog(warehouse, opts), TableSettings())
     ts.ensure_table("bench.events", SCHEMA)
     lat: list[float] = []
     cpu: list[float] = []
     stage: list[float] = []
     for b in range(commits):
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"  {backend}: stopped by --max-seconds after {b} commits", file=sys.stderr)
+            break
         t0 = time.perf_counter()
         staged = ts.stage("bench.events", [batch(b, rows)])
         t1 = time.perf_counter()
@@ -115,7 +128,7 @@ def run(backend: str, warehouse: str, opts: S3Options | None, commits: int, rows
                 file=sys.stderr,
                 flush=True,
             )
-    return Result(backend, commits, rows, lat, cpu, stage, ts.current_version("bench.events"))
+    return Result(backend, len(lat), rows, lat, cpu, stage, ts.current_version("bench.events"))
 
 
 def free_port() -> int:
@@ -124,7 +137,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_s3(commits: int, rows: int) -> Result:
+def run_s3(commits: int, rows: int, max_seconds: float | None) -> Result:
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -145,7 +158,7 @@ def run_s3(commits: int, rows: int) -> Result:
             Bucket=bucket
         )
         opts = S3Options(endpoint_url=endpoint, region="us-east-1")
-        return run("s3 (moto)", f"s3://{bucket}/wh", opts, commits, rows)
+        return run("s3 (moto)", f"s3://{bucket}/wh", opts, commits, rows, max_seconds)
     finally:
         server.stop()
 
@@ -184,15 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--backend", choices=["local", "s3", "both"], default="both")
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument(
+        "--max-seconds", type=float, help="per backend: stop early (reported) after this long"
+    )
     args = parser.parse_args(argv)
     if args.commits < 30:
         parser.error("--commits must be >= 30 (windows 10-20 and the last 10)")
     results: list[Result] = []
     if args.backend in ("local", "both"):
         with tempfile.TemporaryDirectory(prefix="lockgate-bench-") as d:
-            results.append(run("local", d, None, args.commits, args.rows))
+            results.append(run("local", d, None, args.commits, args.rows, args.max_seconds))
     if args.backend in ("s3", "both"):
-        results.append(run_s3(args.commits, args.rows))
+        results.append(run_s3(args.commits, args.rows, args.max_seconds))
+    results = [r for r in results if r.commits >= 30]
     out = table(results)
     print(out)
     if not args.no_append:
