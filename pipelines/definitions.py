@@ -29,4 +29,8 @@ def build_definitions(config: LockgateConfig) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_config())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded when Dagster loads the code location, not at import: importing this module
+    (e.g. for ``build_definitions``) needs no config."""
+    return build_definitions(load_config())

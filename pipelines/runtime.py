@@ -11,14 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipelines.config import LockgateConfig, SourceConfig, load_config
 from resources.catalog import make_catalog
-from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
 from resources.ledger import Ledger
 from resources.store import ObjectStore, open_store
 from resources.tables import TableStore
 from sensors.discovery import DiscoveryRule
+
+if TYPE_CHECKING:  # importing dagster costs the CLI seconds; only Dagster runs need these
+    from resources.dagster_resources import (
+        LedgerResource,
+        ObjectStoreResource,
+        TableStoreResource,
+    )
 
 QUARANTINE_SUFFIX = "__quarantine"
 

@@ -23,7 +23,7 @@ from pipelines.runtime import Runtime, discovery_rule
 from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
 from sensors.discovery import DiscoveryRule, discover, full_listing_due
 from sensors.retries import all_generations, run_key
-from sensors.runs import batch_tags, stuck_batches
+from sensors.runs import batch_tags, launched_run_keys, stuck_batches
 
 FULL_LISTING_EVERY_TICKS = 20
 
@@ -88,16 +88,24 @@ def evaluate_tick(
 
     pending = led.pending()
     generations = all_generations(rt.ledger_store.child(source.name))
+    keys = {
+        c.batch_id: run_key(source.name, c.batch_id, generations.get(c.batch_id, 0))
+        for c in pending
+    }
+    # Keys already launched (running, failed, ...) would be skipped by Dagster: leave their
+    # slots to batches that can run, or a few stuck batches would block the source for good.
+    launched = launched_run_keys(context.instance, list(keys.values())) if pending else set()
     requests = [
         dg.RunRequest(
-            run_key=run_key(source.name, c.batch_id, generations.get(c.batch_id, 0)),
+            run_key=keys[c.batch_id],
             partition_key=c.partition,
             tags=batch_tags(source.name, c.batch_id),
             asset_selection=[asset_key],
             asset_check_keys=[],
         )
-        for c in pending[:max_runs]
-    ]
+        for c in pending
+        if keys[c.batch_id] not in launched
+    ][:max_runs]
     if pending:
         stuck = stuck_batches(context.instance, source.name, [c.batch_id for c in pending])
         for batch_id, run in stuck.items():
@@ -111,7 +119,10 @@ def evaluate_tick(
         f"({result.claimed_objects} objects), pending {len(pending)}, deferred {result.deferred}"
     )
     if not requests:
-        return dg.SensorResult(
-            skip_reason=f"idle: no new objects under {source.landing}", cursor=new_cursor
+        reason = (
+            f"waiting: {len(pending)} pending batches already have runs"
+            if pending
+            else f"idle: no new objects under {source.landing}"
         )
+        return dg.SensorResult(skip_reason=reason, cursor=new_cursor)
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)

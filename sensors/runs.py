@@ -8,6 +8,8 @@ SOURCE_TAG = "lockgate/source"
 BATCH_TAG = "lockgate/batch"
 MAX_RETRIES_TAG = "dagster/max_retries"
 RETRY_NUMBER_TAG = "dagster/retry_number"
+WILL_RETRY_TAG = "dagster/will_retry"
+RUN_KEY_TAG = "dagster/run_key"
 DEFAULT_MAX_RETRIES = 2
 
 _FINISHED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -34,7 +36,22 @@ def stuck_batches(
         retries = int(run.tags.get(MAX_RETRIES_TAG, DEFAULT_MAX_RETRIES))
         if (
             run.status == dg.DagsterRunStatus.CANCELED
+            # an instance without run retries never retries, whatever the run's tags say
+            or not instance.run_retries_enabled
+            or run.tags.get(WILL_RETRY_TAG) == "false"
             or int(run.tags.get(RETRY_NUMBER_TAG, 0)) >= retries
         ):
             stuck[batch_id] = run
     return stuck
+
+
+def launched_run_keys(instance: dg.DagsterInstance, run_keys: list[str]) -> set[str]:
+    """The run keys that already have a launched run (any status but NOT_STARTED). Dagster
+    skips a sensor's request for such a key, so requesting it again only takes a slot of the
+    bounded tick away from a batch that can run."""
+    launched: set[str] = set()
+    for key in run_keys:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: key}), limit=1)
+        if runs and runs[0].status != dg.DagsterRunStatus.NOT_STARTED:
+            launched.add(key)
+    return launched
