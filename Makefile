@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 torture: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m torture tests/torture --torture-full
+	$(BIN)/python -m tests.torture.run --trials $(or $(TRIALS),1000) --seed $(or $(SEED),1) --backend $(or $(BACKEND),local) --faults $(or $(FAULTS),0.05) --workers $(or $(WORKERS),2) --report RELIABILITY.md
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
