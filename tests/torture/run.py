@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -29,7 +30,14 @@ from resources.crashpoints import POINTS
 from tests.torture.checks import Readers
 from tests.torture.launch import ExecLauncher, ForkLauncher
 from tests.torture.proxy import TortureProxy
-from tests.torture.trial import MOTO_CREDS, Coverage, Trial, TrialResult, WorkerCtx
+from tests.torture.trial import (
+    MOTO_CREDS,
+    Coverage,
+    Trial,
+    TrialResult,
+    WorkerCtx,
+    trial_kind,
+)
 
 FAULT_KINDS = (
     "slowdown",
@@ -75,6 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="every Nth trial starts the real .venv/bin/lockgate (0: never)",
     )
     p.add_argument("--launcher", choices=("fork", "exec"), default="fork")
+    p.add_argument(
+        "--cover",
+        action="store_true",
+        help="the first trials each force one crash point (every point at least once)",
+    )
     p.add_argument("--time-budget", type=float, default=0, help="stop starting trials after S s")
     p.add_argument("--root", default="", help="working folder (default: a temp folder)")
     p.add_argument("--report", default="", help="markdown file to write the summary into")
@@ -96,13 +109,27 @@ class Harness:
             args.only if args.only else range(args.first_trial, args.first_trial + args.trials)
         )
         self.queue = list(numbers)
+        self.stopping = False  # SIGTERM/SIGINT: finish the running trials, start no more
 
-    def next_trial(self) -> int | None:
+    def force_point(self, n: int) -> str | None:
+        """``--cover``: trial ``first + i`` forces the i-th crash point (sorted by name)."""
+        i = n - self.args.first_trial
+        points = sorted(POINTS)
+        return points[i] if self.args.cover and 0 <= i < len(points) else None
+
+    def next_trial(self, w: int) -> int | None:
+        """The next trial for worker ``w``; deep trials (they need the worker's template)
+        all go to worker 0, which builds the template once."""
         with self.lock:
             budget = self.args.time_budget
-            if not self.queue or (budget and time.monotonic() - self.started > budget):
+            over = budget and time.monotonic() - self.started > budget
+            if not self.queue or over or self.stopping:
                 return None
-            return self.queue.pop(0)
+            for i, n in enumerate(self.queue):
+                deep = trial_kind(n, self.args.backend, self.force_point(n)) == "deep"
+                if w == 0 or not deep or self.args.workers == 1:
+                    return self.queue.pop(i)
+            return None
 
     def worker(self, w: int, moto: str | None) -> None:
         args = self.args
@@ -131,9 +158,10 @@ class Harness:
             proxy=proxy,
         )
         try:
-            while (n := self.next_trial()) is not None:
+            while (n := self.next_trial(w)) is not None:
                 use_exec = args.exec_every > 0 and n % args.exec_every == args.exec_every - 1
-                res = Trial(ctx, n, args.seed, exec_=use_exec).run()
+                trial = Trial(ctx, n, args.seed, exec_=use_exec, force_point=self.force_point(n))
+                res = trial.run()
                 self.record(res)
         finally:
             launcher.close()
@@ -167,10 +195,17 @@ class Harness:
         return (
             f"python -m tests.torture.run --backend {a.backend} --seed {a.seed} --only {trial} "
             f"--faults {a.faults} --exec-every {a.exec_every}"
+            + (f" --cover --first-trial {a.first_trial}" if self.force_point(trial) else "")
         )
 
     def run(self) -> int:
         args = self.args
+
+        def stop(_sig: int, _frame: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         moto_cm = moto_process() if args.backend == "s3" else contextlib.nullcontext(None)
         with moto_cm as moto:
             threads = [

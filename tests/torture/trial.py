@@ -52,6 +52,7 @@ DEEP_POINTS = (
     "maintenance.after_expire",
     "maintenance.before_delete_metadata",
 )
+QUARANTINE_POINTS = ("stage.after_quarantine", "commit.quarantine_committed")
 FIRST_RUN_POINTS = ("ledger.fingerprint.before_put", "ledger.fingerprint.after_put")
 INGEST_POINTS = tuple(
     sorted(set(POINTS) - set(BACKFILL_POINTS) - set(VACUUM_POINTS) - set(DEEP_POINTS))
@@ -98,6 +99,22 @@ MOTO_CREDS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+
+
+def trial_kind(trial: int, backend: str, force_point: str | None = None) -> str:
+    """The kind of a trial: cycled by number, or the kind that reaches ``force_point``."""
+    if force_point is not None:
+        if force_point not in POINTS:
+            raise ValueError(f"unknown crash point {force_point!r}")
+        if force_point in BACKFILL_POINTS:
+            return "backfill"
+        if force_point in VACUUM_POINTS:
+            return "vacuum"
+        if force_point in DEEP_POINTS:
+            return "deep"
+        return "crash"
+    kind = KINDS[trial % len(KINDS)]
+    return "crash" if kind == "deep" and backend != "local" else kind
 
 
 # ---- bookkeeping -----------------------------------------------------------------------
@@ -254,6 +271,7 @@ class TrialEnv:
         self.logs = ctx.root / "logs" / name
         self.logs.mkdir(parents=True, exist_ok=True)
         self.nlog = 0
+        self.claimed_any = False
         self.s3: S3Options | None = None
         if ctx.backend == "s3":
             import boto3
@@ -345,6 +363,7 @@ class Writer:
 
     def __init__(self, env: TrialEnv, rng: random.Random, trial: int, data: dict[str, SourceData]):
         self.stats: Counter[str] = Counter()
+        self.bad_rate = 0.25
         self.env = env
         self.rng = rng
         self.trial = trial
@@ -374,7 +393,7 @@ class Writer:
 
     def put(self, src: SourceData, key: str) -> Version:
         good = self._ids("i", self.rng.randint(1, 4))
-        bad = self._ids("b", 1) if self.rng.random() < 0.25 else []
+        bad = self._ids("b", 1) if self.rng.random() < self.bad_rate else []
         store = self.env.stores[src.name]
         store.put(key, self._body(src, good, bad))
         v = Version(store.head(key).etag, good, bad)
@@ -455,15 +474,22 @@ def _tail(path: Path, n: int = 1200) -> str:
 
 
 class Trial:
-    def __init__(self, ctx: WorkerCtx, trial: int, seed: int, exec_: bool = False) -> None:
+    def __init__(
+        self,
+        ctx: WorkerCtx,
+        trial: int,
+        seed: int,
+        exec_: bool = False,
+        force_point: str | None = None,
+    ) -> None:
         self.ctx = ctx
         self.trial = trial
         self.seed = seed
         self.rng = random.Random(f"{seed}:{trial}")
-        kind = KINDS[trial % len(KINDS)]
-        if kind == "deep" and ctx.backend != "local":
-            kind = "crash"
+        self.force = force_point
+        kind = trial_kind(trial, ctx.backend, force_point)
         self.kind = kind
+        self.bad_rate = 1.0 if force_point in QUARANTINE_POINTS else 0.25
         self.exec = exec_
         launcher = "exec" if exec_ else ctx.launcher.name
         self.result = TrialResult(trial, seed, ctx.backend, kind, launcher)
@@ -471,8 +497,23 @@ class Trial:
 
     # -- running processes -----------------------------------------------------------------
 
+    def _forced(self, command: str) -> bool:
+        """Whether the forced point (``--cover``) is pending and ``command`` can reach it."""
+        p = self.force
+        if p is None:
+            return False
+        if p in BACKFILL_POINTS:
+            return command == "backfill"
+        if p in VACUUM_POINTS:
+            return command == "vacuum"
+        return command == "ingest"
+
     def _pick_target(self, command: str) -> tuple[str | None, int]:
         rng = self.rng
+        if self._forced(command):
+            point, self.force = self.force, None
+            assert point is not None
+            return point, 1
         if command == "backfill":
             pool: tuple[str, ...] = BACKFILL_POINTS if rng.random() < 0.7 else INGEST_POINTS
         elif command == "vacuum":
@@ -515,8 +556,8 @@ class Trial:
     def _chaos_run(self, env: TrialEnv, argv: list[str], mode: str | None = None) -> Proc:
         """Start one run killed by a crash point, by an external SIGKILL, or not at all."""
         rng = self.rng
-        if mode is None and self.kind == "deep":
-            mode = "crash"  # the template is one step before compaction and maintenance
+        if self._forced(argv[0]) or (mode is None and self.kind == "deep"):
+            mode = "crash"  # (deep: the template is one step before compaction/maintenance)
         mode = mode or rng.choices(["crash", "kill", "clean"], [0.7, 0.25, 0.05])[0]
         target, nth = self._pick_target(argv[0]) if mode == "crash" else (None, 1)
         proc = env.start(argv, target, nth, exec_=self.exec)
@@ -550,23 +591,37 @@ class Trial:
             procs = [self._chaos_run(env, ingest) for _ in range(rng.randint(2, 3))]
             self._wait_all(env, procs)
         elif self.kind == "backfill":
+            if not env.claimed_any:  # a backfill of days without claims does nothing
+                self._wait_all(env, [self._chaos_run(env, ingest, mode="clean")])
             first, last = sorted(rng.sample(DAYS, 2))
+            if self.force in BACKFILL_POINTS:
+                first, last = DAYS[0], DAYS[-1]
             bf = ["backfill", "--source", "ev", "--from", first, "--to", last]
             procs = [self._chaos_run(env, bf), self._chaos_run(env, ingest)]
             self._wait_all(env, procs)
         elif self.kind == "vacuum":
             # orphans first (a run killed after staging), then a vacuum killed mid-way
-            self._wait_all(env, [self._chaos_run(env, ingest)])
+            if self.force in VACUUM_POINTS:
+                proc = env.start(["ingest"], "stage.after_write_file", 1, exec_=self.exec)
+                proc.torture = ("ingest", "stage.after_write_file", 1, "crash")  # type: ignore[attr-defined]
+                self._wait_all(env, [proc])
+            else:
+                self._wait_all(env, [self._chaos_run(env, ingest)])
             vac = ["vacuum", "--older-than", "0s", "--no-progress"]
             self._wait_all(env, [self._chaos_run(env, vac, mode="crash")])
         else:
             for _ in range(rng.randint(1, 2)):
                 self._wait_all(env, [self._chaos_run(env, ingest)])
+        env.claimed_any = True  # not exactly (runs may die before claiming), good enough
 
     def _add_data(self, writer: Writer, data: dict[str, SourceData], round_no: int) -> None:
         rng = self.rng
+        small = self.ctx.backend == "s3"  # each S3 request costs ~0.1 s on a loaded host
         for src in data.values():
-            n = rng.randint(2, 4) if self.kind == "deep" and src.name == "ev" else rng.randint(1, 3)
+            if self.kind == "deep" and src.name == "ev":
+                n = rng.randint(2, 4)
+            else:
+                n = rng.randint(1, 2) if small else rng.randint(1, 3)
             for _ in range(n):
                 writer.add_new(src, late=round_no > 0 and rng.random() < 0.3)
             if rng.random() < 0.15:
@@ -590,7 +645,9 @@ class Trial:
         env = TrialEnv(ctx, f"t{self.trial}", max_files)
         try:
             writer = Writer(env, self.rng, self.trial, data)
-            for round_no in range(self.rng.randint(2, 3)):
+            writer.bad_rate = self.bad_rate
+            rounds = 2 if ctx.backend == "s3" else self.rng.randint(2, 3)
+            for round_no in range(rounds):
                 self._add_data(writer, data, round_no)
                 self._chaos(env)
             self._final(env)
