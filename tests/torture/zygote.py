@@ -68,9 +68,12 @@ def _child(req: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    import importlib
+
     from pipelines import cli
 
-    cli.build_parser()  # imports every command module
+    for module, _help in cli.COMMANDS.values():  # what any run may need, imported once
+        importlib.import_module(module)
     out = sys.stdout
 
     def send(msg: dict[str, Any]) -> None:
