@@ -5,10 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 3000
-export DAGSTER_HOME := $(CURDIR)/.lockgate/dagster_home
+# State of `make run`: override both to run a second instance elsewhere, e.g.
+#   make run PORT=3001 LOCKGATE_HOME=/tmp/lg/.lockgate LOCKGATE_CONFIG=/tmp/lg/lockgate.yaml
+# (the config's relative landing/warehouse/ledger paths resolve against the config's folder).
+LOCKGATE_HOME ?= $(CURDIR)/.lockgate
+export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home
 export LOCKGATE_CONFIG ?= $(CURDIR)/lockgate.yaml
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint torture bench bench-spark seed clean
+.PHONY: run test browser lint torture bench bench-spark seed clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -17,12 +22,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `exec`: dagster dev replaces the recipe's shell, so Ctrl-C (SIGINT to the process group)
+# reaches it directly and it stops its webserver, daemon and code server before exiting.
 run: $(STAMP)
-	$(BIN)/python -m pipelines.demo --home "$(DAGSTER_HOME)"
-	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	$(BIN)/python -m pipelines.demo --home "$(DAGSTER_HOME)" --config "$(LOCKGATE_CONFIG)"
+	exec $(BIN)/dagster dev -w "$(CURDIR)/workspace.yaml" -h $(HOST) -p $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Headless Chromium for the UI smoke test (tests/test_make_run.py); installed from Debian's
+# packages when missing and running as root, else the browser test fails in CI.
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (Debian package) for the browser smoke test"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "warning: $(CHROMIUM) is missing and this is not root: the browser test will fail" >&2; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
