@@ -45,7 +45,7 @@ def _planner(endpoint: str, bucket: str, barrier: Any, out: Any) -> None:
 
 @pytest.mark.s3
 def test_four_processes_claim_each_object_once(moto_server: str, bucket: str) -> None:
-    run_four(moto_server, bucket, objects=24)
+    run_four(moto_server, bucket, objects=16)
 
 
 @pytest.mark.s3
