@@ -121,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"lockgate vacuum: {e}", file=sys.stderr)
         return 2
     for table in tables:
+        if not catalog.table_exists(table):
+            # a configured source that has not committed anything yet has no table
+            if args.table:
+                print(f"lockgate vacuum: table {table} does not exist", file=sys.stderr)
+                return 2
+            print(f"{table}: no table yet, nothing to vacuum")
+            continue
         bar = _Bar(f"vacuum {table}", enabled=not args.no_progress)
         try:
             report = vacuum(
