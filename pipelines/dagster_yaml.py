@@ -36,6 +36,7 @@ def dagster_instance_config(
     base = str(Path(home).resolve() / "storage")
     return {
         "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
         "storage": {"sqlite": {"base_dir": base}},
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",

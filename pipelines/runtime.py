@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.config import LockgateConfig, SourceConfig, load_config
 from resources.catalog import make_catalog
 from resources.ledger import Ledger
 from resources.store import ObjectStore, open_store
 from resources.tables import TableStore
-from sensors.discovery import DiscoveryRule
+from sensors.discovery import DiscoveryRule, rule_for_source
 
 if TYPE_CHECKING:  # importing dagster costs the CLI seconds; only Dagster runs need these
     from resources.dagster_resources import (
@@ -83,13 +83,6 @@ def quarantine_table(source: SourceConfig) -> str:
     return source.table + QUARANTINE_SUFFIX
 
 
-def discovery_rule(source: SourceConfig, max_claims_per_tick: int = 100) -> DiscoveryRule:
-    """The discovery rule of a source, from its config."""
-    return DiscoveryRule(
-        partition_regex=source.partition_pattern.pattern if source.partition_pattern else None,
-        partition_start=source.partition_start,
-        max_files_per_batch=source.max_files_per_batch,
-        max_bytes_per_batch=source.max_bytes_per_batch,
-        allow_overwrites=source.allow_overwrites,
-        max_claims_per_tick=max_claims_per_tick,
-    )
+def discovery_rule(source: SourceConfig, **overrides: Any) -> DiscoveryRule:
+    """The discovery rule of a source (its partition rule is the config's ``partition_day``)."""
+    return rule_for_source(source, **overrides)

@@ -41,8 +41,11 @@ def build_sensor(
     config: LockgateConfig, source: SourceConfig, asset_key: dg.AssetKey
 ) -> dg.SensorDefinition:
     settings = config.dagster
-    rule: DiscoveryRule = discovery_rule(source, max_claims_per_tick=settings.max_runs_per_tick)
-    rule = DiscoveryRule(**{**rule.__dict__, "full_listing_every": FULL_LISTING_EVERY_TICKS})
+    rule = discovery_rule(
+        source,
+        max_claims_per_tick=settings.max_runs_per_tick,
+        full_listing_every=FULL_LISTING_EVERY_TICKS,
+    )
 
     @dg.sensor(
         name=f"{source.name}_sensor",
