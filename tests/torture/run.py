@@ -92,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", default="", help="working folder (default: a temp folder)")
     p.add_argument("--report", default="", help="markdown file to write the summary into")
     p.add_argument("--keep", action="store_true", help="keep the working folder")
+    p.add_argument(
+        "--include-results",
+        nargs="*",
+        default=[],
+        help="results.jsonl files of earlier runs (same seed) to count in the summary",
+    )
     return p.parse_args(argv)
 
 
@@ -109,6 +115,15 @@ class Harness:
             args.only if args.only else range(args.first_trial, args.first_trial + args.trials)
         )
         self.queue = list(numbers)
+        self.included = 0
+        for path in args.include_results:
+            for line in Path(path).read_text().splitlines():
+                if line.strip():
+                    res = TrialResult.from_json(json.loads(line))
+                    self.results.append(res)
+                    for r in res.runs:
+                        self.coverage.record(r)
+                    self.included += 1
         self.stopping = False  # SIGTERM/SIGINT: finish the running trials, start no more
 
     def force_point(self, n: int) -> str | None:
@@ -255,7 +270,9 @@ class Harness:
             "",
             "| figure | value |",
             "|---|---|",
-            f"| trials run (of {a.trials} requested) | {len(res)} |",
+            f"| trials run (of {a.trials} requested"
+            + (f", {self.included} from earlier runs" if self.included else "")
+            + f") | {len(res)} |",
             f"| trials passing every check | {ok} |",
             "| trials by kind | " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + " |",
             "| trials by launcher | "

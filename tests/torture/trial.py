@@ -172,6 +172,18 @@ class TrialResult:
             and self.final_rc == 0
         )
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrialResult:
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        res = cls(**fields)
+        res.faults = Counter(d.get("faults", {}))
+        res.data = Counter(d.get("data", {}))
+        res.runs = [
+            RunRecord(**{k: v for k, v in r.items() if k in RunRecord.__dataclass_fields__})
+            for r in d.get("runs", [])
+        ]
+        return res
+
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("runs", "faults", "data")}
         d["faults"] = dict(self.faults)
