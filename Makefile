@@ -51,5 +51,10 @@ torture: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+SPARK_VENV := bench/.spark-venv
+bench-spark: $(STAMP)
+	test -f $(SPARK_VENV)/.installed || { $(PYTHON) -m venv $(SPARK_VENV) && $(SPARK_VENV)/bin/python -m pip install --quiet 'pyspark==4.3.0' && touch $(SPARK_VENV)/.installed; }
+	$(BIN)/python -m bench.spark_vs_lockgate --spark-python $(SPARK_VENV)/bin/python
+
 clean:
 	rm -rf .lockgate

@@ -1,0 +1,256 @@
+"""What the benchmark scripts share: the machine description, running a child process with
+its wall time, output-line timestamps and peak RSS, medians, Markdown tables, and appending a
+section to BENCHMARKS.md (command, machine, load average, date).
+
+Conventions (same as ``bench/commit_latency.py``): every script prints its table and appends
+it to ``/work/main/BENCHMARKS.md`` (``BENCHMARKS`` below) unless ``--no-append``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+DATA_DIR = ROOT / "bench" / ".data"
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+def lockgate_exe() -> str:
+    """The real ``lockgate`` console script of the project venv (else the one on PATH)."""
+    exe = VENV_BIN / "lockgate"
+    return str(exe) if exe.exists() else "lockgate"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def memory_gib() -> str:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            kb = int(f.readline().split()[1])
+        return f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        return "?"
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "?"
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, nproc={os.cpu_count()}, memory={memory_gib()}, "
+        f"CPU={cpu_model()}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+@dataclass
+class Measured:
+    """One child process: wall time from spawn to exit, peak RSS of the child (and of its
+    waited-for descendants, from ``wait4``), stdout lines with the monotonic time they were
+    read, stderr text."""
+
+    argv: list[str]
+    returncode: int
+    wall_s: float
+    peak_rss_bytes: int
+    started: float
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    stderr: str = ""
+
+    @property
+    def stdout(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def line_time(self, prefix: str) -> float | None:
+        """Seconds from spawn until the first stdout line starting with ``prefix``."""
+        for t, line in self.lines:
+            if line.startswith(prefix):
+                return t - self.started
+        return None
+
+    def check(self) -> Measured:
+        if self.returncode != 0:
+            tail = "\n".join(self.stderr.splitlines()[-30:])
+            raise RuntimeError(f"{shlex.join(self.argv)} exited {self.returncode}:\n{tail}")
+        return self
+
+
+def run_measured(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    timeout_s: float = 3600.0,
+) -> Measured:
+    """Run ``argv`` to completion; see ``Measured``. The child is killed after ``timeout_s``."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    with tempfile.TemporaryFile(mode="w+b") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
+        )
+        lines: list[tuple[float, str]] = []
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip("\n")))
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        killer = threading.Timer(timeout_s, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        ended = time.monotonic()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        t.join(timeout=10)
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    # ru_maxrss is in KiB on Linux.
+    return Measured(
+        list(argv), proc.returncode, ended - started, usage.ru_maxrss * 1024, started, lines, stderr
+    )
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    args = list(argv) if argv is not None else sys.argv[1:]
+    return f"python -m {module} {shlex.join(args)}".strip()
+
+
+def append_section(title: str, command: str, body: str, notes: Sequence[str] = ()) -> None:
+    """Append ``## title (date)`` with the command, machine, load average and ``body``."""
+    now = datetime.now(UTC)
+    text = [
+        f"\n## {title} ({now:%Y-%m-%d %H:%M} UTC)\n",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Load average (1/5/15 min) at the end of the run: {load_average()}  ",
+    ]
+    text += [f"{n}  " for n in notes]
+    text[-1] = text[-1].rstrip()
+    text += ["", body, ""]
+    if not BENCHMARKS.exists():
+        BENCHMARKS.write_text(
+            "# Benchmarks\n\nEvery figure with its command, machine and date. Scripts under "
+            "`bench/` append here (`make bench`, `make bench-spark`).\n",
+            encoding="utf-8",
+        )
+    with open(BENCHMARKS, "a", encoding="utf-8") as f:
+        f.write("\n".join(text) + "\n")
+
+
+def fmt_s(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def fmt_mb(x: float) -> str:
+    return f"{x / 1e6:.1f}"
+
+
+def write_config(
+    folder: Path,
+    landing: Path | str,
+    fmt: str = "jsonl",
+    schema: Sequence[tuple[str, str]] | None = None,
+    extra_source: Mapping[str, object] | None = None,
+    extra_top: Mapping[str, object] | None = None,
+    source: str = "bench",
+    table: str = "bench.events",
+) -> Path:
+    """A ``lockgate.yaml`` in ``folder`` with a fresh warehouse (``folder/wh``; ledger
+    ``wh/_ledger``) and one source over ``landing`` (pattern ``(\\d{4}-\\d{2}-\\d{2})``)."""
+    import yaml
+
+    from bench.generate import PARTITION_PATTERN, PARTITION_START
+
+    spec: dict[str, object] = {
+        "landing": str(landing),
+        "format": fmt,
+        "table": table,
+        "partition": {"pattern": PARTITION_PATTERN, "start": PARTITION_START},
+    }
+    if schema is not None:
+        spec["schema"] = dict(schema)
+    spec.update(extra_source or {})
+    doc: dict[str, object] = {"warehouse": str(folder / "wh"), "sources": {source: spec}}
+    doc.update(extra_top or {})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "lockgate.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+_BATCH_LINE = re.compile(
+    r"batch (\d+) \[[^\]]*\] (\d+) objects, (\d+) rows, (\d+) quarantined, ([\d.]+)s"
+)
+
+
+@dataclass
+class IngestRun:
+    """A ``lockgate ingest`` child: wall time, peak RSS, and what its batch lines report."""
+
+    measured: Measured
+    batches: int
+    rows: int
+    quarantined: int
+    batch_seconds: float  # sum of the per-batch durations (stage + commit + record)
+
+
+def lockgate_ingest(config: Path, timeout_s: float = 3600.0) -> IngestRun:
+    """Run the real ``lockgate --config <config> ingest`` console script until idle."""
+    m = run_measured([lockgate_exe(), "--config", str(config), "ingest"], timeout_s=timeout_s)
+    m.check()
+    batches = rows = quarantined = 0
+    seconds = 0.0
+    for match in _BATCH_LINE.finditer(m.stderr):
+        batches += 1
+        rows += int(match.group(3))
+        quarantined += int(match.group(4))
+        seconds += float(match.group(5))
+    return IngestRun(m, batches, rows, quarantined, seconds)
