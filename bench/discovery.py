@@ -14,18 +14,20 @@ requests ~= new/1000 + look-back/1000.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import math
+import multiprocessing
 import os
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from multiprocessing.connection import Connection
 
 from bench.common import append_section, command_line, fmt_s, markdown_table, median
 from resources.ledger import Ledger
@@ -74,53 +76,73 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def moto_server() -> Iterator[str]:
+def _server_main(conn: Connection, port: int) -> None:
+    """Child process: a ThreadedMotoServer on 127.0.0.1:``port`` plus a command pipe that puts
+    objects straight into its in-process backend (same objects and etags as an HTTP PUT)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
 
-    for k, v in MOTO_ENV.items():
-        os.environ.setdefault(k, v)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        conn.send("ready")
+        while True:
+            msg = conn.recv()
+            if msg[0] == "put":
+                _, bucket, prefix, lo, hi = msg
+                backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+                for i in range(lo, hi):
+                    backend.put_object(bucket, f"{prefix}/{key(i)}", BODY)
+                conn.send("ok")
+            else:
+                break
+    finally:
+        server.stop()
+
+
+class MotoServer:
+    """A moto S3 server in a child process (its own GIL: the listing work it does does not
+    stall the tick being timed), with a fast way to land many objects."""
+
+    def __init__(self) -> None:
+        for k, v in MOTO_ENV.items():
+            os.environ.setdefault(k, v)
+        self.port = _free_port()
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_server_main, args=(child, self.port), daemon=True)
+        self.proc.start()
+        if not self.conn.poll(120) or self.conn.recv() != "ready":
+            raise RuntimeError("moto server did not start")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def put(self, bucket: str, prefix: str, ids: range) -> None:
+        self.conn.send(("put", bucket, prefix, ids.start, ids.stop))
+        if self.conn.recv() != "ok":
+            raise RuntimeError("moto server failed to land objects")
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(("stop",))
+        self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(10)
+
+
+@contextmanager
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    try:
+        yield server
     finally:
         server.stop()
 
 
 def key(i: int) -> str:
     return f"events/2024-03-01/obj-{i:09d}.json"
-
-
-def put_keys(endpoint: str, bucket: str, prefix: str, ids: range, workers: int = 16) -> None:
-    """Create the objects ``ids`` quickly: straight into the in-process moto backend that the
-    ThreadedMotoServer serves (same objects, same etags as an HTTP PUT), else over HTTP with a
-    thread pool of boto3 clients."""
-    try:
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.s3.models import s3_backends
-
-        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-        for i in ids:
-            backend.put_object(bucket, f"{prefix}/{key(i)}", BODY)
-        return
-    except (ImportError, KeyError):
-        pass
-    import boto3
-
-    clients = [
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1") for _ in range(workers)
-    ]
-
-    def work(w: int) -> None:
-        c = clients[w]
-        for i in ids[w::workers]:
-            c.put_object(Bucket=bucket, Key=f"{prefix}/{key(i)}", Body=BODY)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, range(workers)))
 
 
 def claim_all(ledger_store: ObjectStore, n: int, per_claim: int = 1000) -> None:
@@ -174,17 +196,18 @@ def tick(
 
 
 def run_size(
-    endpoint: str, existing: int, new: int, rounds: int, lookback: int, full_tick: bool
+    server: MotoServer, existing: int, new: int, rounds: int, lookback: int, full_tick: bool
 ) -> SizeResult:
     import boto3
 
+    endpoint = server.endpoint
     opts = S3Options(endpoint_url=endpoint, region="us-east-1")
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     landing = open_store(f"s3://{bucket}/landing", opts)
     ledger_store = open_store(f"s3://{bucket}/ledger", opts)
     t0 = time.perf_counter()
-    put_keys(endpoint, bucket, "landing", range(existing))
+    server.put(bucket, "landing", range(existing))
     claim_all(ledger_store, existing)
     setup = time.perf_counter() - t0
     print(f"  {existing} keys landed and claimed in {setup:.1f}s", file=sys.stderr, flush=True)
@@ -197,7 +220,7 @@ def run_size(
     )
     nxt = existing
     for r in range(rounds):
-        put_keys(endpoint, bucket, "landing", range(nxt, nxt + new))
+        server.put(bucket, "landing", range(nxt, nxt + new))
         nxt += new
         elapsed, list_s, lists, claimed = tick(landing, ledger_store, rule, full=False)
         if claimed != new:
@@ -269,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args(argv)
     results = []
-    with moto_server() as endpoint:
+    with moto_server() as server:
         for n in args.existing:
             results.append(
-                run_size(endpoint, n, args.new, args.rounds, args.lookback, args.full_tick)
+                run_size(server, n, args.new, args.rounds, args.lookback, args.full_tick)
             )
     out = table(results)
     print(out)
@@ -282,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             command_line("bench.discovery", argv),
             out,
             [
-                "moto (ThreadedMotoServer, in-process, 127.0.0.1) holds the landing objects "
+                "moto (ThreadedMotoServer on 127.0.0.1, in a child process) holds the landing "
+                "objects "
                 "and the ledger; existing keys claimed in claims of 1,000 objects "
                 "(ledger compact interval 100 claims). A tick = fresh Ledger.open + "
                 f"discover(incremental); {args.rounds} rounds of {args.new} new keys each; "
