@@ -24,9 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ROOT / "BENCHMARKS.md"
-DATA_DIR = ROOT / "bench" / ".data"
-VENV_BIN = ROOT / ".venv" / "bin"
+#: Overridable so that a run against an exported commit (``run_all --code-ref``) still
+#: writes to the work tree's BENCHMARKS.md and reuses its generated data.
+BENCHMARKS = Path(os.environ.get("LOCKGATE_BENCH_OUT", ROOT / "BENCHMARKS.md"))
+DATA_DIR = Path(os.environ.get("LOCKGATE_BENCH_DATA", ROOT / "bench" / ".data"))
+VENV_BIN = Path(sys.executable).parent
 
 
 def lockgate_exe() -> str:
@@ -163,6 +165,46 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return f"python -m {module} {shlex.join(args)}".strip()
 
 
+def code_version() -> str:
+    """Which Lockgate code the children ran: the git commit of the tree ``pipelines`` is
+    imported from (an export made with ``git archive`` carries a ``.bench-code-version``
+    file), plus the files modified but not committed there."""
+    import pipelines
+
+    root = Path(pipelines.__file__).resolve().parent.parent
+    marker = root / ".bench-code-version"
+    if marker.exists():
+        return f"{marker.read_text().strip()} (clean export at {root})"
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--",
+                "pipelines",
+                "resources",
+                "sensors",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return f"unknown ({root})"
+    changed = [line[3:] for line in dirty if line.strip()]
+    extra = f" + uncommitted changes in {', '.join(changed)}" if changed else ""
+    return f"git {head}{extra} ({root})"
+
+
 def append_section(title: str, command: str, body: str, notes: Sequence[str] = ()) -> None:
     """Append ``## title (date)`` with the command, machine, load average and ``body``."""
     now = datetime.now(UTC)
@@ -170,6 +212,7 @@ def append_section(title: str, command: str, body: str, notes: Sequence[str] = (
         f"\n## {title} ({now:%Y-%m-%d %H:%M} UTC)\n",
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
+        f"Code: {code_version()}  ",
         f"Load average (1/5/15 min) at the end of the run: {load_average()}  ",
     ]
     text += [f"{n}  " for n in notes]

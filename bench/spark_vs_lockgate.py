@@ -42,7 +42,9 @@ from bench.generate import DECLARED, SPARK_DDL, Datasets, ensure
 
 GOAL = 5.0
 SPARK_JOB = ROOT / "bench" / "spark_job.py"
-DEFAULT_SPARK_PYTHON = ROOT / "bench" / ".spark-venv" / "bin" / "python"
+DEFAULT_SPARK_PYTHON = Path(
+    os.environ.get("LOCKGATE_BENCH_SPARK_PYTHON", ROOT / "bench" / ".spark-venv" / "bin" / "python")
+)
 
 
 @dataclass
