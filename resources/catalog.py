@@ -208,7 +208,12 @@ class ObjectStoreCatalog(MetastoreCatalog):
         return self.store.exists(self.metadata_key(identifier, version))
 
     def current_version(self, identifier: str | Identifier) -> int:
-        """The highest existing version N (0: no table). Never lists ``metadata/``."""
+        """The highest existing version N (0: no table). Never lists ``metadata/``.
+
+        A hint below N is rewritten (best effort): a writer killed between its metadata put
+        and its hint write, or a slower writer's older hint landing last, would otherwise
+        leave engines that open the table by path on an old version until the next commit.
+        """
         hint = self._read_hint(identifier)
         lo = hint if hint is not None and hint >= 1 and self._exists(identifier, hint) else 0
         if lo == 0 and not self._exists(identifier, 1):
@@ -225,6 +230,8 @@ class ObjectStoreCatalog(MetastoreCatalog):
                 lo = mid
             else:
                 hi = mid
+        if hint != lo:
+            self._write_hint(identifier, lo)
         return lo
 
     def _write_hint(self, identifier: str | Identifier, version: int) -> None:
