@@ -392,13 +392,16 @@ class Writer:
     def _body(self, src: SourceData, good: list[str], bad: list[str]) -> bytes:
         rows: list[tuple[str, bool]] = [(i, True) for i in good] + [(i, False) for i in bad]
         self.rng.shuffle(rows)
+        # bad records are malformed (a CSV row with extra fields, a truncated JSON object):
+        # they must go to the quarantine. (A value that merely does not fit its column is
+        # kept in the row's ``_rescued_data``, so it would be a row, not a bad record.)
         if src.ext == "csv":
-            lines = ["id,v"] + [f"{i},{len(i)}" if ok else f"{i},not-a-number" for i, ok in rows]
+            lines = ["id,v"] + [f"{i},{len(i)}" if ok else f"{i},7,extra,more" for i, ok in rows]
         else:
             lines = [
                 json.dumps({"id": i, "v": len(i), "note": "x" * self.rng.randrange(20)})
                 if ok
-                else json.dumps({"id": i, "v": "not-a-number"})
+                else json.dumps({"id": i, "v": 7})[:-4]
                 for i, ok in rows
             ]
         return ("\n".join(lines) + "\n").encode()
