@@ -7,7 +7,8 @@ Spark Structured Streaming, ``local[2]``: JSON file source with the given schema
 file sink (zstd) with a checkpoint, ``trigger(availableNow=True)``. Prints, flushed:
 
 * ``SESSION_READY <s>``: the SparkSession (JVM) is up, seconds since this script started;
-* ``COLD_DONE {json}``: the first query finished (rows, query seconds, trigger ms);
+* ``COLD_END`` as soon as the first query finished, then ``COLD_DONE {json}`` (rows, query
+  seconds, trigger ms; with ``--verify`` also the rows read back from the sink);
 * with ``--warm``: the same query again on a fresh sink and checkpoint in the same (warm)
   JVM, then ``WARM_DONE {json}`` -- the steady-state figure.
 """
@@ -23,7 +24,9 @@ import time
 T0 = time.monotonic()
 
 
-def run_query(spark: object, args: argparse.Namespace, suffix: str) -> dict[str, object]:
+def run_query(
+    spark: object, args: argparse.Namespace, suffix: str, label: str
+) -> dict[str, object]:
     t0 = time.monotonic()
     stream = spark.readStream.schema(args.schema)  # type: ignore[attr-defined]
     src = stream.option("maxFilesPerTrigger", args.max_files) if args.max_files else stream
@@ -37,6 +40,7 @@ def run_query(spark: object, args: argparse.Namespace, suffix: str) -> dict[str,
     )
     q.awaitTermination()
     elapsed = time.monotonic() - t0
+    print(f"{label}_END", flush=True)  # the parent's wall time stops here (before --verify)
     progress = [p for p in q.recentProgress if p.get("numInputRows", 0) or p.get("batchId", 0)]
     rows = sum(int(p.get("numInputRows", 0)) for p in progress)
     trigger_ms = sum(int(p.get("durationMs", {}).get("triggerExecution", 0)) for p in progress)
@@ -85,10 +89,10 @@ def main() -> int:
     )
     spark.sparkContext.setLogLevel("ERROR")
     print(f"SESSION_READY {time.monotonic() - T0:.3f}", flush=True)
-    cold = run_query(spark, args, "")
+    cold = run_query(spark, args, "", "COLD")
     print("COLD_DONE " + json.dumps(cold), flush=True)
     if args.warm:
-        warm = run_query(spark, args, "-warm")
+        warm = run_query(spark, args, "-warm", "WARM")
         print("WARM_DONE " + json.dumps(warm), flush=True)
     spark.stop()
     return 0

@@ -93,7 +93,7 @@ def run_spark(
         argv.append("--verify")
     env = {"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": spark_python}
     m = run_measured(argv, env=env, cwd=work).check()
-    cold_at = m.line_time("COLD_DONE")
+    cold_at = m.line_time("COLD_END")
     session_at = m.line_time("SESSION_READY")
     assert cold_at is not None and session_at is not None
     cold = _parse("COLD_DONE ", m.stdout)
