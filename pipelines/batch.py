@@ -19,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +38,7 @@ from pipelines.formats import (
     quarantine_batch,
     read_object,
 )
+from pipelines.rescue import RESCUED, RESCUED_FIELD, convert_rescuing, merge_column
 from pipelines.runtime import Runtime, quarantine_table
 from resources.crashpoints import crash_point
 from resources.ledger import Claim, CommitRecord, Ledger
@@ -51,6 +51,7 @@ SOURCE_ROW = "_source_row"
 DAY = "_day"
 LINEAGE_SCHEMA = pa.schema(
     [
+        RESCUED_FIELD,
         pa.field("_source_key", pa.string()),
         pa.field("_source_etag", pa.string()),
         pa.field(SOURCE_ROW, pa.int64()),
@@ -140,7 +141,10 @@ def _widens(old: pa.DataType, new: pa.DataType) -> bool:
 
 class _Conformer:
     """Brings data chunks to a table's schema; evolves the schema (inferred sources) when a
-    chunk brings new columns; splits off rows whose values do not fit their column."""
+    chunk brings new columns (added nullable; int->long, float->double widened). A value that
+    does not fit its column is null there and rescued, with its field name, into the row's
+    ``_rescued_data`` (merged with what the reader rescued). Every table gets
+    ``_rescued_data`` (added to tables created before it existed)."""
 
     def __init__(self, tables: TableStore, identifier: str, declared: pa.Schema | None):
         self.tables = tables
@@ -158,6 +162,10 @@ class _Conformer:
                     self.identifier, pa.schema([*base, *LINEAGE_SCHEMA]), DAY
                 )
             self.schema = table.schema().as_arrow()
+            if self.schema.get_field_index(RESCUED) < 0:
+                self.schema = self.tables.evolve(
+                    self.identifier, pa.schema([RESCUED_FIELD])
+                ).as_arrow()
         assert self.schema is not None
         if self.declared is not None:
             return
@@ -170,58 +178,55 @@ class _Conformer:
         if grow:
             self.schema = self.tables.evolve(self.identifier, pa.schema(grow)).as_arrow()
 
-    def conform(
-        self, data: pa.RecordBatch, lineage: dict[str, pa.Array]
-    ) -> tuple[pa.RecordBatch, list[tuple[int, str, str]]]:
-        """``data`` (data columns + ``_source_row``) with lineage, in table order; plus
-        ``(source_row, raw_json, reason)`` for rows whose values do not fit the table."""
+    def conform(self, data: pa.RecordBatch, lineage: dict[str, pa.Array]) -> pa.RecordBatch:
+        """``data`` (data columns, ``_rescued_data``, ``_source_row``) with lineage, in table
+        order; values that do not fit the table are rescued (every row is kept)."""
         data = _normalise_types(data)
-        data_only = data.drop_columns([SOURCE_ROW]) if SOURCE_ROW in data.schema.names else data
+        own = [n for n in (SOURCE_ROW, RESCUED) if n in data.schema.names]
+        data_only = data.drop_columns(own) if own else data
         self._ensure(data_only.schema)
         assert self.schema is not None
         n = data.num_rows
         columns: list[pa.Array] = []
-        bad: dict[int, str] = {}
+        rescued: dict[int, dict[str, object]] = {}
+        rescued_at: int | None = None
         for f in self.schema:
             if f.name in lineage:
                 columns.append(lineage[f.name])
                 continue
+            if f.name == RESCUED:
+                rescued_at = len(columns)
+                columns.append(pa.nulls(n, pa.string()))  # filled in below
+                continue
             if f.name == SOURCE_ROW:
                 columns.append(data.column(SOURCE_ROW))
                 continue
-            idx = data.schema.get_field_index(f.name)
+            idx = data_only.schema.get_field_index(f.name)
             if idx < 0:
                 columns.append(pa.nulls(n, f.type))
                 continue
-            col = data.column(idx)
-            try:
-                columns.append(pc.cast(col, f.type) if col.type != f.type else col)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-                cast, failed = _cast_per_row(col, f.type)
-                for i in failed:
-                    bad.setdefault(
-                        i, f"field {f.name!r}: {col.type} value does not fit {f.type}: {e}"
-                    )
-                columns.append(cast)
-        out = pa.RecordBatch.from_arrays(columns, schema=self.schema)
-        if not bad:
-            return out, []
-        rows = data.column(SOURCE_ROW).to_pylist()
-        raw = data_only.to_pylist()
-        rejects = [(rows[i], json.dumps(raw[i], default=str)[:65536], r) for i, r in bad.items()]
-        keep = pa.array([i not in bad for i in range(n)])
-        return out.filter(keep), rejects
+            col = data_only.column(idx)
+            if col.type == f.type:
+                columns.append(col)
+                continue
 
+            def convert(a: pa.Array, t: pa.DataType = f.type) -> pa.Array:
+                return pc.cast(a, t)
 
-def _cast_per_row(col: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[int]]:
-    values, failed = [], []
-    for i, v in enumerate(col):
-        try:
-            values.append(pc.cast(pa.array([v.as_py()], col.type), target)[0].as_py())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            values.append(None)
-            failed.append(i)
-    return pa.array(values, target), failed
+            cast, failed = convert_rescuing(col, convert, f.type)
+            if failed:
+                values = col.take(pa.array(failed, pa.int64())).to_pylist()
+                for i, v in zip(failed, values, strict=True):
+                    rescued.setdefault(i, {})[f.name] = v
+            columns.append(cast)
+        assert rescued_at is not None
+        own_rescued = data.column(RESCUED) if RESCUED in data.schema.names else None
+        rescued_type = self.schema.field(RESCUED).type
+        if rescued:
+            columns[rescued_at] = merge_column(own_rescued, n, rescued).cast(rescued_type)
+        elif own_rescued is not None:
+            columns[rescued_at] = own_rescued.cast(rescued_type)
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
 
 # ---- staging -------------------------------------------------------------------------------
@@ -292,11 +297,7 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> _Sta
                         lineage = _lineage_arrays(
                             claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
                         )
-                        good, rejects = conformer.conform(chunk.batch, lineage)
-                        bad += [
-                            QuarantineRecord(obj.key, obj.etag, r, raw, reason)
-                            for r, raw, reason in rejects
-                        ]
+                        good = conformer.conform(chunk.batch, lineage)
                         if good.num_rows:
                             out.rows += good.num_rows
                             out.batch_rows[claim.batch_id] = (
@@ -314,16 +315,14 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> _Sta
 def _lineage_arrays(
     claim: Claim, n: int, ingested_at: datetime, key: str | None, etag: str | None
 ) -> dict[str, pa.Array]:
-    # pa.repeat builds each constant column in C: converting n-element Python lists cost
-    # ~5 s per million rows (bench/ingest_vs_pyarrow.py profile), more than the JSON parse.
     arrays: dict[str, pa.Array] = {
-        "_batch_id": pa.repeat(pa.scalar(claim.batch_id, pa.int64()), n),
-        "_ingested_at": pa.repeat(pa.scalar(ingested_at, pa.timestamp("us", tz="UTC")), n),
-        DAY: pa.repeat(pa.scalar(date.fromisoformat(claim.partition), pa.date32()), n),
+        "_batch_id": pa.array([claim.batch_id] * n, pa.int64()),
+        "_ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+        DAY: pa.array([date.fromisoformat(claim.partition)] * n, pa.date32()),
     }
     if key is not None:
-        arrays["_source_key"] = pa.repeat(pa.scalar(key, pa.string()), n)
-        arrays["_source_etag"] = pa.repeat(pa.scalar(etag, pa.string()), n)
+        arrays["_source_key"] = pa.array([key] * n, pa.string())
+        arrays["_source_etag"] = pa.array([etag] * n, pa.string())
     return arrays
 
 

@@ -59,6 +59,12 @@ SCHEMA_TYPES: tuple[str, ...] = (
 DEFAULT_MAX_FILES_PER_BATCH = 1000
 DEFAULT_MAX_BYTES_PER_BATCH = 256 * 1024 * 1024
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+#: Decompression-bomb guard: content bytes one object may decompress to, and the largest
+#: decompressed/compressed ratio (checked once 4 MiB are out; gzip tops out near 1000).
+DEFAULT_MAX_DECOMPRESSED_BYTES = 16 * 1024**3
+DEFAULT_MAX_COMPRESSION_RATIO = 200
+#: Column names Lockgate owns besides the lineage columns; declared schemas may not use them.
+RESERVED_COLUMNS: tuple[str, ...] = ("_day", "_rescued_data")
 
 _SIZE_RE = re.compile(r"(\d+)\s*([A-Za-z]*)")
 _SIZE_UNITS: dict[str, int] = {
@@ -191,6 +197,8 @@ class SourceConfig:
     max_files_per_batch: int = DEFAULT_MAX_FILES_PER_BATCH
     max_bytes_per_batch: int = DEFAULT_MAX_BYTES_PER_BATCH
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+    max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
     allow_overwrites: bool = False
     clean_source: CleanSource = "off"
 
@@ -480,6 +488,8 @@ class _Parser:
                 "max_files_per_batch",
                 "max_bytes_per_batch",
                 "max_record_bytes",
+                "max_decompressed_bytes",
+                "max_compression_ratio",
                 "allow_overwrites",
                 "clean_source",
             ),
@@ -526,6 +536,14 @@ class _Parser:
             ),
             max_record_bytes=self.size(
                 spec.get("max_record_bytes", DEFAULT_MAX_RECORD_BYTES), f"{kp}.max_record_bytes"
+            ),
+            max_decompressed_bytes=self.size(
+                spec.get("max_decompressed_bytes", DEFAULT_MAX_DECOMPRESSED_BYTES),
+                f"{kp}.max_decompressed_bytes",
+            ),
+            max_compression_ratio=self.positive_int(
+                spec.get("max_compression_ratio", DEFAULT_MAX_COMPRESSION_RATIO),
+                f"{kp}.max_compression_ratio",
             ),
             allow_overwrites=self.boolean(
                 spec.get("allow_overwrites", False), f"{kp}.allow_overwrites"
@@ -589,7 +607,7 @@ class _Parser:
             self.fail(kp, "declare at least one field, or remove the key to infer the schema")
         fields: list[tuple[str, str]] = []
         for name, type_spec in spec.items():
-            if name in LINEAGE_COLUMNS:
+            if name in LINEAGE_COLUMNS or name in RESERVED_COLUMNS:
                 self.fail(f"{kp}.{name}", "this column name is reserved for lineage")
             if not name.strip():
                 self.fail(kp, "field names must not be blank")

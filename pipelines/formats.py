@@ -64,19 +64,30 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from pipelines.config import (
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
-    LINEAGE_COLUMNS,
     CsvOptions,
     Format,
     SourceConfig,
 )
-from resources.store import NotFound, ObjectChanged, ObjectStore
+from pipelines.rescue import (
+    RESCUED,
+    RESCUED_FIELD,
+    RESERVED_NAMES,
+    convert_rescuing,
+    extras_per_row,
+    merge_column,
+)
+from resources.store import NotFound, ObjectChanged, ObjectStore, validate_key
 
 SOURCE_ROW = "_source_row"
 #: Bytes of a bad record kept in its ``QuarantineRecord.raw``.
 MAX_RAW_CHARS = 64 * 1024
 DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 DEFAULT_PARQUET_BATCH_ROWS = 65536
+#: The compression-ratio guard applies once this much content has been decompressed.
+RATIO_GRACE_BYTES = 4 * 1024 * 1024
 
 COMPRESSION_SUFFIXES: dict[str, str] = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 
@@ -110,10 +121,18 @@ class FormatOptions:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     block_bytes: int = DEFAULT_BLOCK_BYTES
     parquet_batch_rows: int = DEFAULT_PARQUET_BATCH_ROWS
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+    max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
 
     @classmethod
     def from_source(cls, source: SourceConfig) -> FormatOptions:
-        return cls(format=source.format, csv=source.csv, max_record_bytes=source.max_record_bytes)
+        return cls(
+            format=source.format,
+            csv=source.csv,
+            max_record_bytes=source.max_record_bytes,
+            max_decompressed_bytes=source.max_decompressed_bytes,
+            max_compression_ratio=source.max_compression_ratio,
+        )
 
 
 @dataclass
@@ -161,6 +180,16 @@ def read_object(
     """Stream one object (pinned to ``etag``) as ``ReadChunk``s; see the module contract."""
     ctx = _Context(key, etag, schema)
     try:
+        validate_key(key)
+    except ValueError:
+        # S3 allows such keys; the stores refuse them (they could name a path outside the
+        # root). The object is not read, and a landing key never names anything written.
+        yield ctx.unreadable(
+            "unsafe object key (empty, leading '/', '.' or '..' segment, backslash or NUL): "
+            "not read"
+        )
+        return
+    try:
         raw = store.open(key, etag=etag)
     except (NotFound, ObjectChanged) as e:
         yield ctx.unreadable(f"cannot open: {type(e).__name__}: {e}")
@@ -173,7 +202,7 @@ def read_object(
                 return  # an empty object holds no records, whatever its suffix
             compression = compression_for_key(key)
             _check_magic(key, head, compression, fmt.format)
-            stream = _decompressed(source, compression)
+            stream = _decompressed(source, compression, fmt)
             if fmt.format == "parquet":
                 yield from _read_parquet(stream, fmt, ctx)
             else:
@@ -296,17 +325,15 @@ class _Context:
 
     def empty_batch(self) -> pa.RecordBatch:
         fields = list(self.schema) if self.schema is not None else []
-        schema = pa.schema([*fields, pa.field(SOURCE_ROW, pa.int64())])
+        schema = pa.schema([*fields, RESCUED_FIELD, pa.field(SOURCE_ROW, pa.int64())])
         return pa.RecordBatch.from_pylist([], schema=schema)
 
     def validate(self, table: pa.Table) -> pa.Table:
-        """Cast to the declared schema, or (inferred) refuse lineage column names."""
+        """Cast to the declared schema, or (inferred) rescue reserved field names; either way
+        the result ends with the ``_rescued_data`` column."""
         if self.coercer is not None:
             return self.coercer.coerce(table)
-        for name in table.column_names:
-            if name in LINEAGE_COLUMNS:
-                raise _RecordError(f"field {name!r} is reserved for lineage columns")
-        return table
+        return _finish_inferred(table)
 
     def chunks(
         self, pieces: list[tuple[np.ndarray, pa.Table]], quarantined: list[QuarantineRecord]
@@ -330,6 +357,21 @@ class _Context:
         else:
             for i, (idx, t) in enumerate(pieces):
                 yield ReadChunk(_one_batch(_with_rows(t, idx)), quarantined if i == 0 else [])
+
+
+def _bad_inferred_name(name: str) -> bool:
+    """Field names that cannot become columns of an inferred table: Lockgate's own, empty
+    ones, and dotted ones (Iceberg reads dots as nesting)."""
+    return name in RESERVED_NAMES or not name.strip() or "." in name
+
+
+def _finish_inferred(table: pa.Table) -> pa.Table:
+    """An inferred table with fields that cannot be columns moved to ``_rescued_data``."""
+    bad = [n for n in table.column_names if _bad_inferred_name(n)]
+    per_row = extras_per_row(table, bad) if bad else {}
+    if bad:
+        table = table.drop_columns(bad)
+    return table.append_column(RESCUED_FIELD, merge_column(None, table.num_rows, per_row))
 
 
 def _with_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
@@ -358,13 +400,16 @@ def _process_block(
     max_record_bytes: int,
     scan: bool = True,
     screen: Callable[[bytes], str | None] | None = None,
+    rescue: Callable[[bytes, _RecordError], pa.Table | str] | None = None,
 ) -> Iterator[ReadChunk]:
     """Parse ``records`` (indices from ``ctx.next_index``) into chunks; every record ends as
     a row or a quarantine entry. Advances ``ctx.next_index`` past the block.
 
     Fast path: one ``attempt`` for the whole block. If it fails: ``screen`` (if given) rejects
     the records that are bad on their own, then failing runs are bisected down to single
-    records, each quarantined with ``explain``'s reason. ``scan``: look for ``_TooLong``."""
+    records, each quarantined with ``explain``'s reason -- or, given ``rescue``, parsed again by
+    ``rescue`` (a one-row table, its unfit fields in ``_rescued_data``) unless that returns a
+    reason. ``scan``: look for ``_TooLong``."""
     base = ctx.next_index
     pieces: list[tuple[np.ndarray, pa.Table]] = []
     quarantined: list[QuarantineRecord] = []
@@ -388,7 +433,11 @@ def _process_block(
                 if len(idx) == 1:
                     rec = group[0]
                     assert isinstance(rec, bytes)
-                    quarantined.append(ctx.quarantine(base + idx[0], _text(rec), explain(rec, e)))
+                    saved = rescue(rec, e) if rescue is not None else explain(rec, e)
+                    if isinstance(saved, str):
+                        quarantined.append(ctx.quarantine(base + idx[0], _text(rec), saved))
+                    else:
+                        pieces.append((_indices(base, idx), saved))
                     continue
             if not screened and screen is not None:
                 # One cheap per-record pass takes out the records that are bad on their own;
@@ -442,15 +491,18 @@ class _TaggedReader(io.RawIOBase):
     def __init__(self, raw: BinaryIO):
         self.raw = raw
         self.head = b""
+        self.count = 0  # bytes taken from the store (the compressed size read so far)
 
     def readable(self) -> bool:
         return True
 
     def _read(self, n: int) -> bytes:
         try:
-            return self.raw.read(n)
+            data = self.raw.read(n)
         except Exception as e:
             raise _RawReadError(e) from e
+        self.count += len(data)
+        return data
 
     def peek_head(self, n: int) -> bytes:
         """Read up to ``n`` first bytes; they are replayed by later reads."""
@@ -496,27 +548,70 @@ def _check_magic(key: str, head: bytes, compression: str | None, fmt: str) -> No
 
 
 class _Decoded:
-    """A decompressing reader whose decoding errors become ``_Unreadable``."""
+    """A decompressing reader whose decoding errors become ``_Unreadable``, with the
+    decompression-bomb guard: content beyond ``max_decompressed_bytes``, or (compressed
+    objects, once ``RATIO_GRACE_BYTES`` are out) more than ``max_compression_ratio`` times the
+    compressed bytes read so far, makes the rest of the object unreadable. Content before the
+    failure is delivered first (``read_block`` returns it; the next read raises), so the
+    records it completes stand -- as with a truncated object."""
 
-    def __init__(self, stream: Any, compression: str | None):
+    def __init__(
+        self, stream: Any, compression: str | None, source: _TaggedReader, fmt: FormatOptions
+    ):
         self.stream = stream
         self.compression = compression
+        self.source = source
+        self.max_bytes = fmt.max_decompressed_bytes
+        self.max_ratio = fmt.max_compression_ratio
+        self.out = 0
+        self.failed: str | None = None
+        # read1: a buffered reader's read(n) loses what it decoded before an error
+        read1 = getattr(stream, "read1", None) if compression in ("gzip", "bz2") else None
+        self._read: Callable[[int], bytes] = read1 or stream.read
 
     def read(self, n: int) -> bytes:
+        if self.failed is not None:
+            raise _Unreadable(self.failed)
         try:
-            data = self.stream.read(n)
+            data = bytes(self._read(n))
         except _RawReadError:
             raise
         except (OSError, EOFError, zlib.error, ValueError, *_ARROW_ERRORS) as e:
             raise _Unreadable(f"{self.compression or 'read'} error: {e}") from e
-        return bytes(data)
+        self.out += len(data)
+        if self.out > self.max_bytes:
+            self.failed = (
+                f"decompression bomb guard: content exceeds max_decompressed_bytes "
+                f"({self.max_bytes})"
+            )
+            keep = len(data) - (self.out - self.max_bytes)
+            if keep <= 0:
+                raise _Unreadable(self.failed)
+            return data[:keep]
+        if (
+            self.compression is not None
+            and self.out > RATIO_GRACE_BYTES
+            and self.out > self.max_ratio * max(1, self.source.count)
+        ):
+            self.failed = (
+                f"decompression bomb guard: {self.out} bytes from {self.source.count} "
+                f"{self.compression} bytes exceeds max_compression_ratio ({self.max_ratio})"
+            )
+        return data
 
     def read_block(self, n: int) -> bytes:
-        """Up to ``n`` bytes, fewer only at the end of the stream; b"" at the end."""
+        """Up to ``n`` bytes, fewer only at the end of the stream (or before an unreadable
+        rest, which the next call raises); b"" at the end."""
         parts: list[bytes] = []
         got = 0
         while got < n:
-            data = self.read(n - got)
+            try:
+                data = self.read(n - got)
+            except _Unreadable as e:
+                if not parts:
+                    raise
+                self.failed = e.reason
+                break
             if not data:
                 break
             parts.append(data)
@@ -524,7 +619,7 @@ class _Decoded:
         return b"".join(parts)
 
 
-def _decompressed(source: _TaggedReader, compression: str | None) -> _Decoded:
+def _decompressed(source: _TaggedReader, compression: str | None, fmt: FormatOptions) -> _Decoded:
     buffered = io.BufferedReader(source, buffer_size=1 << 20)
     stream: Any
     if compression == "gzip":
@@ -537,7 +632,7 @@ def _decompressed(source: _TaggedReader, compression: str | None) -> _Decoded:
         stream = pa.CompressedInputStream(pa.PythonFile(buffered, mode="r"), "zstd")
     else:
         stream = buffered
-    return _Decoded(stream, compression)
+    return _Decoded(stream, compression, source, fmt)
 
 
 # -- text formats -----------------------------------------------------------------------------
@@ -696,6 +791,7 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
                 fmt.max_record_bytes,
                 scan=splitter.marked,
                 screen=parser.screen,
+                rescue=parser.rescue,
             )
         if not data:
             return
@@ -707,6 +803,11 @@ def _block_size(data: bytes) -> int:
 
 
 class _JsonParser:
+    """JSON lines. Declared schema: declared fields are parsed as their types, other fields
+    are inferred and rescued. A record that fails on its own is re-parsed by ``rescue``:
+    each field that does not parse as its type (declared) or at all (inferred) is rescued,
+    the rest parsed; only text that is not a JSON object is quarantined."""
+
     def __init__(self, schema: pa.Schema | None):
         self.schema = schema
         self.coercer = _Coercer(schema) if schema is not None else None
@@ -714,9 +815,10 @@ class _JsonParser:
             self.options = pa_json.ParseOptions()
         else:
             self.options = pa_json.ParseOptions(
-                explicit_schema=_parse_schema(schema), unexpected_field_behavior="ignore"
+                explicit_schema=_parse_schema(schema), unexpected_field_behavior="infer"
             )
         self._field_parsers: dict[str, _JsonParser] = {}
+        self._any: _JsonParser | None = None
 
     def attempt(self, records: list[bytes]) -> pa.Table:
         data = b"\n".join(records)
@@ -736,13 +838,15 @@ class _JsonParser:
             raise _RecordError(f"{len(records)} line(s) held {table.num_rows} JSON values")
         if self.coercer is not None:
             return self.coercer.coerce(table)
-        for name in table.column_names:
-            if name in LINEAGE_COLUMNS:
-                raise _RecordError(f"field {name!r} is reserved for lineage columns")
-        return table
+        return _finish_inferred(table)
 
     def screen(self, record: bytes) -> str | None:
-        """Why ``record`` cannot be a row whatever its types (not JSON, not an object)."""
+        """Why ``record`` cannot be a row whatever its types (not UTF-8, not JSON, not an
+        object)."""
+        try:
+            record.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return f"invalid UTF-8: {e}"
         try:
             value = json.loads(record)
         except ValueError as e:
@@ -752,27 +856,72 @@ class _JsonParser:
         return None
 
     def explain(self, record: bytes, err: _RecordError) -> str:
+        return self.screen(record) or err.reason
+
+    def rescue(self, record: bytes, err: _RecordError) -> pa.Table | str:
+        """``record`` as a one-row table with its unfit fields rescued, or why it cannot be
+        parsed at all. Duplicate keys: the last occurrence is parsed, earlier ones rescued."""
         try:
-            value = json.loads(record)
+            record.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return f"invalid UTF-8: {e}"
+        dups: list[list[tuple[str, Any]]] = []
+
+        def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            obj: dict[str, Any] = {}
+            earlier: list[tuple[str, Any]] = []
+            for k, v in pairs:
+                if k in obj:
+                    earlier.append((k, obj[k]))
+                obj[k] = v
+            dups.append(earlier)
+            return obj
+
+        try:
+            value = json.loads(record, object_pairs_hook=pairs_hook)
         except ValueError as e:
             return f"malformed JSON: {e}"
         if not isinstance(value, dict):
             return f"not a JSON object (got {type(value).__name__})"
-        if self.schema is not None:
-            for f in self.schema:
-                if f.name not in value:
-                    continue
-                single = self._field_parsers.get(f.name)
-                if single is None:
-                    single = self._field_parsers[f.name] = _JsonParser(pa.schema([f]))
-                try:
-                    single.attempt([json.dumps({f.name: value[f.name]}).encode()])
-                except _RecordError as e:
-                    if e.reason.startswith(f"field {f.name!r}"):
-                        return e.reason
-                    shown = _show(value[f.name])
-                    return f"field {f.name!r}: cannot convert {shown} to {f.type}: {e.reason}"
-        return err.reason
+        rescued: list[tuple[str, Any]] = list(dups[-1]) if dups else []
+        keep: dict[str, Any] = {}
+        for k, v in value.items():
+            if v is None or self._fits(k, v):
+                keep[k] = v
+            else:
+                rescued.append((k, v))
+        try:
+            table = self.attempt([json.dumps(keep).encode()])
+        except _RecordError as e:
+            return f"cannot be parsed: {e.reason} (first error: {err.reason})"
+        if not rescued:
+            return table
+        merged: dict[str, Any] = {}
+        for k, v in rescued:
+            name, n = k, 2
+            while name in merged:
+                name, n = f"{k}#{n}", n + 1
+            merged[name] = v
+        idx = table.schema.get_field_index(RESCUED)
+        column = merge_column(table.column(idx), 1, {0: merged})
+        return table.set_column(idx, RESCUED_FIELD, column)
+
+    def _fits(self, name: str, value: Any) -> bool:
+        """Whether ``{name: value}`` alone parses (as its declared type, if declared)."""
+        declared = self.schema is not None and self.schema.get_field_index(name) >= 0
+        if declared:
+            assert self.schema is not None
+            parser = self._field_parsers.get(name)
+            if parser is None:
+                field_ = self.schema.field(name)
+                parser = self._field_parsers[name] = _JsonParser(pa.schema([field_]))
+        else:
+            parser = self._any = self._any or _JsonParser(None)
+        try:
+            table = parser.attempt([json.dumps({name: value}).encode()])
+        except _RecordError:
+            return False
+        return not (declared and table.column(RESCUED).null_count == 0)
 
 
 class _CsvParser:
@@ -788,12 +937,14 @@ class _CsvParser:
             "newlines_in_values": bool(opts.quote_char),
             "ignore_empty_lines": True,
         }
+        self.extras: list[str] = []
         if ctx.schema is not None:
+            # Every column is read as text: declared ones are cast by ``_Coercer``, the others
+            # (non-empty values) rescued.
             declared = set(ctx.schema.names)
-            include = [n for n in names if n in declared]
+            self.extras = [n for n in names if n not in declared]
             self.convert = pa_csv.ConvertOptions(
-                column_types={n: pa.string() for n in include},
-                include_columns=include,
+                column_types={n: pa.string() for n in names},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             )
@@ -847,9 +998,15 @@ class _CsvParser:
             raise _RecordError(f"expected {row.expected_columns} fields, got {row.actual_columns}")
         if table.num_rows != len(records):
             raise _RecordError(f"{len(records)} record(s) parsed as {table.num_rows} rows")
+        for name in self.extras:  # an empty extra field holds nothing to rescue
+            i = table.schema.get_field_index(name)
+            col = table.column(i)
+            empty = pc.equal(col, "")
+            table = table.set_column(i, name, pc.if_else(empty, pa.scalar(None, col.type), col))
         return self.ctx.validate(table)
 
     screen = None
+    rescue = None
 
     def explain(self, record: bytes, err: _RecordError) -> str:
         return err.reason
@@ -894,17 +1051,22 @@ def _parse_schema(schema: pa.Schema) -> pa.Schema:
 
 
 class _Coercer:
-    """Casts a parsed table to the declared schema: declared columns in declared order,
-    missing ones null, strict casts. Text is trimmed, and empty text is null for non-string
-    types; timestamps accept an optional zone offset (``Z``, ``+02:00``) and are stored in UTC,
-    text without an offset is taken as UTC."""
+    """Brings a parsed table to the declared schema: declared columns in declared order,
+    missing ones null, strict casts, then ``_rescued_data``. A value that does not cast is
+    null in its column and rescued (its source value) with its field name; fields not in the
+    schema are rescued. Text is trimmed, and empty text is null for non-string types;
+    timestamps accept an optional zone offset (``Z``, ``+02:00``) and are stored in UTC, text
+    without an offset is taken as UTC."""
 
     def __init__(self, schema: pa.Schema):
         self.schema = schema
+        self.out_schema = pa.schema([*schema, RESCUED_FIELD])
+        self.names = set(schema.names)
 
     def coerce(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         columns = []
+        per_row: dict[int, dict[str, Any]] = {}
         for f in self.schema:
             idx = table.schema.get_field_index(f.name)
             if idx < 0:
@@ -912,19 +1074,28 @@ class _Coercer:
                 continue
             col = table.column(idx)
             if col.type == f.type:
-                columns.append(col)
+                columns.append(col.combine_chunks())
                 continue
-            try:
-                if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                    columns.append(_from_text(col, f.type))
-                else:
-                    columns.append(pc.cast(col, f.type, safe=True))
-            except _ARROW_ERRORS as e:
-                shown = f" {_show(col[0].as_py())}" if n == 1 else ""
-                raise _RecordError(
-                    f"field {f.name!r}: cannot convert{shown} to {f.type}: {e}"
-                ) from e
-        return pa.Table.from_arrays(columns, schema=self.schema)
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+
+                def convert(a: pa.Array, t: pa.DataType = f.type) -> pa.Array:
+                    return _from_text(a, t)
+            else:
+
+                def convert(a: pa.Array, t: pa.DataType = f.type) -> pa.Array:
+                    return pc.cast(a, t, safe=True)
+
+            cast, failed = convert_rescuing(col, convert, f.type)
+            if failed:
+                values = col.take(pa.array(failed, pa.int64())).to_pylist()
+                for i, v in zip(failed, values, strict=True):
+                    per_row.setdefault(i, {})[f.name] = v
+            columns.append(cast)
+        extras = [name for name in table.column_names if name not in self.names]
+        for i, found in extras_per_row(table, extras).items():
+            per_row.setdefault(i, {}).update(found)
+        columns.append(merge_column(None, n, per_row))
+        return pa.Table.from_arrays(columns, schema=self.out_schema)
 
 
 def _from_text(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
@@ -958,11 +1129,7 @@ def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterat
             pf = pq.ParquetFile(spool)
         except (*_ARROW_ERRORS, OSError) as e:
             raise _Unreadable(f"not a readable Parquet file: {e}") from e
-        columns = None
-        if ctx.schema is not None:
-            present = set(pf.schema_arrow.names)
-            columns = [n for n in ctx.schema.names if n in present]
-        batches = pf.iter_batches(batch_size=fmt.parquet_batch_rows, columns=columns)
+        batches = pf.iter_batches(batch_size=fmt.parquet_batch_rows)
         while True:
             try:
                 batch = next(batches)

@@ -36,6 +36,7 @@ from pipelines.formats import (
     quarantine_batch,
     read_object,
 )
+from pipelines.rescue import RESCUED
 from resources.store import LocalStore, ObjectStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +159,7 @@ def test_magic_mismatch_is_whole_object_quarantine(
 def test_text_starting_with_bzh_is_not_mistaken_for_bz2(local_store: ObjectStore) -> None:
     local_store.put("a.csv", b"BZh,x\n1,2\n")
     rows, quarantined, _ = read_all(local_store, "a.csv", CSV)
-    assert quarantined == [] and rows == [{"BZh": 1, "x": 2, SOURCE_ROW: 0}]
+    assert quarantined == [] and rows == [{"BZh": 1, "x": 2, RESCUED: None, SOURCE_ROW: 0}]
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "bz2"])
@@ -195,7 +196,7 @@ def test_missing_and_changed_objects(store: ObjectStore) -> None:
     missing = list(read_object(store, "nope.jsonl", "etag-x", JSONL, EVENTS))
     [q] = missing[0].quarantined
     assert q.record_index is None and "NotFound" in q.reason
-    assert missing[0].batch.schema.names == [*EVENTS.names, SOURCE_ROW]
+    assert missing[0].batch.schema.names == [*EVENTS.names, RESCUED, SOURCE_ROW]
 
 
 # -- JSON lines -------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def test_blank_lines_are_not_records(local_store: ObjectStore) -> None:
     assert [(r["id"], r[SOURCE_ROW]) for r in rows] == [(0, 0), (1, 1), (2, 2)]
 
 
-def test_declared_schema_casts_and_quarantines_by_field(local_store: ObjectStore) -> None:
+def test_declared_schema_casts_and_rescues_by_field(local_store: ObjectStore) -> None:
     schema = pa.schema(
         [
             ("id", pa.int64()),
@@ -265,6 +266,7 @@ def test_declared_schema_casts_and_quarantines_by_field(local_store: ObjectStore
     ]
     local_store.put("s.jsonl", b"\n".join(json.dumps(r).encode() for r in records))
     rows, quarantined, _ = read_all(local_store, "s.jsonl", JSONL, schema)
+    assert quarantined == []
     assert_partition(rows, quarantined, len(records))
     first = rows[0]
     assert first["ts"] == datetime(2026, 1, 2, 8, 0)  # stored in UTC
@@ -272,15 +274,19 @@ def test_declared_schema_casts_and_quarantines_by_field(local_store: ObjectStore
     assert first["day"] == date(2026, 1, 2)
     assert first["amount"] == Decimal("12.34")
     assert (first["ok"], first["blob"], first["small"], first["ratio"]) == (True, b"abc", 7, 0.5)
-    assert "extra" not in first
-    assert rows[1] == {**{f: None for f in schema.names}, "id": 2, SOURCE_ROW: 1}
+    assert "extra" not in first and json.loads(first[RESCUED]) == {"extra": {"ignored": True}}
+    assert rows[1] == {**{f: None for f in schema.names}, "id": 2, RESCUED: None, SOURCE_ROW: 1}
     assert rows[-1]["ts"] == datetime(2026, 1, 2, 3, 4, 5)
-    reasons = {q.record_index: q.reason for q in quarantined}
-    assert set(reasons) == {2, 3, 4, 5}
-    assert reasons[2].startswith("field 'id'")
-    assert reasons[3].startswith("field 'day'")
-    assert reasons[4].startswith("field 'small'")
-    assert reasons[5].startswith("field 'amount'")
+    rescued = {r[SOURCE_ROW]: json.loads(r[RESCUED]) for r in rows if r[RESCUED] is not None}
+    assert rescued == {
+        0: {"extra": {"ignored": True}},
+        2: {"id": "two"},
+        3: {"day": "2026-02-30"},
+        4: {"small": 2**40},
+        5: {"amount": "1.234"},
+    }
+    assert (rows[2]["id"], rows[3]["day"], rows[4]["small"], rows[5]["amount"]) == (None,) * 4
+    assert (rows[3]["id"], rows[4]["id"], rows[5]["id"]) == (4, 5, 6)
 
 
 def test_inferred_schema_and_reserved_names(local_store: ObjectStore) -> None:
@@ -289,10 +295,10 @@ def test_inferred_schema_and_reserved_names(local_store: ObjectStore) -> None:
         b'{"a": 1, "b": "x"}\n{"a": 2, "_source_row": 99}\n{"a": 3, "nested": {"k": [1, 2]}}\n',
     )
     rows, quarantined, _ = read_all(local_store, "i.jsonl", JSONL)
-    assert [q.record_index for q in quarantined] == [1]
-    assert "reserved" in quarantined[0].reason
-    assert [r["a"] for r in rows] == [1, 3]
-    assert rows[1]["nested"] == {"k": [1, 2]}
+    assert quarantined == []
+    assert [r["a"] for r in rows] == [1, 2, 3]
+    assert json.loads(rows[1][RESCUED]) == {"_source_row": 99}
+    assert rows[2]["nested"] == {"k": [1, 2]}
 
 
 def test_non_object_and_multi_value_lines(local_store: ObjectStore) -> None:
@@ -342,10 +348,11 @@ def test_accounting_property(tmp_path: Path, kinds: list[str], block: int) -> No
         if kind == "good":
             out.append(json.dumps({"id": index, "name": "n"}).encode())
             expected_good.append(index)
+        elif kind == "bad_type":  # lands, its id rescued
+            out.append(json.dumps({"id": "nope"}).encode())
+            expected_good.append(-1)
         elif kind == "bad_json":
             out.append(b'{"id": ,}')
-        elif kind == "bad_type":
-            out.append(json.dumps({"id": "nope"}).encode())
         else:
             out.append(b"[1]")
         index += 1
@@ -353,7 +360,8 @@ def test_accounting_property(tmp_path: Path, kinds: list[str], block: int) -> No
     fmt = FormatOptions("jsonl", block_bytes=block, max_record_bytes=1024)
     rows, quarantined, chunks = read_all(store, "p.jsonl", fmt, EVENTS)
     assert_partition(rows, quarantined, index)
-    assert [r["id"] for r in rows] == expected_good
+    assert [r["id"] if r["id"] is not None else -1 for r in rows] == expected_good
+    assert all((r[RESCUED] is None) == (r["id"] is not None) for r in rows)
     counts = count_accounting(chunks)
     assert counts.records == index and not counts.unreadable
 
@@ -383,7 +391,8 @@ def test_csv_quoting_header_ragged_rows_and_blocks(store: ObjectStore) -> None:
         if schema is None:
             assert rows[1]["name"] == "n, 1"
         else:
-            assert set(rows[0]) == {"id", "note", SOURCE_ROW}
+            assert set(rows[0]) == {"id", "note", RESCUED, SOURCE_ROW}
+            assert json.loads(rows[1][RESCUED]) == {"name": "n, 1"}  # not declared: rescued
 
 
 def test_tsv_without_header_with_schema(local_store: ObjectStore) -> None:
@@ -391,12 +400,12 @@ def test_tsv_without_header_with_schema(local_store: ObjectStore) -> None:
     local_store.put("t.tsv", b"1\t2026-01-01\ttrue\n2\tbad-day\tfalse\n3\t\tFALSE\n")
     fmt = FormatOptions("csv", csv=CsvOptions(delimiter="\t", header=False, quote_char=None))
     rows, quarantined, _ = read_all(local_store, "t.tsv", fmt, schema)
-    assert [(r["id"], r["day"], r["ok"]) for r in rows] == [
-        (1, date(2026, 1, 1), True),
-        (3, None, False),
+    assert [(r["id"], r["day"], r["ok"], r[RESCUED]) for r in rows] == [
+        (1, date(2026, 1, 1), True, None),
+        (2, None, False, '{"day":"bad-day"}'),
+        (3, None, False, None),
     ]
-    [q] = quarantined
-    assert q.record_index == 1 and q.reason.startswith("field 'day'")
+    assert quarantined == []
 
 
 def test_csv_inferred_without_header_and_bom(local_store: ObjectStore) -> None:
@@ -404,10 +413,13 @@ def test_csv_inferred_without_header_and_bom(local_store: ObjectStore) -> None:
     fmt = FormatOptions("csv", csv=CsvOptions(header=False))
     rows, quarantined, _ = read_all(local_store, "h.csv", fmt)
     assert quarantined == []
-    assert rows == [{"f0": 1, "f1": "a", SOURCE_ROW: 0}, {"f0": 2, "f1": "b", SOURCE_ROW: 1}]
+    assert rows == [
+        {"f0": 1, "f1": "a", RESCUED: None, SOURCE_ROW: 0},
+        {"f0": 2, "f1": "b", RESCUED: None, SOURCE_ROW: 1},
+    ]
     local_store.put("bom.csv", b"\xef\xbb\xbfid,x\n1,2\n")
     rows, _, _ = read_all(local_store, "bom.csv", CSV)
-    assert rows == [{"id": 1, "x": 2, SOURCE_ROW: 0}]
+    assert rows == [{"id": 1, "x": 2, RESCUED: None, SOURCE_ROW: 0}]
 
 
 def test_csv_duplicate_header_is_unreadable(local_store: ObjectStore) -> None:
@@ -417,14 +429,16 @@ def test_csv_duplicate_header_is_unreadable(local_store: ObjectStore) -> None:
     assert q.record_index is None and "repeats column names: a" in q.reason
 
 
-def test_csv_wrong_type_names_the_field(local_store: ObjectStore) -> None:
+def test_csv_wrong_type_is_rescued_with_its_field(local_store: ObjectStore) -> None:
     schema = pa.schema([("id", pa.int64()), ("amount", pa.decimal128(6, 2))])
     local_store.put("w.csv", b"amount,id\n1.50,1\n2.5,x\nabc,3\n,4\n")
     rows, quarantined, _ = read_all(local_store, "w.csv", CSV, schema)
-    assert [(r["id"], r["amount"]) for r in rows] == [(1, Decimal("1.50")), (4, None)]
-    assert [(q.record_index, q.reason.split(":")[0]) for q in quarantined] == [
-        (1, "field 'id'"),
-        (2, "field 'amount'"),
+    assert quarantined == []
+    assert [(r["id"], r["amount"], r[RESCUED]) for r in rows] == [
+        (1, Decimal("1.50"), None),
+        (None, Decimal("2.50"), '{"id":"x"}'),
+        (3, None, '{"amount":"abc"}'),
+        (4, None, None),
     ]
 
 
@@ -454,10 +468,13 @@ def test_parquet_read_cast_and_quarantine(store: ObjectStore) -> None:
     fmt = FormatOptions("parquet", parquet_batch_rows=128)
     rows, quarantined, _ = read_all(store, "p.parquet", fmt, EVENTS)
     assert_partition(rows, quarantined, n)
-    [q] = quarantined
-    assert q.record_index == 7 and q.reason.startswith("field 'ts'")
-    assert json.loads(q.raw)["ts"] == "bad"
-    assert set(rows[0]) == {"id", "ts", "name", SOURCE_ROW}
+    assert quarantined == []
+    assert rows[7]["ts"] is None and json.loads(str(rows[7][RESCUED])) == {
+        "ts": "bad",
+        "extra": 1.0,
+    }
+    assert json.loads(str(rows[0][RESCUED])) == {"extra": 1.0}  # not declared: rescued
+    assert set(rows[0]) == {"id", "ts", "name", RESCUED, SOURCE_ROW}
     assert rows[0]["id"] == 0 and rows[0]["ts"] == datetime(2026, 1, 1)
     rows, quarantined, _ = read_all(store, "p.parquet", fmt, None)
     assert quarantined == [] and len(rows) == n and rows[7]["ts"] == "bad"

@@ -1,0 +1,162 @@
+"""The ``_rescued_data`` column: values that do not fit their column are kept, not lost.
+
+Contract:
+
+* ``_rescued_data`` is a nullable string column present in every Lockgate table. For a row it
+  is null when nothing was rescued, else a JSON object ``{field: original value, ...}``.
+* A value lands in it (and its column is null in that row) when it cannot be converted to its
+  column's type, when its field is not in a declared schema, when its field name is reserved
+  (lineage columns, ``_day``, ``_rescued_data``), or when it is an earlier occurrence of a
+  duplicated JSON key (the last occurrence is the one parsed; earlier ones are rescued, as a
+  list when there are several).
+* Rescued values are JSON where they are JSON-representable; otherwise (NaN/Infinity,
+  bytes, dates, decimals) they are their source-side text (``"NaN"``, ``"Infinity"``,
+  ISO dates, the decimal's digits, bytes decoded as UTF-8 with ``\\x..`` escapes).
+* Null values are never rescued (nothing to keep).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.config import LINEAGE_COLUMNS, RESERVED_COLUMNS
+
+RESCUED = "_rescued_data"
+RESCUED_FIELD = pa.field(RESCUED, pa.string())
+#: Data fields with these names are rescued (they would collide with Lockgate's columns).
+RESERVED_NAMES: frozenset[str] = frozenset((*LINEAGE_COLUMNS, *RESERVED_COLUMNS))
+ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as something ``json.dumps(..., allow_nan=False)`` accepts (see contract)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    return str(value)
+
+
+def dumps(rescued: Mapping[str, Any]) -> str:
+    """The JSON text of a rescued-values object (compact, UTF-8 kept)."""
+    return json.dumps(
+        {k: jsonable(v) for k, v in rescued.items()},
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    )
+
+
+def merge(existing: str | None, more: Mapping[str, Any]) -> str:
+    """``existing`` (a rescued JSON object or None) with ``more`` added; a field already in
+    ``existing`` keeps its value there and ``more``'s value is added under ``<field>#2``."""
+    base: dict[str, Any] = json.loads(existing) if existing else {}
+    for k, v in more.items():
+        name, n = k, 2
+        while name in base:
+            name, n = f"{k}#{n}", n + 1
+        base[name] = jsonable(v)
+    return dumps(base)
+
+
+def merge_column(
+    column: pa.Array | pa.ChunkedArray | None, n: int, per_row: Mapping[int, Mapping[str, Any]]
+) -> pa.Array:
+    """A ``_rescued_data`` array of ``n`` rows: ``column`` (or nulls) with ``per_row`` merged."""
+    if column is None:
+        values: list[str | None] = [None] * n
+    else:
+        values = column.to_pylist()
+    for i, more in per_row.items():
+        if more:
+            values[i] = merge(values[i], more)
+    return pa.array(values, pa.string())
+
+
+def convert_rescuing(
+    col: pa.Array | pa.ChunkedArray,
+    convert: Callable[[pa.Array], pa.Array | pa.ChunkedArray],
+    target: pa.DataType,
+) -> tuple[pa.Array, list[int]]:
+    """``convert(col)``; where that fails, the failing rows are found by bisection (a few
+    converts per bad value, not one per row), become null, and their indices are returned.
+    A conversion that is not implemented at all fails every non-null row at once."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    try:
+        return _array(convert(arr)), []
+    except pa.ArrowNotImplementedError:
+        valid = arr.is_valid().to_pylist()
+        return pa.nulls(len(arr), target), [i for i, v in enumerate(valid) if v]
+    except ARROW_ERRORS:
+        pass
+    pieces: list[pa.Array] = []
+    failed: list[int] = []
+    stack = [(0, len(arr))]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            pieces.append(_array(convert(arr.slice(lo, hi - lo))))
+            continue
+        except ARROW_ERRORS:
+            if hi - lo == 1:
+                failed.append(lo)
+                pieces.append(pa.nulls(1, target))
+                continue
+        mid = (lo + hi) // 2
+        stack.append((mid, hi))
+        stack.append((lo, mid))
+    return pa.concat_arrays([p.cast(target) for p in pieces]), failed
+
+
+def _array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
+
+def extras_per_row(table: pa.Table, names: Sequence[str]) -> dict[int, dict[str, Any]]:
+    """``{row: {field: value}}`` of the non-null values of columns ``names`` (only rows that
+    hold at least one)."""
+    out: dict[int, dict[str, Any]] = {}
+    for name in names:
+        col = table.column(name)
+        if col.null_count == len(col):
+            continue
+        values = col.to_pylist()
+        for i, v in enumerate(values):
+            if v is not None:
+                out.setdefault(i, {})[name] = v
+    return out
+
+
+__all__ = [
+    "ARROW_ERRORS",
+    "RESCUED",
+    "RESCUED_FIELD",
+    "RESERVED_NAMES",
+    "convert_rescuing",
+    "dumps",
+    "extras_per_row",
+    "jsonable",
+    "merge",
+    "merge_column",
+]
