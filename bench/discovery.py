@@ -55,6 +55,8 @@ class SizeResult:
     ticks: list[float] = field(default_factory=list)
     list_s: list[float] = field(default_factory=list)
     lists: list[int] = field(default_factory=list)
+    state_s: float = 0.0  # fresh Ledger.open + lookback_start + claim_state(window)
+    keys_loaded: int = 0
     full_tick_s: float | None = None
     full_lists: int | None = None
 
@@ -234,6 +236,10 @@ def run_size(
             file=sys.stderr,
             flush=True,
         )
+    t0 = time.perf_counter()
+    led = Ledger.open(ledger_store, SOURCE, FINGERPRINT)
+    state = led.claim_state(led.lookback_start(lookback) or "")
+    res.state_s, res.keys_loaded = time.perf_counter() - t0, len(state)
     if full_tick:
         elapsed, _, lists, _ = tick(landing, ledger_store, rule, full=True)
         res.full_tick_s, res.full_lists = elapsed, lists
@@ -255,6 +261,7 @@ def table(results: list[SizeResult]) -> str:
                 fmt_s(median(r.ticks)),
                 fmt_s(median(r.list_s)),
                 fmt_s(r.own),
+                f"{r.state_s:.2f} ({r.keys_loaded:,} keys)",
                 f"{ratio:.2f}",
                 f"{own_ratio:.2f}" + ("" if r is base else f" ({ok})"),
                 "/".join(str(x) for x in r.lists),
@@ -271,6 +278,7 @@ def table(results: list[SizeResult]) -> str:
             "tick p50 (s)",
             "of which landing LIST (s)",
             "lockgate share: tick - LIST (s)",
+            "claim-state read alone (s, keys loaded)",
             "tick ratio",
             f"lockgate-share ratio (goal <= {GOAL_RATIO})",
             "LIST requests per tick",
