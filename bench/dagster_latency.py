@@ -147,6 +147,36 @@ class Deployment:
             time.sleep(0.5)
 
 
+PHASES = (
+    ("run created -> launched (queue)", "created", "PIPELINE_STARTING"),
+    ("launched -> run process started", "PIPELINE_STARTING", "PIPELINE_START"),
+    ("run started -> step started", "PIPELINE_START", "STEP_START"),
+    ("step (read, stage, commit, record)", "STEP_START", "STEP_SUCCESS"),
+    ("step done -> run done", "STEP_SUCCESS", "PIPELINE_SUCCESS"),
+)
+
+
+def run_phases(home: Path, since: float) -> dict[str, list[float]]:
+    """Seconds between run lifecycle events of the runs created after ``since``, from the
+    instance's event log (read after the daemon stopped)."""
+    import dagster as dg
+
+    out: dict[str, list[float]] = {name: [] for name, _, _ in PHASES}
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        for rec in inst.get_run_records():
+            created = rec.create_timestamp.timestamp()
+            if created < since:
+                continue
+            times: dict[str, float] = {"created": created}
+            for e in inst.all_logs(rec.dagster_run.run_id):
+                if e.dagster_event is not None:
+                    times.setdefault(e.dagster_event.event_type_value, e.timestamp)
+            for name, a, b in PHASES:
+                if a in times and b in times:
+                    out[name].append(times[b] - times[a])
+    return out
+
+
 def _key(i: int) -> str:
     return f"events-{DAY}-lat{i:05d}.jsonl"
 
@@ -160,13 +190,16 @@ class Latency:
         return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def latency(work: Path, objects: int, gap: float, timeout_s: float) -> Latency:
+def latency(
+    work: Path, objects: int, gap: float, timeout_s: float
+) -> tuple[Latency, dict[str, list[float]]]:
     dep = Deployment(work / "latency", work / "latency" / "landing", 1000)
     dep.start()
     try:
         dep.land(_key(0), (SMALL_RECORD % 0).encode())
         dep.wait_for({_key(0)}, timeout_s)
         print("  warm-up object committed", file=sys.stderr, flush=True)
+        since = time.time()
         landed: dict[str, float] = {}
         for i in range(1, objects + 1):
             landed[_key(i)] = dep.land(_key(i), (SMALL_RECORD % i).encode())
@@ -176,7 +209,7 @@ def latency(work: Path, objects: int, gap: float, timeout_s: float) -> Latency:
         dep.stop()
     lat = Latency([done[k] - t for k, t in landed.items()])
     print(f"  latencies: {[round(x, 1) for x in lat.values]}", file=sys.stderr, flush=True)
-    return lat
+    return lat, run_phases(dep.home, since)
 
 
 @dataclass
@@ -241,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lockgate-bench-dagster-") as d:
         work = Path(d)
         if not args.skip_latency:
-            lat = latency(work, args.objects, args.gap, args.timeout)
+            lat, phases = latency(work, args.objects, args.gap, args.timeout)
             sections.append(
                 markdown_table(
                     ["objects", "gap (s)", "sensor interval (s)", "p50 (s)", "p90 (s)", "max (s)"],
@@ -254,6 +287,16 @@ def main(argv: list[str] | None = None) -> int:
                             f"{lat.q(0.9):.1f}",
                             f"{max(lat.values):.1f}",
                         ]
+                    ],
+                )
+            )
+            sections.append(
+                markdown_table(
+                    ["run phase (runs of the latency test)", "runs", "p50 (s)", "max (s)"],
+                    [
+                        [name, len(v), f"{median(v):.1f}", f"{max(v):.1f}"]
+                        for name, v in phases.items()
+                        if v
                     ],
                 )
             )
