@@ -208,3 +208,31 @@ def test_retry_of_an_unknown_batch_exits_2(
     assert "already committed" in capsys.readouterr().out
     assert lockgate_main(["--config", str(path), "retry", "--source", "nope", "--batch", "0"]) == 2
     assert "unknown source 'nope'" in capsys.readouterr().err
+
+
+def test_bad_records_are_quarantined_never_dropped(tmp_path: Path) -> None:
+    """A malformed line and a value that does not fit its declared type: each one is a
+    quarantine entry (or, for the value, kept in a rescued-data column); no value vanishes."""
+    path, lander = _local_config(tmp_path)
+    bad_key = f"{DAYS[0]}/part-9.jsonl"
+    good, ids = lander.body(2)
+    (tmp_path / "landing" / "events" / bad_key).write_bytes(
+        good + b'not json\n{"id": "x-not-a-long", "v": "kept?"}\n'
+    )
+    lander.landed.update(ids)
+
+    ing = run_lockgate(path, "ingest", "--json")
+    assert ing.returncode == 0, ing.stderr
+    (summary,) = _json(ing.stdout)
+    rt = Runtime.from_config(str(path))
+    report = verify(rt, "events")
+    assert report.ok, report.violations
+    table = rt.tables.load("lake.events").scan().to_arrow()
+    ids_in_table = [i for i in table.column("id").to_pylist() if i is not None]
+    assert sorted(ids_in_table) == sorted(lander.landed.elements())
+    quarantine = rt.tables.load("lake.events__quarantine").scan().to_arrow().to_pylist()
+    raw = " ".join(q["raw"] for q in quarantine)
+    assert "not json" in raw
+    rescued = [r for r in table.to_pylist() if "x-not-a-long" in str(r.get("_rescued_data") or "")]
+    assert "x-not-a-long" in raw or rescued, "the value that did not fit the schema vanished"
+    assert summary["quarantined"] + summary["rows"] == sum(lander.landed.values()) + 2

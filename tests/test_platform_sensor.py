@@ -135,9 +135,13 @@ def test_ticks_claim_then_request_bounded_and_rerequest_until_committed(
     assert not first.run_requests
 
     # two days x 3 objects, 2 objects per batch: 4 batches, at most 2 claimed per tick
-    for day in ("2026-03-01", "2026-03-02"):
-        for i in range(3):
-            lander.land(f"{day}/part-{i}.jsonl", n=4)
+    for key in ("2026-03-01/part-0", "2026-03-01/part-1", "2026-03-01/part-2"):
+        lander.land(f"{key}.jsonl", n=4)
+    lander.land("2026-03-02/part-0.jsonl", n=4)
+    lander.land("2026-03-02/part-1.jsonl", n=4)
+    body, ids = lander.body(4)  # 4 records and one malformed line
+    lander.store.put("2026-03-02/part-2.jsonl", body + b"{not json\n")
+    lander.landed.update(ids)
 
     tick1 = h.tick()
     assert [rr.run_key for rr in tick1.run_requests] == ["orders:0", "orders:1"]
@@ -177,9 +181,9 @@ def test_ticks_claim_then_request_bounded_and_rerequest_until_committed(
 
     assert [m["batch_id"] for m in metadata] == [0, 1, 2, 3]
     assert sum(m["rows"] for m in metadata) == 24
+    assert [m["quarantined"] for m in metadata] == [0, 0, 0, 1]  # the malformed line
     for m in metadata:
         assert m["rows"] == m["dagster/row_count"] > 0
-        assert m["quarantined"] == 0
         assert m["duplicate"] is False
         assert int(m["snapshot_id"]) > 0
     versions = [m["table_version"] for m in metadata]
