@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from resources.catalog import ObjectStoreCatalog
 from resources.crashpoints import POINTS
@@ -42,6 +43,8 @@ def run_harness(tmp: Path, *args: str, timeout: float) -> list[dict[str, Any]]:
         "--keep",
         "--exec-every",
         "0",
+        "--rounds",
+        "1",
         *args,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
@@ -68,6 +71,7 @@ def totals(rows: list[dict[str, Any]]) -> tuple[int, int, Counter[str]]:
     return lost, dups, hits
 
 
+@pytest.mark.timeout(1200)  # ~3 min on an idle 2-core box; far more when it is shared
 def test_every_crash_point_local_exactly_once(tmp_path: Path) -> None:
     n = len(POINTS) + 2  # one forced trial per point, then a concurrent and a crash trial
     rows = run_harness(
@@ -79,7 +83,7 @@ def test_every_crash_point_local_exactly_once(tmp_path: Path) -> None:
         "--cover",
         "--workers",
         "2",
-        timeout=900,
+        timeout=1150,
     )
     lost, dups, hits = totals(rows)
     assert len(rows) == n
@@ -90,6 +94,7 @@ def test_every_crash_point_local_exactly_once(tmp_path: Path) -> None:
     assert {"concurrent", "backfill", "vacuum", "deep"} <= {r["kind"] for r in rows}
 
 
+@pytest.mark.timeout(1200)
 def test_s3_with_faults_exactly_once(tmp_path: Path) -> None:
     rows = run_harness(
         tmp_path,
@@ -98,10 +103,10 @@ def test_s3_with_faults_exactly_once(tmp_path: Path) -> None:
         "--faults",
         "0.05",
         "--trials",
-        "3",
+        "2",
         "--workers",
         "2",
-        timeout=900,
+        timeout=1150,
     )
     lost, dups, _ = totals(rows)
     assert lost == 0 and dups == 0

@@ -83,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="every Nth trial starts the real .venv/bin/lockgate (0: never)",
     )
     p.add_argument("--launcher", choices=("fork", "exec"), default="fork")
+    p.add_argument("--rounds", type=int, default=0, help="rounds per trial (0: 2-3)")
     p.add_argument(
         "--cover",
         action="store_true",
@@ -171,6 +172,7 @@ class Harness:
             coverage=self.coverage,
             moto=moto,
             proxy=proxy,
+            rounds=args.rounds,
         )
         try:
             while (n := self.next_trial(w)) is not None:

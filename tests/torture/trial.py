@@ -259,6 +259,7 @@ class WorkerCtx:
     proxy: TortureProxy | None = None
     est: dict[str, float] = field(default_factory=lambda: {"fork": 4.0, "exec": 15.0})
     template: dict[str, SourceData] | None = None
+    rounds: int = 0  # 0: 2-3 per trial (S3: 2)
 
     def set_faults(self, on: bool, seed: int) -> None:
         if self.proxy is None:
@@ -662,6 +663,7 @@ class Trial:
             writer = Writer(env, self.rng, self.trial, data)
             writer.bad_rate = self.bad_rate
             rounds = 2 if ctx.backend == "s3" else self.rng.randint(2, 3)
+            rounds = ctx.rounds or rounds
             for round_no in range(rounds):
                 self._add_data(writer, data, round_no)
                 self._chaos(env)
