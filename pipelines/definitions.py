@@ -25,9 +25,10 @@ def build_definitions(config: LockgateConfig) -> dg.Definitions:
         resources={
             "object_store": ObjectStoreResource(**s3),
             "ledger": LedgerResource(url=config.ledger, **s3),
-            "table_store": TableStoreResource(
-                warehouse=config.warehouse, catalog=dict(config.catalog), **s3
-            ),
+            # Catalog properties may hold secrets (tokens, keys): resource config is shown in
+            # the UI and stored in the instance, so runs take them from the config instead
+            # (``Runtime.from_resources``).
+            "table_store": TableStoreResource(warehouse=config.warehouse, catalog={}, **s3),
         },
     )
 

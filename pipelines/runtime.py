@@ -59,7 +59,14 @@ class Runtime:
         ledger: LedgerResource,
         table_store: TableStoreResource,
     ) -> Runtime:
-        return cls(config, object_store.open, ledger.store(), table_store.table_store())
+        """Catalog properties come from ``config`` (they may hold secrets, so they are not
+        resource config), merged over the resource's own."""
+        catalog = make_catalog(
+            table_store.warehouse,
+            table_store.s3_options(),
+            {**table_store.catalog, **config.catalog},
+        )
+        return cls(config, object_store.open, ledger.store(), TableStore(catalog))
 
     def source(self, name: str) -> SourceConfig:
         return self.config.source(name)

@@ -347,3 +347,25 @@ def test_backfill_run_over_a_partition_range_keeps_every_row_once(
     key = [("_source_key", "ascending"), ("_source_row", "ascending")]
     assert after.select(cols).sort_by(key).equals(before.select(cols).sort_by(key))
     h.assert_exactly_once(lander)
+
+
+def test_catalog_secrets_stay_out_of_the_dagster_snapshot(tmp_path: Path) -> None:
+    """Catalog properties may hold secrets; resource config is shown in the UI and stored in
+    the instance, so they must not be in the repository snapshot."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster_shared.serdes import serialize_value
+
+    from pipelines.config import load_config
+    from tests.platform_helpers import source_spec, write_config
+
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(tmp_path / "landing"))},
+    )
+    text = path.read_text() + "catalog:\n  type: sql\n  s3.secret-access-key: SECRET-4711\n"
+    path.write_text(text)
+    defs = build_definitions(load_config(str(path)))
+    snap = serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+    assert "SECRET-4711" not in snap
+    assert str(tmp_path / "wh") in snap  # the snapshot does hold the resource config
