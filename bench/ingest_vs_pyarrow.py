@@ -71,20 +71,26 @@ class Comparison:
         return rw / lg if lg > 0 else float("nan")
 
 
-def arrow_schema() -> pa.Schema:
+def arrow_schema(full: bool = False) -> pa.Schema:
     from pipelines.config import parse_schema_type
 
-    return pa.schema([pa.field(n, parse_schema_type(t)) for n, t in DECLARED])
+    fields = [pa.field(n, parse_schema_type(t)) for n, t in DECLARED]
+    if full:  # the nested columns too (what an inferred lockgate source stores)
+        fields += [
+            pa.field("tags", pa.list_(pa.string())),
+            pa.field("device", pa.struct([("os", pa.string()), ("version", pa.string())])),
+        ]
+    return pa.schema(fields)
 
 
-def raw_ingest(folder: Path, fmt: str, out: Path) -> tuple[int, float]:
+def raw_ingest(folder: Path, fmt: str, out: Path, full: bool = False) -> tuple[int, float]:
     """Read every object of ``folder`` with the explicit schema and write one zstd Parquet
     file; returns (rows, seconds)."""
     import pyarrow.csv as pa_csv
     import pyarrow.json as pa_json
     import pyarrow.parquet as pq
 
-    schema = arrow_schema()
+    schema = arrow_schema(full and fmt != "csv")
     files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     t0 = time.perf_counter()
     rows = 0
@@ -111,10 +117,10 @@ def raw_ingest(folder: Path, fmt: str, out: Path) -> tuple[int, float]:
     return rows, time.perf_counter() - t0
 
 
-def _run_raw(folder: Path, fmt: str, work: Path) -> tuple[float, float, int, int]:
+def _run_raw(folder: Path, fmt: str, work: Path, mode: str) -> tuple[float, float, int, int]:
     out = work / "raw.parquet"
     m = run_measured(
-        [sys.executable, "-m", "bench.ingest_vs_pyarrow", "raw", str(folder), fmt, str(out)],
+        [sys.executable, "-m", "bench.ingest_vs_pyarrow", "raw", str(folder), fmt, str(out), mode],
         cwd=ROOT,
     ).check()
     match = re.search(r"RAW rows=(\d+) seconds=([\d.]+)", m.stdout)
@@ -122,28 +128,29 @@ def _run_raw(folder: Path, fmt: str, work: Path) -> tuple[float, float, int, int
     return m.wall_s, float(match.group(2)), int(match.group(1)), m.peak_rss_bytes
 
 
-def _run_lockgate(folder: Path, fmt: str, work: Path) -> tuple[float, float, int, int]:
-    cfg = write_config(work / "lg", folder, fmt, DECLARED)
+def _run_lockgate(folder: Path, fmt: str, work: Path, mode: str) -> tuple[float, float, int, int]:
+    cfg = write_config(work / "lg", folder, fmt, DECLARED if mode == "declared" else None)
     run = lockgate_ingest(cfg)
     if run.quarantined:
         raise RuntimeError(f"lockgate quarantined {run.quarantined} records of {folder}")
     return run.measured.wall_s, run.batch_seconds, run.rows, run.measured.peak_rss_bytes
 
 
-def compare(ds: Datasets, name: str, rounds: int) -> Comparison:
+def compare(ds: Datasets, name: str, rounds: int, mode: str = "declared") -> Comparison:
     folder = ds.path(name)
     fmt = FORMATS[name]
-    c = Comparison(name.upper(), len(ds.files(name)), ds.bytes(name), ds.rows(name))
+    label = name.upper() if mode == "declared" else f"{name.upper()} inferred"
+    c = Comparison(label, len(ds.files(name)), ds.bytes(name), ds.rows(name))
     for r in range(rounds):
         order = ("lockgate", "raw") if r % 2 == 0 else ("raw", "lockgate")
         for side in order:
             with tempfile.TemporaryDirectory(prefix="lockgate-bench-") as d:
                 work = Path(d)
                 if side == "raw":
-                    wall, inner, rows, rss = _run_raw(folder, fmt, work)
+                    wall, inner, rows, rss = _run_raw(folder, fmt, work, mode)
                     target = c.raw
                 else:
-                    wall, inner, rows, rss = _run_lockgate(folder, fmt, work)
+                    wall, inner, rows, rss = _run_lockgate(folder, fmt, work, mode)
                     target = c.lockgate
                 if rows != c.rows:
                     raise RuntimeError(f"{side} on {name}: {rows} rows, expected {c.rows}")
@@ -228,20 +235,28 @@ def profile(ds: Datasets, name: str, top: int = 30) -> str:
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     if args_list and args_list[0] == "raw":
-        folder, fmt, out = args_list[1:4]
-        rows, seconds = raw_ingest(Path(folder), fmt, Path(out))
+        folder, fmt, out, mode = args_list[1:5]
+        rows, seconds = raw_ingest(Path(folder), fmt, Path(out), full=mode == "inferred")
         print(f"RAW rows={rows} seconds={seconds:.4f}", flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--datasets", nargs="*", default=["d1", "d2", "d4"])
+    parser.add_argument(
+        "--schema",
+        choices=["declared", "inferred", "both"],
+        default="declared",
+        help="lockgate source with the declared 8 columns (undeclared tags/device are rescued "
+        "into _rescued_data), or inferred (all 10 columns; raw side then reads them too)",
+    )
     parser.add_argument("--profile", action="store_true", help="also cProfile lockgate once")
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args(args_list)
     names = [n.lower() for n in args.datasets]
     ds = ensure(args.scale, tuple(names))
-    results = [compare(ds, n, args.rounds) for n in names]
+    modes = ["declared", "inferred"] if args.schema == "both" else [args.schema]
+    results = [compare(ds, n, args.rounds, m) for m in modes for n in names]
     out = table(results)
     print(out)
     notes = [
@@ -249,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         "Wall = spawn to exit of a fresh process (lockgate: console script, config load, "
         "fresh warehouse + ledger, discovery, claim, read, stage, commit, commit record; raw: "
         "interpreter + pyarrow import, read_json/read_csv with the explicit schema, one zstd "
-        "Parquet file). Both read the 8 declared columns (`tags`/`device` are parsed and "
-        "ignored: lockgate's declared schemas are scalar-only).",
+        "Parquet file). Declared rows: lockgate's source declares the 8 scalar columns "
+        "(declared schemas are scalar-only), so the undeclared `tags`/`device` of every JSON "
+        "record go to `_rescued_data`; raw reads the 8 columns and drops the rest. "
+        "'inferred' rows: no declared schema, lockgate stores all 10 columns; raw reads all "
+        "10 with the explicit schema.",
     ]
     prof_text = ""
     if args.profile:
