@@ -11,20 +11,33 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Every record becomes exactly one row (``_source_row`` = its index) or exactly one
   ``QuarantineRecord`` (``record_index`` = its index). None dropped, none invented; rows come
   out in increasing ``_source_row`` order.
+* A record is quarantined only when it cannot be parsed at all: not UTF-8, not JSON, not a
+  JSON object, a CSV row whose field count differs from the header, longer than
+  ``max_record_bytes``. A value that does not fit its column (or a field that is not declared,
+  or whose name Lockgate owns) does NOT quarantine its record: the row lands with that column
+  null and the value in the row's ``_rescued_data`` (see ``pipelines.rescue``).
 * An object that cannot be read (missing, changed since listed, bad compression, magic bytes
-  that contradict the suffix, not Parquet) yields ONE ``QuarantineRecord`` with
-  ``record_index=None``. If it becomes unreadable part-way (e.g. a truncated gzip), the rows
-  already yielded stand and ONE final ``record_index=None`` entry covers the unreadable rest.
-  So for every object: ``records(object) = rows + quarantined entries`` (a whole-object entry
-  counts as one record). See ``ObjectCounts``.
+  that contradict the suffix, not Parquet, an unsafe key) yields ONE ``QuarantineRecord`` with
+  ``record_index=None``. If it becomes unreadable part-way (a truncated or corrupt stream, or
+  the decompression-bomb guard: more than ``max_decompressed_bytes`` of content, or more than
+  ``max_compression_ratio`` times the compressed bytes read once 4 MiB are out), every record
+  completed before that point stands and ONE final ``record_index=None`` entry covers the
+  unreadable rest (the partial record included). So for every object: ``records(object) =
+  rows + quarantined entries`` (a whole-object entry counts as one record). See
+  ``ObjectCounts``.
+* Keys that ``validate_key`` refuses (leading ``/``, ``.``/``..`` segments, backslash, NUL;
+  S3 allows them) are never opened: the object is quarantined whole with the reason. No
+  landing key ever names a file Lockgate writes (staged files are uuid-named).
 * Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV) or one row group's
   column chunks (Parquet), never by the object's size. A record longer than
   ``max_record_bytes`` is quarantined, not buffered.
-* With a declared schema every batch has exactly the declared columns in declared order plus
-  ``_source_row``; values are cast strictly; a record with a value that cannot be cast is
-  quarantined with a reason naming the field; fields not in the schema are ignored. Without a
-  schema, types are inferred per block by pyarrow, so batches of one object may differ in
-  schema (the caller unifies / evolves).
+* With a declared schema every batch has exactly the declared columns in declared order, then
+  ``_rescued_data`` (string), then ``_source_row``; values are cast strictly, a value that
+  cannot be cast is null and rescued under its field name; fields not in the schema are
+  rescued. Without a schema, types are inferred per block by pyarrow, so batches of one
+  object may differ in schema (the caller unifies / evolves, rescuing what does not fit);
+  fields named like Lockgate's columns, empty or dotted names are rescued; the batch still
+  ends with ``_rescued_data``, ``_source_row``.
 * Transient I/O errors (network) are raised, not quarantined, so the run can be retried.
 * An empty object (0 bytes) has no records and yields no chunk. Chunks may hold 0 rows (only
   quarantine entries); callers skip empty batches.
@@ -33,12 +46,14 @@ Contract of ``read_object`` (the accounting every caller relies on):
 Parsing: a block (``block_bytes`` of complete records) is parsed by ONE pyarrow call (the fast
 path). Only if that fails: JSON lines that are not JSON objects are taken out in one Python
 pass (``json.loads``), the rest is parsed as one block again, and whatever still fails is
-bisected down to single records, each quarantined with the error of its own parse (JSON: the
-failing field is found by parsing each declared field alone). Casting to a declared schema
-happens column-wise in ``_Coercer``: text is trimmed, empty text is null for non-string types,
-timestamps accept ``Z`` / ``+hh:mm`` offsets (stored in UTC) and text without an offset is taken
-as UTC. (A future ``_rescued_data`` column would replace the per-record quarantine in
-``_Coercer``/``_process_block``: the fallback is already per record and per field.)
+bisected down to single records. A single JSON record that fails is parsed again field by
+field (``_JsonParser.rescue``): fields that do not parse alone (as their declared type, or at
+all) are rescued, the rest is parsed; duplicate keys: the last occurrence is parsed, earlier
+ones rescued (``name``, ``name#2``, ...). Casting to a declared schema happens column-wise in
+``_Coercer`` (failing values found by bisecting the column): text is trimmed, empty text is
+null for non-string types, timestamps accept ``Z`` / ``+hh:mm`` / ``+hhmm`` / ``+hh`` offsets
+(stored in UTC) and text without an offset is taken as UTC. NaN / Infinity parse into float
+columns; into other columns they are rescued as text.
 """
 
 from __future__ import annotations
@@ -1028,11 +1043,6 @@ def _csv_fields(record: bytes, opts: CsvOptions) -> list[str]:
     else:
         reader = csv.reader(io.StringIO(text), delimiter=opts.delimiter, quoting=csv.QUOTE_NONE)
     return next(reader, [])
-
-
-def _show(value: object) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # -- declared schema ---------------------------------------------------------------------------

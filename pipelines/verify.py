@@ -7,13 +7,15 @@ For one source, at the table's current version:
 2. for every committed batch with a commit record, each object contributes exactly
    ``records(object) = rows in table + entries in quarantine``;
 3. no row belongs to an unclaimed object or to a batch the table's marker does not hold;
-4. every batch in the marker is claimed in the ledger.
+4. every batch in the marker is claimed in the ledger;
+5. every non-null ``_rescued_data`` is a JSON object (what a row's unfit values became).
 
 Reading the lineage columns is O(table rows): this is an audit, not a per-commit check.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -35,6 +37,7 @@ class VerifyReport:
     table: str
     rows: int = 0
     quarantined: int = 0
+    rescued: int = 0  # rows with a non-null _rescued_data
     committed_batches: int = 0
     checked_batches: int = 0
     violations: list[str] = field(default_factory=list)
@@ -50,6 +53,7 @@ class VerifyReport:
             "ok": self.ok,
             "rows": self.rows,
             "quarantined": self.quarantined,
+            "rescued": self.rescued,
             "committed_batches": self.committed_batches,
             "checked_batches": self.checked_batches,
             "violations": self.violations,
@@ -76,6 +80,7 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
         return report
     report.rows = rows.num_rows
     report.quarantined = quarantine.num_rows if quarantine is not None else 0
+    _check_rescued(rt, source, report)
 
     # 1. unique lineage
     dup = (
@@ -134,3 +139,24 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
                     f"{per_key.get((b, key), 0)} rows + {q_per_key.get((b, key), 0)} quarantined"
                 )
     return report
+
+
+def _check_rescued(rt: Runtime, source: SourceConfig, report: VerifyReport) -> None:
+    """Count rows with rescued values; each must be a JSON object (invariant 5)."""
+    table = rt.tables.load(source.table)
+    if "_rescued_data" not in table.schema().as_arrow().names:
+        return
+    col = table.scan(selected_fields=("_rescued_data",)).to_arrow().column(0).drop_null()
+    report.rescued = len(col)
+    bad = []
+    for text in col.to_pylist():
+        try:
+            ok = isinstance(json.loads(text), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            bad.append(text[:80])
+    if bad:
+        report.violations.append(
+            f"{len(bad)} _rescued_data values are not JSON objects, e.g. {bad[:MAX_EXAMPLES]}"
+        )

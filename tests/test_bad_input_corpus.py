@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,66 @@ def test_exact_outcome(corpus: Corpus, case: Case) -> None:
     report = verify_source(rt, source)
     assert report.ok, report.violations
     assert report.rows == len(case.rows) and report.quarantined == len(case.quarantine)
+    assert report.rescued == sum(1 for r in case.rows if r["_rescued_data"] is not None)
 
     # a second ingest is a no-op
     second = corpus.second[case.name]
     assert all(b.already_committed for b in second.batches) and second.rows == 0
+
+
+def test_no_landing_key_names_a_written_file(corpus: Corpus) -> None:
+    """Everything Lockgate wrote lies under the warehouse, in metadata/ or data/ (uuid names),
+    and no landing object name (spaces, unicode, 1,000 characters) appears in any path."""
+    wh = corpus.root / "wh"
+    uuid_name = re.compile(r"\d{5}-\d+-[0-9a-f-]{36}\.parquet")
+    written = [p for p in wh.rglob("*") if p.is_file()]
+    assert written
+    for p in written:
+        rel = p.relative_to(wh).as_posix()
+        assert "/metadata/" in rel or "/data/" in rel or rel.startswith("_ledger/"), rel
+        if "/data/" in rel:
+            # <table>/data/_day=<day>/<uuid name>: nothing from the landing key
+            assert rel.split("/data/", 1)[1].split("/")[0].startswith("_day="), rel
+            assert uuid_name.fullmatch(p.name), rel
+    outside = [p for p in corpus.root.rglob("*") if p.is_file()]
+    assert all(
+        p.is_relative_to(wh)
+        or p.is_relative_to(corpus.root / "landing")
+        or p.name == "lockgate.yaml"
+        for p in outside
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "2026-03-01/../escape.jsonl",
+        "/2026-03-01/lead.jsonl",
+        "2026-03-01/./dot.jsonl",
+        "2026-03-01/back\\slash.jsonl",
+    ],
+)
+def test_unsafe_s3_keys_are_quarantined_unread(s3_options: Any, bucket: str, key: str) -> None:
+    """S3 allows keys the stores refuse (they could name a path outside a root): such an
+    object is quarantined whole with its reason, never read, never written anywhere."""
+    import boto3
+
+    from pipelines.formats import FormatOptions, read_object
+    from resources.store import open_store
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_options.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.put_object(Bucket=bucket, Key=f"landing/{key}", Body=b'{"id": 1}\n')
+    store = open_store(f"s3://{bucket}/landing", s3_options)
+    listed = [o for o in store.list() if o.key == key]
+    assert len(listed) == 1  # the store lists it as is
+    chunks = list(read_object(store, key, listed[0].etag, FormatOptions("jsonl"), None))
+    assert len(chunks) == 1 and chunks[0].batch.num_rows == 0
+    [q] = chunks[0].quarantined
+    assert q.record_index is None and q.reason.startswith("unsafe object key")
+    assert q.source_key == key
