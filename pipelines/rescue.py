@@ -84,6 +84,11 @@ def merge_column(
     column: pa.Array | pa.ChunkedArray | None, n: int, per_row: Mapping[int, Mapping[str, Any]]
 ) -> pa.Array:
     """A ``_rescued_data`` array of ``n`` rows: ``column`` (or nulls) with ``per_row`` merged."""
+    if not any(per_row.values()):  # the common case: no Python per row
+        if column is None:
+            return pa.nulls(n, pa.string())
+        out = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        return out.cast(pa.string())
     if column is None:
         values: list[str | None] = [None] * n
     else:
