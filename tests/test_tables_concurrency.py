@@ -1,4 +1,10 @@
-"""Many OS processes committing to ONE table (S3 over HTTP via moto, and local)."""
+"""Many OS processes committing to ONE table (S3 over HTTP via moto, and local).
+
+moto's ``If-None-Match: *`` is check-then-write on a threaded server: two racing creators
+can both "succeed" (the second overwrites the first). Real S3 is atomic, so these tests run
+moto behind a WSGI wrapper that serialises mutating requests (``atomic_moto``); with the
+plain threaded fixture, 8x50 writers lost one batch to exactly that race.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pytest
@@ -16,9 +25,56 @@ from resources.catalog import make_catalog
 from resources.markers import IdRanges
 from resources.store import S3Options
 from resources.tables import TableStore
+from tests.conftest import MOTO_ENV, create_bucket, free_port
 from tests.tables_worker import IDENT
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class _SerialisedWrites:
+    """WSGI middleware: one mutating request at a time, so moto's conditional put is atomic
+    (as on S3). Reads stay concurrent."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("REQUEST_METHOD") not in ("PUT", "POST", "DELETE"):
+            return list(self.app(environ, start_response))
+        with self.lock:
+            result = self.app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+
+@pytest.fixture(scope="module")
+def atomic_moto() -> Iterator[str]:
+    """A moto S3 server on a free loopback port whose create-only puts are atomic."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    for k, v in MOTO_ENV.items():
+        os.environ.setdefault(k, v)
+    app = _SerialisedWrites(DomainDispatcherApplication(create_backend_app))
+    server = make_server(
+        "127.0.0.1", free_port(), app, threaded=True, request_handler=MotoRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join()
 
 
 def run_workers(
@@ -72,11 +128,11 @@ def _distinct(procs: int, per: int) -> list[list[int]]:
     return [[w * per + i for i in range(per)] for w in range(procs)]
 
 
-def test_4_processes_10_batches_each_s3(moto_server: str, bucket: str) -> None:
-    wh = f"s3://{bucket}/wh"
-    out = run_workers(wh, moto_server, _distinct(4, 10), rows=20)
+def test_4_processes_10_batches_each_s3(atomic_moto: str) -> None:
+    wh = f"s3://{create_bucket(atomic_moto)}/wh"
+    out = run_workers(wh, atomic_moto, _distinct(4, 10), rows=20)
     assert len(out) == 40 and not any(r["duplicate"] for r in out)
-    check_exactly_once(wh, S3Options(endpoint_url=moto_server, region="us-east-1"), 40, 20)
+    check_exactly_once(wh, S3Options(endpoint_url=atomic_moto, region="us-east-1"), 40, 20)
 
 
 def test_4_processes_5_batches_each_local(tmp_path: Path) -> None:
@@ -88,11 +144,11 @@ def test_4_processes_5_batches_each_local(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_8_processes_50_batches_each_s3(moto_server: str, bucket: str) -> None:
-    wh = f"s3://{bucket}/wh"
-    out = run_workers(wh, moto_server, _distinct(8, 50), rows=10, timeout=2300)
+def test_8_processes_50_batches_each_s3(atomic_moto: str) -> None:
+    wh = f"s3://{create_bucket(atomic_moto)}/wh"
+    out = run_workers(wh, atomic_moto, _distinct(8, 50), rows=10, timeout=2300)
     assert len(out) == 400 and not any(r["duplicate"] for r in out)
-    check_exactly_once(wh, S3Options(endpoint_url=moto_server, region="us-east-1"), 400, 10)
+    check_exactly_once(wh, S3Options(endpoint_url=atomic_moto, region="us-east-1"), 400, 10)
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
@@ -100,8 +156,8 @@ def test_4_processes_race_the_same_batch(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if backend == "s3":
-        endpoint = request.getfixturevalue("moto_server")
-        wh = f"s3://{request.getfixturevalue('bucket')}/wh"
+        endpoint = request.getfixturevalue("atomic_moto")
+        wh = f"s3://{create_bucket(endpoint)}/wh"
         opts: S3Options | None = S3Options(endpoint_url=endpoint, region="us-east-1")
     else:
         endpoint, wh, opts = "-", str(tmp_path / "wh"), None
