@@ -15,6 +15,12 @@ rebase a stale value (e.g. a batch marker) onto a newer version. A lost response
 landed, its reply did not) is recognised by reading ``v<N+1>`` back: identical bytes mean
 the commit is ours.
 
+Everything rests on the endpoint's create-only put being atomic under concurrency (S3 and
+local ``os.link`` are). An endpoint that checks and then writes (moto's threaded server
+does) lets two racing writers both "create" ``v<N+1>``: the later silently replaces the
+earlier commit. ``resources.probe`` refuses endpoints that ignore the header; it cannot
+detect such a race.
+
 Finding the current version. Names are never freed (see below), so ``v<k>`` exists for every
 ``k <= current``: existence is monotone in k. ``load_table`` reads the hint H and probes
 ``v<H+1>``, ``v<H+2>``, ``v<H+4>``, ... then binary-searches the gap: O(1) requests when the
