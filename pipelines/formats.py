@@ -91,6 +91,7 @@ from pipelines.rescue import (
     RESCUED_FIELD,
     RESERVED_NAMES,
     convert_rescuing,
+    extras_json,
     extras_per_row,
     merge_column,
 )
@@ -1102,9 +1103,8 @@ class _Coercer:
                     per_row.setdefault(i, {})[f.name] = v
             columns.append(cast)
         extras = [name for name in table.column_names if name not in self.names]
-        for i, found in extras_per_row(table, extras).items():
-            per_row.setdefault(i, {}).update(found)
-        columns.append(merge_column(None, n, per_row))
+        rescued = extras_json(table, extras) if extras else None
+        columns.append(merge_column(rescued, n, per_row))
         return pa.Table.from_arrays(columns, schema=self.out_schema)
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.config import LINEAGE_COLUMNS, RESERVED_COLUMNS
 
@@ -138,6 +139,60 @@ def _array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
     return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
 
+def extras_json(table: pa.Table, names: Sequence[str]) -> pa.Array:
+    """A ``_rescued_data`` array holding, per row, the non-null values of columns ``names``
+    as a JSON object (null where a row holds none). Strings, integers, booleans and finite
+    floats are rendered column-wise by Arrow; other columns value by value in Python."""
+    n = table.num_rows
+    fragments: list[pa.Array] = []
+    for name in names:
+        col = table.column(name).combine_chunks()
+        if col.null_count == len(col):
+            continue
+        prefix = json.dumps(name, ensure_ascii=False) + ":"
+        text = _json_text(col)
+        fragment = pc.binary_join_element_wise(pa.scalar(prefix), text, pa.scalar(","), "")
+        fragments.append(pc.fill_null(fragment, ""))
+    if not fragments:
+        return pa.nulls(n, pa.string())
+    # (no nulls reach the join: pyarrow 26 drops all-null rows with null_handling="skip")
+    body = pc.binary_join_element_wise(*fragments, "") if len(fragments) > 1 else fragments[0]
+    inner = pc.utf8_slice_codeunits(body, 0, -1)  # every fragment ends with ","
+    wrapped = pc.binary_join_element_wise("{", inner, "}", "")
+    return pc.if_else(pc.equal(body, ""), pa.scalar(None, pa.string()), wrapped)
+
+
+def _json_text(col: pa.Array) -> pa.Array:
+    """Each non-null value of ``col`` as JSON text (nulls stay null)."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        text = col.cast(pa.string())
+        if pc.any(pc.match_substring_regex(text, r"[\\\"\x00-\x1f]")).as_py():
+            text = pc.replace_substring(text, "\\", "\\\\")
+            text = pc.replace_substring(text, '"', '\\"')
+            for code in range(32):
+                ch = chr(code)
+                if pc.any(pc.match_substring(text, ch)).as_py():
+                    text = pc.replace_substring(text, ch, f"\\u{code:04x}")
+        return pc.binary_join_element_wise('"', text, '"', "")
+    if pa.types.is_integer(t):
+        return col.cast(pa.string())
+    if pa.types.is_boolean(t):
+        return pc.if_else(col, pa.scalar("true"), pa.scalar("false"))
+    if pa.types.is_floating(t) and pc.all(pc.is_finite(col)).as_py() is not False:
+        return col.cast(pa.string())  # shortest round-trip text, e.g. 2.5, 1e+20
+    values = col.to_pylist()
+    return pa.array(
+        [
+            None
+            if v is None
+            else json.dumps(jsonable(v), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            for v in values
+        ],
+        pa.string(),
+    )
+
+
 def extras_per_row(table: pa.Table, names: Sequence[str]) -> dict[int, dict[str, Any]]:
     """``{row: {field: value}}`` of the non-null values of columns ``names`` (only rows that
     hold at least one)."""
@@ -160,6 +215,7 @@ __all__ = [
     "RESERVED_NAMES",
     "convert_rescuing",
     "dumps",
+    "extras_json",
     "extras_per_row",
     "jsonable",
     "merge",

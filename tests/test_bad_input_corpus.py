@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyiceberg.exceptions import NoSuchTableError
 
 from pipelines.config import load_config
@@ -212,3 +214,47 @@ def test_unsafe_s3_keys_are_quarantined_unread(s3_options: Any, bucket: str, key
     [q] = chunks[0].quarantined
     assert q.record_index is None and q.reason.startswith("unsafe object key")
     assert q.source_key == key
+
+
+_values = st.one_of(
+    st.none(),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    strings=st.lists(_values, min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_rescued_json_is_exact_for_any_values(strings: list[str | None], data: Any) -> None:
+    """The column-wise JSON of rescued fields parses back to exactly the non-null values."""
+    import pyarrow as pa
+
+    from pipelines.rescue import extras_json
+
+    n = len(strings)
+    ints = data.draw(
+        st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), min_size=n, max_size=n)
+    )
+    floats = data.draw(
+        st.lists(
+            st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    bools = data.draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n, max_size=n))
+    table = pa.table(
+        {
+            's "q"': pa.array(strings, pa.string()),
+            "i": pa.array(ints, pa.int64()),
+            "f": pa.array(floats, pa.float64()),
+            "b": pa.array(bools, pa.bool_()),
+        }
+    )
+    got = extras_json(table, table.column_names).to_pylist()
+    for r, text in enumerate(got):
+        want = {k: v for k, v in table.slice(r, 1).to_pylist()[0].items() if v is not None}
+        assert (json.loads(text) if text is not None else {}) == want
+        assert (text is None) == (not want)
