@@ -258,3 +258,59 @@ def test_rescued_json_is_exact_for_any_values(strings: list[str | None], data: A
         want = {k: v for k, v in table.slice(r, 1).to_pylist()[0].items() if v is not None}
         assert (json.loads(text) if text is not None else {}) == want
         assert (text is None) == (not want)
+
+
+def test_s3_source_with_odd_keys_end_to_end(
+    tmp_path: Path, moto_server: str, s3_options: Any, bucket: str
+) -> None:
+    """An S3 landing prefix holding a key with a leading ``/`` (after the prefix), spaces and
+    unicode, and over 1,000 characters (1,015 with the prefix; S3's limit is 1,024 bytes):
+    the odd-but-safe keys land, the unsafe one is quarantined whole unread, verify is ok, and
+    nothing is written outside the warehouse and ledger."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    keys = {
+        "landing//2026-03-01/lead.jsonl": b'{"id": 1}\n',
+        "landing/2026-03-01/sp ace ünï 日本.jsonl": b'{"id": 2}\n',
+        "landing/2026-03-01/" + "k" * 990 + ".jsonl": b'{"id": 3}\n',
+    }
+    for key, body in keys.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    spec = {
+        "landing": f"s3://{bucket}/landing",
+        "format": "jsonl",
+        "table": "lake.odd",
+        "partition": {"pattern": r"(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
+        "schema": {"id": "long"},
+    }
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=f"s3://{bucket}/warehouse",
+        ledger=f"s3://{bucket}/ledger",
+        endpoint=moto_server,
+        sources={"odd": spec},
+    )
+    rt = Runtime.from_config(load_config(str(path)))
+    source = rt.source("odd")
+    report = ingest_source(rt, source)
+    assert report.rows == 2 and report.quarantined == 1
+    table = rt.tables.load("lake.odd").scan().to_arrow()
+    got = zip(table.column("id").to_pylist(), table.column("_source_key").to_pylist(), strict=True)
+    assert sorted(got) == [
+        (2, "2026-03-01/sp ace ünï 日本.jsonl"),
+        (3, "2026-03-01/" + "k" * 990 + ".jsonl"),
+    ]
+    [q] = rt.tables.load(quarantine_table(source)).scan().to_arrow().to_pylist()
+    assert q["_source_key"] == "/2026-03-01/lead.jsonl" and q["_source_row"] is None
+    assert q["reason"].startswith("unsafe object key")
+    assert verify_source(rt, source).ok
+    listed = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert all(k.startswith(("landing/", "warehouse/", "ledger/")) for k in listed), listed
+    assert set(k for k in listed if k.startswith("landing")) == set(keys)
