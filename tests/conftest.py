@@ -75,4 +75,5 @@ def local_store(tmp_path: Path) -> ObjectStore:
 def store(request: pytest.FixtureRequest) -> ObjectStore:
     """The same test on both backends."""
     name = "local_store" if request.param == "local" else "s3_store"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+    store: ObjectStore = request.getfixturevalue(name)
+    return store
