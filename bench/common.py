@@ -86,6 +86,7 @@ class Measured:
     started: float
     lines: list[tuple[float, str]] = field(default_factory=list)
     stderr: str = ""
+    cpu_s: float = 0.0  # user + system CPU of the child and its waited-for descendants
 
     @property
     def stdout(self) -> str:
@@ -146,7 +147,14 @@ def run_measured(
         stderr = err.read().decode("utf-8", "replace")
     # ru_maxrss is in KiB on Linux.
     return Measured(
-        list(argv), proc.returncode, ended - started, usage.ru_maxrss * 1024, started, lines, stderr
+        list(argv),
+        proc.returncode,
+        ended - started,
+        usage.ru_maxrss * 1024,
+        started,
+        lines,
+        stderr,
+        usage.ru_utime + usage.ru_stime,
     )
 
 

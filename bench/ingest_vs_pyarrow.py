@@ -54,6 +54,7 @@ class Side:
     wall: list[float] = field(default_factory=list)
     inner: list[float] = field(default_factory=list)
     peak_rss: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -117,7 +118,7 @@ def raw_ingest(folder: Path, fmt: str, out: Path, full: bool = False) -> tuple[i
     return rows, time.perf_counter() - t0
 
 
-def _run_raw(folder: Path, fmt: str, work: Path, mode: str) -> tuple[float, float, int, int]:
+def _run_raw(folder: Path, fmt: str, work: Path, mode: str) -> tuple[float, float, int, int, float]:
     out = work / "raw.parquet"
     m = run_measured(
         [sys.executable, "-m", "bench.ingest_vs_pyarrow", "raw", str(folder), fmt, str(out), mode],
@@ -125,15 +126,18 @@ def _run_raw(folder: Path, fmt: str, work: Path, mode: str) -> tuple[float, floa
     ).check()
     match = re.search(r"RAW rows=(\d+) seconds=([\d.]+)", m.stdout)
     assert match, m.stdout
-    return m.wall_s, float(match.group(2)), int(match.group(1)), m.peak_rss_bytes
+    return m.wall_s, float(match.group(2)), int(match.group(1)), m.peak_rss_bytes, m.cpu_s
 
 
-def _run_lockgate(folder: Path, fmt: str, work: Path, mode: str) -> tuple[float, float, int, int]:
+def _run_lockgate(
+    folder: Path, fmt: str, work: Path, mode: str
+) -> tuple[float, float, int, int, float]:
     cfg = write_config(work / "lg", folder, fmt, DECLARED if mode == "declared" else None)
     run = lockgate_ingest(cfg)
     if run.quarantined:
         raise RuntimeError(f"lockgate quarantined {run.quarantined} records of {folder}")
-    return run.measured.wall_s, run.batch_seconds, run.rows, run.measured.peak_rss_bytes
+    m = run.measured
+    return m.wall_s, run.batch_seconds, run.rows, m.peak_rss_bytes, m.cpu_s
 
 
 def compare(ds: Datasets, name: str, rounds: int, mode: str = "declared") -> Comparison:
@@ -147,18 +151,20 @@ def compare(ds: Datasets, name: str, rounds: int, mode: str = "declared") -> Com
             with tempfile.TemporaryDirectory(prefix="lockgate-bench-") as d:
                 work = Path(d)
                 if side == "raw":
-                    wall, inner, rows, rss = _run_raw(folder, fmt, work, mode)
+                    wall, inner, rows, rss, cpu = _run_raw(folder, fmt, work, mode)
                     target = c.raw
                 else:
-                    wall, inner, rows, rss = _run_lockgate(folder, fmt, work, mode)
+                    wall, inner, rows, rss, cpu = _run_lockgate(folder, fmt, work, mode)
                     target = c.lockgate
                 if rows != c.rows:
                     raise RuntimeError(f"{side} on {name}: {rows} rows, expected {c.rows}")
                 target.wall.append(wall)
                 target.inner.append(inner)
                 target.peak_rss.append(rss)
+                target.cpu.append(cpu)
                 print(
-                    f"  {name} round {r + 1} {side}: wall {wall:.2f}s, in-process {inner:.2f}s",
+                    f"  {name} round {r + 1} {side}: wall {wall:.2f}s, in-process {inner:.2f}s, "
+                    f"CPU {cpu:.2f}s",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -184,6 +190,7 @@ def table(results: list[Comparison]) -> str:
                 f"{mb / rw_w:.1f}",
                 f"**{ratio:.2f}** ({'ok' if ratio >= GOAL else 'MISSED'})",
                 f"{fmt_s(lg_i)} / {fmt_s(rw_i)} = {c.ratio(inner=True):.2f}",
+                f"{median(c.lockgate.cpu):.1f} / {median(c.raw.cpu):.1f}",
                 f"{max(c.lockgate.peak_rss) / 2**20:.0f} / {max(c.raw.peak_rss) / 2**20:.0f}",
             ]
         )
@@ -199,6 +206,7 @@ def table(results: list[Comparison]) -> str:
             "raw MB/s",
             f"throughput ratio (goal >= {GOAL})",
             "in-process s: lockgate / raw = ratio",
+            "CPU s (user+sys) lockgate / raw",
             "peak RSS MiB lockgate / raw",
         ],
         rows,

@@ -59,6 +59,7 @@ class Result:
     sp_session: list[float] = field(default_factory=list)
     sp_query: list[float] = field(default_factory=list)
     sp_warm_trigger: list[float] = field(default_factory=list)
+    lg_cpu: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -117,6 +118,7 @@ def compare(ds: Datasets, name: str, rounds: int, spark_python: str, warm_rounds
                         )
                     res.lg_wall.append(run.measured.wall_s)
                     res.lg_inner.append(run.batch_seconds)
+                    res.lg_cpu.append(run.measured.cpu_s)
                     msg = f"wall {run.measured.wall_s:.2f}s, in-process {run.batch_seconds:.2f}s"
                 else:
                     warm = r < warm_rounds
@@ -150,7 +152,7 @@ def table(results: list[Result]) -> str:
                 c.objects,
                 f"{c.bytes / 1e6:.0f}",
                 c.rows,
-                fmt_s(median(c.lg_wall)),
+                f"{fmt_s(median(c.lg_wall))} (CPU {median(c.lg_cpu):.1f})",
                 fmt_s(median(c.sp_wall)),
                 f"{fmt_s(median(c.sp_session))} / {fmt_s(median(c.sp_query))}",
                 f"**{c.ratio:.2f}x** ({'ok' if c.ratio >= GOAL else 'MISSED'})",
