@@ -85,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--launcher", choices=("fork", "exec"), default="fork")
     p.add_argument("--rounds", type=int, default=0, help="rounds per trial (0: 2-3)")
     p.add_argument(
+        "--focus",
+        type=int,
+        default=0,
+        help="force crash points hit fewer than N times (counting --include-results), "
+        "one per trial, until each reaches N",
+    )
+    p.add_argument("--deep-workers", type=int, default=1, help="workers that run deep trials")
+    p.add_argument(
         "--cover",
         action="store_true",
         help="the first trials each force one crash point (every point at least once)",
@@ -125,13 +133,22 @@ class Harness:
                     for r in res.runs:
                         self.coverage.record(r)
                     self.included += 1
+        if args.focus:
+            need = {p: args.focus - self.coverage.hits.get(p, 0) for p in sorted(POINTS)}
+            while any(v > 0 for v in need.values()):
+                for p in sorted(need, key=lambda q: -need[q]):
+                    if need[p] > 0:
+                        self.focus.append(p)
+                        need[p] -= 1
         self.stopping = False  # SIGTERM/SIGINT: finish the running trials, start no more
+        self.focus: list[str] = []
 
     def force_point(self, n: int) -> str | None:
-        """``--cover``: trial ``first + i`` forces the i-th crash point (sorted by name)."""
+        """``--cover``: trial ``first + i`` forces the i-th crash point (sorted by name);
+        ``--focus``: the i-th entry of the deficit list (points below N hits, round robin)."""
         i = n - self.args.first_trial
-        points = sorted(POINTS)
-        return points[i] if self.args.cover and 0 <= i < len(points) else None
+        points = sorted(POINTS) if self.args.cover else self.focus
+        return points[i] if 0 <= i < len(points) else None
 
     def next_trial(self, w: int) -> int | None:
         """The next trial for worker ``w``; deep trials (they need the worker's template)
@@ -143,7 +160,7 @@ class Harness:
                 return None
             for i, n in enumerate(self.queue):
                 deep = trial_kind(n, self.args.backend, self.force_point(n)) == "deep"
-                if w == 0 or not deep or self.args.workers == 1:
+                if w < self.args.deep_workers or not deep or self.args.workers == 1:
                     return self.queue.pop(i)
             return None
 
@@ -212,7 +229,9 @@ class Harness:
         return (
             f"python -m tests.torture.run --backend {a.backend} --seed {a.seed} --only {trial} "
             f"--faults {a.faults} --exec-every {a.exec_every}"
-            + (f" --cover --first-trial {a.first_trial}" if self.force_point(trial) else "")
+            + (f" --first-trial {a.first_trial}" if self.force_point(trial) else "")
+            + (" --cover" if a.cover and self.force_point(trial) else "")
+            + (f" --focus {a.focus}" if a.focus and self.force_point(trial) else "")
         )
 
     def run(self) -> int:
