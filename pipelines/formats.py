@@ -276,6 +276,10 @@ _PARQUET_MAGIC = b"PAR1"
 _BOM = b"\xef\xbb\xbf"
 _TZ_SUFFIX = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)$"
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+#: A JSON line whose first non-blank byte is not "{". pyarrow 26's JSON reader crashes the
+#: process (SIGSEGV) when the first value of its input is ``null``, and reads a later ``null``
+#: line as an all-null row: such blocks never reach it (one C-level scan per block).
+_NOT_OBJECT_LINE = re.compile(rb"(?:^|\n)[ \t\r\f\v]*[^{ \t\r\n\f\v]")
 
 
 class _Unreadable(Exception):
@@ -818,6 +822,9 @@ def _block_size(data: bytes) -> int:
     return max(1 << 16, len(data) + 1)
 
 
+_TOO_DEEP = "malformed JSON: nested too deeply to parse"
+
+
 class _JsonParser:
     """JSON lines. Declared schema: declared fields are parsed as their types, other fields
     are inferred and rescued. A record that fails on its own is re-parsed by ``rescue``:
@@ -842,6 +849,8 @@ class _JsonParser:
             data.decode("utf-8")  # pyarrow's JSON reader does not validate UTF-8
         except UnicodeDecodeError as e:
             raise _RecordError(f"invalid UTF-8: {e}") from e
+        if _NOT_OBJECT_LINE.search(data):
+            raise _RecordError("a line is not a JSON object")
         try:
             table = pa_json.read_json(
                 io.BytesIO(data),
@@ -853,8 +862,34 @@ class _JsonParser:
         if table.num_rows != len(records):
             raise _RecordError(f"{len(records)} line(s) held {table.num_rows} JSON values")
         if self.coercer is not None:
-            return self.coercer.coerce(table)
+            return self.coercer.coerce(self._extras_as_text(table, data))
         return _finish_inferred(table)
+
+    def _extras_as_text(self, table: pa.Table, data: bytes) -> pa.Table:
+        """Undeclared fields that pyarrow inferred as timestamps, read again as their text
+        (a rescued value keeps its source form, e.g. ``"2020-01-01"``)."""
+        assert self.schema is not None
+        names = [
+            f.name
+            for f in table.schema
+            if pa.types.is_timestamp(f.type) and self.schema.get_field_index(f.name) < 0
+        ]
+        if not names:
+            return table
+        try:
+            text = pa_json.read_json(
+                io.BytesIO(data),
+                read_options=pa_json.ReadOptions(block_size=_block_size(data)),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=pa.schema([(n, pa.string()) for n in names]),
+                    unexpected_field_behavior="ignore",
+                ),
+            )
+        except _ARROW_ERRORS as e:
+            raise _RecordError(str(e)) from e
+        for n in names:
+            table = table.set_column(table.schema.get_field_index(n), n, text.column(n))
+        return table
 
     def screen(self, record: bytes) -> str | None:
         """Why ``record`` cannot be a row whatever its types (not UTF-8, not JSON, not an
@@ -867,6 +902,8 @@ class _JsonParser:
             value = json.loads(record)
         except ValueError as e:
             return f"malformed JSON: {e}"
+        except RecursionError:
+            return _TOO_DEEP
         if not isinstance(value, dict):
             return f"not a JSON object (got {type(value).__name__})"
         return None
@@ -877,6 +914,12 @@ class _JsonParser:
     def rescue(self, record: bytes, err: _RecordError) -> pa.Table | str:
         """``record`` as a one-row table with its unfit fields rescued, or why it cannot be
         parsed at all. Duplicate keys: the last occurrence is parsed, earlier ones rescued."""
+        try:
+            return self._rescue(record, err)
+        except RecursionError:
+            return _TOO_DEEP
+
+    def _rescue(self, record: bytes, err: _RecordError) -> pa.Table | str:
         try:
             record.decode("utf-8")
         except UnicodeDecodeError as e:

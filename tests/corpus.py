@@ -560,6 +560,84 @@ def _cases() -> list[Case]:
             ],
             schema=None,
         ),
+        Case(
+            "null_and_scalar_lines",
+            [("n.jsonl", b'null\n{"id": 1}\nnull\ntrue\n12\n{"id": 2}\n')],
+            [decl("n.jsonl", 1, id=1), decl("n.jsonl", 5, id=2)],
+            [
+                ("n.jsonl", 0, "not a JSON object (got NoneType)"),
+                ("n.jsonl", 2, "not a JSON object (got NoneType)"),
+                ("n.jsonl", 3, "not a JSON object (got bool)"),
+                ("n.jsonl", 4, "not a JSON object (got int)"),
+            ],
+        ),
+        Case(
+            "deep_nesting",
+            [
+                (
+                    "deep.jsonl",
+                    jl({"id": 1})
+                    + b'{"id": 2, "name": '
+                    + b"[" * 5000
+                    + b"]" * 5000
+                    + b"}\n"
+                    + b'{"id": 3, "name": '
+                    + b"[" * 50
+                    + b"]" * 50
+                    + b"}\n",
+                )
+            ],
+            [
+                decl("deep.jsonl", 0, id=1),
+                decl("deep.jsonl", 2, {"name": json.loads("[" * 50 + "]" * 50)}, id=3),
+            ],
+            [("deep.jsonl", 1, "nested too deeply")],
+        ),
+        Case(
+            "csv_invalid_utf8",
+            [("u.csv", b"id,name,score\n1,ok,1\n2,\xff\xfe,2\n3,c,3\n")],
+            [
+                decl("u.csv", 0, id=1, name="ok", score=1.0),
+                decl("u.csv", 2, id=3, name="c", score=3.0),
+            ],
+            [("u.csv", 1, "invalid UTF8")],
+            format="csv",
+        ),
+        Case(
+            "gzip_multi_member",
+            [("m.jsonl.gz", gzip.compress(jl({"id": 1})) + gzip.compress(jl({"id": 2})))],
+            [decl("m.jsonl.gz", 0, id=1), decl("m.jsonl.gz", 1, id=2)],
+        ),
+        Case(
+            "gzip_trailing_garbage",
+            [("g.jsonl.gz", gzip.compress(jl({"id": 1}, {"id": 2})) + b"trailing garbage")],
+            [decl("g.jsonl.gz", 0, id=1), decl("g.jsonl.gz", 1, id=2)],
+            [("g.jsonl.gz", None, "unreadable after record 1: gzip error: Not a gzipped file")],
+        ),
+        Case(
+            "reserved_names_declared",
+            [
+                (
+                    "r.jsonl",
+                    jl({"id": 1, "_source_key": "evil", "_batch_id": 9, "_day": "2020-01-01"}),
+                )
+            ],
+            [
+                decl(
+                    "r.jsonl",
+                    0,
+                    {"_source_key": "evil", "_batch_id": 9, "_day": "2020-01-01"},
+                    id=1,
+                )
+            ],
+        ),
+        Case(
+            "empty_parquet_object",
+            [("e.parquet", b"")],
+            [],
+            format="parquet",
+            records={"e.parquet": 0},
+        ),
     ]
     return cases
 
