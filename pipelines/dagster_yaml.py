@@ -12,7 +12,12 @@ What it sets, and why:
 * ``run_retries`` (2): a run that dies is retried by Dagster with the same batch; the ledger
   and the table marker make the retry idempotent. (A failed run's ``run_key`` is never
   re-launched by a sensor, so retries must come from here.)
-* Telemetry off.
+* ``run_monitoring``: a run whose worker was killed (kill -9, OOM, a lost node) stays
+  STARTED and would hold its table's pool forever; the default run launcher cannot probe
+  worker health, so such a run is failed once it exceeds ``max_runtime_seconds`` (longer than
+  any batch) and then retried like any failed run. Runs stuck while starting fail after
+  ``start_timeout_seconds``.
+* Telemetry and the first-visit dialog off.
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ def dagster_instance_config(
             "pools": {"default_limit": 1, "granularity": "run"},
         },
         "run_retries": {"enabled": True, "max_retries": max_retries},
+        "run_monitoring": {
+            "enabled": True,
+            "start_timeout_seconds": 300,
+            "max_runtime_seconds": 3600,
+            "poll_interval_seconds": 30,
+        },
     }
 
 
