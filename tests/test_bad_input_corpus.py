@@ -314,3 +314,49 @@ def test_s3_source_with_odd_keys_end_to_end(
     listed = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
     assert all(k.startswith(("landing/", "warehouse/", "ledger/")) for k in listed), listed
     assert set(k for k in listed if k.startswith("landing")) == set(keys)
+
+
+def test_bomb_guard_config_keys(tmp_path: Path) -> None:
+    """The guard's keys parse (sizes with units), default sanely and name themselves in errors."""
+    from pipelines.config import (
+        DEFAULT_MAX_COMPRESSION_RATIO,
+        DEFAULT_MAX_DECOMPRESSED_BYTES,
+        ConfigError,
+    )
+    from pipelines.formats import FormatOptions
+
+    def spec(**extra: Any) -> dict[str, Any]:
+        return {
+            "landing": str(tmp_path / "l"),
+            "format": "jsonl",
+            "table": "a.b",
+            "partition": {"start": "2026-01-01"},
+            **extra,
+        }
+
+    path = write_config(tmp_path / "a.yaml", warehouse=str(tmp_path / "w"), sources={"s": spec()})
+    src = load_config(str(path)).source("s")
+    assert (src.max_decompressed_bytes, src.max_compression_ratio) == (
+        DEFAULT_MAX_DECOMPRESSED_BYTES,
+        DEFAULT_MAX_COMPRESSION_RATIO,
+    )
+    path = write_config(
+        tmp_path / "b.yaml",
+        warehouse=str(tmp_path / "w"),
+        sources={"s": spec(max_decompressed_bytes="2GiB", max_compression_ratio=50)},
+    )
+    fmt = FormatOptions.from_source(load_config(str(path)).source("s"))
+    assert (fmt.max_decompressed_bytes, fmt.max_compression_ratio) == (2 * 1024**3, 50)
+    for key, value in (("max_compression_ratio", 0), ("max_decompressed_bytes", "lots")):
+        path = write_config(
+            tmp_path / "c.yaml", warehouse=str(tmp_path / "w"), sources={"s": spec(**{key: value})}
+        )
+        with pytest.raises(ConfigError, match=f"sources.s.{key}"):
+            load_config(str(path))
+    path = write_config(
+        tmp_path / "d.yaml",
+        warehouse=str(tmp_path / "w"),
+        sources={"s": spec(schema={"id": "long", "_rescued_data": "string"})},
+    )
+    with pytest.raises(ConfigError, match="reserved"):
+        load_config(str(path))
