@@ -124,6 +124,7 @@ class Harness:
             args.only if args.only else range(args.first_trial, args.first_trial + args.trials)
         )
         self.queue = list(numbers)
+        self.focus: list[str] = []
         self.included = 0
         for path in args.include_results:
             for line in Path(path).read_text().splitlines():
@@ -141,7 +142,6 @@ class Harness:
                         self.focus.append(p)
                         need[p] -= 1
         self.stopping = False  # SIGTERM/SIGINT: finish the running trials, start no more
-        self.focus: list[str] = []
 
     def force_point(self, n: int) -> str | None:
         """``--cover``: trial ``first + i`` forces the i-th crash point (sorted by name);
