@@ -28,18 +28,18 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, reached over real HTTP. Yields its URL."""
-    from moto.server import ThreadedMotoServer
+    """A moto S3 server on a free loopback port, reached over real HTTP, whose create-only
+    puts are atomic as on S3 (see ``tests/moto_atomic.py``). Yields its URL."""
+    from tests.moto_atomic import start
 
     for k, v in MOTO_ENV.items():
         os.environ.setdefault(k, v)
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    stop = start(port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
+        stop()
 
 
 @pytest.fixture(scope="session")

@@ -37,9 +37,9 @@ def external_moto() -> Iterator[str]:
     """A ``moto_server`` subprocess on a free loopback port; yields its URL, then stops it
     by PID (also on failure)."""
     port = free_port()
-    env = {**os.environ, **MOTO_ENV}
+    env = {**os.environ, **MOTO_ENV, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [str(VENV_BIN / "python"), "-m", "tests.moto_atomic", "-p", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,9 +1,9 @@
 """Many OS processes committing to ONE table (S3 over HTTP via moto, and local).
 
 moto's ``If-None-Match: *`` is check-then-write on a threaded server: two racing creators
-can both "succeed" (the second overwrites the first). Real S3 is atomic, so these tests run
-moto behind a WSGI wrapper that serialises mutating requests (``atomic_moto``); with the
-plain threaded fixture, 8x50 writers lost one batch to exactly that race.
+can both "succeed" (the second overwrites the first). Real S3 is atomic, so the shared
+``moto_server`` serialises mutating requests (``tests/moto_atomic.py``); with plain moto,
+8x50 writers lost one batch to exactly that race.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow.compute as pc
 import pytest
@@ -25,56 +22,16 @@ from resources.catalog import make_catalog
 from resources.markers import IdRanges
 from resources.store import S3Options
 from resources.tables import TableStore
-from tests.conftest import MOTO_ENV, create_bucket, free_port
+from tests.conftest import create_bucket
 from tests.tables_worker import IDENT
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class _SerialisedWrites:
-    """WSGI middleware: one mutating request at a time, so moto's conditional put is atomic
-    (as on S3). Reads stay concurrent."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self.app = app
-        self.lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        if environ.get("REQUEST_METHOD") not in ("PUT", "POST", "DELETE"):
-            return list(self.app(environ, start_response))
-        with self.lock:
-            result = self.app(environ, start_response)
-            try:
-                return [b"".join(result)]
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-
-
 @pytest.fixture(scope="module")
-def atomic_moto() -> Iterator[str]:
-    """A moto S3 server on a free loopback port whose create-only puts are atomic."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
-    for k, v in MOTO_ENV.items():
-        os.environ.setdefault(k, v)
-    app = _SerialisedWrites(DomainDispatcherApplication(create_backend_app))
-    server = make_server(
-        "127.0.0.1", free_port(), app, threaded=True, request_handler=MotoRequestHandler
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        thread.join()
+def atomic_moto(moto_server: str) -> str:
+    """The shared moto server (its create-only puts are atomic: ``tests/moto_atomic.py``)."""
+    return moto_server
 
 
 def run_workers(
