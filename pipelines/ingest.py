@@ -28,8 +28,15 @@ class IngestReport:
 
     @property
     def out_of_range(self) -> dict[str, int]:
-        """Objects not claimed because of their day, by reason (from the last listing)."""
-        return self.discoveries[-1].out_of_range_counts() if self.discoveries else {}
+        """Objects not claimed, by reason (from the last listing): their day is out of range,
+        or their name is hidden/temporary (``hidden_name``: a ``.``/``_`` segment, ``.tmp``)."""
+        if not self.discoveries:
+            return {}
+        last = self.discoveries[-1]
+        counts = last.out_of_range_counts()
+        if last.skipped_hidden:
+            counts["hidden_name"] = last.skipped_hidden
+        return counts
 
 
 def ingest_source(

@@ -120,6 +120,11 @@ def evaluate_tick(
     say(
         f"listed {result.listed} (full={full}), claimed {len(result.claims)} batches "
         f"({result.claimed_objects} objects), pending {len(pending)}, deferred {result.deferred}"
+        + (
+            f", skipped {result.skipped_hidden} hidden/temporary names (. or _ segments, .tmp)"
+            if result.skipped_hidden
+            else ""
+        )
     )
     if not requests:
         reason = (
