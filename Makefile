@@ -13,7 +13,7 @@ export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home
 export LOCKGATE_CONFIG ?= $(CURDIR)/lockgate.yaml
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test browser lint torture bench bench-spark seed clean
+.PHONY: run test test-all browser lint torture bench bench-spark seed clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -28,8 +28,15 @@ run: $(STAMP)
 	$(BIN)/python -m pipelines.demo --home "$(DAGSTER_HOME)" --config "$(LOCKGATE_CONFIG)"
 	exec $(BIN)/dagster dev -w "$(CURDIR)/workspace.yaml" -h $(HOST) -p $(PORT)
 
+# Two workers (CI has 2 cores; much of the suite waits on subprocesses and servers); whole
+# files stay on one worker so module fixtures are shared. `slow` marks heavier variants of tests
+# that also run at a smaller size: `make test-all` runs them too.
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(PYTEST) -m "not slow"
+
+test-all: $(STAMP) browser
+	$(PYTEST)
 
 # Headless Chromium for the UI smoke test (tests/test_make_run.py); installed from Debian's
 # packages when missing and running as root, else the browser test fails in CI.

@@ -254,7 +254,6 @@ SUCCESS_QUERY = """
 """
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ui_lists_assets_and_running_sensors(make_run: MakeRun) -> None:
     make_run.wait_for(
@@ -276,7 +275,6 @@ def test_ui_lists_assets_and_running_sensors(make_run: MakeRun) -> None:
     assert sensors == {f"{s.name}_sensor": "RUNNING" for s in sources}
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sensor_run_succeeds_and_materializes(make_run: MakeRun) -> None:
     def succeeded() -> list[dict[str, Any]] | None:
@@ -298,7 +296,6 @@ def test_sensor_run_succeeds_and_materializes(make_run: MakeRun) -> None:
     assert sum(materialized.values()) >= 1, materialized
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_asset_page_renders_in_chromium(make_run: MakeRun, tmp_path: Path) -> None:
     if not chromium_available():
@@ -341,7 +338,6 @@ def test_asset_page_renders_in_chromium(make_run: MakeRun, tmp_path: Path) -> No
     assert source.table_name in page.html and f"Iceberg table {source.table}" in page.html
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ctrl_c_stops_everything(make_run: MakeRun) -> None:
     make_run.track()

@@ -38,7 +38,7 @@ from tests.platform_helpers import (
     verify,
 )
 
-pytestmark = [pytest.mark.s3, pytest.mark.slow]
+pytestmark = pytest.mark.s3
 
 # Bound per wave. Idle 2-core machine: a wave takes well under a minute; on a loaded CI box
 # a run subprocess alone can take a minute to import and start.
