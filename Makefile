@@ -9,8 +9,10 @@ PORT ?= 3000
 #   make run PORT=3001 LOCKGATE_HOME=/tmp/lg/.lockgate LOCKGATE_CONFIG=/tmp/lg/lockgate.yaml
 # (the config's relative landing/warehouse/ledger paths resolve against the config's folder).
 LOCKGATE_HOME ?= $(CURDIR)/.lockgate
-export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home
-export LOCKGATE_CONFIG ?= $(CURDIR)/lockgate.yaml
+LOCKGATE_CONFIG ?= $(CURDIR)/lockgate.yaml
+# Only `make run` uses the demo instance and config; tests make their own.
+run: export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home
+run: export LOCKGATE_CONFIG := $(LOCKGATE_CONFIG)
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test test-all browser lint torture bench bench-spark seed clean

@@ -253,7 +253,7 @@ def test_no_partial_reads_during_a_put(store: ObjectStore) -> None:
                     seen.append(f"v{versions.index(got)}")
                 else:
                     bad.append(f"read {len(got)} bytes matching no version")
-            if finished or len(seen) > 2000:
+            if finished:  # the read after the last put must see the last version
                 return
 
     t = threading.Thread(target=reader)

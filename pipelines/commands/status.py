@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
-    if not os.environ.get("DAGSTER_HOME") or not pending:
-        return None
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or not os.path.isdir(home) or not pending:
+        return None  # no Dagster instance to ask: stuck batches are unknown
     import dagster as dg
 
     from sensors.runs import stuck_batches
