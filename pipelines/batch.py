@@ -384,7 +384,9 @@ def _repair_record(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Cla
     )
 
 
-def _from_record(claim: Claim, rec: CommitRecord, started: float) -> BatchOutcome:
+def _from_record(
+    claim: Claim, rec: CommitRecord, started: float, already_committed: bool = True
+) -> BatchOutcome:
     return BatchOutcome(
         source=claim.source,
         batch_id=claim.batch_id,
@@ -396,7 +398,7 @@ def _from_record(claim: Claim, rec: CommitRecord, started: float) -> BatchOutcom
         snapshot_id=rec.snapshot_id,
         table_version=rec.table_version,
         duplicate=rec.duplicate,
-        already_committed=True,
+        already_committed=already_committed,
         duration_s=time.monotonic() - started,
         record_counts=dict(rec.record_counts or {}),
     )
@@ -419,10 +421,7 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
         q_files = _stage_quarantine(tables, q_ident, staged.quarantine)
         tables.commit_batch(q_ident, source.name, claim.batch_id, q_files, summary)
         crash_point("commit.quarantine_committed")
-    if not _table_exists(tables, source.table):
-        # Every record of the batch was bad: the table still has to exist to carry the marker.
-        declared = source.arrow_schema() or pa.schema([])
-        tables.ensure_table(source.table, pa.schema([*declared, *LINEAGE_SCHEMA]), DAY)
+    _ensure_main_table(tables, source)
     result = tables.commit_batch(source.table, source.name, claim.batch_id, staged.files, summary)
     if result.duplicate:
         # Someone else committed it first; their record (or a repair) is the truth.
@@ -440,21 +439,15 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
             record_counts=staged.record_counts,
         )
     )
-    return BatchOutcome(
-        source=source.name,
-        batch_id=claim.batch_id,
-        partition=claim.partition,
-        objects=len(claim.objects),
-        rows=staged.rows,
-        quarantined=staged.quarantined,
-        bytes=staged.bytes,
-        snapshot_id=result.snapshot_id,
-        table_version=result.table_version,
-        duplicate=False,
-        already_committed=False,
-        duration_s=time.monotonic() - started,
-        record_counts=staged.record_counts,
-    )
+    return _from_record(claim, rec, started, already_committed=False)
+
+
+def _ensure_main_table(tables: TableStore, source: SourceConfig) -> None:
+    """The source's table exists even when every record of a batch was bad: it carries the
+    marker."""
+    if not _table_exists(tables, source.table):
+        declared = source.arrow_schema() or pa.schema([])
+        tables.ensure_table(source.table, pa.schema([*declared, *LINEAGE_SCHEMA]), DAY)
 
 
 def _table_exists(tables: TableStore, identifier: str) -> bool:
@@ -555,9 +548,7 @@ def rebuild(
                 _ensure_quarantine_table(tables, source)
                 q_files = _stage_quarantine(tables, q_ident, staged.quarantine)
                 tables.rebuild_partitions(q_ident, source.name, days, q_files, ids, q_base)
-            if not _table_exists(tables, source.table):
-                declared = source.arrow_schema() or pa.schema([])
-                tables.ensure_table(source.table, pa.schema([*declared, *LINEAGE_SCHEMA]), DAY)
+            _ensure_main_table(tables, source)
             result = tables.rebuild_partitions(
                 source.table,
                 source.name,
