@@ -195,13 +195,13 @@ class FaultProxy:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _handler_base(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler class (subclasses add fault kinds by overriding this)."""
+        return _ProxyHandler
+
     def start(self) -> str:
-        proxy = self
-
-        class Handler(_ProxyHandler):
-            owner = proxy
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        handler = type("Handler", (self._handler_base(),), {"owner": self})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(

@@ -7,10 +7,9 @@ their own seeded generator, and counted in ``faults`` like the base kinds."""
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Mapping
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from tests.s3_fault_proxy import FaultProxy, _ProxyHandler
 
@@ -47,21 +46,8 @@ class TortureProxy(FaultProxy):
                     return kind
         return None
 
-    def start(self) -> str:
-        proxy = self
-
-        class Handler(_TortureHandler):
-            owner = proxy
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="torture-proxy", daemon=True
-        )
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        return self.url
+    def _handler_base(self) -> type[BaseHTTPRequestHandler]:
+        return _TortureHandler
 
 
 class _TortureHandler(_ProxyHandler):
