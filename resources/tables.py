@@ -368,14 +368,9 @@ class TableStore:
                 with txn.update_snapshot(snapshot_properties=snap_props).merge_append() as app:
                     for f in staged:
                         app.append_data_file(f.data_file)
-            try:
-                committed = _commit_strict(txn)
-            except CommitFailedException:
-                _jitter_sleep(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s)
-                continue
-            result = _result(committed, duplicate=False, attempts=attempt)
-            self._after_commit(identifier, result.table_version)
-            return result
+            result = self._try_commit(identifier, txn, attempt)
+            if result is not None:
+                return result
         raise CommitConflict(
             f"{identifier}: batch {source}:{batch_id} lost {self.settings.commit_attempts} races"
         )
@@ -448,15 +443,22 @@ class TableStore:
                         ow.delete_data_file(task.file)
                 for f in staged:
                     ow.append_data_file(f.data_file)
-            try:
-                committed = _commit_strict(txn)
-            except CommitFailedException:
-                _jitter_sleep(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s)
-                continue
-            result = _result(committed, duplicate=False, attempts=attempt)
-            self._after_commit(identifier, result.table_version)
-            return result
+            result = self._try_commit(identifier, txn, attempt)
+            if result is not None:
+                return result
         raise CommitConflict(f"{identifier}: rebuild lost {self.settings.commit_attempts} races")
+
+    def _try_commit(self, identifier: str, txn: Transaction, attempt: int) -> CommitResult | None:
+        """Commit ``txn`` (strictly against its base). On a lost race, back off (jitter) and
+        return None: the caller reloads and re-plans."""
+        try:
+            committed = _commit_strict(txn)
+        except CommitFailedException:
+            _jitter_sleep(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s)
+            return None
+        result = _result(committed, duplicate=False, attempts=attempt)
+        self._after_commit(identifier, result.table_version)
+        return result
 
     # ---- maintenance -------------------------------------------------------------------
 
