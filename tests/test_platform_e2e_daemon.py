@@ -100,12 +100,11 @@ def _wait_all_committed(
     deadline = time.monotonic() + WAVE_TIMEOUT_S
     while True:
         assert proc.poll() is None, f"dagster-daemon exited early:\n{_tail(log)}"
+        # the table first: once it holds every landed id, a status read after it counts every
+        # batch that committed them
+        complete = table_ids(rt, "events") == lander.landed
         status = source_status(rt, source)
-        if (
-            status["claimed_batches"]
-            and not status["pending_batches"]
-            and table_ids(rt, "events") == lander.landed
-        ):
+        if complete and status["claimed_batches"] and not status["pending_batches"]:
             return status
         assert time.monotonic() < deadline, f"not committed in time: {status}\n{_tail(log)}"
         time.sleep(POLL_S)

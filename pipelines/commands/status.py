@@ -32,8 +32,11 @@ def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
 
 
 def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
-    summary = rt.ledger(source).summary()
-    pending = rt.ledger(source).pending()
+    """Counts and pending batches from one read of the ledger, so they agree with each other
+    (the table's version is read after it and may be newer)."""
+    ledger = rt.ledger(source)
+    summary = ledger.summary()
+    pending = [ledger.get_claim(b) for b in summary.pending]
     oldest = min((c.created_at for c in pending), default=None)
     return {
         "source": source.name,
