@@ -181,6 +181,10 @@ def _json_text(col: pa.Array) -> pa.Array:
         return pc.if_else(col, pa.scalar("true"), pa.scalar("false"))
     if pa.types.is_floating(t) and pc.all(pc.is_finite(col)).as_py() is not False:
         return col.cast(pa.string())  # shortest round-trip text, e.g. 2.5, 1e+20
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _list_text(col)
+    if pa.types.is_struct(t):
+        return _struct_text(col)
     values = col.to_pylist()
     return pa.array(
         [
@@ -191,6 +195,32 @@ def _json_text(col: pa.Array) -> pa.Array:
         ],
         pa.string(),
     )
+
+
+def _list_text(col: pa.Array) -> pa.Array:
+    """``[e1,e2,...]`` per non-null list: its elements' text (``null`` for null elements)
+    joined column-wise, with the original list boundaries."""
+    lengths = pc.fill_null(pc.list_value_length(col), 0).cast(pa.int64())
+    offsets = pa.concat_arrays(
+        [pa.array([0], pa.int64()), pc.cumulative_sum(lengths).cast(pa.int64())]
+    )
+    elements = pc.fill_null(_json_text(col.flatten()), "null")  # flatten: slice- and null-aware
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, elements), ",")
+    wrapped = pc.binary_join_element_wise("[", joined, "]", "")
+    return pc.if_else(col.is_valid(), wrapped, pa.scalar(None, pa.string()))
+
+
+def _struct_text(col: pa.Array) -> pa.Array:
+    """``{"f":v,...}`` per non-null struct, every field in order (``null`` for null values),
+    as ``jsonable`` renders the struct's dict."""
+    parts: list[pa.Array] = []
+    for i in range(col.type.num_fields):
+        name = json.dumps(str(col.type.field(i).name), ensure_ascii=False)
+        text = pc.fill_null(_json_text(_array(pc.struct_field(col, [i]))), "null")
+        parts.append(pc.binary_join_element_wise(("," if i else "") + name + ":", text, ""))
+    body = pc.binary_join_element_wise(*parts, "") if parts else pa.array([""] * len(col))
+    wrapped = pc.binary_join_element_wise("{", body, "}", "")
+    return pc.if_else(col.is_valid(), wrapped, pa.scalar(None, pa.string()))
 
 
 def extras_per_row(table: pa.Table, names: Sequence[str]) -> dict[int, dict[str, Any]]:

@@ -26,7 +26,9 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -263,7 +265,12 @@ class TableStore:
         (uncompressed Arrow bytes); memory holds at most one target size per open partition.
         Batches must match the table schema by name (missing nullable columns are written as
         nulls; unknown columns raise ``IncompatibleSchema``: call ``evolve`` first). Rows with
-        a null partition value raise ``ValueError``. Returns one ``StagedFile`` per file.
+        a null partition value raise ``ValueError``. Returns one ``StagedFile`` per file, in
+        the order the files were cut.
+
+        Files are written by one background thread while the next rows are parsed (both run
+        outside the GIL); at most one file is being written while the next ones fill, so memory
+        holds at most one target size more than the open partitions' buffers.
         """
         table = self.load(identifier)
         meta = table.metadata
@@ -281,6 +288,7 @@ class TableStore:
         counter = itertools.count(0)
         buffers: dict[date | None, list[pa.RecordBatch]] = {}
         sizes: dict[date | None, int] = {}
+        written: deque[Future[list[StagedFile]]] = deque()
         staged: list[StagedFile] = []
         checked: set[pa.Schema] = set()
 
@@ -289,6 +297,11 @@ class TableStore:
             sizes.pop(day, None)
             if not buf:
                 return
+            if written:  # the previous file must be out before this one is queued
+                staged.extend(written.popleft().result())
+            written.append(writer.submit(write, day, buf))
+
+        def write(day: date | None, buf: list[pa.RecordBatch]) -> list[StagedFile]:
             task_schema = pyarrow_to_schema(
                 buf[0].schema, name_mapping=schema.name_mapping, format_version=meta.format_version
             )
@@ -306,33 +319,37 @@ class TableStore:
                 record_batches=buf,
                 partition_key=pkey,
             )
-            for df in write_file(table.io, meta, iter([task])):
-                staged.append(
-                    StagedFile(
-                        path=df.file_path,
-                        day=day,
-                        record_count=df.record_count,
-                        file_size_in_bytes=df.file_size_in_bytes,
-                        data_file=df,
-                    )
+            files = [
+                StagedFile(
+                    path=df.file_path,
+                    day=day,
+                    record_count=df.record_count,
+                    file_size_in_bytes=df.file_size_in_bytes,
+                    data_file=df,
                 )
+                for df in write_file(table.io, meta, iter([task]))
+            ]
             crash_point("stage.after_write_file")
+            return files
 
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            if batch.schema not in checked:
-                _check_batch_schema(identifier, schema, batch.schema)
-                checked.add(batch.schema)
-            for day, part in _split_by_day(batch, part_name):
-                if buffers.get(day) and buffers[day][0].schema != part.schema:
-                    flush(day)  # one file, one arrow schema
-                buffers.setdefault(day, []).append(part)
-                sizes[day] = sizes.get(day, 0) + part.nbytes
-                if sizes[day] >= target:
-                    flush(day)
-        for day in list(buffers):
-            flush(day)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-stage") as writer:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                if batch.schema not in checked:
+                    _check_batch_schema(identifier, schema, batch.schema)
+                    checked.add(batch.schema)
+                for day, part in _split_by_day(batch, part_name):
+                    if buffers.get(day) and buffers[day][0].schema != part.schema:
+                        flush(day)  # one file, one arrow schema
+                    buffers.setdefault(day, []).append(part)
+                    sizes[day] = sizes.get(day, 0) + part.nbytes
+                    if sizes[day] >= target:
+                        flush(day)
+            for day in list(buffers):
+                flush(day)
+            while written:
+                staged.extend(written.popleft().result())
         return staged
 
     # ---- committing --------------------------------------------------------------------

@@ -260,6 +260,52 @@ def test_rescued_json_is_exact_for_any_values(strings: list[str | None], data: A
         assert (text is None) == (not want)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    tags=st.lists(st.one_of(st.none(), st.lists(st.one_of(st.none(), _values), max_size=4))),
+    data=st.data(),
+)
+def test_rescued_json_of_nested_values_is_exact(
+    tags: list[list[str | None] | None], data: Any
+) -> None:
+    """Lists and structs (nested in each other, with nulls at every level, sliced) are rendered
+    column-wise into exactly the JSON of their Python values."""
+    import pyarrow as pa
+
+    from pipelines.rescue import extras_json
+
+    n = len(tags)
+    devices = data.draw(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.fixed_dictionaries(
+                    {
+                        "os": st.one_of(st.none(), _values),
+                        "n": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+                        "xs": st.one_of(st.none(), st.lists(st.one_of(st.none(), st.booleans()))),
+                    }
+                ),
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    device_type = pa.struct([("os", pa.string()), ("n", pa.int64()), ("xs", pa.list_(pa.bool_()))])
+    table = pa.table(
+        {
+            "tags": pa.array([None, *tags], pa.list_(pa.string())).slice(1),
+            "d": pa.array([None, *devices], device_type).slice(1),
+            "ds": pa.array([[d, None] if d else [] for d in devices], pa.list_(device_type)),
+        }
+    )
+    got = extras_json(table, table.column_names).to_pylist()
+    for r, text in enumerate(got):
+        want = {k: v for k, v in table.slice(r, 1).to_pylist()[0].items() if v is not None}
+        assert (json.loads(text) if text is not None else {}) == want
+        assert (text is None) == (not want)
+
+
 def test_s3_source_with_odd_keys_end_to_end(
     tmp_path: Path, moto_server: str, s3_options: Any, bucket: str
 ) -> None:
