@@ -173,8 +173,13 @@ class CsvOptions:
 
 @dataclass(frozen=True)
 class DagsterSettings:
+    """``dagster:`` in lockgate.yaml. ``max_runtime_seconds`` is set on every batch run
+    (``dagster/max_runtime``): run monitoring fails a run still STARTED after it (e.g. its
+    worker was killed) so that run retries take over and the table's pool is released."""
+
     sensor_interval_seconds: int = 30
     max_runs_per_tick: int = 20
+    max_runtime_seconds: int = 900
 
 
 @dataclass(frozen=True)
@@ -458,7 +463,9 @@ class _Parser:
 
     def dagster(self, value: object) -> DagsterSettings:
         spec = self.mapping(
-            value, "dagster", allowed=("sensor_interval_seconds", "max_runs_per_tick")
+            value,
+            "dagster",
+            allowed=("sensor_interval_seconds", "max_runs_per_tick", "max_runtime_seconds"),
         )
         d = DagsterSettings()
         return DagsterSettings(
@@ -468,6 +475,10 @@ class _Parser:
             ),
             max_runs_per_tick=self.positive_int(
                 spec.get("max_runs_per_tick", d.max_runs_per_tick), "dagster.max_runs_per_tick"
+            ),
+            max_runtime_seconds=self.positive_int(
+                spec.get("max_runtime_seconds", d.max_runtime_seconds),
+                "dagster.max_runtime_seconds",
             ),
         )
 

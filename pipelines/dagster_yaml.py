@@ -14,9 +14,10 @@ What it sets, and why:
   re-launched by a sensor, so retries must come from here.)
 * ``run_monitoring``: a run whose worker was killed (kill -9, OOM, a lost node) stays
   STARTED and would hold its table's pool forever; the default run launcher cannot probe
-  worker health, so such a run is failed once it exceeds ``max_runtime_seconds`` (longer than
-  any batch) and then retried like any failed run. Runs stuck while starting fail after
-  ``start_timeout_seconds``.
+  worker health, so such a run is failed once it exceeds its ``dagster/max_runtime`` tag
+  (batch runs: ``dagster.max_runtime_seconds`` of lockgate.yaml, default 900 s) or else the
+  instance's ``max_runtime_seconds`` (a backstop for other runs), and then retried like any
+  failed run. Runs stuck while starting fail after ``start_timeout_seconds``.
 * Telemetry and the first-visit dialog off.
 """
 

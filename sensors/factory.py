@@ -102,7 +102,7 @@ def evaluate_tick(
         dg.RunRequest(
             run_key=keys[c.batch_id],
             partition_key=c.partition,
-            tags=batch_tags(source.name, c.batch_id),
+            tags=batch_tags(source.name, c.batch_id, rt.config.dagster.max_runtime_seconds),
             asset_selection=[asset_key],
             asset_check_keys=[],
         )

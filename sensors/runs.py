@@ -10,15 +10,26 @@ MAX_RETRIES_TAG = "dagster/max_retries"
 RETRY_NUMBER_TAG = "dagster/retry_number"
 WILL_RETRY_TAG = "dagster/will_retry"
 RUN_KEY_TAG = "dagster/run_key"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
 DEFAULT_MAX_RETRIES = 2
 
 _FINISHED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def batch_tags(
-    source: str, batch_id: int, max_retries: int = DEFAULT_MAX_RETRIES
+    source: str,
+    batch_id: int,
+    max_runtime_s: int,
+    max_retries: int = DEFAULT_MAX_RETRIES,
 ) -> dict[str, str]:
-    return {SOURCE_TAG: source, BATCH_TAG: str(batch_id), MAX_RETRIES_TAG: str(max_retries)}
+    """Tags of a batch run: which batch it is, its retries, and the runtime after which run
+    monitoring fails it (a run whose worker died never finishes on its own)."""
+    return {
+        SOURCE_TAG: source,
+        BATCH_TAG: str(batch_id),
+        MAX_RETRIES_TAG: str(max_retries),
+        MAX_RUNTIME_TAG: str(max_runtime_s),
+    }
 
 
 def stuck_batches(

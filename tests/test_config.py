@@ -67,6 +67,7 @@ def test_full_contract_from_the_brief(tmp_path: Path, monkeypatch: pytest.Monkey
             dagster:
               sensor_interval_seconds: 30
               max_runs_per_tick: 20
+              max_runtime_seconds: 600
             sources:
               events:
                 landing: s3://landing/events/
@@ -98,6 +99,7 @@ def test_full_contract_from_the_brief(tmp_path: Path, monkeypatch: pytest.Monkey
     assert cfg.s3.endpoint_url == "http://127.0.0.1:9000" and cfg.s3.region == "us-east-1"
     assert dict(cfg.catalog) == {}
     assert (cfg.dagster.sensor_interval_seconds, cfg.dagster.max_runs_per_tick) == (30, 20)
+    assert cfg.dagster.max_runtime_seconds == 600
     assert list(cfg.sources) == ["events", "orders"]
     ev = cfg.source("events")
     assert ev.landing == "s3://landing/events"

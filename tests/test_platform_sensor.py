@@ -126,7 +126,7 @@ def _batch(rr: dg.RunRequest) -> int:
 def test_ticks_claim_then_request_bounded_and_rerequest_until_committed(
     tmp_path: Path, moto_server: str, instance: dg.DagsterInstance
 ) -> None:
-    cfg = _config(tmp_path, moto_server, "orders", max_runs_per_tick=2)
+    cfg = _config(tmp_path, moto_server, "orders", max_runs_per_tick=2, max_runtime_seconds=321)
     h = Harness(cfg, "orders", instance)
     lander = Lander(landing_store(cfg, "orders"))
 
@@ -151,6 +151,7 @@ def test_ticks_claim_then_request_bounded_and_rerequest_until_committed(
         assert rr.partition_key == claim.partition == "2026-03-01"
         assert all(o.key.startswith(claim.partition + "/") for o in claim.objects)
         assert rr.tags[SOURCE_TAG] == "orders"
+        assert rr.tags["dagster/max_runtime"] == "321"  # run monitoring fails a dead run
         assert list(rr.asset_selection or []) == [h.key]
     assert sorted(len(led.get_claim(b).objects) for b in (0, 1)) == [1, 2]
 

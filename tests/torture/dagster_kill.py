@@ -97,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--root", default="/tmp/lockgate-torture-dagster")
     p.add_argument("--final-wait", type=float, default=600)
+    p.add_argument(
+        "--max-runtime",
+        type=int,
+        default=120,
+        help="dagster.max_runtime_seconds of the source: run monitoring fails a batch run whose "
+        "worker died after this long (production default 900)",
+    )
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     root = Path(args.root).resolve()
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         root / "lockgate.yaml",
         warehouse=str(root / "wh"),
         sources={"events": source_spec("events", str(landing))},
-        dagster={"sensor_interval_seconds": 5},
+        dagster={"sensor_interval_seconds": 5, "max_runtime_seconds": args.max_runtime},
     )
     home = root / "dagster_home"
     write_dagster_yaml(home)
@@ -157,15 +164,18 @@ def main(argv: list[str] | None = None) -> int:
 
     daemon = start_daemon(workspace, env, log)
     converged = False
+    converged_after: float | None = None
     status: dict[str, Any] = {}
     try:
         from pipelines.commands.status import source_status
 
-        deadline = time.monotonic() + args.final_wait
+        started = time.monotonic()
+        deadline = started + args.final_wait
         while time.monotonic() < deadline:
             status = source_status(rt, rt.source("events"))
             if not status["pending_batches"] and table_ids(rt, "events") == lander.landed:
                 converged = True
+                converged_after = round(time.monotonic() - started, 1)
                 break
             time.sleep(5)
     finally:
@@ -184,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "landed_ids": sum(lander.landed.values()),
         "kills": dict(kills),
+        "max_runtime_seconds": args.max_runtime,
         "converged_under_dagster": converged,
+        "final_daemon_converged_after_s": converged_after,
         "pending_after_final_wait": left,
         "their_dagster_runs": runs,
         "lockgate_ingest_fallback_rc": fallback,
