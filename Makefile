@@ -57,13 +57,15 @@ lint: $(STAMP)
 torture: $(STAMP)
 	$(BIN)/python -m tests.torture.run --trials $(or $(TRIALS),1000) --seed $(or $(SEED),1) --backend $(or $(BACKEND),local) --faults $(or $(FAULTS),0.05) --workers $(or $(WORKERS),2) --report RELIABILITY.md
 
+# BENCH_ARGS: extra arguments, e.g. `make bench BENCH_ARGS="--only ingest memory"` or
+# `make bench-spark BENCH_ARGS="--rounds 1 --datasets d1 d2"`.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 SPARK_VENV := bench/.spark-venv
 bench-spark: $(STAMP)
 	test -f $(SPARK_VENV)/.installed || { $(PYTHON) -m venv $(SPARK_VENV) && $(SPARK_VENV)/bin/python -m pip install --quiet 'pyspark==4.3.0' && touch $(SPARK_VENV)/.installed; }
-	$(BIN)/python -m bench.spark_vs_lockgate --spark-python $(SPARK_VENV)/bin/python
+	$(BIN)/python -m bench.spark_vs_lockgate --spark-python $(SPARK_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf .lockgate
