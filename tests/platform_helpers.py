@@ -147,3 +147,32 @@ def run_lockgate(
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
+
+
+def dagster_instance(folder: Path) -> tuple[Path, Path]:
+    """``(home, workspace)``: a Dagster home ``folder/dagster_home`` holding Lockgate's
+    ``dagster.yaml``, and ``folder/workspace.yaml`` loading ``pipelines.definitions`` from
+    this checkout."""
+    from pipelines.dagster_yaml import write_dagster_yaml
+
+    home = folder / "dagster_home"
+    write_dagster_yaml(home)
+    workspace = folder / "workspace.yaml"
+    module = {"module_name": "pipelines.definitions", "working_directory": str(REPO)}
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": module}]}))
+    return home, workspace
+
+
+def start_daemon(workspace: Path, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``dagster-daemon run -w workspace`` leading its own session (its process group id is
+    its PID: stop it, and everything it started, with ``os.killpg``); output appended to
+    ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+            env=dict(env),
+            cwd=str(workspace.parent),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

@@ -20,20 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pipelines.commands.status import source_status
-from pipelines.dagster_yaml import write_dagster_yaml
 from pipelines.runtime import Runtime
 from tests.conftest import create_bucket
 from tests.platform_helpers import (
-    REPO,
-    VENV_BIN,
     Lander,
+    dagster_instance,
     landing_store,
     run_lockgate,
     s3_config,
     s3_env,
+    start_daemon,
     table_ids,
     verify,
 )
@@ -51,19 +49,11 @@ def dagster_daemon(
     workspace: Path, env: dict[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``dagster-daemon run -w workspace`` in a new process group; stopped on exit."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)],
-            env=env,
-            cwd=str(workspace.parent),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            _stop_group(proc)
+    proc = start_daemon(workspace, env, log)
+    try:
+        yield proc
+    finally:
+        _stop_group(proc)
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -115,23 +105,7 @@ def test_dagster_daemon_ingests_two_waves_exactly_once(tmp_path: Path, moto_serv
     cfg = s3_config(
         tmp_path / "lockgate.yaml", moto_server, bucket, ["events"], sensor_interval_seconds=5
     )
-    home = tmp_path / "dagster_home"
-    write_dagster_yaml(home)
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(
-        yaml.safe_dump(
-            {
-                "load_from": [
-                    {
-                        "python_module": {
-                            "module_name": "pipelines.definitions",
-                            "working_directory": str(REPO),
-                        }
-                    }
-                ]
-            }
-        )
-    )
+    home, workspace = dagster_instance(tmp_path)
     env = {
         **os.environ,
         **s3_env(moto_server),

@@ -26,33 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
-from pipelines.dagster_yaml import write_dagster_yaml
 from pipelines.runtime import Runtime
 from resources.store import LocalStore
 from tests.platform_helpers import (
-    REPO,
-    VENV_BIN,
     Lander,
+    dagster_instance,
     run_lockgate,
     source_spec,
+    start_daemon,
     table_ids,
     verify,
     write_config,
 )
-
-
-def start_daemon(workspace: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)],
-            env=env,
-            cwd=str(workspace.parent),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -116,23 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         sources={"events": source_spec("events", str(landing))},
         dagster={"sensor_interval_seconds": 5, "max_runtime_seconds": args.max_runtime},
     )
-    home = root / "dagster_home"
-    write_dagster_yaml(home)
-    workspace = root / "workspace.yaml"
-    workspace.write_text(
-        yaml.safe_dump(
-            {
-                "load_from": [
-                    {
-                        "python_module": {
-                            "module_name": "pipelines.definitions",
-                            "working_directory": str(REPO),
-                        }
-                    }
-                ]
-            }
-        )
-    )
+    home, workspace = dagster_instance(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKGATE_CRASH", "PYTEST"))}
     env.update({"DAGSTER_HOME": str(home), "LOCKGATE_CONFIG": str(cfg_path)})
     rt = Runtime.from_config(str(cfg_path))
