@@ -818,6 +818,21 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
             return
 
 
+def _check_utf8(data: bytes) -> None:
+    """``_RecordError`` unless ``data`` is valid UTF-8. Arrow validates the bytes in place
+    (no copy, ~10x faster than ``bytes.decode``); Python only words the error."""
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    blob = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        blob.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _RecordError(f"invalid UTF-8: {e}") from e
+        raise _RecordError("invalid UTF-8") from None
+
+
 def _block_size(data: bytes) -> int:
     """One pyarrow block for the whole (bounded) input: no record can straddle blocks."""
     return max(1 << 16, len(data) + 1)
@@ -846,10 +861,7 @@ class _JsonParser:
 
     def attempt(self, records: list[bytes]) -> pa.Table:
         data = b"\n".join(records)
-        try:
-            data.decode("utf-8")  # pyarrow's JSON reader does not validate UTF-8
-        except UnicodeDecodeError as e:
-            raise _RecordError(f"invalid UTF-8: {e}") from e
+        _check_utf8(data)  # pyarrow's JSON reader does not validate UTF-8
         if _NOT_OBJECT_FIRST.match(data) or _NOT_OBJECT_LINE.search(data):
             raise _RecordError("a line is not a JSON object")
         try:
