@@ -833,9 +833,11 @@ def _check_utf8(data: bytes) -> None:
         raise _RecordError("invalid UTF-8") from None
 
 
-def _block_size(data: bytes) -> int:
-    """One pyarrow block for the whole (bounded) input: no record can straddle blocks."""
-    return max(1 << 16, len(data) + 1)
+def _one_block(data: bytes) -> dict[str, Any]:
+    """Reader options for one pyarrow block holding the whole (bounded) input: no record can
+    straddle blocks, and one block is one task (the thread pool would only add overhead:
+    ~0.5 ms per call, most of a small object's parse)."""
+    return {"block_size": max(1 << 16, len(data) + 1), "use_threads": False}
 
 
 _TOO_DEEP = "malformed JSON: nested too deeply to parse"
@@ -867,7 +869,7 @@ class _JsonParser:
         try:
             table = pa_json.read_json(
                 io.BytesIO(data),
-                read_options=pa_json.ReadOptions(block_size=_block_size(data)),
+                read_options=pa_json.ReadOptions(**_one_block(data)),
                 parse_options=self.options,
             )
         except _ARROW_ERRORS as e:
@@ -892,7 +894,7 @@ class _JsonParser:
         try:
             text = pa_json.read_json(
                 io.BytesIO(data),
-                read_options=pa_json.ReadOptions(block_size=_block_size(data)),
+                read_options=pa_json.ReadOptions(**_one_block(data)),
                 parse_options=pa_json.ParseOptions(
                     explicit_schema=pa.schema([(n, pa.string()) for n in names]),
                     unexpected_field_behavior="ignore",
@@ -1055,9 +1057,7 @@ class _CsvParser:
         try:
             table = pa_csv.read_csv(
                 io.BytesIO(data),
-                read_options=pa_csv.ReadOptions(
-                    column_names=self.names, block_size=_block_size(data)
-                ),
+                read_options=pa_csv.ReadOptions(column_names=self.names, **_one_block(data)),
                 parse_options=pa_csv.ParseOptions(
                     invalid_row_handler=on_invalid, **self.parse_kwargs
                 ),
