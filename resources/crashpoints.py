@@ -1,9 +1,11 @@
 """Named crash points for the torture harness.
 
 ``LOCKGATE_CRASH_AT=<point>[:<nth>]`` makes the process SIGKILL itself the ``nth`` time
-(default 1st) execution reaches ``crash_point(<point>)``. Unset, a crash point is one
-dictionary lookup. Every name must be registered in ``POINTS`` so the harness can
-enumerate them and a typo fails loudly instead of never firing.
+(default 1st) execution reaches ``crash_point(<point>)``. With ``LOCKGATE_CRASH_ONCE=<path>``
+too, only the first process to get there crashes (it creates ``path`` exclusively): one crash
+among many processes sharing the environment, e.g. Dagster run workers and their retries.
+Unset, a crash point is one dictionary lookup. Every name must be registered in ``POINTS``
+so the harness can enumerate them and a typo fails loudly instead of never firing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 
 ENV = "LOCKGATE_CRASH_AT"
+ONCE_ENV = "LOCKGATE_CRASH_ONCE"
 
 POINTS: frozenset[str] = frozenset(
     {
@@ -72,5 +75,16 @@ def crash_point(name: str) -> None:
     if name != _TARGET[0]:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == _TARGET[1]:
+    if _hits[name] == _TARGET[1] and _first_to_crash():
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_to_crash() -> bool:
+    path = os.environ.get(ONCE_ENV)
+    if not path:
+        return True
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

@@ -2,12 +2,13 @@
 
 A local source is driven by the real ``dagster-daemon`` (sensor daemon + queued run
 coordinator; runs are subprocesses of the code server). Each cycle lands a few objects,
-starts the daemon, and after a random delay SIGKILLs a random run worker (if one is running),
-then, after another delay, the daemon's whole process group (daemon, code server, run
-workers). A final daemon then gets ``--final-wait`` seconds to bring every claimed batch to
-committed. Whatever it leaves pending is reported (with its Dagster run status), finished by
-``lockgate ingest`` (the console script), and the table must then hold every landed id
-exactly once with ``lockgate verify`` ok.
+starts the daemon with a crash point armed once (``LOCKGATE_CRASH_ONCE``: the first run
+worker to reach it SIGKILLs itself mid-step, its run stays STARTED), SIGKILLs a random run
+worker from outside (if one is up), then, after a random delay, the daemon's whole process
+group (daemon, code server, run workers). A final daemon then gets ``--final-wait`` seconds
+to bring every claimed batch to committed. Whatever it leaves pending is reported (with its
+Dagster run status), finished by ``lockgate ingest`` (the console script), and the table
+must then hold every landed id exactly once with ``lockgate verify`` ok.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ from tests.platform_helpers import (
     write_config,
 )
 
+# Points reached only inside a run's step (the sensor in the code server never gets there).
+RUN_POINTS = (
+    "stage.after_read",
+    "stage.after_write_file",
+    "commit.after_metadata_put",
+    "ledger.commit_record.before_put",
+)
+
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the daemon's process group (it leads its own session)."""
@@ -57,7 +66,9 @@ def run_workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     out = []
     for k in kids:
         with contextlib.suppress(psutil.Error):
-            if "execute_run" in " ".join(k.cmdline()):
+            cmd = " ".join(k.cmdline())
+            # the code server runs each run in a multiprocessing "spawn" child
+            if "execute_run" in cmd or ("spawn_main" in cmd and "resource_tracker" not in cmd):
                 out.append(k)
     return out
 
@@ -75,6 +86,23 @@ def pending_runs(home: Path, pending: list[int]) -> dict[int, str]:
             )
             out[b] = runs[0].status.value if runs else "no run"
     return out
+
+
+def failure_reasons(home: Path) -> dict[str, int]:
+    """How the instance's failed runs were failed (first words of the failure message)."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(home)
+    reasons: Counter[str] = Counter()
+    with dg.DagsterInstance.get() as instance:
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
+            records = instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+            ).records
+            event = records[-1].event_log_entry.dagster_event if records else None
+            message = event.message if event else None
+            reasons[" ".join(str(message).split()[:6])] += 1
+    return dict(reasons)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,27 +137,37 @@ def main(argv: list[str] | None = None) -> int:
     lander = Lander(LocalStore(landing))
     log = root / "daemon.log"
     kills: Counter[str] = Counter()
+    armed = 0
     day = 0
     for cycle in range(args.cycles):
         for _ in range(rng.randint(2, 4)):
             day = day % 5 + 1
             lander.land(f"2026-07-0{day}/c{cycle}-{rng.randrange(10**6)}.jsonl", n=5)
-        daemon = start_daemon(workspace, env, log)
+        once = root / f"crashed-{cycle}"
+        point = rng.choice(RUN_POINTS)
+        armed += 1
+        daemon = start_daemon(
+            workspace,
+            {**env, "LOCKGATE_CRASH_AT": point, "LOCKGATE_CRASH_ONCE": str(once)},
+            log,
+        )
         try:
             deadline = time.monotonic() + rng.uniform(30, 120)
             killed_worker = False
             while time.monotonic() < deadline:
                 workers = run_workers(daemon)
-                if workers and not killed_worker and rng.random() < 0.5:
+                if workers and not killed_worker and rng.random() < 0.7:
                     victim = rng.choice(workers)
                     with contextlib.suppress(psutil.Error):
                         victim.kill()
                         kills["run worker"] += 1
                         killed_worker = True
-                time.sleep(1)
+                time.sleep(0.5)
         finally:
             kill_group(daemon)
             kills["daemon group"] += 1
+            if once.exists():
+                kills[f"run worker at {point}"] += 1
         print(f"cycle {cycle}: landed {sum(lander.landed.values())} ids, kills {dict(kills)}")
 
     daemon = start_daemon(workspace, env, log)
@@ -150,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(5)
     finally:
         kill_group(daemon)
+    failures = failure_reasons(home)
     left = list(status.get("pending_batches") or [])
     runs = pending_runs(home, left) if left else {}
     fallback = None
@@ -165,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         "landed_ids": sum(lander.landed.values()),
         "kills": dict(kills),
         "max_runtime_seconds": args.max_runtime,
+        "crash_points_armed": armed,
+        "failed_runs_by_reason": failures,
         "converged_under_dagster": converged,
         "final_daemon_converged_after_s": converged_after,
         "pending_after_final_wait": left,
