@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"{args.spark_python} not found: run `make bench-spark` (creates bench/.spark-venv)"
         )
+    args.spark_python = os.path.abspath(args.spark_python)  # Spark runs in a work folder
     names = [n.lower() for n in args.datasets]
     ds = ensure(args.scale, tuple(names))
     results = [compare(ds, n, args.rounds, args.spark_python, args.warm_rounds) for n in names]
