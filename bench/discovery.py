@@ -55,6 +55,7 @@ class SizeResult:
     ticks: list[float] = field(default_factory=list)
     list_s: list[float] = field(default_factory=list)
     lists: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # process CPU time of the tick
     state_s: float = 0.0  # fresh Ledger.open + lookback_start + claim_state(window)
     keys_loaded: int = 0
     full_tick_s: float | None = None
@@ -64,6 +65,12 @@ class SizeResult:
     def own(self) -> float:
         """Median tick time outside the landing LIST calls (Lockgate's own work)."""
         return median([t - ls for t, ls in zip(self.ticks, self.list_s, strict=True)])
+
+    @property
+    def own_cpu(self) -> float:
+        """Median CPU time of this process in a tick: Lockgate's work (planning, JSON, the S3
+        client), blind to how long moto takes to answer."""
+        return median(self.cpu)
 
     @property
     def expected_lists(self) -> int:
@@ -182,19 +189,21 @@ class TimedListing:
 
 def tick(
     landing: ObjectStore, ledger_store: ObjectStore, rule: DiscoveryRule, full: bool
-) -> tuple[float, float, int, int]:
+) -> tuple[float, float, int, int, float]:
     """One sensor tick: (seconds, seconds inside the landing LIST calls, LIST requests,
-    objects claimed)."""
+    objects claimed, process CPU seconds)."""
     timed = TimedListing(landing)
     before = timed.list_requests
+    c0 = time.process_time()
     t0 = time.perf_counter()
     ledger = Ledger.open(ledger_store, SOURCE, FINGERPRINT)
     result = discover(timed, ledger, rule, full_listing=full, today=date(2024, 3, 2))  # type: ignore[arg-type]
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     lists = result.list_requests
     if lists is None:
         lists = timed.list_requests - before
-    return elapsed, timed.list_s, lists, result.claimed_objects
+    return elapsed, timed.list_s, lists, result.claimed_objects, cpu
 
 
 def run_size(
@@ -228,12 +237,13 @@ def run_size(
     for r in range(rounds):
         server.put(bucket, "landing", range(nxt, nxt + new))
         nxt += new
-        elapsed, list_s, lists, claimed = tick(landing, ledger_store, rule, full=False)
+        elapsed, list_s, lists, claimed, cpu = tick(landing, ledger_store, rule, full=False)
         if claimed != new:
             raise RuntimeError(f"tick claimed {claimed} objects, expected {new}")
         res.ticks.append(elapsed)
         res.list_s.append(list_s)
         res.lists.append(lists)
+        res.cpu.append(cpu)
         print(
             f"  existing {existing} round {r + 1}: tick {elapsed:.3f}s (LIST {list_s:.3f}s), "
             f"{lists} LIST requests",
@@ -245,7 +255,7 @@ def run_size(
     state = led.claim_state(led.lookback_start(lookback) or "")
     res.state_s, res.keys_loaded = time.perf_counter() - t0, len(state)
     if full_tick:
-        elapsed, _, lists, _ = tick(landing, ledger_store, rule, full=True)
+        elapsed, _, lists, _, _ = tick(landing, ledger_store, rule, full=True)
         res.full_tick_s, res.full_lists = elapsed, lists
     return res
 
@@ -256,7 +266,8 @@ def table(results: list[SizeResult]) -> str:
     for r in results:
         ratio = median(r.ticks) / median(base.ticks)
         own_ratio = r.own / base.own
-        ok = "ok" if own_ratio <= GOAL_RATIO else "MISSED"
+        cpu_ratio = r.own_cpu / base.own_cpu
+        ok = "ok" if cpu_ratio <= GOAL_RATIO else "MISSED"
         rows.append(
             [
                 r.existing,
@@ -267,7 +278,9 @@ def table(results: list[SizeResult]) -> str:
                 fmt_s(r.own),
                 f"{r.state_s:.2f} ({r.keys_loaded:,} keys)",
                 f"{ratio:.2f}",
-                f"{own_ratio:.2f}" + ("" if r is base else f" ({ok})"),
+                f"{own_ratio:.2f}",
+                fmt_s(r.own_cpu),
+                f"{cpu_ratio:.2f}" + ("" if r is base else f" ({ok})"),
                 "/".join(str(x) for x in r.lists),
                 r.expected_lists,
                 "-" if r.full_tick_s is None else f"{r.full_tick_s:.2f} ({r.full_lists} LISTs)",
@@ -284,7 +297,9 @@ def table(results: list[SizeResult]) -> str:
             "lockgate share: tick - LIST (s)",
             "claim-state read alone (s, keys loaded)",
             "tick ratio",
-            f"lockgate-share ratio (goal <= {GOAL_RATIO})",
+            "lockgate-share ratio",
+            "tick CPU s (this process)",
+            f"tick CPU ratio (goal <= {GOAL_RATIO})",
             "LIST requests per tick",
             "expected LISTs (new + look-back)/1000",
             "full-listing tick",
@@ -325,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
                 "medians. LIST requests count the landing listing only. moto answers each "
                 "ListObjectsV2 page by filtering and sorting the whole bucket (O(all keys) per "
                 "request; real S3 is O(page)), so the time inside the landing LIST calls is "
-                "shown apart and the goal is judged on the rest (Lockgate's share: ledger "
-                "reads, planning, claim, compaction check).",
+                "shown apart; the rest (Lockgate's share: ledger reads, planning, claim, "
+                "compaction check) still includes the waits for moto's answers to the ledger "
+                "requests, which vary by 2-3x between rounds. The goal is judged on the tick's "
+                "CPU time in this process (planning, JSON, the S3 client), which moto's speed "
+                "does not change.",
             ],
         )
-    ok = all(r.own / results[0].own <= GOAL_RATIO for r in results)
+    ok = all(r.own_cpu / results[0].own_cpu <= GOAL_RATIO for r in results)
     return 0 if ok else 1
 
 
