@@ -60,7 +60,9 @@ def run_four(moto_server: str, bucket: str, objects: int) -> None:
     keys = [f"2026-03-0{1 + i % 3}/f{i:04d}.csv" for i in range(objects)]
     for k in keys:
         landing.put(k, b"a,b\n1,2\n")
-    ctx = mp.get_context("fork")  # children start with everything imported
+    # spawn, not fork: this process already runs s3fs's I/O thread and event loop, and a forked
+    # child that inherits them can abort when it collects them (seen on a loaded CI box)
+    ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
     out = ctx.Queue()
     procs = [
