@@ -213,12 +213,7 @@ class _Conformer:
             def convert(a: pa.Array, t: pa.DataType = f.type) -> pa.Array:
                 return pc.cast(a, t)
 
-            cast, failed = convert_rescuing(col, convert, f.type)
-            if failed:
-                values = col.take(pa.array(failed, pa.int64())).to_pylist()
-                for i, v in zip(failed, values, strict=True):
-                    rescued.setdefault(i, {})[f.name] = v
-            columns.append(cast)
+            columns.append(convert_rescuing(col, convert, f.type, f.name, rescued))
         assert rescued_at is not None
         own_rescued = data.column(RESCUED) if RESCUED in data.schema.names else None
         rescued_type = self.schema.field(RESCUED).type

@@ -1152,12 +1152,7 @@ class _Coercer:
                 def convert(a: pa.Array, t: pa.DataType = f.type) -> pa.Array:
                     return pc.cast(a, t, safe=True)
 
-            cast, failed = convert_rescuing(col, convert, f.type)
-            if failed:
-                values = col.take(pa.array(failed, pa.int64())).to_pylist()
-                for i, v in zip(failed, values, strict=True):
-                    per_row.setdefault(i, {})[f.name] = v
-            columns.append(cast)
+            columns.append(convert_rescuing(col, convert, f.type, f.name, per_row))
         extras = [name for name in table.column_names if name not in self.names]
         rescued = extras_json(table, extras) if extras else None
         columns.append(merge_column(rescued, n, per_row))

@@ -104,11 +104,27 @@ def convert_rescuing(
     col: pa.Array | pa.ChunkedArray,
     convert: Callable[[pa.Array], pa.Array | pa.ChunkedArray],
     target: pa.DataType,
-) -> tuple[pa.Array, list[int]]:
+    name: str,
+    per_row: dict[int, dict[str, Any]],
+) -> pa.Array:
     """``convert(col)``; where that fails, the failing rows are found by bisection (a few
-    converts per bad value, not one per row), become null, and their indices are returned.
-    A conversion that is not implemented at all fails every non-null row at once."""
+    converts per bad value, not one per row) and become null, and their original values are
+    added to ``per_row[row][name]`` (for ``merge_column``). A conversion that is not
+    implemented at all fails every non-null row at once."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    out, failed = _convert_or_bisect(arr, convert, target)
+    if failed:
+        values = arr.take(pa.array(failed, pa.int64())).to_pylist()
+        for i, v in zip(failed, values, strict=True):
+            per_row.setdefault(i, {})[name] = v
+    return out
+
+
+def _convert_or_bisect(
+    arr: pa.Array,
+    convert: Callable[[pa.Array], pa.Array | pa.ChunkedArray],
+    target: pa.DataType,
+) -> tuple[pa.Array, list[int]]:
     try:
         return _array(convert(arr)), []
     except pa.ArrowNotImplementedError:
