@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pyiceberg.exceptions import NoSuchTableError
 
 from pipelines.config import SourceConfig
+from pipelines.rescue import RESCUED
 from pipelines.runtime import Runtime, quarantine_table
 from resources.ledger import UnknownBatch
 
@@ -60,17 +61,22 @@ class VerifyReport:
         }
 
 
-def _scan(rt: Runtime, identifier: str, columns: tuple[str, ...]) -> pa.Table | None:
+def _scan(
+    rt: Runtime, identifier: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> pa.Table | None:
+    """``columns`` of the table, plus those of ``optional`` it has; None if no table."""
     try:
         table = rt.tables.load(identifier)
     except NoSuchTableError:
         return None
-    return table.scan(selected_fields=columns).to_arrow()
+    names = table.schema().as_arrow().names
+    wanted = (*columns, *(c for c in optional if c in names))
+    return table.scan(selected_fields=wanted).to_arrow()
 
 
 def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
     report = VerifyReport(source.name, source.table)
-    rows = _scan(rt, source.table, (*LINEAGE_KEY, "_batch_id"))
+    rows = _scan(rt, source.table, (*LINEAGE_KEY, "_batch_id"), optional=(RESCUED,))
     quarantine = _scan(rt, quarantine_table(source), ("_source_key", "_batch_id"))
     marker = rt.tables.committed(source.table, source.name)
     report.committed_batches = len(marker)
@@ -80,7 +86,8 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
         return report
     report.rows = rows.num_rows
     report.quarantined = quarantine.num_rows if quarantine is not None else 0
-    _check_rescued(rt, source, report)
+    if RESCUED in rows.column_names:
+        _check_rescued(rows.column(RESCUED), report)
 
     # 1. unique lineage
     dup = (
@@ -141,12 +148,9 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
     return report
 
 
-def _check_rescued(rt: Runtime, source: SourceConfig, report: VerifyReport) -> None:
+def _check_rescued(column: pa.ChunkedArray, report: VerifyReport) -> None:
     """Count rows with rescued values; each must be a JSON object (invariant 5)."""
-    table = rt.tables.load(source.table)
-    if "_rescued_data" not in table.schema().as_arrow().names:
-        return
-    col = table.scan(selected_fields=("_rescued_data",)).to_arrow().column(0).drop_null()
+    col = column.drop_null()
     report.rescued = len(col)
     bad = []
     for text in col.to_pylist():
