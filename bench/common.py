@@ -177,9 +177,9 @@ def code_version() -> str:
     """Which Lockgate code the children ran: the git commit of the tree ``pipelines`` is
     imported from (an export made with ``git archive`` carries a ``.bench-code-version``
     file), plus the files modified but not committed there."""
-    import pipelines
+    import lockgate.pipelines
 
-    root = Path(pipelines.__file__).resolve().parent.parent
+    root = Path(lockgate.pipelines.__file__).resolve().parent.parent
     marker = root / ".bench-code-version"
     if marker.exists():
         return f"{marker.read_text().strip()} (clean export at {root})"

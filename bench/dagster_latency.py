@@ -67,7 +67,7 @@ class Deployment:
         (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         self.workspace = work / "workspace.yaml"
         self.workspace.write_text(
-            "load_from:\n  - python_module:\n      module_name: pipelines.definitions\n"
+            "load_from:\n  - python_module:\n      module_name: lockgate.pipelines.definitions\n"
             f"      working_directory: {ROOT}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM (e.g. `timeout`) unwinds through the finally blocks that stop the daemons.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from pipelines.config import DagsterSettings
+    from lockgate.resources.config import DagsterSettings
 
     interval = DagsterSettings().sensor_interval_seconds
     max_runs = DagsterSettings().max_runs_per_tick

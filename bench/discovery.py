@@ -30,9 +30,10 @@ from datetime import UTC, date, datetime
 from multiprocessing.connection import Connection
 
 from bench.common import append_section, command_line, fmt_s, markdown_table, median
-from resources.ledger import Ledger
-from resources.store import ObjectInfo, ObjectStore, S3Options, open_store
-from sensors.discovery import DiscoveryRule, discover
+from lockgate.resources.ledger import Ledger
+from lockgate.resources.store import ObjectInfo, ObjectStore, S3Options
+from lockgate.resources.stores import open_store
+from lockgate.sensors.discovery import DiscoveryRule, discover
 
 GOAL_RATIO = 1.5
 SOURCE = "bench"

@@ -1,4 +1,5 @@
-"""Reader throughput: ``pipelines.formats.read_object`` on generated objects (JSON lines plain
+"""Reader throughput: ``lockgate.pipelines.formats.read_object`` on generated objects
+(JSON lines plain
 and gzip, with and without a declared schema; CSV; JSON lines with 1% malformed lines, which
 takes the per-record fallback), each read in a fresh child process that reports wall time,
 rows and peak RSS.
@@ -70,8 +71,8 @@ def append_section(title: str, command: str, body: str, notes: Sequence[str]) ->
 CHILD = r"""
 import json, resource, sys, time
 import pyarrow as pa
-from pipelines.formats import FormatOptions, ObjectCounts, read_object
-from resources.store import LocalStore
+from lockgate.pipelines.formats import FormatOptions, ObjectCounts, read_object
+from lockgate.resources.store import LocalStore
 root, key, fmt, declared = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 schema = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us")), ("name", pa.string()),
                     ("score", pa.float64())]) if declared else None
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     if not args.no_append:
         append_section(
-            "Object readers (pipelines.formats)",
+            "Object readers (lockgate.pipelines.formats)",
             "python -m bench.formats_read "
             + shlex.join(argv if argv is not None else sys.argv[1:]),
             table,

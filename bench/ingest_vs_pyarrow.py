@@ -73,7 +73,7 @@ class Comparison:
 
 
 def arrow_schema(full: bool = False) -> pa.Schema:
-    from pipelines.config import parse_schema_type
+    from lockgate.resources.config import parse_schema_type
 
     fields = [pa.field(n, parse_schema_type(t)) for n, t in DECLARED]
     if full:  # the nested columns too (what an inferred lockgate source stores)
@@ -216,7 +216,7 @@ def table(results: list[Comparison]) -> str:
 def profile(ds: Datasets, name: str, top: int = 30) -> str:
     """cProfile of one ``lockgate ingest`` of ``name`` (in this process, via the CLI entry
     point); returns the top functions by cumulative and by own time."""
-    from pipelines.cli import main as cli_main
+    from lockgate.pipelines.cli import main as cli_main
 
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lockgate-bench-") as d:

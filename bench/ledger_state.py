@@ -31,9 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import append_section, command_line, markdown_table, median
-from resources.ledger import COMMITS, OFFSETS, Claim, ClaimedObject, CommitRecord, Ledger, _dumps
-from resources.ledger import batch_name as name_of
-from resources.store import LocalStore, ObjectStore, S3Options, open_store
+from lockgate.resources.ledger import (
+    COMMITS,
+    OFFSETS,
+    Claim,
+    ClaimedObject,
+    CommitRecord,
+    Ledger,
+    _dumps,
+)
+from lockgate.resources.ledger import batch_name as name_of
+from lockgate.resources.store import LocalStore, ObjectStore, S3Options
+from lockgate.resources.stores import open_store
 
 SOURCE = "bench"
 FP = {"landing": "s3://landing/bench", "format": "jsonl", "table": "bench.events"}

@@ -12,11 +12,16 @@ from datetime import date
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from pipelines.batch import execute_batch, rebuild
-from pipelines.config import LockgateConfig, SourceConfig
-from pipelines.runtime import Runtime
-from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
-from sensors.runs import BATCH_TAG
+from lockgate.pipelines.batch import execute_batch
+from lockgate.pipelines.rebuild import rebuild
+from lockgate.resources.config import LockgateConfig, SourceConfig
+from lockgate.resources.dagster_resources import (
+    LedgerResource,
+    ObjectStoreResource,
+    TableStoreResource,
+)
+from lockgate.resources.runtime import Runtime
+from lockgate.sensors.runs import BATCH_TAG
 
 
 def asset_key(source: SourceConfig) -> dg.AssetKey:

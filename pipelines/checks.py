@@ -4,11 +4,15 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipelines.assets import asset_key
-from pipelines.config import LockgateConfig, SourceConfig
-from pipelines.runtime import Runtime
-from pipelines.verify import verify_source
-from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
+from lockgate.pipelines.assets import asset_key
+from lockgate.pipelines.verify import verify_source
+from lockgate.resources.config import LockgateConfig, SourceConfig
+from lockgate.resources.dagster_resources import (
+    LedgerResource,
+    ObjectStoreResource,
+    TableStoreResource,
+)
+from lockgate.resources.runtime import Runtime
 
 LAG_WARN_BATCHES = 50
 LAG_WARN_AGE_S = 3600.0

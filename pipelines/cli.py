@@ -1,4 +1,4 @@
-"""The ``lockgate`` command. Each subcommand is one module in ``pipelines.commands`` with
+"""The ``lockgate`` command. Each subcommand is one module in ``lockgate.pipelines.commands`` with
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code)."""
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("pipelines.commands.ingest", "discover, claim and commit every pending batch"),
-    "status": ("pipelines.commands.status", "per-source progress, lag and stuck batches"),
-    "verify": ("pipelines.commands.verify", "check the exactly-once invariants"),
-    "backfill": ("pipelines.commands.backfill", "rebuild the partitions of a day range"),
-    "retry": ("pipelines.commands.retry", "re-request a stuck batch"),
-    "vacuum": ("pipelines.commands.vacuum", "delete unreferenced data files"),
-    "doctor": ("pipelines.commands.doctor", "check the environment and the S3 endpoint"),
-    "ledger": ("pipelines.commands.ledger", "inspect a source's ledger"),
+    "ingest": (
+        "lockgate.pipelines.commands.ingest",
+        "discover, claim and commit every pending batch",
+    ),
+    "status": ("lockgate.pipelines.commands.status", "per-source progress, lag and stuck batches"),
+    "verify": ("lockgate.pipelines.commands.verify", "check the exactly-once invariants"),
+    "backfill": ("lockgate.pipelines.commands.backfill", "rebuild the partitions of a day range"),
+    "retry": ("lockgate.pipelines.commands.retry", "re-request a stuck batch"),
+    "vacuum": ("lockgate.pipelines.commands.vacuum", "delete unreferenced data files"),
+    "doctor": ("lockgate.pipelines.commands.doctor", "check the environment and the S3 endpoint"),
+    "ledger": ("lockgate.pipelines.commands.ledger", "inspect a source's ledger"),
 }
 
 

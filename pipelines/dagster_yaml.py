@@ -6,7 +6,7 @@ What it sets, and why:
 * ``QueuedRunCoordinator`` with ``concurrency.runs.max_concurrent_runs`` (default 4).
 * ``concurrency.pools.default_limit: 1`` with ``granularity: run``: every pool that is not
   configured otherwise admits one run at a time, so the per-table pool that each asset sets
-  (``pipelines.assets.pool``) keeps two runs from committing to one table at once (commit
+  (``lockgate.pipelines.assets.pool``) keeps two runs from committing to one table at once (commit
   contention, not correctness: commits are create-only and safe anyway). The queue holds the
   others back before they launch.
 * ``run_retries`` (2): a run that dies is retried by Dagster with the same batch; the ledger
@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 HEADER = (
-    "# Written by `python -m pipelines.demo` (pipelines/dagster_yaml.py). Regenerated on every\n"
+    "# Written by `python -m lockgate.pipelines.demo` (dagster_yaml.py). Regenerated on every\n"
     "# run of the demo: edit the generator, not this file.\n"
 )
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import asset_key, build_asset
-from pipelines.checks import build_checks
-from pipelines.config import LockgateConfig, load_config
-from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
-from sensors.factory import build_sensor
+from lockgate.pipelines.assets import asset_key, build_asset
+from lockgate.pipelines.checks import build_checks
+from lockgate.resources.config import LockgateConfig, load_config
+from lockgate.resources.dagster_resources import (
+    LedgerResource,
+    ObjectStoreResource,
+    TableStoreResource,
+)
+from lockgate.sensors.factory import build_sensor
 
 
 def build_definitions(config: LockgateConfig) -> dg.Definitions:

@@ -1,6 +1,7 @@
-"""The demo environment: ``python -m pipelines.demo --home DAGSTER_HOME [--config lockgate.yaml]``.
+"""The demo environment:
+``python -m lockgate.pipelines.demo --home DAGSTER_HOME [--config lockgate.yaml]``.
 
-* Writes ``DAGSTER_HOME/dagster.yaml`` (see ``pipelines.dagster_yaml``).
+* Writes ``DAGSTER_HOME/dagster.yaml`` (see ``lockgate.pipelines.dagster_yaml``).
 * Seeds each source's landing prefix with deterministic demo objects if they are not there
   yet: JSON lines (some gzipped) for ``jsonl`` sources, CSV for ``csv`` sources, over a few
   days from the source's ``partition.start``; among them a malformed JSON line, a wrong-typed
@@ -27,9 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from pipelines.config import LockgateConfig, SourceConfig, load_config
-from pipelines.dagster_yaml import write_dagster_yaml
-from resources.store import ObjectStore, open_store
+from lockgate.pipelines.dagster_yaml import write_dagster_yaml
+from lockgate.resources.config import LockgateConfig, SourceConfig, load_config
+from lockgate.resources.store import ObjectStore
+from lockgate.resources.stores import open_store
 
 SEED_DAYS = 4
 EVENTS_PER_OBJECT = 40
@@ -213,7 +215,8 @@ def land_more(cfg: LockgateConfig, today: date | None = None) -> list[SeedReport
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.demo", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="python -m lockgate.pipelines.demo",
+        description=__doc__.splitlines()[0] if __doc__ else None,
     )
     parser.add_argument("--home", required=True, help="DAGSTER_HOME: where dagster.yaml goes")
     parser.add_argument(

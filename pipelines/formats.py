@@ -15,7 +15,7 @@ Contract of ``read_object`` (the accounting every caller relies on):
   JSON object, a CSV row whose field count differs from the header, longer than
   ``max_record_bytes``. A value that does not fit its column (or a field that is not declared,
   or whose name Lockgate owns) does NOT quarantine its record: the row lands with that column
-  null and the value in the row's ``_rescued_data`` (see ``pipelines.rescue``).
+  null and the value in the row's ``_rescued_data`` (see ``lockgate.pipelines.rescue``).
 * An object that cannot be read (missing, changed since listed, bad compression, magic bytes
   that contradict the suffix, not Parquet, an unsafe key) yields ONE ``QuarantineRecord`` with
   ``record_index=None``. If it becomes unreadable part-way (a truncated or corrupt stream, or
@@ -78,15 +78,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from pipelines.config import (
-    DEFAULT_MAX_COMPRESSION_RATIO,
-    DEFAULT_MAX_DECOMPRESSED_BYTES,
-    DEFAULT_MAX_RECORD_BYTES,
-    CsvOptions,
-    Format,
-    SourceConfig,
-)
-from pipelines.rescue import (
+from lockgate.pipelines.rescue import (
     RESCUED,
     RESCUED_FIELD,
     RESERVED_NAMES,
@@ -95,7 +87,15 @@ from pipelines.rescue import (
     extras_per_row,
     merge_column,
 )
-from resources.store import NotFound, ObjectChanged, ObjectStore, validate_key
+from lockgate.resources.config import (
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    CsvOptions,
+    Format,
+    SourceConfig,
+)
+from lockgate.resources.store import NotFound, ObjectChanged, ObjectStore, validate_key
 
 SOURCE_ROW = "_source_row"
 #: Bytes of a bad record kept in its ``QuarantineRecord.raw``.

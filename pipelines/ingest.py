@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipelines.batch import BatchOutcome, execute_batch
-from pipelines.config import SourceConfig
-from pipelines.runtime import Runtime, discovery_rule
-from sensors.discovery import DiscoveryResult, discover
+from lockgate.pipelines.batch import BatchOutcome, execute_batch
+from lockgate.resources.config import SourceConfig
+from lockgate.resources.runtime import Runtime
+from lockgate.sensors.discovery import DiscoveryResult, discover, rule_for_source
 
 
 @dataclass
@@ -48,7 +48,7 @@ def ingest_source(
     """Run discovery and every pending batch until a discovery claims nothing new and no
     batch is pending. Idempotent: batches committed by anyone else are skipped."""
     report = IngestReport(source.name)
-    rule = discovery_rule(source)
+    rule = rule_for_source(source)
     ledger = rt.ledger(source)
     first = True
     while True:

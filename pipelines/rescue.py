@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config import LINEAGE_COLUMNS, RESERVED_COLUMNS
+from lockgate.resources.config import LINEAGE_COLUMNS, RESERVED_COLUMNS
 
 RESCUED = "_rescued_data"
 RESCUED_FIELD = pa.field(RESCUED, pa.string())

@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import NoSuchTableError
 
-from pipelines.config import SourceConfig
-from pipelines.rescue import RESCUED
-from pipelines.runtime import Runtime, quarantine_table
-from resources.ledger import UnknownBatch
+from lockgate.pipelines.rescue import RESCUED
+from lockgate.resources.config import SourceConfig
+from lockgate.resources.ledger import UnknownBatch
+from lockgate.resources.runtime import Runtime, quarantine_table
 
 LINEAGE_KEY = ("_source_key", "_source_etag", "_source_row")
 MAX_EXAMPLES = 10

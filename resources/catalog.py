@@ -18,7 +18,7 @@ the commit is ours.
 Everything rests on the endpoint's create-only put being atomic under concurrency (S3 and
 local ``os.link`` are). An endpoint that checks and then writes (moto's threaded server
 does) lets two racing writers both "create" ``v<N+1>``: the later silently replaces the
-earlier commit. ``resources.probe`` refuses endpoints that ignore the header; it cannot
+earlier commit. ``lockgate.resources.probe`` refuses endpoints that ignore the header; it cannot
 detect such a race.
 
 Finding the current version. Names are never freed (see below), so ``v<k>`` exists for every
@@ -73,8 +73,9 @@ from pyiceberg.table.update import (
 from pyiceberg.typedef import EMPTY_DICT, Identifier, Properties
 from pyiceberg.utils.config import Config
 
-from resources.crashpoints import crash_point
-from resources.store import AlreadyExists, NotFound, ObjectStore, S3Options, open_store
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.store import AlreadyExists, NotFound, ObjectStore, S3Options
+from lockgate.resources.stores import open_store
 
 if TYPE_CHECKING:
     import pyarrow as pa

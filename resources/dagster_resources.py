@@ -11,10 +11,11 @@ from collections.abc import Mapping
 import dagster as dg
 from pydantic import Field
 
-from resources.catalog import make_catalog
-from resources.ledger import Ledger
-from resources.store import ObjectStore, S3Options, open_store
-from resources.tables import TableStore
+from lockgate.resources.catalog import make_catalog
+from lockgate.resources.ledger import Ledger
+from lockgate.resources.store import ObjectStore, S3Options
+from lockgate.resources.stores import open_store
+from lockgate.resources.tables import TableStore
 
 
 class _S3Settings(dg.ConfigurableResource):

@@ -36,8 +36,8 @@ import contextlib
 import heapq
 from collections.abc import Mapping, Sequence
 
-from resources.crashpoints import crash_point
-from resources.ledger_records import (
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.ledger_records import (
     DEFAULT_COMPACT_INTERVAL,
     FORMAT_VERSION,
     AlreadyClaimed,
@@ -63,7 +63,7 @@ from resources.ledger_records import (
     check_source,
     utcnow,
 )
-from resources.store import AlreadyExists, NotFound, ObjectInfo, ObjectStore
+from lockgate.resources.store import AlreadyExists, NotFound, ObjectInfo, ObjectStore
 
 __all__ = [
     "DEFAULT_COMPACT_INTERVAL",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from resources.store import ObjectInfo
+from lockgate.resources.store import ObjectInfo
 
 T = TypeVar("T")
 

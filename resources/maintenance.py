@@ -30,10 +30,10 @@ from pyiceberg.table import Transaction
 from pyiceberg.table.metadata import TableMetadataUtil
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from resources.catalog import ObjectStoreCatalog, is_tombstone, parse_metadata_version
-from resources.crashpoints import crash_point
-from resources.store import NotFound
-from resources.tables import _commit_strict
+from lockgate.resources.catalog import ObjectStoreCatalog, is_tombstone, parse_metadata_version
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.iceberg_private import commit_strict
+from lockgate.resources.store import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def expire_snapshots(catalog: Catalog, identifier: str, policy: MaintenancePolic
         with ExpireSnapshots(txn) as exp:
             exp.by_ids(expire)
         try:
-            _commit_strict(txn)
+            commit_strict(txn)
         except CommitFailedException:
             continue
         crash_point("maintenance.after_expire")

@@ -17,7 +17,13 @@ import logging
 import threading
 import uuid
 
-from resources.store import AlreadyExists, LocalStore, ObjectStore, StoreError, UnsafeEndpoint
+from lockgate.resources.store import (
+    AlreadyExists,
+    LocalStore,
+    ObjectStore,
+    StoreError,
+    UnsafeEndpoint,
+)
 
 log = logging.getLogger(__name__)
 

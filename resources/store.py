@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from resources.crashpoints import crash_point
+from lockgate.resources.crashpoints import crash_point
 
 TMP_PREFIX = ".lockgate-tmp-"
 
@@ -245,14 +245,3 @@ class LocalStore(ObjectStore):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
-
-
-def open_store(url: str, s3: S3Options | None = None) -> ObjectStore:
-    """The store for ``url``: ``s3://bucket[/prefix]`` or a local path (``file://`` allowed)."""
-    if url.startswith("s3://") or url.startswith("s3a://"):
-        from resources.store_s3 import S3Store
-
-        return S3Store(url, s3 or S3Options.from_env())
-    if url.startswith("file://"):
-        url = url[len("file://") :]
-    return LocalStore(url)

@@ -1,10 +1,10 @@
 """The S3 backend of the object store (``s3://bucket[/prefix]``).
 
-Contract, beyond ``resources.store``:
+Contract, beyond ``lockgate.resources.store``:
 
 * Every request goes through one path: s3fs owns the aiobotocore session, credentials and
   event loop; this module calls the client's operations directly (raw botocore errors, no
-  hidden s3fs retries) and retries transient failures with ``resources.retry`` only.
+  hidden s3fs retries) and retries transient failures with ``lockgate.resources.retry`` only.
   botocore's own retries are off (``total_max_attempts=1``) and so is aiohttp's silent resend of
   a PUT on a dropped keep-alive connection, so behaviour is ours and predictable.
 * ``put_if_absent`` is one ``PutObject`` with ``If-None-Match: *`` (objects below
@@ -14,7 +14,7 @@ Contract, beyond ``resources.store``:
   reading the object back: the same bytes mean our earlier attempt succeeded and only
   its response was lost (success); different bytes mean ``AlreadyExists``.
 * Before its first write (put / put_if_absent / delete) a store runs
-  ``resources.probe.ensure_safe``: once per process per endpoint and bucket it checks that
+  ``lockgate.resources.probe.ensure_safe``: once per process per endpoint and bucket it checks that
   the endpoint honours create-only puts and raises ``UnsafeEndpoint`` if it does not.
 * ``open`` streams over one GET (ranged ``If-Match`` re-GETs after a seek or a dropped
   connection): memory is bounded by ``read_buffer`` whatever the object's size, and a
@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
-from resources.crashpoints import crash_point
-from resources.retry import RetryPolicy, error_code, http_status, retry_call
-from resources.store import (
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.retry import RetryPolicy, error_code, http_status, retry_call
+from lockgate.resources.store import (
     AlreadyExists,
     NotFound,
     ObjectChanged,
@@ -344,7 +344,7 @@ class S3Store(ObjectStore):
             raise self._error(e, op, key) from e
 
     def _guard(self) -> None:
-        from resources.probe import ensure_safe
+        from lockgate.resources.probe import ensure_safe
 
         ensure_safe(self)  # a dictionary lookup once the endpoint is known to be safe
 
@@ -441,7 +441,7 @@ class S3Store(ObjectStore):
         self._call("put", key, "put_object", Bucket=self.bucket, Key=full, Body=data)
 
     def put_if_absent(self, key: str, data: bytes) -> None:
-        from resources.probe import in_probe
+        from lockgate.resources.probe import in_probe
 
         full = self._full(key)
         self._guard()

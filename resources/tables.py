@@ -41,22 +41,21 @@ from pyiceberg.exceptions import (
     CommitFailedException,
     NoSuchTableError,
     TableAlreadyExistsError,
-    ValidationException,
 )
 from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema, assign_fresh_schema_ids
 from pyiceberg.table import Table, Transaction, WriteTask
-from pyiceberg.table.update import AssertTableUUID
 from pyiceberg.transforms import IdentityTransform
 
-from resources.catalog import ObjectStoreCatalog, parse_metadata_version
-from resources.crashpoints import crash_point
-from resources.markers import IdRanges, marker_property
+from lockgate.resources.catalog import ObjectStoreCatalog, parse_metadata_version
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.iceberg_private import commit_strict, has_updates, iceberg_schema
+from lockgate.resources.markers import IdRanges, marker_property
 
 if TYPE_CHECKING:
-    from resources.maintenance import MaintenancePolicy, MaintenanceReport, VacuumReport
+    from lockgate.resources.maintenance import MaintenancePolicy, MaintenanceReport, VacuumReport
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ class TableStore:
                 f"{identifier}: partition column {partition_column!r} must be date32, "
                 f"got {schema.field(idx).type}"
             )
-        ice = assign_fresh_schema_ids(Catalog._convert_schema_if_needed(schema, 2))
+        ice = assign_fresh_schema_ids(iceberg_schema(schema))
         spec = PartitionSpec(
             PartitionField(
                 source_id=ice.find_field(partition_column).field_id,
@@ -246,10 +245,10 @@ class TableStore:
                     upd.union_by_name(_as_optional(table.schema(), arrow_schema))
             except (ValidationError, ValueError, TypeError) as e:
                 raise IncompatibleSchema(f"{identifier}: {e}") from e
-            if not txn._updates:
+            if not has_updates(txn):
                 return table.schema()
             try:
-                return _commit_strict(txn).schema()
+                return commit_strict(txn).schema()
             except CommitFailedException:
                 _jitter_sleep(attempt, self.settings.retry_base_s, self.settings.retry_max_s)
         raise CommitConflict(
@@ -469,7 +468,7 @@ class TableStore:
         """Commit ``txn`` (strictly against its base). On a lost race, back off (jitter) and
         return None: the caller reloads and re-plans."""
         try:
-            committed = _commit_strict(txn)
+            committed = commit_strict(txn)
         except CommitFailedException:
             _jitter_sleep(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s)
             return None
@@ -496,7 +495,7 @@ class TableStore:
 
     def maintain(self, identifier: str) -> MaintenanceReport:
         """Run maintenance now (expire snapshots, retire metadata versions)."""
-        from resources.maintenance import MaintenancePolicy, maintain
+        from lockgate.resources.maintenance import MaintenancePolicy, maintain
 
         return maintain(self.catalog, identifier, self.settings.maintenance or MaintenancePolicy())
 
@@ -504,7 +503,7 @@ class TableStore:
         self, identifier: str, older_than: timedelta = timedelta(days=3), dry_run: bool = False
     ) -> VacuumReport:
         """Delete unreferenced files older than ``older_than`` (see ``maintenance.vacuum``)."""
-        from resources.maintenance import vacuum
+        from lockgate.resources.maintenance import vacuum
 
         return vacuum(self.catalog, identifier, older_than=older_than, dry_run=dry_run)
 
@@ -515,25 +514,6 @@ class TableStore:
 def _jitter_sleep(attempt: int, base: float, cap: float) -> None:
     """Full jitter: sleep uniformly in [0, min(cap, base * 2**attempt)]."""
     time.sleep(random.uniform(0, min(cap, base * (2**attempt))))
-
-
-def _commit_strict(txn: Transaction) -> Table:
-    """Commit ``txn`` exactly once against its base, without pyiceberg's internal retry.
-
-    ``Transaction.commit_transaction`` retries a snapshot producer on a fresh base but keeps
-    the other staged updates, so it would re-apply a stale marker value over a newer one.
-    Here a conflict raises ``CommitFailedException`` (after deleting the manifests written for
-    this attempt) and the caller re-plans from a reload.
-    """
-    table = txn._table
-    requirements = (*txn._requirements, AssertTableUUID(uuid=table.metadata.table_uuid))
-    try:
-        table._do_commit(updates=txn._updates, requirements=requirements)
-    except (CommitFailedException, ValidationException):
-        for producer in txn._snapshot_producers:
-            producer._clean_all_uncommitted()
-        raise
-    return table
 
 
 def _marker(table: Table, source: str) -> IdRanges:

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from resources.crashpoints import crash_point
-from resources.ledger import Claim, ClaimConflict, ClaimState, Ledger
-from resources.store import ObjectInfo, ObjectStore
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.ledger import Claim, ClaimConflict, ClaimState, Ledger
+from lockgate.resources.store import ObjectInfo, ObjectStore
 
 TEMP_SUFFIXES = (".tmp", "._COPYING_")
 MAX_CONFLICTS_PER_TICK = 1000
@@ -178,7 +178,7 @@ def partition_of(info: ObjectInfo, rule: DiscoveryRule) -> str | None:
 
 
 def rule_for_source(source: Any, **overrides: Any) -> DiscoveryRule:
-    """The rule of a configured source (``pipelines.config.SourceConfig``): its partition rule
+    """The rule of a configured source (``SourceConfig``): its partition rule
     (``partition_day``, so both agree), start day, batch limits and overwrite policy;
     ``overrides`` set the remaining fields (``lookback_keys``, ``max_claims_per_tick``, ...)."""
     fields: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 A tick (the ledger, not the cursor, is the truth):
 
-1. discovery lists new objects and claims them (write-ahead) -- see ``sensors.discovery``;
+1. discovery lists new objects and claims them (write-ahead) -- see ``lockgate.sensors.discovery``;
 2. every pending batch (claimed, no commit record) is requested with
    ``run_key="<source>:<batch>"`` (``...:retry<n>`` after ``lockgate retry``), at most
    ``max_runs_per_tick`` of them; Dagster skips keys it already launched, so a crash between
@@ -18,12 +18,16 @@ from collections.abc import Callable
 import dagster as dg
 from dagster import SensorEvaluationContext
 
-from pipelines.config import LockgateConfig, SourceConfig
-from pipelines.runtime import Runtime, discovery_rule
-from resources.dagster_resources import LedgerResource, ObjectStoreResource, TableStoreResource
-from sensors.discovery import DiscoveryRule, discover, full_listing_due
-from sensors.retries import all_generations, run_key
-from sensors.runs import batch_tags, launched_run_keys, stuck_batches
+from lockgate.resources.config import LockgateConfig, SourceConfig
+from lockgate.resources.dagster_resources import (
+    LedgerResource,
+    ObjectStoreResource,
+    TableStoreResource,
+)
+from lockgate.resources.runtime import Runtime
+from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
+from lockgate.sensors.retries import all_generations, run_key
+from lockgate.sensors.runs import batch_tags, launched_run_keys, stuck_batches
 
 FULL_LISTING_EVERY_TICKS = 20
 
@@ -41,7 +45,7 @@ def build_sensor(
     config: LockgateConfig, source: SourceConfig, asset_key: dg.AssetKey
 ) -> dg.SensorDefinition:
     settings = config.dagster
-    rule = discovery_rule(
+    rule = rule_for_source(
         source,
         max_claims_per_tick=settings.max_runs_per_tick,
         full_listing_every=FULL_LISTING_EVERY_TICKS,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from resources.store import AlreadyExists, ObjectStore
+from lockgate.resources.store import AlreadyExists, ObjectStore
 
 PREFIX = "retries/"
 

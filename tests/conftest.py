@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.store import LocalStore, ObjectStore, S3Options, open_store
+from lockgate.resources.store import LocalStore, ObjectStore, S3Options
+from lockgate.resources.stores import open_store
 
 MOTO_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

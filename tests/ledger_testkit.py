@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import BinaryIO
 
-from resources.ledger import OFFSETS, Claim, _loads, batch_name
-from resources.store import (
+from lockgate.resources.ledger import OFFSETS, Claim, _loads, batch_name
+from lockgate.resources.store import (
     AlreadyExists,
     NotFound,
     ObjectChanged,

@@ -19,10 +19,11 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import LockgateConfig, load_config
-from pipelines.runtime import Runtime
-from pipelines.verify import VerifyReport, verify_source
-from resources.store import ObjectStore, S3Options, open_store
+from lockgate.pipelines.verify import VerifyReport, verify_source
+from lockgate.resources.config import LockgateConfig, load_config
+from lockgate.resources.runtime import Runtime
+from lockgate.resources.store import ObjectStore, S3Options
+from lockgate.resources.stores import open_store
 from tests.conftest import MOTO_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,14 +152,14 @@ def run_lockgate(
 
 def dagster_instance(folder: Path) -> tuple[Path, Path]:
     """``(home, workspace)``: a Dagster home ``folder/dagster_home`` holding Lockgate's
-    ``dagster.yaml``, and ``folder/workspace.yaml`` loading ``pipelines.definitions`` from
+    ``dagster.yaml``, and ``folder/workspace.yaml`` loading ``lockgate.pipelines.definitions`` from
     this checkout."""
-    from pipelines.dagster_yaml import write_dagster_yaml
+    from lockgate.pipelines.dagster_yaml import write_dagster_yaml
 
     home = folder / "dagster_home"
     write_dagster_yaml(home)
     workspace = folder / "workspace.yaml"
-    module = {"module_name": "pipelines.definitions", "working_directory": str(REPO)}
+    module = {"module_name": "lockgate.pipelines.definitions", "working_directory": str(REPO)}
     workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": module}]}))
     return home, workspace
 

@@ -13,9 +13,9 @@ from datetime import date
 
 import pyarrow as pa
 
-from resources.catalog import make_catalog
-from resources.store import S3Options
-from resources.tables import TableSettings, TableStore
+from lockgate.resources.catalog import make_catalog
+from lockgate.resources.store import S3Options
+from lockgate.resources.tables import TableSettings, TableStore
 
 SCHEMA = pa.schema(
     [

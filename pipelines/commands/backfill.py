@@ -7,8 +7,8 @@ import argparse
 import sys
 from datetime import date, timedelta
 
-from pipelines.batch import RebuildRefused, rebuild
-from pipelines.commands.common import CommandError, guarded, print_json, runtime
+from lockgate.pipelines.commands.common import CommandError, guarded, print_json, runtime
+from lockgate.pipelines.rebuild import RebuildRefused, rebuild
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,9 +8,9 @@ import json
 import sys
 from typing import Any
 
-from pipelines.config import ConfigError
-from pipelines.runtime import Runtime
-from resources.ledger import FingerprintMismatch
+from lockgate.resources.config import ConfigError
+from lockgate.resources.ledger import FingerprintMismatch
+from lockgate.resources.runtime import Runtime
 
 
 class CommandError(Exception):

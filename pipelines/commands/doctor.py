@@ -18,9 +18,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from resources.probe import probe_conditional_writes
-from resources.retry import RetryPolicy
-from resources.store import LocalStore, ObjectStore, S3Options, UnsafeEndpoint, open_store
+from lockgate.resources.probe import probe_conditional_writes
+from lockgate.resources.retry import RetryPolicy
+from lockgate.resources.store import LocalStore, ObjectStore, S3Options, UnsafeEndpoint
+from lockgate.resources.stores import open_store
 
 # A doctor must answer quickly: a few short retries, not the production policy.
 DOCTOR_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=10.0)
@@ -105,7 +106,7 @@ def _credential_source(options: S3Options) -> str:
 def _locations_from_config(args: argparse.Namespace, report: Report) -> list[str] | None:
     """The config's locations, or None (with a FAIL line) if there is no usable config."""
     try:
-        from pipelines.config import load_config
+        from lockgate.resources.config import load_config
     except ImportError:
         report.add("FAIL", "config", "this build has no config module; pass --url")
         return None
@@ -125,7 +126,7 @@ def _locations_from_config(args: argparse.Namespace, report: Report) -> list[str
 
 def _open(url: str, options: S3Options) -> ObjectStore:
     if url.startswith(("s3://", "s3a://")):
-        from resources.store_s3 import S3Store
+        from lockgate.resources.store_s3 import S3Store
 
         return S3Store(url, options, retry=DOCTOR_RETRY)
     return open_store(url, options)
@@ -211,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         if any(u.startswith(("s3://", "s3a://")) for u in urls):
             report.section("s3")
             endpoint = options.endpoint_url or "default AWS endpoint"
-            from resources.store_s3 import redact_url
+            from lockgate.resources.store_s3 import redact_url
 
             report.add("INFO", "endpoint", redact_url(endpoint))
             source = _credential_source(options)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.batch import BatchOutcome
-from pipelines.commands.common import add_source_argument, guarded, print_json, runtime
-from pipelines.ingest import ingest_source
+from lockgate.pipelines.batch import BatchOutcome
+from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
+from lockgate.pipelines.ingest import ingest_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,8 +19,9 @@ import json
 import sys
 from typing import Any
 
-from resources.ledger import Claim, CommitRecord, Ledger, LedgerError, UnknownBatch
-from resources.store import ObjectStore, S3Options, StoreError, open_store
+from lockgate.resources.ledger import Claim, CommitRecord, Ledger, LedgerError, UnknownBatch
+from lockgate.resources.store import ObjectStore, S3Options, StoreError
+from lockgate.resources.stores import open_store
 
 PENDING_SHOWN = 20
 
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_config(args: argparse.Namespace) -> Any | None:
     """The parsed config, or None when the config module is not available."""
     try:
-        from pipelines.config import load_config
+        from lockgate.resources.config import load_config
     except ImportError:
         return None
     return load_config(getattr(args, "config", None))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands.common import CommandError, guarded, runtime
-from resources.ledger import UnknownBatch
-from sensors.retries import request_retry, run_key
+from lockgate.pipelines.commands.common import CommandError, guarded, runtime
+from lockgate.resources.ledger import UnknownBatch
+from lockgate.sensors.retries import request_retry, run_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

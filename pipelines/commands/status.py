@@ -9,9 +9,9 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.commands.common import add_source_argument, guarded, print_json, runtime
-from pipelines.config import SourceConfig
-from pipelines.runtime import Runtime
+from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
+from lockgate.resources.config import SourceConfig
+from lockgate.resources.runtime import Runtime
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
         return None  # no Dagster instance to ask: stuck batches are unknown
     import dagster as dg
 
-    from sensors.runs import stuck_batches
+    from lockgate.sensors.runs import stuck_batches
 
     with dg.DagsterInstance.get() as instance:
         return {b: r.run_id for b, r in stuck_batches(instance, source, pending).items()}

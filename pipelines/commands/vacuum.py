@@ -17,9 +17,9 @@ from typing import TextIO
 
 from pyiceberg.catalog import Catalog
 
-from resources.catalog import ObjectStoreCatalog, make_catalog
-from resources.maintenance import VacuumReport, vacuum
-from resources.store import S3Options
+from lockgate.resources.catalog import ObjectStoreCatalog, make_catalog
+from lockgate.resources.maintenance import VacuumReport, vacuum
+from lockgate.resources.store import S3Options
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -87,7 +87,7 @@ def _catalog_and_tables(args: argparse.Namespace) -> tuple[Catalog, list[str]]:
         s3 = S3Options.from_env(endpoint_url=args.endpoint_url)
         catalog = make_catalog(args.warehouse, s3)
     else:
-        from pipelines.config import load_config
+        from lockgate.resources.config import load_config
 
         cfg = load_config(getattr(args, "config", None))
         catalog = make_catalog(cfg.warehouse, cfg.s3, dict(cfg.catalog) or None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands.common import add_source_argument, guarded, print_json, runtime
-from pipelines.verify import verify_source
+from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
+from lockgate.pipelines.verify import verify_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.table import StaticTable
 
-from tests.test_interop_duckdb import extension_path
+from tests.resources.test_interop_duckdb import extension_path
 
 _VERSION = re.compile(r"^v(\d+)\.metadata\.json$")
 ID_RE = re.compile(r"\b[ib]\d+-\d+-\d+\b")

@@ -28,8 +28,8 @@ from typing import Any
 
 import psutil
 
-from pipelines.runtime import Runtime
-from resources.store import LocalStore
+from lockgate.resources.runtime import Runtime
+from lockgate.resources.store import LocalStore
 from tests.platform_helpers import (
     Lander,
     dagster_instance,
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     converged_after: float | None = None
     status: dict[str, Any] = {}
     try:
-        from pipelines.commands.status import source_status
+        from lockgate.pipelines.commands.status import source_status
 
         started = time.monotonic()
         deadline = started + args.final_wait

@@ -4,7 +4,7 @@ Two launchers with one interface (``start(argv, env, cwd, log) -> Proc``):
 
 * ``ExecLauncher``: the real console script ``.venv/bin/lockgate`` as a subprocess;
 * ``ForkLauncher``: a fork of ``tests.torture.zygote`` (same entry point,
-  ``pipelines.cli.main``, imports paid once; see that module for why it is equivalent).
+  ``lockgate.pipelines.cli.main``, imports paid once; see that module for why it is equivalent).
 
 A ``Proc`` knows its pid and, once it ended, its return code as ``subprocess`` reports it
 (``-9``: killed by SIGKILL, by its own crash point or by us). Every process started is

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resources.crashpoints import POINTS
+from lockgate.resources.crashpoints import POINTS
 from tests.torture.checks import Readers
 from tests.torture.launch import ExecLauncher, ForkLauncher
 from tests.torture.proxy import TortureProxy

@@ -33,8 +33,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from resources.crashpoints import ENV, POINTS
-from resources.store import ObjectStore, S3Options, open_store
+from lockgate.resources.crashpoints import ENV, POINTS
+from lockgate.resources.store import ObjectStore, S3Options
+from lockgate.resources.stores import open_store
 from tests.torture.checks import Readers
 from tests.torture.launch import ExecLauncher, ForkLauncher, Proc
 from tests.torture.proxy import TortureProxy

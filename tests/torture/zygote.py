@@ -3,7 +3,7 @@
 Starting the real console script costs an interpreter start plus ~3 s of CPU for imports
 (pyiceberg, pyarrow, dagster); on a loaded 2-core machine that is 10-15 s of wall time per
 process, which would cap a torture run at a few dozen trials. The zygote pays the imports
-once; each run is a ``fork`` of it that calls ``pipelines.cli.main(argv)`` -- the very
+once; each run is a ``fork`` of it that calls ``lockgate.pipelines.cli.main(argv)`` -- the very
 function ``.venv/bin/lockgate`` calls -- with its own environment, working directory and
 log file, and exits with its return code (or dies by SIGKILL at a crash point).
 
@@ -46,7 +46,7 @@ def _child(req: dict[str, Any]) -> None:
         os.environ.clear()
         os.environ.update(req["env"])
         random.seed()
-        import resources.crashpoints as cp
+        import lockgate.resources.crashpoints as cp
 
         cp._TARGET = cp._parse(os.environ.get(cp.ENV))
         cp._hits.clear()

@@ -1,0 +1,180 @@
+"""Rebuilding days (backfill): every claimed object of those days is staged again and
+committed as ONE overwrite of exactly those partitions, whose marker includes every batch read.
+
+Contract: a rebuild never duplicates incremental appends (a batch of those days committed
+meanwhile makes the commit conflict, and the rebuild re-plans), and never silently shrinks a
+partition (an object that cannot be read exactly as claimed makes it refuse, changing
+nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from lockgate.pipelines.stage import (
+    Staged,
+    ensure_main_table,
+    ensure_quarantine_table,
+    stage_claims,
+    stage_quarantine,
+)
+from lockgate.resources.config import SourceConfig
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.ledger import Claim, CommitRecord, Ledger
+from lockgate.resources.runtime import Runtime, quarantine_table
+from lockgate.resources.store import NotFound
+from lockgate.resources.tables import RebuildConflict
+
+REBUILD_ATTEMPTS = 5
+
+
+class RebuildRefused(Exception):
+    """A rebuild would silently shrink a partition (a claimed object is gone or changed)."""
+
+
+@dataclass
+class RebuildOutcome:
+    source: str
+    days: list[str]
+    batches: list[int]
+    objects: int
+    rows: int
+    quarantined: int
+    snapshot_id: int | None
+    table_version: int | None
+    attempts: int
+    duration_s: float
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "days": ", ".join(self.days),
+            "batches": len(self.batches),
+            "objects": self.objects,
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "snapshot_id": str(self.snapshot_id) if self.snapshot_id is not None else "none",
+            "table_version": self.table_version or 0,
+            "attempts": self.attempts,
+            "duration_s": round(self.duration_s, 3),
+            "dagster/row_count": self.rows,
+        }
+
+
+def _check_objects_present(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> None:
+    landing = rt.landing(source)
+    for claim in claims:
+        for obj in claim.objects:
+            try:
+                info = landing.head(obj.key)
+            except NotFound:
+                info = None
+            if info is None or info.etag != obj.etag:
+                what = "deleted" if info is None else "re-written"
+                raise RebuildRefused(
+                    f"source {source.name!r}: cannot rebuild {claim.partition}: object "
+                    f"{obj.key!r} of batch {claim.batch_id} was {what} since it was claimed "
+                    f"(clean_source: {source.clean_source}); a rebuild would silently drop its "
+                    "rows, so nothing was changed"
+                )
+
+
+def rebuild(
+    rt: Runtime,
+    source: SourceConfig,
+    days: list[date],
+    progress: Callable[[str], None] | None = None,
+) -> RebuildOutcome:
+    """Rebuild ``days`` of ``source`` from every claimed object of those days: one overwrite
+    of exactly those partitions whose marker includes every batch read. Re-plans when a batch
+    of those days commits meanwhile (``RebuildConflict``)."""
+    started = time.monotonic()
+    tables = rt.tables
+    say = progress or (lambda _msg: None)
+    for attempt in range(1, REBUILD_ATTEMPTS + 1):
+        base = tables.rebuild_base(source.table, source.name)
+        q_ident = quarantine_table(source)
+        q_base = tables.rebuild_base(q_ident, source.name)
+        ledger = rt.ledger(source)
+        claims = [c for d in days for c in ledger.claims_for_partition(d.isoformat())]
+        ids = [c.batch_id for c in claims]
+        say(f"attempt {attempt}: {len(claims)} batches over {len(days)} days")
+        if not claims:
+            return RebuildOutcome(
+                source.name,
+                [d.isoformat() for d in days],
+                [],
+                0,
+                0,
+                0,
+                None,
+                None,
+                attempt,
+                time.monotonic() - started,
+            )
+        _check_objects_present(rt, source, claims)
+        staged = stage_claims(rt, source, claims)
+        crash_point("backfill.after_stage")
+        try:
+            if staged.quarantine or q_base.table_version:
+                ensure_quarantine_table(tables, source)
+                q_files = stage_quarantine(tables, q_ident, staged.quarantine)
+                tables.rebuild_partitions(q_ident, source.name, days, q_files, ids, q_base)
+            ensure_main_table(tables, source)
+            result = tables.rebuild_partitions(
+                source.table,
+                source.name,
+                days,
+                staged.files,
+                ids,
+                base,
+                summary={"lockgate.rows": str(staged.rows)},
+            )
+        except RebuildConflict as e:
+            say(f"conflict, re-planning: {e}")
+            continue
+        crash_point("backfill.after_commit")
+        _record_rebuilt(ledger, claims, staged, result.snapshot_id, result.table_version)
+        return RebuildOutcome(
+            source=source.name,
+            days=[d.isoformat() for d in days],
+            batches=ids,
+            objects=sum(len(c.objects) for c in claims),
+            rows=staged.rows,
+            quarantined=staged.quarantined,
+            snapshot_id=result.snapshot_id,
+            table_version=result.table_version,
+            attempts=attempt,
+            duration_s=time.monotonic() - started,
+        )
+    raise RebuildConflict(
+        f"source {source.name!r}: rebuild of {len(days)} days lost {REBUILD_ATTEMPTS} races to "
+        "incremental batches; try again when the source is quieter"
+    )
+
+
+def _record_rebuilt(
+    ledger: Ledger, claims: list[Claim], staged: Staged, snapshot_id: int | None, version: int
+) -> None:
+    """Commit records for batches that the rebuild committed first (their own run will find
+    the batch marked and stop)."""
+    for claim in claims:
+        if ledger.commit_record(claim.batch_id) is not None:
+            continue
+        counts = {o.key: staged.record_counts.get(o.key, 0) for o in claim.objects}
+        ledger.record_commit(
+            CommitRecord(
+                batch_id=claim.batch_id,
+                snapshot_id=snapshot_id,
+                table_version=version,
+                rows=staged.batch_rows.get(claim.batch_id, 0),
+                quarantined=staged.batch_quarantined.get(claim.batch_id, 0),
+                bytes=claim.bytes,
+                objects=len(claim.objects),
+                duplicate=True,
+                record_counts=counts,
+            )
+        )

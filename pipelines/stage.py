@@ -1,0 +1,140 @@
+"""Staging: read the objects of claimed batches and write their rows and quarantine entries
+as Parquet files under the tables' ``data/`` (invisible to readers until a commit adds them).
+
+Contract: ``records(object) = rows + quarantined`` is counted per object
+(``Staged.record_counts``); memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus the
+quarantine entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
+
+from lockgate.pipelines.conform import Conformer
+from lockgate.pipelines.formats import (
+    FormatOptions,
+    QuarantineRecord,
+    quarantine_batch,
+    read_object,
+)
+from lockgate.pipelines.lineage import DAY, LINEAGE_SCHEMA, QUARANTINE_TABLE_SCHEMA, lineage_arrays
+from lockgate.resources.config import SourceConfig
+from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.ledger import Claim
+from lockgate.resources.runtime import Runtime, quarantine_table
+from lockgate.resources.tables import StagedFile, TableStore
+
+STAGE_BUFFER_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Staged:
+    files: list[StagedFile] = field(default_factory=list)
+    quarantine: list[pa.RecordBatch] = field(default_factory=list)
+    rows: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    record_counts: dict[str, int] = field(default_factory=dict)
+    batch_rows: dict[int, int] = field(default_factory=dict)
+    batch_quarantined: dict[int, int] = field(default_factory=dict)
+
+
+def chunked(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[list[pa.RecordBatch]]:
+    buf: list[pa.RecordBatch] = []
+    size = 0
+    for b in batches:
+        buf.append(b)
+        size += b.nbytes
+        if size >= limit:
+            yield buf
+            buf, size = [], 0
+    if buf:
+        yield buf
+
+
+def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Staged:
+    """Read every object of ``claims`` and stage its rows (invisible until committed); keep its
+    quarantine entries in memory (bounded by the number of bad records)."""
+    tables = rt.tables
+    landing = rt.landing(source)
+    fmt = FormatOptions.from_source(source)
+    declared = source.arrow_schema()
+    conformer = Conformer(tables, source.table, declared)
+    out = Staged()
+    ingested_at = datetime.now(UTC)
+
+    def quarantine(claim: Claim, records: list[QuarantineRecord]) -> None:
+        if not records:
+            return
+        qb = quarantine_batch(records)
+        n = qb.num_rows
+        extra = lineage_arrays(claim, n, ingested_at, key=None, etag=None)
+        out.quarantine.append(
+            pa.RecordBatch.from_arrays(
+                [*qb.columns, extra["_batch_id"], extra["_ingested_at"], extra[DAY]],
+                schema=QUARANTINE_TABLE_SCHEMA,
+            )
+        )
+        out.quarantined += n
+        out.batch_quarantined[claim.batch_id] = out.batch_quarantined.get(claim.batch_id, 0) + n
+        crash_point("stage.after_quarantine")
+
+    def rows() -> Iterator[pa.RecordBatch]:
+        for claim in claims:
+            for obj in claim.objects:
+                records = 0
+                out.bytes += obj.size
+                for chunk in read_object(landing, obj.key, obj.etag, fmt, declared):
+                    crash_point("stage.after_read")
+                    bad = list(chunk.quarantined)
+                    records += chunk.batch.num_rows + len(bad)
+                    if chunk.batch.num_rows:
+                        lineage = lineage_arrays(
+                            claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
+                        )
+                        good = conformer.conform(chunk.batch, lineage)
+                        if good.num_rows:
+                            out.rows += good.num_rows
+                            out.batch_rows[claim.batch_id] = (
+                                out.batch_rows.get(claim.batch_id, 0) + good.num_rows
+                            )
+                            yield good
+                    quarantine(claim, bad)
+                out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
+
+    for group in chunked(rows(), STAGE_BUFFER_BYTES):
+        out.files += tables.stage(source.table, group)
+    return out
+
+
+def ensure_quarantine_table(tables: TableStore, source: SourceConfig) -> str:
+    ident = quarantine_table(source)
+    tables.ensure_table(ident, QUARANTINE_TABLE_SCHEMA, DAY)
+    return ident
+
+
+def stage_quarantine(
+    tables: TableStore, ident: str, batches: list[pa.RecordBatch]
+) -> list[StagedFile]:
+    return tables.stage(ident, batches) if batches else []
+
+
+def ensure_main_table(tables: TableStore, source: SourceConfig) -> None:
+    """The source's table exists even when every record of a batch was bad: it carries the
+    marker."""
+    if not table_exists(tables, source.table):
+        declared = source.arrow_schema() or pa.schema([])
+        tables.ensure_table(source.table, pa.schema([*declared, *LINEAGE_SCHEMA]), DAY)
+
+
+def table_exists(tables: TableStore, identifier: str) -> bool:
+    try:
+        tables.load(identifier)
+    except NoSuchTableError:
+        return False
+    return True

@@ -1,0 +1,61 @@
+"""Every use of pyiceberg's private API, in one place (written against pyiceberg 0.12.x).
+
+Lockgate needs three things pyiceberg does not expose: a commit without pyiceberg's internal
+retry (it would re-apply a stale marker over a newer one), whether a transaction staged any
+update, and the arrow -> Iceberg schema conversion that ``create_table`` uses.
+
+Contract: nothing else in Lockgate touches a private pyiceberg name. ``PRIVATE_NAMES`` lists
+each one; ``tests/resources/test_iceberg_private.py`` checks that they all still exist, so an
+upgrade of pyiceberg that moves one fails there, loudly, instead of deep inside a commit.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.update import AssertTableUUID
+
+# (owner, name): the owner is a class, or "Transaction" for instance attributes of one.
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("Catalog", "_convert_schema_if_needed"),
+    ("Transaction", "_table"),
+    ("Transaction", "_updates"),
+    ("Transaction", "_requirements"),
+    ("Transaction", "_snapshot_producers"),
+    ("Table", "_do_commit"),
+    ("_SnapshotProducer", "_clean_all_uncommitted"),
+)
+
+
+def commit_strict(txn: Transaction) -> Table:
+    """Commit ``txn`` exactly once against its base, without pyiceberg's internal retry.
+
+    ``Transaction.commit_transaction`` retries a snapshot producer on a fresh base but keeps
+    the other staged updates, so it would re-apply a stale marker value over a newer one.
+    Here a conflict raises ``CommitFailedException`` or ``ValidationException`` (after deleting
+    the manifests written for this attempt) and the caller re-plans from a reload. The commit
+    also requires the table's UUID, so a table dropped and re-created meanwhile conflicts.
+    """
+    table = txn._table
+    requirements = (*txn._requirements, AssertTableUUID(uuid=table.metadata.table_uuid))
+    try:
+        table._do_commit(updates=txn._updates, requirements=requirements)
+    except (CommitFailedException, ValidationException):
+        for producer in txn._snapshot_producers:
+            producer._clean_all_uncommitted()
+        raise
+    return table
+
+
+def has_updates(txn: Transaction) -> bool:
+    """Whether ``txn`` staged any metadata update (an empty one must commit nothing)."""
+    return bool(txn._updates)
+
+
+def iceberg_schema(schema: pa.Schema) -> Schema:
+    """``schema`` as an Iceberg v2 schema, the conversion ``Catalog.create_table`` applies
+    (field ids not yet assigned)."""
+    return Catalog._convert_schema_if_needed(schema, 2)

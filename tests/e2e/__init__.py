@@ -1,0 +1,1 @@
+"""End-to-end tests: the make targets, the Dagster daemon, the benchmarks' smoke runs."""

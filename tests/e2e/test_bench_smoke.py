@@ -1,0 +1,97 @@
+"""The fast slice of the benchmarks: every bench/ script runs end to end at toy size, so the
+scripts do not rot. Nothing here is timed or compared against a goal; the assertions are on
+what the scripts produce (tables with the expected rows, the data the generator writes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import discovery, generate, ingest_vs_pyarrow, memory
+from bench.common import run_measured, write_config
+
+TOY = 0.0005  # 500 rows per JSON data set, 10 objects in D3
+
+
+def test_generate_is_deterministic_and_shaped() -> None:
+    ds = generate.ensure(TOY, ("d1", "d2", "d3", "d4"))
+    d1 = ds.files("d1")
+    assert len(d1) == 1 and ds.rows("d1") == 500
+    assert len(ds.files("d2")) == 100
+    assert len(ds.files("d3")) == 10
+    first = json.loads(d1[0].read_text().splitlines()[0])
+    assert set(first) == {n for n, _ in generate.DECLARED} | {"tags", "device"}
+    assert isinstance(first["tags"], list) and isinstance(first["device"], dict)
+    lines = b"".join(p.read_bytes() for p in ds.files("d2")).splitlines()
+    assert lines == d1[0].read_bytes().splitlines()  # D2 holds D1's rows
+    header = ds.files("d4")[0].read_text().splitlines()[0]
+    assert header.split(",") == generate.CSV_COLUMNS
+
+
+def test_raw_pyarrow_side_reads_every_row(tmp_path: Path) -> None:
+    ds = generate.ensure(TOY, ("d1", "d4"))
+    for name, fmt in (("d1", "jsonl"), ("d4", "csv")):
+        rows, _ = ingest_vs_pyarrow.raw_ingest(ds.path(name), fmt, tmp_path / f"{name}.parquet")
+        assert rows == 500
+
+
+def test_run_measured_reports_lines_and_rss() -> None:
+    import sys
+
+    m = run_measured([sys.executable, "-c", "print('READY'); x = bytearray(50_000_000)"])
+    assert m.returncode == 0
+    assert m.line_time("READY") is not None
+    assert m.peak_rss_bytes >= 50_000_000
+
+
+def test_ingest_vs_pyarrow_toy(capsys: pytest.CaptureFixture[str]) -> None:
+    ingest_vs_pyarrow.main(
+        ["--scale", str(TOY), "--rounds", "1", "--datasets", "d1", "d4", "--no-append"]
+    )
+    out = capsys.readouterr().out
+    assert "| D1 | 1 |" in out and "| D4 | 1 |" in out
+
+
+def test_memory_toy(capsys: pytest.CaptureFixture[str]) -> None:
+    memory.main(["--scale", str(TOY), "--no-append"])
+    out = capsys.readouterr().out
+    assert "| D1X2 (one object, 2x D1) |" in out and "| 1000 |" in out
+
+
+@pytest.mark.s3
+def test_discovery_toy(capsys: pytest.CaptureFixture[str]) -> None:
+    discovery.main(["--existing", "30", "120", "--new", "15", "--rounds", "1", "--no-append"])
+    out = capsys.readouterr().out
+    assert "| 30 | 15 | 1000 |" in out and "| 120 | 15 | 1000 |" in out
+
+
+def test_lockgate_config_loads(tmp_path: Path) -> None:
+    from lockgate.resources.config import load_config
+
+    cfg = write_config(tmp_path, tmp_path / "landing", "jsonl", generate.DECLARED)
+    source = load_config(str(cfg)).source("bench")
+    assert source.schema == generate.DECLARED
+    assert source.partition_day("events-2024-03-01-00000.jsonl", None).isoformat() == "2024-03-01"  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_spark_job_toy(tmp_path: Path) -> None:
+    from bench import spark_vs_lockgate
+
+    if not spark_vs_lockgate.DEFAULT_SPARK_PYTHON.exists():
+        pytest.skip("no Spark venv (make bench-spark)")
+    ds = generate.ensure(TOY, ("d2",))
+    _, _, cold, warm = spark_vs_lockgate.run_spark(
+        str(spark_vs_lockgate.DEFAULT_SPARK_PYTHON), ds.path("d2"), tmp_path, False, True
+    )
+    assert cold["rows"] == 500 and cold["output_rows"] == 500 and warm is None
+
+
+@pytest.mark.slow
+def test_dagster_latency_toy(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import dagster_latency
+
+    dagster_latency.main(["--objects", "2", "--gap", "1", "--skip-d3", "--no-append"])
+    assert "| 2 | 1 | 30 |" in capsys.readouterr().out

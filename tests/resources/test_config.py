@@ -1,0 +1,448 @@
+"""lockgate.yaml: discovery of the file, defaults, relative paths, schema types, and errors that
+name both the key path and the file."""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from lockgate.resources.config import (
+    CONFIG_ENV,
+    DEFAULT_MAX_BYTES_PER_BATCH,
+    ConfigError,
+    CsvOptions,
+    LockgateConfig,
+    load_config,
+    parse_schema_type,
+    parse_size,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = {
+    "warehouse": ".lockgate/warehouse",
+    "sources": {
+        "events": {
+            "landing": "landing/events",
+            "format": "jsonl",
+            "table": "raw.events",
+            "partition": {"pattern": r"dt=(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
+        }
+    },
+}
+
+
+def write(tmp_path: Path, doc: Any, name: str = "lockgate.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def with_source(**changes: Any) -> dict[str, Any]:
+    doc = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    doc["sources"]["events"].update(changes)
+    return doc
+
+
+def test_full_contract_from_the_brief(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    path = write(
+        tmp_path,
+        textwrap.dedent(
+            r"""
+            warehouse: .lockgate/warehouse
+            ledger: .lockgate/ledger
+            s3:
+              endpoint_url: http://127.0.0.1:9000
+              region: us-east-1
+            catalog: {}
+            dagster:
+              sensor_interval_seconds: 30
+              max_runs_per_tick: 20
+              max_runtime_seconds: 600
+            sources:
+              events:
+                landing: s3://landing/events/
+                format: jsonl
+                table: raw.events
+                partition:
+                  pattern: 'dt=(\d{4}-\d{2}-\d{2})'
+                  start: 2026-01-01
+                schema:
+                  id: long
+                  ts: timestamp
+                max_files_per_batch: 1000
+                max_bytes_per_batch: 256MiB
+                allow_overwrites: false
+                clean_source: off
+              orders:
+                landing: landing/orders
+                format: csv
+                csv: {delimiter: ";", header: false, quote_char: "'"}
+                table: raw.orders
+                partition: {start: 2026-02-01}
+            """
+        ),
+    )
+    cfg = load_config(str(path))
+    assert cfg.path == str(path)
+    assert cfg.warehouse == str(tmp_path / ".lockgate/warehouse")
+    assert cfg.ledger == str(tmp_path / ".lockgate/ledger")
+    assert cfg.s3.endpoint_url == "http://127.0.0.1:9000" and cfg.s3.region == "us-east-1"
+    assert dict(cfg.catalog) == {}
+    assert (cfg.dagster.sensor_interval_seconds, cfg.dagster.max_runs_per_tick) == (30, 20)
+    assert cfg.dagster.max_runtime_seconds == 600
+    assert list(cfg.sources) == ["events", "orders"]
+    ev = cfg.source("events")
+    assert ev.landing == "s3://landing/events"
+    assert (ev.format, ev.namespace, ev.table_name) == ("jsonl", "raw", "events")
+    assert ev.table == "raw.events" and ev.table_identifier == ("raw", "events")
+    assert ev.partition_pattern is not None and ev.partition_pattern.groups == 1
+    assert ev.partition_start == date(2026, 1, 1)
+    assert ev.schema == (("id", "long"), ("ts", "timestamp"))
+    assert ev.arrow_schema() == pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us"))])
+    assert (ev.max_files_per_batch, ev.max_bytes_per_batch) == (1000, 256 * 1024 * 1024)
+    assert (ev.allow_overwrites, ev.clean_source) == (False, "off")
+    assert ev.fingerprint() == {
+        "landing": "s3://landing/events",
+        "format": "jsonl",
+        "table": "raw.events",
+    }
+    orders = cfg.source("orders")
+    assert orders.landing == str(tmp_path / "landing/orders")
+    assert orders.csv == CsvOptions(delimiter=";", header=False, quote_char="'")
+    assert orders.arrow_schema() is None and orders.partition_pattern is None
+
+
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    cfg = load_config(str(write(tmp_path, MINIMAL)))
+    src = cfg.source("events")
+    assert cfg.ledger == os.path.join(cfg.warehouse, "_ledger")
+    assert cfg.s3.endpoint_url is None
+    assert (cfg.dagster.sensor_interval_seconds, cfg.dagster.max_runs_per_tick) == (30, 20)
+    assert src.csv == CsvOptions(delimiter=",", header=True, quote_char='"')
+    assert src.schema is None and src.arrow_schema() is None
+    assert (src.max_files_per_batch, src.max_bytes_per_batch) == (1000, DEFAULT_MAX_BYTES_PER_BATCH)
+    assert (src.allow_overwrites, src.clean_source) == (False, "off")
+
+
+def test_s3_ledger_default_and_endpoint_from_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9999")
+    doc = {**MINIMAL, "warehouse": "s3://whs/lake/"}
+    cfg = load_config(str(write(tmp_path, doc)))
+    assert cfg.warehouse == "s3://whs/lake" and cfg.ledger == "s3://whs/lake/_ledger"
+    assert cfg.s3.endpoint_url == "http://127.0.0.1:9999"
+
+
+def test_relative_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    path = write(sub, MINIMAL)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("conf/lockgate.yaml")
+    assert cfg.path == str(path)
+    assert cfg.warehouse == str(sub / ".lockgate/warehouse")
+    assert cfg.source("events").landing == str(sub / "landing/events")
+    doc = with_source(landing="file://" + str(tmp_path / "abs"))
+    doc["warehouse"] = "~/wh"
+    cfg = load_config(str(write(sub, doc, "other.yaml")))
+    assert cfg.source("events").landing == str(tmp_path / "abs")
+    assert cfg.warehouse == os.path.expanduser("~/wh")
+
+
+def test_config_is_found_by_env_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = write(tmp_path, MINIMAL, "from-env.yaml")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    write(cwd, MINIMAL)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv(CONFIG_ENV, str(env_file))
+    assert load_config().path == str(env_file)
+    monkeypatch.delenv(CONFIG_ENV)
+    assert load_config().path == str(cwd / "lockgate.yaml")
+    explicit = write(tmp_path, MINIMAL, "explicit.yaml")
+    monkeypatch.setenv(CONFIG_ENV, str(env_file))
+    assert load_config(str(explicit)).path == str(explicit)
+
+
+def test_missing_config_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"config file not found.*--config.*LOCKGATE_CONFIG"):
+        load_config()
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(path) in str(err.value) and "not valid YAML" in str(err.value)
+
+
+BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("unknown top key", {**MINIMAL, "wharehouse": "x"}, "wharehouse", "unknown key"),
+    ("missing warehouse", {"sources": MINIMAL["sources"]}, "warehouse", "required"),
+    ("missing sources", {"warehouse": "w"}, "sources", "required"),
+    ("empty sources", {"warehouse": "w", "sources": {}}, "sources", "at least one source"),
+    ("sources not a map", {"warehouse": "w", "sources": ["a"]}, "sources", "mapping"),
+    ("warehouse not a string", {**MINIMAL, "warehouse": 5}, "warehouse", "non-empty string"),
+    ("bad url scheme", {**MINIMAL, "warehouse": "gs://b/x"}, "warehouse", "s3://"),
+    ("bad bucket", {**MINIMAL, "warehouse": "s3://B_/x"}, "warehouse", "bucket"),
+    ("unknown s3 key", {**MINIMAL, "s3": {"secret_access_key": "x"}}, "s3.secret_access_key", ""),
+    ("bad endpoint", {**MINIMAL, "s3": {"endpoint_url": "localhost:9000"}}, "s3.endpoint_url", ""),
+    ("catalog nested", {**MINIMAL, "catalog": {"type": {"a": 1}}}, "catalog.type", "scalar"),
+    (
+        "dagster interval",
+        {**MINIMAL, "dagster": {"sensor_interval_seconds": 0}},
+        "dagster.sensor_interval_seconds",
+        "positive integer",
+    ),
+    (
+        "dagster unknown",
+        {**MINIMAL, "dagster": {"max_runs": 3}},
+        "dagster.max_runs",
+        "unknown key",
+    ),
+    (
+        "bad source name",
+        {"warehouse": "w", "sources": {"Events-1": MINIMAL["sources"]["events"]}},
+        "sources.Events-1",
+        "[a-z][a-z0-9_]*",
+    ),
+    ("unknown source key", with_source(landin="x"), "sources.events.landin", "unknown key"),
+    ("missing landing", with_source(landing=None), "sources.events.landing", "required"),
+    ("bad format", with_source(format="xml"), "sources.events.format", "jsonl | csv | parquet"),
+    ("csv on jsonl", with_source(csv={"delimiter": ";"}), "sources.events.csv", "format"),
+    (
+        "csv delimiter",
+        with_source(format="csv", csv={"delimiter": ";;"}),
+        "sources.events.csv.delimiter",
+        "one character",
+    ),
+    (
+        "csv header type",
+        with_source(format="csv", csv={"header": "yes"}),
+        "sources.events.csv.header",
+        "true or false",
+    ),
+    (
+        "csv quote equals delimiter",
+        with_source(format="csv", csv={"quote_char": ","}),
+        "sources.events.csv.quote_char",
+        "differ",
+    ),
+    ("table without namespace", with_source(table="events"), "sources.events.table", "namespace"),
+    ("table with dash", with_source(table="raw.ev-ents"), "sources.events.table", "namespace"),
+    ("table three parts", with_source(table="a.b.c"), "sources.events.table", ""),
+    (
+        "bad regex",
+        with_source(partition={"pattern": "dt=(\\d{4", "start": "2026-01-01"}),
+        "sources.events.partition.pattern",
+        "regular expression",
+    ),
+    (
+        "regex without group",
+        with_source(partition={"pattern": "dt=\\d+", "start": "2026-01-01"}),
+        "sources.events.partition.pattern",
+        "capturing group",
+    ),
+    (
+        "missing start",
+        with_source(partition={"pattern": "dt=(.*)"}),
+        "sources.events.partition.start",
+        "required",
+    ),
+    (
+        "bad start",
+        with_source(partition={"start": "2026-13-01"}),
+        "sources.events.partition.start",
+        "YYYY-MM-DD",
+    ),
+    (
+        "partition unknown key",
+        with_source(partition={"start": "2026-01-01", "tz": "UTC"}),
+        "sources.events.partition.tz",
+        "unknown key",
+    ),
+    ("bad size unit", with_source(max_bytes_per_batch="10 parsecs"), "max_bytes_per_batch", ""),
+    ("zero size", with_source(max_bytes_per_batch=0), "sources.events.max_bytes_per_batch", ""),
+    ("negative files", with_source(max_files_per_batch=-1), "max_files_per_batch", "positive"),
+    ("bool files", with_source(max_files_per_batch=True), "max_files_per_batch", "positive"),
+    ("string files", with_source(max_files_per_batch="10"), "max_files_per_batch", "positive"),
+    ("overwrites", with_source(allow_overwrites="no"), "allow_overwrites", "true or false"),
+    ("clean mode", with_source(clean_source="purge"), "clean_source", "off | archive | delete"),
+    ("clean true", with_source(clean_source=True), "sources.events.clean_source", ""),
+    ("schema type", with_source(schema={"id": "bigint"}), "sources.events.schema.id", "unknown"),
+    ("schema list", with_source(schema=["id"]), "sources.events.schema", "mapping"),
+    ("schema empty", with_source(schema={}), "sources.events.schema", "at least one field"),
+    (
+        "schema decimal",
+        with_source(schema={"amount": "decimal(40,2)"}),
+        "sources.events.schema.amount",
+        "precision",
+    ),
+    (
+        "schema reserved",
+        with_source(schema={"_source_row": "long"}),
+        "sources.events.schema._source_row",
+        "reserved",
+    ),
+    (
+        "warehouse inside landing",
+        {**with_source(landing="."), "warehouse": "wh"},
+        "sources.events.landing",
+        "warehouse",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "key_path", "needle"),
+    [case[1:] for case in BAD_CASES],
+    ids=[case[0] for case in BAD_CASES],
+)
+def test_errors_name_key_path_and_file(
+    tmp_path: Path, doc: dict[str, Any], key_path: str, needle: str
+) -> None:
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    message = str(err.value)
+    assert str(path) in message, message
+    assert key_path in message, message
+    assert needle in message, message
+    assert err.value.file == str(path)
+    assert err.value.key_path is not None and key_path.endswith(err.value.key_path.split(".")[-1])
+
+
+def test_duplicate_landing_and_table_is_refused(tmp_path: Path) -> None:
+    doc = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    doc["sources"]["again"] = dict(doc["sources"]["events"])
+    with pytest.raises(ConfigError, match=r"sources\.\w+\.landing.*already ingests"):
+        load_config(str(write(tmp_path, doc)))
+
+
+def test_off_parses_as_false_and_modes(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        yaml.safe_dump(with_source(clean_source="archive")).replace(
+            "clean_source: archive", "clean_source: off"
+        ),
+    )
+    assert "clean_source: off" in path.read_text()
+    assert load_config(str(path)).source("events").clean_source == "off"
+    for mode in ("archive", "delete"):
+        cfg = load_config(str(write(tmp_path, with_source(clean_source=mode))))
+        assert cfg.source("events").clean_source == mode
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (1000, 1000),
+        ("1000", 1000),
+        ("256MiB", 256 * 1024**2),
+        ("256 MiB", 256 * 1024**2),
+        ("1GB", 1000**3),
+        ("64kib", 64 * 1024),
+        ("2M", 2 * 1024**2),
+        ("10B", 10),
+    ],
+)
+def test_parse_size(text: object, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "1.5GB", "-1", 0, "1 furlong", True, None, 2.5])
+def test_parse_size_rejects(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("spec", "arrow"),
+    [
+        ("string", pa.string()),
+        ("long", pa.int64()),
+        ("int", pa.int32()),
+        ("double", pa.float64()),
+        ("float", pa.float32()),
+        ("boolean", pa.bool_()),
+        ("date", pa.date32()),
+        ("timestamp", pa.timestamp("us")),
+        ("timestamptz", pa.timestamp("us", tz="UTC")),
+        ("binary", pa.binary()),
+        ("decimal(10,2)", pa.decimal128(10, 2)),
+        ("decimal( 38 , 0 )", pa.decimal128(38, 0)),
+    ],
+)
+def test_schema_type_mapping(spec: str, arrow: pa.DataType) -> None:
+    assert parse_schema_type(spec) == arrow
+
+
+@pytest.mark.parametrize("spec", ["str", "decimal(0,0)", "decimal(5,6)", "decimal(10)", "Long", 5])
+def test_schema_type_rejects(spec: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_schema_type(spec)
+
+
+def test_partition_day(tmp_path: Path) -> None:
+    doc = with_source(partition={"pattern": r"dt=(\d{4}-?\d{2}-?\d{2})", "start": date(2026, 1, 1)})
+    src = load_config(str(write(tmp_path, doc))).source("events")
+    lm = datetime(2026, 3, 4, 23, 30, tzinfo=UTC)
+    assert src.partition_day("a/dt=2026-01-05/x.json", lm) == date(2026, 1, 5)
+    assert src.partition_day("a/dt=20260106/x.json", lm) == date(2026, 1, 6)
+    assert src.partition_day("a/no-day/x.json", lm) == date(2026, 3, 4)
+    assert src.partition_day("a/dt=2026-02-30/x.json", lm) == date(2026, 3, 4)  # not a date
+    named = with_source(
+        partition={
+            "pattern": r"year=(?P<year>\d{4})/month=(?P<month>\d{2})/day=(?P<day>\d{2})",
+            "start": "2026-01-01",
+        }
+    )
+    src = load_config(str(write(tmp_path, named))).source("events")
+    assert src.partition_day("year=2026/month=02/day=03/f", lm) == date(2026, 2, 3)
+
+
+def test_secrets_stay_out_of_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-key")
+    doc = {**MINIMAL, "catalog": {"type": "rest", "credential": "client:very-secret-token"}}
+    cfg = load_config(str(write(tmp_path, doc)))
+    assert cfg.catalog["credential"] == "client:very-secret-token"
+    text = repr(cfg)
+    assert "very-secret" not in text
+    assert isinstance(cfg, LockgateConfig)
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = load_config(str(write(tmp_path, MINIMAL)))
+    with pytest.raises(AttributeError):
+        cfg.warehouse = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.sources["x"] = cfg.source("events")  # type: ignore[index]
+    with pytest.raises(ConfigError, match="unknown source 'nope' \\(known: events\\)"):
+        cfg.source("nope")
+
+
+def test_repo_demo_config_loads() -> None:
+    cfg = load_config(str(REPO / "lockgate.yaml"))
+    assert set(cfg.sources) == {"events", "orders"}
+    assert cfg.source("events").arrow_schema() is not None
+    assert cfg.source("orders").arrow_schema() is None
+    assert cfg.dagster.sensor_interval_seconds == 15
+    assert re.search(r"\.lockgate", cfg.warehouse)
