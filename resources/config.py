@@ -1,30 +1,56 @@
 """The configuration contract: ``lockgate.yaml`` parsed, validated and frozen.
 
 ``load_config`` finds the file (explicit path, else ``$LOCKGATE_CONFIG``, else
-``./lockgate.yaml``), validates every key and returns a frozen ``LockgateConfig``.
+``./lockgate.yaml``), validates the document against the typed model ``ConfigDocument``
+(pydantic, unknown keys forbidden) and returns a frozen ``LockgateConfig``.
+``config_json_schema()`` is that model's JSON Schema (``lockgate schema``), for editors.
 
 Contract:
 
 * Every error is a ``ConfigError`` raised at load time; its message names the key path
-  (``sources.events.partition.pattern``) and the file. Unknown keys are errors.
+  (``sources.events.partition.pattern``) and the file. Unknown keys are errors. A ``null``
+  value means "not given" for required keys (an error), sections and optional keys (the
+  default); for a key with a scalar default it is an error.
+* Sizes are positive integers (bytes) or strings like ``64MiB``, ``1GB`` (``parse_size``).
 * Relative local paths (``warehouse``, ``ledger``, ``sources.*.landing``) resolve relative
-  to the config file's folder; the loaded config holds absolute paths or ``s3://`` URLs.
-* Secrets never appear in a repr: S3 credentials come only from the environment (the usual
-  AWS variables) and catalog properties are hidden from ``repr``.
+  to the config file's folder and ``~`` expands to the home folder; no other expansion
+  happens. The loaded config holds absolute paths or ``s3://`` URLs.
+* Sources are independent: refused are two sources writing one table, two sources whose
+  landing prefixes nest (equal, or one inside the other, in the same store) whatever their
+  tables, and a source whose table is another source's quarantine table
+  (``<table>__quarantine``); the error names both sources. A rebuild overwrites whole days
+  of a table and ``verify`` counts a table's rows per object, so a shared table or shared
+  objects would lose or double rows.
+* Secrets never appear in a repr or an error: S3 credentials come only from the environment
+  (the usual AWS variables), catalog properties are hidden from ``repr``, and error
+  messages show values only of keys that are never secret.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from types import MappingProxyType
-from typing import Any, Literal, NoReturn
+from types import MappingProxyType, NoneType, UnionType
+from typing import Annotated, Any, Literal, NoReturn
 
 import pyarrow as pa
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 from lockgate.resources.store import S3Options
 
@@ -98,6 +124,8 @@ _SIMPLE_TYPES: dict[str, pa.DataType] = {
 _DECIMAL_RE = re.compile(r"decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)")
 _SOURCE_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A source's quarantine table is ``<namespace>.<table>`` + this suffix.
+QUARANTINE_SUFFIX = "__quarantine"
 
 Format = Literal["jsonl", "csv", "parquet"]
 CleanSource = Literal["off", "archive", "delete"]
@@ -287,8 +315,24 @@ def find_config(path: str | None = None) -> str:
 
 def parse_config(data: Any, path: str) -> LockgateConfig:
     """Validate an already-parsed YAML document that came from ``path`` (used for relative
-    paths and error messages)."""
-    return _Parser(os.path.abspath(path)).config(data)
+    paths and error messages). ``ConfigError`` on the first problem (the others follow in
+    its message)."""
+    file = os.path.abspath(path)
+    try:
+        doc = ConfigDocument.model_validate(data, context={"base": os.path.dirname(file)})
+    except ValidationError as e:
+        raise _config_error(e, file) from None
+    return _Builder(file).config(doc)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``lockgate.yaml``. Checks what a schema can state
+    (keys, types, sizes, enums, name patterns); the loader also checks what it cannot
+    (a valid regex, cross-source refusals)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **ConfigDocument.model_json_schema(by_alias=True),
+    }
 
 
 def load_config(path: str | None = None) -> LockgateConfig:
@@ -325,329 +369,6 @@ def _is_s3(url: str) -> bool:
     return url.startswith("s3://") or url.startswith("s3a://")
 
 
-class _Parser:
-    """Validates one document; every error names ``self.file`` and the key path."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.base = os.path.dirname(file)
-
-    def fail(self, key_path: str, message: str) -> NoReturn:
-        raise ConfigError(message, key_path=key_path, file=self.file)
-
-    # -- generic checks ---------------------------------------------------------------------
-
-    def mapping(
-        self,
-        value: object,
-        key_path: str,
-        allowed: tuple[str, ...] | None = None,
-        required: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            self.fail(key_path or "(top level)", f"expected a mapping, got {_kind(value)}")
-        for k in value:
-            if not isinstance(k, str):
-                self.fail(_join(key_path, str(k)), "keys must be strings")
-            if allowed is not None and k not in allowed:
-                self.fail(
-                    _join(key_path, k), f"unknown key (allowed: {', '.join(sorted(allowed))})"
-                )
-        for k in required:
-            if value.get(k) is None:
-                self.fail(_join(key_path, k), "required key is missing")
-        return value
-
-    def string(self, value: object, key_path: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key_path, f"expected a non-empty string, got {_kind(value)}")
-        return value.strip()
-
-    def boolean(self, value: object, key_path: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(key_path, f"expected true or false, got {_kind(value)}")
-        return value
-
-    def positive_int(self, value: object, key_path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.fail(key_path, f"expected a positive integer, got {_kind(value)}")
-        return value
-
-    def size(self, value: object, key_path: str) -> int:
-        try:
-            return parse_size(value)
-        except ValueError as e:
-            self.fail(key_path, str(e))
-
-    def location(self, value: object, key_path: str) -> str:
-        """An ``s3://bucket[/prefix]`` URL (kept, ``s3a`` normalised) or an absolute path."""
-        text = self.string(value, key_path)
-        if _is_s3(text):
-            rest = text.split("://", 1)[1]
-            bucket = rest.split("/", 1)[0]
-            if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
-                self.fail(key_path, f"invalid S3 bucket name {bucket!r} in {text!r}")
-            prefix = rest[len(bucket) :].strip("/")
-            if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
-                self.fail(key_path, f"invalid S3 prefix in {text!r}")
-            return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-        if "://" in text and not text.startswith("file://"):
-            self.fail(key_path, f"expected a local path or s3://bucket/prefix, got {text!r}")
-        if text.startswith("file://"):
-            text = text[len("file://") :]
-        path = os.path.expanduser(text)
-        if not os.path.isabs(path):
-            path = os.path.join(self.base, path)
-        return os.path.normpath(path)
-
-    # -- sections ---------------------------------------------------------------------------
-
-    def config(self, data: object) -> LockgateConfig:
-        top = self.mapping(
-            data,
-            "",
-            allowed=("warehouse", "ledger", "s3", "catalog", "dagster", "sources"),
-            required=("warehouse", "sources"),
-        )
-        warehouse = self.location(top["warehouse"], "warehouse")
-        if top.get("ledger") is None:
-            ledger = _child(warehouse, "_ledger")
-        else:
-            ledger = self.location(top["ledger"], "ledger")
-        s3 = self.s3(top.get("s3"))
-        catalog = self.catalog(top.get("catalog"))
-        dagster = self.dagster(top.get("dagster"))
-        raw_sources = self.mapping(top["sources"], "sources")
-        if not raw_sources:
-            self.fail("sources", "declare at least one source")
-        sources: dict[str, SourceConfig] = {}
-        for name, spec in raw_sources.items():
-            src = self.source(name, spec)
-            self.check_overlap(src, sources, warehouse, ledger)
-            sources[name] = src
-        return LockgateConfig(
-            path=self.file,
-            warehouse=warehouse,
-            ledger=ledger,
-            s3=s3,
-            sources=MappingProxyType(sources),
-            dagster=dagster,
-            catalog=MappingProxyType(catalog),
-        )
-
-    def s3(self, value: object) -> S3Options:
-        spec = self.mapping(value, "s3", allowed=("endpoint_url", "region"))
-        endpoint = None
-        if spec.get("endpoint_url") is not None:
-            endpoint = self.string(spec["endpoint_url"], "s3.endpoint_url")
-            if not re.match(r"https?://[^/\s]+", endpoint):
-                self.fail("s3.endpoint_url", f"expected http(s)://host[:port], got {endpoint!r}")
-        region = None
-        if spec.get("region") is not None:
-            region = self.string(spec["region"], "s3.region")
-        return S3Options.from_env(endpoint_url=endpoint, region=region)
-
-    def catalog(self, value: object) -> dict[str, str]:
-        spec = self.mapping(value, "catalog")
-        out: dict[str, str] = {}
-        for k, v in spec.items():
-            if isinstance(v, bool):
-                out[k] = "true" if v else "false"
-            elif isinstance(v, str | int | float):
-                out[k] = str(v)
-            else:
-                self.fail(_join("catalog", k), f"expected a scalar value, got {_kind(v)}")
-        return out
-
-    def dagster(self, value: object) -> DagsterSettings:
-        spec = self.mapping(
-            value,
-            "dagster",
-            allowed=("sensor_interval_seconds", "max_runs_per_tick", "max_runtime_seconds"),
-        )
-        d = DagsterSettings()
-        return DagsterSettings(
-            sensor_interval_seconds=self.positive_int(
-                spec.get("sensor_interval_seconds", d.sensor_interval_seconds),
-                "dagster.sensor_interval_seconds",
-            ),
-            max_runs_per_tick=self.positive_int(
-                spec.get("max_runs_per_tick", d.max_runs_per_tick), "dagster.max_runs_per_tick"
-            ),
-            max_runtime_seconds=self.positive_int(
-                spec.get("max_runtime_seconds", d.max_runtime_seconds),
-                "dagster.max_runtime_seconds",
-            ),
-        )
-
-    def source(self, name: str, value: object) -> SourceConfig:
-        kp = f"sources.{name}"
-        if not _SOURCE_NAME_RE.fullmatch(name):
-            self.fail(kp, "source names must match [a-z][a-z0-9_]*")
-        spec = self.mapping(
-            value,
-            kp,
-            allowed=(
-                "landing",
-                "format",
-                "csv",
-                "table",
-                "partition",
-                "schema",
-                "max_files_per_batch",
-                "max_bytes_per_batch",
-                "max_record_bytes",
-                "max_decompressed_bytes",
-                "max_compression_ratio",
-                "allow_overwrites",
-                "clean_source",
-            ),
-            required=("landing", "format", "table", "partition"),
-        )
-        landing = self.location(spec["landing"], f"{kp}.landing")
-        fmt = self.string(spec["format"], f"{kp}.format").lower()
-        if fmt not in FORMATS:
-            self.fail(f"{kp}.format", f"unknown format {fmt!r} (expected {' | '.join(FORMATS)})")
-        csv = CsvOptions()
-        if spec.get("csv") is not None:
-            if fmt != "csv":
-                self.fail(f"{kp}.csv", f"csv options given but format is {fmt!r}")
-            csv = self.csv_options(spec["csv"], f"{kp}.csv")
-        namespace, table_name = self.table(spec["table"], f"{kp}.table")
-        pattern, start = self.partition(spec["partition"], f"{kp}.partition")
-        schema = None
-        if spec.get("schema") is not None:
-            schema = self.schema(spec["schema"], f"{kp}.schema")
-        clean = spec.get("clean_source", "off")
-        if clean is False:
-            clean = "off"
-        if clean not in CLEAN_MODES:
-            self.fail(
-                f"{kp}.clean_source", f"expected {' | '.join(CLEAN_MODES)}, got {_kind(clean)}"
-            )
-        return SourceConfig(
-            name=name,
-            landing=landing,
-            format=fmt,  # type: ignore[arg-type]
-            namespace=namespace,
-            table_name=table_name,
-            partition_start=start,
-            partition_pattern=pattern,
-            csv=csv,
-            schema=schema,
-            max_files_per_batch=self.positive_int(
-                spec.get("max_files_per_batch", DEFAULT_MAX_FILES_PER_BATCH),
-                f"{kp}.max_files_per_batch",
-            ),
-            max_bytes_per_batch=self.size(
-                spec.get("max_bytes_per_batch", DEFAULT_MAX_BYTES_PER_BATCH),
-                f"{kp}.max_bytes_per_batch",
-            ),
-            max_record_bytes=self.size(
-                spec.get("max_record_bytes", DEFAULT_MAX_RECORD_BYTES), f"{kp}.max_record_bytes"
-            ),
-            max_decompressed_bytes=self.size(
-                spec.get("max_decompressed_bytes", DEFAULT_MAX_DECOMPRESSED_BYTES),
-                f"{kp}.max_decompressed_bytes",
-            ),
-            max_compression_ratio=self.positive_int(
-                spec.get("max_compression_ratio", DEFAULT_MAX_COMPRESSION_RATIO),
-                f"{kp}.max_compression_ratio",
-            ),
-            allow_overwrites=self.boolean(
-                spec.get("allow_overwrites", False), f"{kp}.allow_overwrites"
-            ),
-            clean_source=clean,
-        )
-
-    def csv_options(self, value: object, kp: str) -> CsvOptions:
-        spec = self.mapping(value, kp, allowed=("delimiter", "header", "quote_char"))
-        d = CsvOptions()
-        delimiter = spec.get("delimiter", d.delimiter)
-        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n":
-            self.fail(f"{kp}.delimiter", f"expected one character, got {_kind(delimiter)}")
-        header = self.boolean(spec.get("header", d.header), f"{kp}.header")
-        quote = spec.get("quote_char", d.quote_char)
-        if quote is False or quote is None:
-            quote = None
-        elif not isinstance(quote, str) or len(quote) != 1 or quote in "\r\n":
-            self.fail(f"{kp}.quote_char", f"expected one character or false, got {_kind(quote)}")
-        elif quote == delimiter:
-            self.fail(f"{kp}.quote_char", "must differ from the delimiter")
-        return CsvOptions(delimiter=delimiter, header=header, quote_char=quote)
-
-    def table(self, value: object, kp: str) -> tuple[str, str]:
-        text = self.string(value, kp)
-        parts = text.split(".")
-        if len(parts) != 2 or not all(_IDENT_RE.fullmatch(p) for p in parts):
-            self.fail(kp, f"expected <namespace>.<table> (letters, digits, _), got {text!r}")
-        return parts[0], parts[1]
-
-    def partition(self, value: object, kp: str) -> tuple[re.Pattern[str] | None, date]:
-        spec = self.mapping(value, kp, allowed=("pattern", "start"), required=("start",))
-        pattern = None
-        if spec.get("pattern") is not None:
-            text = self.string(spec["pattern"], f"{kp}.pattern")
-            try:
-                pattern = re.compile(text)
-            except re.error as e:
-                self.fail(f"{kp}.pattern", f"not a valid regular expression: {e}")
-            named = {"year", "month", "day"} <= set(pattern.groupindex)
-            if pattern.groups < 1 and not named:
-                self.fail(
-                    f"{kp}.pattern",
-                    "needs a capturing group for the day, e.g. (\\d{4}-\\d{2}-\\d{2})",
-                )
-        start = spec["start"]
-        if isinstance(start, datetime):
-            self.fail(f"{kp}.start", f"expected a date YYYY-MM-DD, got a datetime {start}")
-        if isinstance(start, str):
-            try:
-                start = date.fromisoformat(start.strip())
-            except ValueError:
-                self.fail(f"{kp}.start", f"expected a date YYYY-MM-DD, got {start!r}")
-        if not isinstance(start, date):
-            self.fail(f"{kp}.start", f"expected a date YYYY-MM-DD, got {_kind(start)}")
-        return pattern, start
-
-    def schema(self, value: object, kp: str) -> tuple[tuple[str, str], ...]:
-        spec = self.mapping(value, kp)
-        if not spec:
-            self.fail(kp, "declare at least one field, or remove the key to infer the schema")
-        fields: list[tuple[str, str]] = []
-        for name, type_spec in spec.items():
-            if name in LINEAGE_COLUMNS or name in RESERVED_COLUMNS:
-                self.fail(f"{kp}.{name}", "this column name is reserved for lineage")
-            if not name.strip():
-                self.fail(kp, "field names must not be blank")
-            try:
-                parse_schema_type(type_spec)
-            except ValueError as e:
-                self.fail(f"{kp}.{name}", str(e))
-            fields.append((name, type_spec.strip().replace(" ", "")))
-        return tuple(fields)
-
-    def check_overlap(
-        self, src: SourceConfig, earlier: Mapping[str, SourceConfig], warehouse: str, ledger: str
-    ) -> None:
-        kp = f"sources.{src.name}.landing"
-        for where, what in ((warehouse, "warehouse"), (ledger, "ledger")):
-            if _inside(where, src.landing):
-                self.fail(kp, f"the {what} ({where}) lies inside this landing prefix")
-        for other in earlier.values():
-            if other.landing == src.landing and other.table == src.table:
-                self.fail(
-                    kp,
-                    f"source {other.name!r} already ingests this landing prefix into {src.table}",
-                )
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
 def _kind(value: object) -> str:
     if value is None:
         return "nothing (null)"
@@ -671,3 +392,570 @@ def _inside(inner: str, outer: str) -> bool:
     o = outer.rstrip("/")
     sep = "/" if _is_s3(outer) else os.sep
     return inner.rstrip("/") == o or inner.startswith(o + sep)
+
+
+# -- the document model: one value at a time --------------------------------------------------
+# Each validator takes the raw YAML value and returns the loaded one, or raises ``ValueError``
+# whose text becomes the ``ConfigError`` reason (after the key path).
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {_kind(value)}")
+    return value.strip()
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a positive integer, got {_kind(value)}")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _location(value: object, info: ValidationInfo) -> str:
+    """An ``s3://bucket[/prefix]`` URL (kept, ``s3a`` normalised) or an absolute path (relative
+    ones against ``context["base"]``, the config file's folder)."""
+    text = _string(value)
+    if _is_s3(text):
+        rest = text.split("://", 1)[1]
+        bucket = rest.split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+            raise ValueError(f"invalid S3 bucket name {bucket!r} in {text!r}")
+        prefix = rest[len(bucket) :].strip("/")
+        if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
+            raise ValueError(f"invalid S3 prefix in {text!r}")
+        return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+    if "://" in text and not text.startswith("file://"):
+        raise ValueError(f"expected a local path or s3://bucket/prefix, got {text!r}")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    path = os.path.expanduser(text)
+    if not os.path.isabs(path):
+        base = (info.context or {}).get("base") or os.getcwd()
+        path = os.path.join(base, path)
+    return os.path.normpath(path)
+
+
+def _endpoint(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"https?://[^/\s]+", text):
+        raise ValueError(f"expected http(s)://host[:port], got {text!r}")
+    return text
+
+
+def _format(value: object) -> str:
+    fmt = _string(value).lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (expected {' | '.join(FORMATS)})")
+    return fmt
+
+
+def _table(value: object) -> str:
+    text = _string(value)
+    parts = text.split(".")
+    if len(parts) != 2 or not all(_IDENT_RE.fullmatch(p) for p in parts):
+        raise ValueError(f"expected <namespace>.<table> (letters, digits, _), got {text!r}")
+    return text
+
+
+def _pattern(value: object) -> re.Pattern[str]:
+    text = _string(value)
+    try:
+        pattern = re.compile(text)
+    except re.error as e:
+        raise ValueError(f"not a valid regular expression: {e}") from None
+    named = {"year", "month", "day"} <= set(pattern.groupindex)
+    if pattern.groups < 1 and not named:
+        raise ValueError("needs a capturing group for the day, e.g. (\\d{4}-\\d{2}-\\d{2})")
+    return pattern
+
+
+def _date(value: object) -> date:
+    if isinstance(value, datetime):
+        raise ValueError(f"expected a date YYYY-MM-DD, got a datetime {value}")
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+    if not isinstance(value, date):
+        raise ValueError(f"expected a date YYYY-MM-DD, got {_kind(value)}")
+    return value
+
+
+def _schema_type(value: object) -> str:
+    parse_schema_type(value)  # type: ignore[arg-type]  # raises ValueError for a non-string
+    assert isinstance(value, str)
+    return value.strip().replace(" ", "")
+
+
+def _field_name(name: str) -> str:
+    if name in LINEAGE_COLUMNS or name in RESERVED_COLUMNS:
+        raise ValueError("this column name is reserved for lineage")
+    return name
+
+
+def _declared_fields(fields: dict[str, str]) -> dict[str, str]:
+    if not fields:
+        raise ValueError("declare at least one field, or remove the key to infer the schema")
+    if any(not name.strip() for name in fields):
+        raise ValueError("field names must not be blank")
+    return fields
+
+
+def _source_name(name: str) -> str:
+    if not _SOURCE_NAME_RE.fullmatch(name):
+        raise ValueError("source names must match [a-z][a-z0-9_]*")
+    return name
+
+
+def _one_char(value: object) -> str:
+    if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
+        raise ValueError(f"expected one character, got {_kind(value)}")
+    return value
+
+
+def _quote_char(value: object) -> str | None:
+    if value is False or value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
+        raise ValueError(f"expected one character or false, got {_kind(value)}")
+    return value
+
+
+def _clean_mode(value: object) -> str:
+    if value is False:
+        return "off"
+    if not isinstance(value, str) or value not in CLEAN_MODES:
+        raise ValueError(f"expected {' | '.join(CLEAN_MODES)}, got {_kind(value)}")
+    return value
+
+
+def _catalog_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError(f"expected a scalar value, got {_kind(value)}")
+
+
+def _mapping(value: object) -> dict[Any, Any]:
+    """A YAML mapping as a dict; its keys are checked by the model (strings only)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping, got {_kind(value)}")
+    return dict(value)
+
+
+def _not_empty(what: str) -> Any:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError(what)
+        return value
+
+    return check
+
+
+_SIZE_JSON: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": r"^\s*[0-9]+\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"},
+    ],
+}
+_TYPE_JSON: dict[str, Any] = {
+    "anyOf": [
+        {"enum": list(_SIMPLE_TYPES)},
+        {"type": "string", "pattern": r"^\s*decimal\s*\(\s*[0-9]+\s*,\s*[0-9]+\s*\)\s*$"},
+    ],
+}
+
+NonEmptyStr = Annotated[str, PlainValidator(_string), WithJsonSchema({"type": "string"})]
+Location = Annotated[
+    str,
+    PlainValidator(_location),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
+PositiveInt = Annotated[
+    int, PlainValidator(_positive_int), WithJsonSchema({"type": "integer", "minimum": 1})
+]
+Size = Annotated[int, PlainValidator(parse_size), WithJsonSchema(_SIZE_JSON)]
+Bool = Annotated[bool, PlainValidator(_boolean), WithJsonSchema({"type": "boolean"})]
+SchemaType = Annotated[str, PlainValidator(_schema_type), WithJsonSchema(_TYPE_JSON)]
+FieldName = Annotated[str, AfterValidator(_field_name)]
+SourceName = Annotated[
+    str,
+    AfterValidator(_source_name),
+    WithJsonSchema({"type": "string", "pattern": f"^{_SOURCE_NAME_RE.pattern}$"}),
+]
+CatalogValue = Annotated[
+    str,
+    PlainValidator(_catalog_value),
+    WithJsonSchema({"type": ["string", "number", "boolean"]}),
+]
+
+
+class _Section(BaseModel):
+    """A mapping of known keys. ``null`` for a key means "not given" (so: missing, or the
+    default) unless the key has a scalar default, for which ``null`` is invalid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_absent(cls, data: object) -> object:
+        if data is None:
+            data = {}
+        spec = _mapping(data)
+        fields = {f.alias or name: f for name, f in cls.model_fields.items()}
+        out: dict[str, Any] = {}
+        for k, v in spec.items():
+            f = fields.get(k)
+            if v is None and f is not None:
+                scalar_default = not f.is_required() and f.default is not None
+                if not scalar_default or f.default_factory is not None:
+                    continue
+            out[k] = v
+        return out
+
+
+class S3Document(_Section):
+    model_config = ConfigDict(title="s3")
+
+    endpoint_url: (
+        Annotated[
+            str,
+            PlainValidator(_endpoint),
+            WithJsonSchema({"type": "string", "pattern": r"^https?://[^/\s]+"}),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="http(s)://host[:port] of the S3 API (default: $AWS_ENDPOINT_URL, else AWS). "
+        "Credentials come only from the usual AWS environment variables.",
+    )
+    region: NonEmptyStr | None = Field(
+        default=None, description="AWS region (default: $AWS_REGION, else $AWS_DEFAULT_REGION)"
+    )
+
+
+class DagsterDocument(_Section):
+    model_config = ConfigDict(title="dagster")
+
+    sensor_interval_seconds: PositiveInt = Field(
+        default=DagsterSettings.sensor_interval_seconds, description="seconds between sensor ticks"
+    )
+    max_runs_per_tick: PositiveInt = Field(
+        default=DagsterSettings.max_runs_per_tick, description="run requests one tick may emit"
+    )
+    max_runtime_seconds: PositiveInt = Field(
+        default=DagsterSettings.max_runtime_seconds,
+        description="run monitoring fails a batch run still going after this many seconds",
+    )
+
+
+class CsvDocument(_Section):
+    model_config = ConfigDict(title="csv")
+
+    delimiter: Annotated[
+        str, PlainValidator(_one_char), WithJsonSchema({"type": "string", "minLength": 1})
+    ] = Field(default=CsvOptions.delimiter, description="one character")
+    header: Bool = Field(
+        default=CsvOptions.header,
+        description="first line names the columns; without it, columns are named after the "
+        "declared schema (in order) or f0, f1, ...",
+    )
+    quote_char: Annotated[
+        str | None,
+        PlainValidator(_quote_char),
+        WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"enum": [False, None]}]}),
+    ] = Field(
+        default=CsvOptions.quote_char, description="one character, or false to disable quoting"
+    )
+
+
+class PartitionDocument(_Section):
+    model_config = ConfigDict(title="partition")
+
+    pattern: (
+        Annotated[
+            re.Pattern[str],
+            PlainValidator(_pattern),
+            WithJsonSchema({"type": "string", "format": "regex"}),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="regex searched in the object key: its first group (YYYY-MM-DD) or the "
+        "named groups year/month/day give the day; no match: the last-modified day (UTC)",
+    )
+    start: Annotated[
+        date, PlainValidator(_date), WithJsonSchema({"type": "string", "format": "date"})
+    ] = Field(description="first partition day (YYYY-MM-DD)")
+
+
+class SourceDocument(_Section):
+    model_config = ConfigDict(title="source")
+
+    landing: Location = Field(
+        description="local folder (relative to this file) or s3://bucket/prefix to ingest from"
+    )
+    format: Annotated[str, PlainValidator(_format), WithJsonSchema({"enum": list(FORMATS)})] = (
+        Field(description="object format; .gz/.zst/.bz2 objects are decompressed by suffix")
+    )
+    csv: CsvDocument | None = Field(default=None, description="CSV dialect (format: csv only)")
+    table: Annotated[
+        str,
+        PlainValidator(_table),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": f"^{_IDENT_RE.pattern}\\.{_IDENT_RE.pattern}$",
+            }
+        ),
+    ] = Field(description="target Iceberg table, <namespace>.<table>; one source per table")
+    partition: PartitionDocument = Field(description="how an object's day is found")
+    schema_: (
+        Annotated[
+            dict[FieldName, SchemaType],
+            BeforeValidator(_mapping),
+            AfterValidator(_declared_fields),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        alias="schema",
+        description="declared fields (name: type), cast strictly; absent: inferred from data",
+        json_schema_extra={
+            "minProperties": 1,
+            "propertyNames": {"not": {"enum": list(LINEAGE_COLUMNS + RESERVED_COLUMNS)}},
+        },
+    )
+    max_files_per_batch: PositiveInt = Field(
+        default=DEFAULT_MAX_FILES_PER_BATCH, description="most objects in one batch"
+    )
+    max_bytes_per_batch: Size = Field(
+        default=DEFAULT_MAX_BYTES_PER_BATCH,
+        description="most object bytes in one batch (e.g. 64MiB)",
+    )
+    max_record_bytes: Size = Field(
+        default=DEFAULT_MAX_RECORD_BYTES, description="largest record; larger ones are quarantined"
+    )
+    max_decompressed_bytes: Size = Field(
+        default=DEFAULT_MAX_DECOMPRESSED_BYTES,
+        description="most bytes one object may decompress to",
+    )
+    max_compression_ratio: PositiveInt = Field(
+        default=DEFAULT_MAX_COMPRESSION_RATIO, description="largest decompressed/compressed ratio"
+    )
+    allow_overwrites: Bool = Field(
+        default=False, description="claim a claimed key again when it is re-written (new etag)"
+    )
+    clean_source: Annotated[
+        str, PlainValidator(_clean_mode), WithJsonSchema({"enum": [*CLEAN_MODES, False]})
+    ] = Field(default="off", description="after commit: leave, archive or delete ingested objects")
+
+
+class ConfigDocument(_Section):
+    """``lockgate.yaml`` as written (paths already absolute); ``_Builder`` freezes it."""
+
+    model_config = ConfigDict(title="lockgate.yaml")
+
+    warehouse: Location = Field(
+        description="where tables live: local folder (relative to this file) or s3://bucket/prefix"
+    )
+    ledger: Location | None = Field(
+        default=None, description="where the ledgers live (default: <warehouse>/_ledger)"
+    )
+    s3: S3Document = Field(default_factory=S3Document, description="how to reach S3")
+    catalog: Annotated[dict[str, CatalogValue], BeforeValidator(_mapping)] = Field(
+        default_factory=dict,
+        description="pyiceberg catalog properties (default: the built-in create-only catalog)",
+    )
+    dagster: DagsterDocument = Field(default_factory=DagsterDocument)
+    sources: Annotated[
+        dict[SourceName, SourceDocument],
+        BeforeValidator(_mapping),
+        AfterValidator(_not_empty("declare at least one source")),
+    ] = Field(
+        description="source name -> source",
+        json_schema_extra={"minProperties": 1, "additionalProperties": False},
+    )
+
+
+# -- from the document to the frozen config ---------------------------------------------------
+
+
+class _Builder:
+    """Freezes a validated document and checks what involves more than one key."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, key_path: str, message: str) -> NoReturn:
+        raise ConfigError(message, key_path=key_path, file=self.file)
+
+    def config(self, doc: ConfigDocument) -> LockgateConfig:
+        ledger = doc.ledger if doc.ledger is not None else _child(doc.warehouse, "_ledger")
+        sources: dict[str, SourceConfig] = {}
+        for name, spec in doc.sources.items():
+            src = self.source(name, spec)
+            self.check_against_state(src, doc.warehouse, ledger)
+            for other in sources.values():
+                self.check_against_source(src, other)
+            sources[name] = src
+        return LockgateConfig(
+            path=self.file,
+            warehouse=doc.warehouse,
+            ledger=ledger,
+            s3=S3Options.from_env(endpoint_url=doc.s3.endpoint_url, region=doc.s3.region),
+            sources=MappingProxyType(sources),
+            dagster=DagsterSettings(**doc.dagster.model_dump()),
+            catalog=MappingProxyType(dict(doc.catalog)),
+        )
+
+    def source(self, name: str, spec: SourceDocument) -> SourceConfig:
+        kp = f"sources.{name}"
+        csv = CsvOptions()
+        if spec.csv is not None:
+            if spec.format != "csv":
+                self.fail(f"{kp}.csv", f"csv options given but format is {spec.format!r}")
+            if spec.csv.quote_char == spec.csv.delimiter:
+                self.fail(f"{kp}.csv.quote_char", "must differ from the delimiter")
+            csv = CsvOptions(**spec.csv.model_dump())
+        namespace, table_name = spec.table.split(".")
+        return SourceConfig(
+            name=name,
+            landing=spec.landing,
+            format=typing.cast(Format, spec.format),
+            namespace=namespace,
+            table_name=table_name,
+            partition_start=spec.partition.start,
+            partition_pattern=spec.partition.pattern,
+            csv=csv,
+            schema=None if spec.schema_ is None else tuple(spec.schema_.items()),
+            max_files_per_batch=spec.max_files_per_batch,
+            max_bytes_per_batch=spec.max_bytes_per_batch,
+            max_record_bytes=spec.max_record_bytes,
+            max_decompressed_bytes=spec.max_decompressed_bytes,
+            max_compression_ratio=spec.max_compression_ratio,
+            allow_overwrites=spec.allow_overwrites,
+            clean_source=typing.cast(CleanSource, spec.clean_source),
+        )
+
+    def check_against_state(self, src: SourceConfig, warehouse: str, ledger: str) -> None:
+        """The warehouse and the ledger must not lie inside a landing prefix."""
+        for where, what in ((warehouse, "warehouse"), (ledger, "ledger")):
+            if _inside(where, src.landing):
+                self.fail(
+                    f"sources.{src.name}.landing",
+                    f"the {what} ({where}) lies inside this landing prefix",
+                )
+
+    def check_against_source(self, src: SourceConfig, other: SourceConfig) -> None:
+        """``src`` (declared after ``other``) must read other objects and write another table
+        than ``other``, and neither table may be the other's quarantine table."""
+        both = f"sources {other.name!r} and {src.name!r}"
+        if src.landing == other.landing:
+            self.fail(
+                f"sources.{src.name}.landing",
+                f"source {other.name!r} already ingests this landing prefix ({src.landing}); "
+                f"{both} would both read its objects",
+            )
+        for inner, outer, how in ((src, other, "lies inside"), (other, src, "contains")):
+            if _inside(inner.landing, outer.landing):
+                self.fail(
+                    f"sources.{src.name}.landing",
+                    f"this landing prefix ({src.landing}) {how} the landing prefix of source "
+                    f"{other.name!r} ({other.landing}); {both} would both read the objects "
+                    f"under {inner.landing}",
+                )
+        if _same_table(src.table, other.table):
+            self.fail(
+                f"sources.{src.name}.table",
+                f"{both} both write table {other.table}; a rebuild of one would replace the "
+                "other's rows: give each source its own table",
+            )
+        for table_of, quarantined in ((src, other), (other, src)):
+            if _same_table(table_of.table, quarantined.table + QUARANTINE_SUFFIX):
+                self.fail(
+                    f"sources.{src.name}.table",
+                    f"table {table_of.table} of source {table_of.name!r} is the quarantine "
+                    f"table of source {quarantined.name!r} (table {quarantined.table}); "
+                    f"{both} must not share it",
+                )
+
+
+def _same_table(a: str, b: str) -> bool:
+    """Whether two ``<namespace>.<table>`` names denote one table; case-insensitive, since
+    catalogs and file systems may be."""
+    return a.casefold() == b.casefold()
+
+
+# -- pydantic errors as ConfigError -----------------------------------------------------------
+
+
+def _config_error(err: ValidationError, file: str) -> ConfigError:
+    """The first problem as the error's key path and reason; the others follow in the text."""
+    problems = [(_key_path(e["loc"]), _reason(e)) for e in err.errors(include_url=False)]
+    (key_path, reason), rest = problems[0], problems[1:]
+    if rest:
+        more = "; ".join(f"{k}: {r}" for k, r in rest)
+        reason = f"{reason} (and {len(rest)} more: {more})"
+    return ConfigError(reason, key_path=key_path, file=file)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc if p != "[key]") or "(top level)"
+
+
+def _reason(e: Any) -> str:
+    kind, loc = e["type"], e["loc"]
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        allowed = ", ".join(sorted(_keys_at(loc[:-1])))
+        return f"unknown key (allowed: {allowed})"
+    if kind == "value_error" and "error" in e.get("ctx", {}):
+        return str(e["ctx"]["error"])
+    if kind == "invalid_key" or (kind == "string_type" and loc and loc[-1] == "[key]"):
+        return "keys must be strings"
+    return str(e["msg"])
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model allows at ``loc`` (a mapping's key path in the document)."""
+    tp: Any = ConfigDocument
+    parts = list(loc)
+    while parts:
+        tp = _unwrap(tp)
+        part = parts.pop(0)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {f.alias or n: f for n, f in tp.model_fields.items()}
+            tp = fields[str(part)].annotation
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or n for n, f in tp.model_fields.items()]
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` metadata and without ``| None``."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (UnionType, typing.Union):
+            args = [a for a in typing.get_args(tp) if a is not NoneType]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lockgate.resources.catalog import make_catalog
-from lockgate.resources.config import LockgateConfig, SourceConfig, load_config
+from lockgate.resources.config import (
+    QUARANTINE_SUFFIX,
+    LockgateConfig,
+    SourceConfig,
+    load_config,
+)
 from lockgate.resources.ledger import Ledger
 from lockgate.resources.store import ObjectStore
 from lockgate.resources.stores import open_store
@@ -26,8 +31,6 @@ if TYPE_CHECKING:  # importing dagster costs the CLI seconds; only Dagster runs 
         ObjectStoreResource,
         TableStoreResource,
     )
-
-QUARANTINE_SUFFIX = "__quarantine"
 
 
 @dataclass
