@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vacuum": ("lockgate.pipelines.commands.vacuum", "delete unreferenced data files"),
     "doctor": ("lockgate.pipelines.commands.doctor", "check the environment and the S3 endpoint"),
     "ledger": ("lockgate.pipelines.commands.ledger", "inspect a source's ledger"),
+    "schema": ("lockgate.pipelines.commands.schema", "print the JSON Schema of lockgate.yaml"),
 }
 
 

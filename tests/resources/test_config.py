@@ -3,6 +3,7 @@ name both the key path and the file."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -10,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pyarrow as pa
 import pytest
 import yaml
@@ -20,6 +22,7 @@ from lockgate.resources.config import (
     ConfigError,
     CsvOptions,
     LockgateConfig,
+    config_json_schema,
     load_config,
     parse_schema_type,
     parse_size,
@@ -446,3 +449,186 @@ def test_repo_demo_config_loads() -> None:
     assert cfg.source("orders").arrow_schema() is None
     assert cfg.dagster.sensor_interval_seconds == 15
     assert re.search(r"\.lockgate", cfg.warehouse)
+
+
+def two_sources(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """MINIMAL with sources ``events`` and ``other``, each ``events``' spec updated."""
+    doc = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    base = doc["sources"]["events"]
+    doc["sources"] = {"events": {**base, **first}, "other": {**base, **second}}
+    return doc
+
+
+def refusal(tmp_path: Path, doc: dict[str, Any]) -> ConfigError:
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(path) in str(err.value)
+    return err.value
+
+
+def test_two_sources_one_table_refused(tmp_path: Path) -> None:
+    """Issue 12 item 2: a rebuild of one source overwrites whole days of its table, so two
+    sources on one table lose rows; the config refuses it, naming both sources."""
+    for other_table in ("raw.events", "RAW.Events"):
+        err = refusal(
+            tmp_path,
+            two_sources({"landing": "landing/a"}, {"landing": "landing/b", "table": other_table}),
+        )
+        assert err.key_path == "sources.other.table"
+        assert "'events'" in err.reason and "'other'" in err.reason
+        assert "raw.events" in err.reason
+    ok = two_sources({"landing": "landing/a"}, {"landing": "landing/b", "table": "raw.other"})
+    cfg = load_config(str(write(tmp_path, ok)))
+    assert [s.table for s in cfg.sources.values()] == ["raw.events", "raw.other"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "how"),
+    [
+        ("landing/events", "landing/events/late", "lies inside"),
+        ("landing/events/late", "landing/events", "contains"),
+        ("s3://bkt/landing", "s3://bkt/landing/x/y", "lies inside"),
+        ("s3://bkt", "s3://bkt/landing", "lies inside"),
+    ],
+)
+def test_nested_landing_prefixes_refused(tmp_path: Path, first: str, second: str, how: str) -> None:
+    """Issue 12 item 2: two sources whose landing prefixes nest both read the inner objects
+    (doubling their rows when the tables are one); refused whatever the tables."""
+    doc = two_sources({"landing": first}, {"landing": second, "table": "raw.other"})
+    err = refusal(tmp_path, doc)
+    assert err.key_path == "sources.other.landing"
+    assert how in err.reason and "'events'" in err.reason and "'other'" in err.reason
+
+
+def test_sibling_landing_prefixes_load(tmp_path: Path) -> None:
+    """Prefixes that share a leading string but do not nest, or are in different stores, are
+    separate landings."""
+    for first, second in (
+        ("landing/events", "landing/events2"),
+        ("s3://bkt/landing", "s3://bkt/landing-late"),
+        ("s3://bkt/landing", "s3://bkt2/landing"),
+        ("landing", "s3://landing/landing"),
+    ):
+        doc = two_sources({"landing": first}, {"landing": second, "table": "raw.other"})
+        cfg = load_config(str(write(tmp_path, doc)))
+        assert len(cfg.sources) == 2
+
+
+@pytest.mark.parametrize("quarantined_first", [True, False])
+def test_table_that_is_a_quarantine_table_refused(tmp_path: Path, quarantined_first: bool) -> None:
+    """Issue 12 item 2: ``raw.events__quarantine`` holds source events' quarantine; a source
+    writing it would mix its rows with quarantine entries. Refused in either order."""
+    events = {"landing": "landing/a", "table": "raw.events"}
+    thief = {"landing": "landing/b", "table": "raw.events__quarantine"}
+    first, second = (events, thief) if quarantined_first else (thief, events)
+    err = refusal(tmp_path, two_sources(first, second))
+    assert err.key_path == "sources.other.table"
+    assert "quarantine" in err.reason and "'events'" in err.reason and "'other'" in err.reason
+
+
+def test_all_problems_are_reported(tmp_path: Path) -> None:
+    """The first problem is the error's key path; the others follow in the message."""
+    err = refusal(tmp_path, with_source(format="xml", max_files_per_batch=0, landin="x"))
+    assert err.key_path == "sources.events.format"
+    for needle in ("sources.events.landin: unknown key", "sources.events.max_files_per_batch"):
+        assert needle in str(err)
+
+
+def test_null_means_not_given(tmp_path: Path) -> None:
+    """``null`` is the default for sections and optional keys, "missing" for required keys and
+    an error for keys with a scalar default."""
+    doc = {**with_source(csv=None, schema=None), "ledger": None, "s3": None, "dagster": None}
+    cfg = load_config(str(write(tmp_path, doc)))
+    assert cfg.ledger == os.path.join(cfg.warehouse, "_ledger")
+    assert cfg.dagster.max_runs_per_tick == 20 and cfg.source("events").schema is None
+    err = refusal(tmp_path, with_source(max_bytes_per_batch=None))
+    assert err.key_path == "sources.events.max_bytes_per_batch"
+    err = refusal(tmp_path, with_source(table=None))
+    assert err.key_path == "sources.events.table" and "required" in err.reason
+
+
+def test_non_string_keys_are_named(tmp_path: Path) -> None:
+    err = refusal(tmp_path, with_source(schema={1: "long"}))
+    assert err.key_path == "sources.events.schema.1" and "keys must be strings" in err.reason
+
+
+def test_fingerprints_of_existing_configs_are_unchanged(tmp_path: Path) -> None:
+    """A changed fingerprint makes existing ledgers refuse to run: the typed model must give
+    exactly what the hand-written parser gave."""
+    doc = with_source(landing="s3a://bkt/landing/events/", format="JSONL", table=" raw.events ")
+    assert load_config(str(write(tmp_path, doc))).source("events").fingerprint() == {
+        "landing": "s3://bkt/landing/events",
+        "format": "jsonl",
+        "table": "raw.events",
+    }
+    demo = load_config(str(REPO / "lockgate.yaml"))
+    assert demo.source("orders").fingerprint() == {
+        "landing": str(Path(demo.path).parent / ".lockgate/landing/orders"),
+        "format": "csv",
+        "table": "raw.orders",
+    }
+
+
+def _as_editor_sees(doc: Any) -> Any:
+    """A YAML document as JSON (dates as ISO strings, as a YAML 1.2 editor reads them)."""
+    return json.loads(json.dumps(doc, default=str))
+
+
+def test_json_schema_validates_the_demo_config() -> None:
+    """``lockgate schema``'s JSON Schema accepts the demo lockgate.yaml and rejects what the
+    loader rejects for the same reason (unknown keys, bad sizes, unknown types)."""
+    schema = config_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    demo = _as_editor_sees(yaml.safe_load((REPO / "lockgate.yaml").read_text()))
+    assert list(validator.iter_errors(demo)) == []
+    assert set(schema["properties"]) == {
+        "warehouse",
+        "ledger",
+        "s3",
+        "catalog",
+        "dagster",
+        "sources",
+    }
+    assert schema["required"] == ["warehouse", "sources"]
+    full = _as_editor_sees(yaml.safe_load(write_full_example()))
+    assert list(validator.iter_errors(full)) == []
+    for bad in (
+        {**MINIMAL, "wharehouse": "x"},
+        with_source(max_bytes_per_batch="10 parsecs"),
+        with_source(schema={"id": "bigint"}),
+        with_source(schema={"_source_row": "long"}),
+        with_source(clean_source="purge"),
+        {"warehouse": "w", "sources": {"Events-1": MINIMAL["sources"]["events"]}},
+        {"warehouse": "w", "sources": {}},
+    ):
+        assert list(validator.iter_errors(_as_editor_sees(bad))), bad
+
+
+def write_full_example() -> str:
+    """Every key of lockgate.yaml once."""
+    return textwrap.dedent(
+        r"""
+        warehouse: s3://whs/lake
+        ledger: s3://whs/ledger
+        s3: {endpoint_url: "http://127.0.0.1:9000", region: us-east-1}
+        catalog: {type: sql, uri: "sqlite:///x.db", "py-io-impl": x, retries: 3, strict: true}
+        dagster: {sensor_interval_seconds: 5, max_runs_per_tick: 2, max_runtime_seconds: 60}
+        sources:
+          orders_2:
+            landing: s3://landing/orders
+            format: csv
+            csv: {delimiter: "\t", header: false, quote_char: false}
+            table: raw.orders
+            partition: {pattern: 'dt=(\d{8})', start: 2026-01-01}
+            schema: {id: long, amount: "decimal(10, 2)", at: timestamptz, ok: boolean}
+            max_files_per_batch: 10
+            max_bytes_per_batch: 1GB
+            max_record_bytes: 1048576
+            max_decompressed_bytes: 2 GiB
+            max_compression_ratio: 100
+            allow_overwrites: true
+            clean_source: archive
+        """
+    )
