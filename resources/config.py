@@ -11,7 +11,9 @@ Contract:
   (``sources.events.partition.pattern``) and the file. Unknown keys are errors. A ``null``
   value means "not given" for required keys (an error), sections and optional keys (the
   default); for a key with a scalar default it is an error.
-* Sizes are positive integers (bytes) or strings like ``64MiB``, ``1GB`` (``parse_size``).
+* Sizes are positive integers (bytes) or strings like ``64MiB``, ``1GB`` (``parse_size``);
+  the ``*_seconds`` keys take whole seconds or durations like ``90s``, ``15m``, ``1h``
+  (``parse_duration``).
 * Relative local paths (``warehouse``, ``ledger``, ``sources.*.landing``) resolve relative
   to the config file's folder and ``~`` expands to the home folder; no other expansion
   happens. The loaded config holds absolute paths or ``s3://`` URLs.
@@ -33,7 +35,7 @@ import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType, NoneType, UnionType
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -109,6 +111,8 @@ _SIZE_UNITS: dict[str, int] = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
+_DURATION_UNITS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIMPLE_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "long": pa.int64(),
@@ -166,6 +170,18 @@ def parse_size(value: object) -> int:
     if n < 1:
         raise ValueError(f"size must be at least 1 byte, got {value!r}")
     return n
+
+
+def parse_duration(value: object) -> timedelta:
+    """A duration from a string like ``90s``, ``15m``, ``12h``, ``3d``, ``1w`` (a decimal number
+    and one unit: s, m, h, d, w). Raises ``ValueError`` for anything else or for zero."""
+    m = _DURATION_RE.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f"expected a duration like 90s, 15m, 12h, 3d, 1w; got {_kind(value)}")
+    duration = timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+    if duration <= timedelta(0):
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return duration
 
 
 def parse_schema_type(spec: str) -> pa.DataType:
@@ -411,6 +427,22 @@ def _positive_int(value: object) -> int:
     return value
 
 
+def _seconds(value: object) -> int:
+    """Whole seconds >= 1 from an int or a duration string (``parse_duration``)."""
+    expected = "expected a positive integer (seconds) or a duration like 90s, 15m, 1h"
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value).total_seconds()
+        except ValueError:
+            raise ValueError(f"{expected}, got {_kind(value)}") from None
+        if seconds != int(seconds):
+            raise ValueError(f"{expected} (whole seconds), got {_kind(value)}")
+        return int(seconds)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{expected}, got {_kind(value)}")
+    return value
+
+
 def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {_kind(value)}")
@@ -566,6 +598,12 @@ _SIZE_JSON: dict[str, Any] = {
         {"type": "string", "pattern": r"^\s*[0-9]+\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?\s*$"},
     ],
 }
+_SECONDS_JSON: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*[smhdw]\s*$"},
+    ],
+}
 _TYPE_JSON: dict[str, Any] = {
     "anyOf": [
         {"enum": list(_SIMPLE_TYPES)},
@@ -583,6 +621,7 @@ PositiveInt = Annotated[
     int, PlainValidator(_positive_int), WithJsonSchema({"type": "integer", "minimum": 1})
 ]
 Size = Annotated[int, PlainValidator(parse_size), WithJsonSchema(_SIZE_JSON)]
+Seconds = Annotated[int, PlainValidator(_seconds), WithJsonSchema(_SECONDS_JSON)]
 Bool = Annotated[bool, PlainValidator(_boolean), WithJsonSchema({"type": "boolean"})]
 SchemaType = Annotated[str, PlainValidator(_schema_type), WithJsonSchema(_TYPE_JSON)]
 FieldName = Annotated[str, AfterValidator(_field_name)]
@@ -645,15 +684,17 @@ class S3Document(_Section):
 class DagsterDocument(_Section):
     model_config = ConfigDict(title="dagster")
 
-    sensor_interval_seconds: PositiveInt = Field(
-        default=DagsterSettings.sensor_interval_seconds, description="seconds between sensor ticks"
+    sensor_interval_seconds: Seconds = Field(
+        default=DagsterSettings.sensor_interval_seconds,
+        description="seconds between sensor ticks (or a duration: 30s, 2m)",
     )
     max_runs_per_tick: PositiveInt = Field(
         default=DagsterSettings.max_runs_per_tick, description="run requests one tick may emit"
     )
-    max_runtime_seconds: PositiveInt = Field(
+    max_runtime_seconds: Seconds = Field(
         default=DagsterSettings.max_runtime_seconds,
-        description="run monitoring fails a batch run still going after this many seconds",
+        description="run monitoring fails a batch run still going after this many seconds "
+        "(or a duration: 15m, 1h)",
     )
 
 

@@ -570,6 +570,18 @@ def test_fingerprints_of_existing_configs_are_unchanged(tmp_path: Path) -> None:
     }
 
 
+def test_seconds_keys_take_durations(tmp_path: Path) -> None:
+    """``dagster.*_seconds`` take whole seconds or a duration (``90s``, ``15m``, ``1h``)."""
+    doc = {**MINIMAL, "dagster": {"sensor_interval_seconds": "90s", "max_runtime_seconds": "1h"}}
+    cfg = load_config(str(write(tmp_path, doc)))
+    assert (cfg.dagster.sensor_interval_seconds, cfg.dagster.max_runtime_seconds) == (90, 3600)
+    for bad in ("0.5s", "10", "1 fortnight", "0m"):
+        err = refusal(tmp_path, {**MINIMAL, "dagster": {"max_runtime_seconds": bad}})
+        assert err.key_path == "dagster.max_runtime_seconds" and "duration" in err.reason
+    err = refusal(tmp_path, {**MINIMAL, "dagster": {"max_runs_per_tick": "5m"}})
+    assert err.key_path == "dagster.max_runs_per_tick"
+
+
 def _as_editor_sees(doc: Any) -> Any:
     """A YAML document as JSON (dates as ISO strings, as a YAML 1.2 editor reads them)."""
     return json.loads(json.dumps(doc, default=str))
@@ -600,6 +612,7 @@ def test_json_schema_validates_the_demo_config() -> None:
         with_source(schema={"id": "bigint"}),
         with_source(schema={"_source_row": "long"}),
         with_source(clean_source="purge"),
+        {**MINIMAL, "dagster": {"max_runtime_seconds": "1 fortnight"}},
         {"warehouse": "w", "sources": {"Events-1": MINIMAL["sources"]["events"]}},
         {"warehouse": "w", "sources": {}},
     ):
@@ -614,7 +627,7 @@ def write_full_example() -> str:
         ledger: s3://whs/ledger
         s3: {endpoint_url: "http://127.0.0.1:9000", region: us-east-1}
         catalog: {type: sql, uri: "sqlite:///x.db", "py-io-impl": x, retries: 3, strict: true}
-        dagster: {sensor_interval_seconds: 5, max_runs_per_tick: 2, max_runtime_seconds: 60}
+        dagster: {sensor_interval_seconds: 5, max_runs_per_tick: 2, max_runtime_seconds: 15m}
         sources:
           orders_2:
             landing: s3://landing/orders
