@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType, NoneType, UnionType
@@ -184,7 +184,7 @@ def parse_duration(value: object) -> timedelta:
     return duration
 
 
-def parse_schema_type(spec: str) -> pa.DataType:
+def parse_schema_type(spec: object) -> pa.DataType:
     """The Arrow type of one schema type name (see ``SCHEMA_TYPES``); ``ValueError`` if unknown.
 
     ``timestamp`` is UTC without zone, microseconds (``timestamp[us]``); ``timestamptz`` is
@@ -521,9 +521,8 @@ def _date(value: object) -> date:
 
 
 def _schema_type(value: object) -> str:
-    parse_schema_type(value)  # type: ignore[arg-type]  # raises ValueError for a non-string
-    assert isinstance(value, str)
-    return value.strip().replace(" ", "")
+    parse_schema_type(value)  # ValueError for anything but a type name
+    return str(value).strip().replace(" ", "")
 
 
 def _field_name(name: str) -> str:
@@ -583,7 +582,7 @@ def _mapping(value: object) -> dict[Any, Any]:
     return dict(value)
 
 
-def _not_empty(what: str) -> Any:
+def _not_empty(what: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def check(value: dict[str, Any]) -> dict[str, Any]:
         if not value:
             raise ValueError(what)
@@ -939,12 +938,17 @@ def _same_table(a: str, b: str) -> bool:
 # -- pydantic errors as ConfigError -----------------------------------------------------------
 
 
+_MORE_SHOWN = 5
+
+
 def _config_error(err: ValidationError, file: str) -> ConfigError:
     """The first problem as the error's key path and reason; the others follow in the text."""
     problems = [(_key_path(e["loc"]), _reason(e)) for e in err.errors(include_url=False)]
     (key_path, reason), rest = problems[0], problems[1:]
     if rest:
-        more = "; ".join(f"{k}: {r}" for k, r in rest)
+        more = "; ".join(f"{k}: {r}" for k, r in rest[:_MORE_SHOWN])
+        if len(rest) > _MORE_SHOWN:
+            more += "; ..."
         reason = f"{reason} (and {len(rest)} more: {more})"
     return ConfigError(reason, key_path=key_path, file=file)
 

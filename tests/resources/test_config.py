@@ -645,3 +645,15 @@ def write_full_example() -> str:
             clean_source: archive
         """
     )
+
+
+def test_secrets_stay_out_of_errors(tmp_path: Path) -> None:
+    """A secret in a misplaced or malformed key is named by its key path, never shown."""
+    for doc in (
+        {**MINIMAL, "s3": {"secret_access_key": "very-secret-key"}},
+        {**MINIMAL, "catalog": {"credential": {"token": "very-secret-token"}}},
+        {**MINIMAL, "catalog": ["very-secret-token"], "dagster": {"max_runs_per_tick": 0}},
+    ):
+        err = refusal(tmp_path, doc)
+        assert err.key_path in ("s3.secret_access_key", "catalog.credential", "catalog")
+        assert "very-secret" not in str(err), str(err)
