@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 import pyarrow as pa
 import yaml
 
+from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.store import S3Options
 
 CONFIG_ENV = "LOCKGATE_CONFIG"
@@ -103,8 +104,10 @@ Format = Literal["jsonl", "csv", "parquet"]
 CleanSource = Literal["off", "archive", "delete"]
 
 
-class ConfigError(ValueError):
+class ConfigError(TerminalError, ValueError):
     """An invalid or missing configuration. ``str(err)`` names the file and the key path."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFIG
 
     def __init__(self, message: str, *, key_path: str | None = None, file: str | None = None):
         self.key_path = key_path
