@@ -82,12 +82,17 @@ class UnknownBatch(LedgerError, TerminalError, KeyError):
     """No claim exists for this batch id."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.USAGE
+    hint: str | None = "`lockgate ledger show --source <source>` lists the batches"
 
 
 class LedgerCorrupt(LedgerError, TerminalError):
     """The ledger's files break an invariant (a gap in batch ids, unreadable JSON, ...)."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.CORRUPT_STATE
+    hint: str | None = (
+        "Lockgate never changes a ledger file once written: restore it (e.g. from bucket "
+        "versioning), or upgrade if a newer Lockgate wrote it"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ class IncompatibleSchema(TablesError, TerminalError):
     (only int->long and float->double are allowed), or a required column is missing."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.INCOMPATIBLE_SCHEMA
+    hint: str | None = (
+        "declare a type the column can widen to (int -> long, float -> double), or a new table"
+    )
 
 
 class RebuildConflict(TablesError, TransientError):

@@ -309,7 +309,7 @@ def test_corrupt_ledger_exits_9(
     code, err = _run(["ledger", "show", "--source", "events", "--config", str(path)], capsys)
     assert code == ExitCode.CORRUPT_STATE
     assert err.strip() == _one_error_line(err)
-    assert "not valid JSON" in err
+    assert "not valid JSON" in err and "hint: Lockgate never changes a ledger file" in err
 
 
 def test_bad_arguments_exit_2(
