@@ -1,7 +1,7 @@
 """Regression (found by the torture harness): ``lockgate vacuum`` without ``--table`` died
 with ``NoSuchTableError`` on the first configured source that had not committed anything
 yet, so the tables after it (in name order) were never vacuumed. A missing table is now
-skipped with a note; an explicitly named missing table is a clear error (exit 2)."""
+skipped with a note; an explicitly named missing table is a clear error (one line, exit 8)."""
 
 from __future__ import annotations
 
