@@ -7,7 +7,8 @@ process, or the installed command in a subprocess): a bad config (3), a missing 
 (3), an unsafe S3 endpoint (4, the loopback imitation that ignores ``If-None-Match``), a
 changed source declaration (5), a refused rebuild (6), a rebuild that loses every race to
 incremental batches (7, a real conflict: a batch of the same day commits during each attempt),
-a missing table (8), a corrupt ledger (9) and bad arguments (2) each print exactly one
+a missing table (8), a corrupt ledger (9), a missing bucket (12, on the moto server) and bad
+arguments (2) each print exactly one
 ``lockgate: error:`` line and no traceback; ``--config`` works after the command; an unexpected
 exception still propagates with its traceback.
 """
@@ -233,6 +234,32 @@ def test_unsafe_endpoint_exits_4(
     assert code == ExitCode.UNSAFE_ENDPOINT
     line = _one_error_line(err)
     assert "silently overwrote a create-only put" in line and "lockgate doctor" in line
+
+
+@pytest.mark.s3
+def test_missing_bucket_exits_12(
+    moto_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for k, v in MOTO_ENV.items():
+        monkeypatch.setenv(k, v)
+    secret = "do-not-print-this-secret-0123456789"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        ledger="s3://no-such-bucket/ledger",
+        endpoint=moto_server,
+        sources={"events": source_spec("events", str(tmp_path / "landing"))},
+    )
+    Lander(LocalStore(tmp_path / "landing")).land(f"{DAY}/a.jsonl")
+    code, err = _run(["ingest", "--config", str(path)], capsys)
+    assert code == ExitCode.STORE_REFUSED
+    line = _one_error_line(err)
+    assert "bucket 'no-such-bucket' does not exist" in line and "hint: check the bucket" in line
+    assert secret not in err
 
 
 def test_changed_source_declaration_exits_5(
