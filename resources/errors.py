@@ -76,10 +76,16 @@ class LockgateError(Exception):
         return isinstance(self, TransientError)
 
     def one_line(self) -> str:
-        """The message and hint on one line (newlines in the message are folded)."""
+        """The message and hint on one line: the message's lines are joined with ``; ``
+        (with a space after a line ending in ``:``), runs of whitespace become one space."""
         # a KeyError's str() is the repr of its argument: show the message itself
         raw = self.args[0] if isinstance(self, KeyError) and self.args else self
-        text = " ".join(str(raw).split()) or type(self).__name__
+        text = ""
+        for line in str(raw).splitlines():
+            part = " ".join(line.split())
+            if part:
+                text += ("" if not text else " " if text.endswith(":") else "; ") + part
+        text = text or type(self).__name__
         if self.hint and self.hint not in text:
             text = f"{text} (hint: {self.hint})"
         return text

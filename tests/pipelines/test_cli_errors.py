@@ -132,10 +132,12 @@ def test_the_exit_codes_table_lists_every_code() -> None:
     assert rows == {str(c.value): c.name for c in ExitCode}
 
 
-def test_one_line_folds_the_message_and_adds_the_hint() -> None:
-    err = RebuildConflict("lost\n  5 races")
+def test_one_line_joins_the_lines_and_adds_the_hint() -> None:
+    err = RebuildConflict("lost  5 races")
     assert err.one_line() == f"lost 5 races (hint: {RebuildConflict.hint})"
-    assert "\n" not in err.one_line()
+    many = ConfigError("2 errors:\n  a.b: bad\n\n  c:  worse\n")
+    assert many.one_line() == "2 errors: a.b: bad; c: worse"
+    assert ConfigError("").one_line() == "ConfigError"
 
 
 # -- through the command ----------------------------------------------------------------------
