@@ -1,5 +1,12 @@
 """The ``lockgate`` command. Each subcommand is one module in ``lockgate.pipelines.commands`` with
-``add_arguments(parser)`` and ``run(args) -> int`` (the exit code)."""
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code).
+
+Contract: an expected error (any ``LockgateError``, and pyiceberg's ``NoSuchTableError`` as
+``MissingTable``) a command raises is printed as ONE line on stderr,
+``lockgate: error: <message> (hint: ...)``, and the command exits with the error's
+``exit_code`` (``lockgate.resources.errors.ExitCode``); anything else propagates with its
+traceback (exit 1). ``--config`` is accepted before or after the subcommand.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from lockgate.resources.errors import ExitCode, LockgateError, MissingTable
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,9 +34,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+CONFIG_HELP = "path to lockgate.yaml (default: $LOCKGATE_CONFIG, else ./lockgate.yaml)"
+
+
 def _chosen(argv: Sequence[str]) -> str | None:
-    """The subcommand named in ``argv`` (the first token that is one), if any."""
-    return next((a for a in argv if a in COMMANDS), None)
+    """The subcommand named in ``argv`` (the first token that is one and is not the value of
+    ``--config``), if any."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--config":
+            skip = True
+        elif a in COMMANDS:
+            return a
+    return None
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -36,14 +57,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lockgate", description="Exactly-once ingestion of landed files into Iceberg tables."
     )
-    parser.add_argument(
-        "--config",
-        help="path to lockgate.yaml (default: $LOCKGATE_CONFIG, else ./lockgate.yaml)",
-    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = _chosen(argv)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # after the subcommand too; SUPPRESS keeps a --config given before it
+        p.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
         if name != chosen:
             continue
         mod = importlib.import_module(module)
@@ -52,14 +72,37 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def _expected(exc: Exception) -> LockgateError | None:
+    """``exc`` as a ``LockgateError`` if it is an expected error, else None."""
+    if isinstance(exc, LockgateError):
+        return exc
+    # pyiceberg is imported only by the commands that need it: if it is not loaded, no
+    # exception can be one of its classes
+    iceberg = sys.modules.get("pyiceberg.exceptions")
+    if iceberg is not None and isinstance(exc, iceberg.NoSuchTableError):
+        return MissingTable(" ".join(str(exc).split()) or "the table does not exist")
+    return None
+
+
+def report(err: LockgateError) -> int:
+    """Print ``err`` as one line on stderr; its exit code."""
+    print(f"lockgate: error: {err.one_line()}", file=sys.stderr)
+    return int(err.exit_code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     try:
         return int(args._run(args))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("lockgate: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        err = _expected(exc)
+        if err is None:
+            raise  # unexpected: its traceback is the report
+        return report(err)
 
 
 if __name__ == "__main__":

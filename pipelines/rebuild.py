@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 from lockgate.pipelines.stage import (
     Staged,
@@ -24,6 +24,7 @@ from lockgate.pipelines.stage import (
 )
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.ledger import Claim, CommitRecord, Ledger
 from lockgate.resources.runtime import Runtime, quarantine_table
 from lockgate.resources.store import NotFound
@@ -32,8 +33,10 @@ from lockgate.resources.tables import RebuildConflict
 REBUILD_ATTEMPTS = 5
 
 
-class RebuildRefused(Exception):
+class RebuildRefused(TerminalError):
     """A rebuild would silently shrink a partition (a claimed object is gone or changed)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.REBUILD_REFUSED
 
 
 @dataclass

@@ -47,7 +47,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyiceberg.catalog import Catalog, MetastoreCatalog, load_catalog
 from pyiceberg.exceptions import (
@@ -74,6 +74,7 @@ from pyiceberg.typedef import EMPTY_DICT, Identifier, Properties
 from pyiceberg.utils.config import Config
 
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.errors import ExitCode, TransientError
 from lockgate.resources.store import AlreadyExists, NotFound, ObjectStore, S3Options
 from lockgate.resources.stores import open_store
 
@@ -92,9 +93,12 @@ _VERSION_RE = re.compile(r"^v(\d+)\.metadata\.json$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
-class TombstoneRead(CommitFailedException):
+class TombstoneRead(CommitFailedException, TransientError):
     """A retired (tombstoned) metadata version was read as current: the store broke the
-    'names are never freed' invariant, or the hint raced a retirement."""
+    'names are never freed' invariant, or the hint raced a retirement (loading again finds
+    the current version)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFLICT
 
 
 def fileio_properties(warehouse_url: str, s3_options: S3Options | None) -> dict[str, str]:

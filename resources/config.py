@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType, NoneType, UnionType
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, ClassVar, Literal, NoReturn
 
 import pyarrow as pa
 import yaml
@@ -54,6 +54,7 @@ from pydantic import (
     model_validator,
 )
 
+from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.store import S3Options
 
 CONFIG_ENV = "LOCKGATE_CONFIG"
@@ -135,8 +136,10 @@ Format = Literal["jsonl", "csv", "parquet"]
 CleanSource = Literal["off", "archive", "delete"]
 
 
-class ConfigError(ValueError):
+class ConfigError(TerminalError, ValueError):
     """An invalid or missing configuration. ``str(err)`` names the file and the key path."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFIG
 
     def __init__(self, message: str, *, key_path: str | None = None, file: str | None = None):
         self.key_path = key_path

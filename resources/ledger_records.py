@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
+from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
 from lockgate.resources.store import ObjectInfo
 
 T = TypeVar("T")
@@ -34,13 +35,15 @@ def utcnow() -> datetime:
 # errors
 
 
-class LedgerError(Exception):
-    """Base of the ledger's errors."""
+class LedgerError(LockgateError):
+    """Base of the ledger's errors (a family: never raised itself)."""
 
 
-class FingerprintMismatch(LedgerError):
+class FingerprintMismatch(LedgerError, TerminalError):
     """The source's declaration (landing URL, format, table, ...) differs from the one its ledger
     was written for. ``changes`` maps each changed field to ``(stored, requested)``."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.FINGERPRINT_MISMATCH
 
     def __init__(self, source: str, changes: Mapping[str, tuple[str | None, str | None]]):
         self.source = source
@@ -56,9 +59,11 @@ class FingerprintMismatch(LedgerError):
         )
 
 
-class ClaimConflict(LedgerError):
+class ClaimConflict(LedgerError, TransientError):
     """Another planner created claim ``batch_id`` first. The ledger has re-read the claims from
     ``batch_id`` on; the caller drops the objects now claimed and re-plans."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFLICT
 
     def __init__(self, source: str, batch_id: int):
         self.source = source
@@ -66,16 +71,28 @@ class ClaimConflict(LedgerError):
         super().__init__(f"source {source!r}: batch {batch_id} was claimed by another planner")
 
 
-class AlreadyClaimed(LedgerError, ValueError):
-    """``claim`` was given an object (key, etag) that is already claimed: a planning bug."""
+class AlreadyClaimed(LedgerError, TerminalError, ValueError):
+    """``claim`` was given an object (key, etag) that is already claimed: a planning bug; the
+    ledger refused to claim an object twice."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CORRUPT_STATE
 
 
-class UnknownBatch(LedgerError, KeyError):
+class UnknownBatch(LedgerError, TerminalError, KeyError):
     """No claim exists for this batch id."""
 
+    exit_code: ClassVar[ExitCode] = ExitCode.USAGE
+    hint: str | None = "`lockgate ledger show --source <source>` lists the batches"
 
-class LedgerCorrupt(LedgerError):
+
+class LedgerCorrupt(LedgerError, TerminalError):
     """The ledger's files break an invariant (a gap in batch ids, unreadable JSON, ...)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CORRUPT_STATE
+    hint: str | None = (
+        "Lockgate never changes a ledger file once written: restore it (e.g. from bucket "
+        "versioning), or upgrade if a newer Lockgate wrote it"
+    )
 
 
 # --------------------------------------------------------------------------------------------

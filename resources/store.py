@@ -21,31 +21,42 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
 
 TMP_PREFIX = ".lockgate-tmp-"
 
 
-class StoreError(Exception):
-    """Base of the object store's errors."""
+class StoreError(LockgateError):
+    """Base of the object store's errors (a family: never raised itself)."""
 
 
-class AlreadyExists(StoreError):
-    """A create-only put found the key taken (S3: HTTP 412 on ``If-None-Match: *``)."""
+class AlreadyExists(StoreError, TransientError):
+    """A create-only put found the key taken (S3: HTTP 412 on ``If-None-Match: *``): a lost
+    race; the caller re-reads and re-plans."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFLICT
 
 
-class NotFound(StoreError, FileNotFoundError):
+class NotFound(StoreError, TerminalError, FileNotFoundError):
     """The key does not exist."""
 
+    exit_code: ClassVar[ExitCode] = ExitCode.OBJECT_CHANGED
 
-class ObjectChanged(StoreError):
+
+class ObjectChanged(StoreError, TerminalError):
     """The object under a key is no longer the version (etag) that was listed."""
 
+    exit_code: ClassVar[ExitCode] = ExitCode.OBJECT_CHANGED
 
-class UnsafeEndpoint(StoreError):
+
+class UnsafeEndpoint(StoreError, TerminalError):
     """The endpoint does not honour create-only puts: exactly-once cannot be guaranteed."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.UNSAFE_ENDPOINT
+    hint: str | None = "run `lockgate doctor` to check an endpoint"
 
 
 @dataclass(frozen=True)

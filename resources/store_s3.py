@@ -31,11 +31,18 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from lockgate.resources.crashpoints import crash_point
-from lockgate.resources.retry import RetryPolicy, error_code, http_status, retry_call
+from lockgate.resources.errors import ExitCode, TerminalError, TransientError
+from lockgate.resources.retry import (
+    RetryPolicy,
+    error_code,
+    http_status,
+    is_transient,
+    retry_call,
+)
 from lockgate.resources.store import (
     AlreadyExists,
     NotFound,
@@ -66,12 +73,35 @@ _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 
 
 class S3Error(StoreError):
-    """An S3 request failed for a reason other than the store's named errors."""
+    """An S3 request failed for a reason other than the store's named errors. A family: what
+    is raised is ``S3Refused`` or ``S3Unavailable`` (``S3Error.of`` picks one)."""
 
     def __init__(self, message: str, code: str | None = None, status: int | None = None):
         super().__init__(message)
         self.code = code
         self.status = status
+
+    @staticmethod
+    def of(
+        message: str, code: str | None = None, status: int | None = None, *, transient: bool
+    ) -> S3Error:
+        """``S3Unavailable`` if the failure was ``transient`` (throttling, 5xx, a dropped
+        connection, after every retry), else ``S3Refused``."""
+        cls: type[S3Error] = S3Unavailable if transient else S3Refused
+        return cls(message, code, status)
+
+
+class S3Refused(S3Error, TerminalError):
+    """The endpoint refused the request (access denied, no such bucket, a bad request)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.STORE_REFUSED
+    hint: str | None = "check the bucket, the credentials and `s3.endpoint_url`"
+
+
+class S3Unavailable(S3Error, TransientError):
+    """The endpoint did not answer or throttled, and the retry policy gave up."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.STORE_UNAVAILABLE
 
 
 def _is_precondition_failed(exc: BaseException) -> bool:
@@ -323,16 +353,19 @@ class S3Store(ObjectStore):
         code, status = error_code(exc), http_status(exc)
         if key is not None and _is_not_found(exc):
             return NotFound(where)
+        transient = is_transient(exc)
         if code == "NoSuchBucket":
-            return S3Error(
+            return S3Error.of(
                 f"{op} {where}: bucket {self.bucket!r} does not exist at {self.endpoint_url}",
                 code,
                 status,
+                transient=False,
             )
         if code is not None or status is not None:
             message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", ""))
-            return S3Error(f"{op} {where}: {code} (HTTP {status}) {message}".rstrip(), code, status)
-        return S3Error(f"{op} {where}: {type(exc).__name__}: {exc}")
+            text = f"{op} {where}: {code} (HTTP {status}) {message}".rstrip()
+            return S3Error.of(text, code, status, transient=transient)
+        return S3Error.of(f"{op} {where}: {type(exc).__name__}: {exc}", transient=transient)
 
     def _call(self, op: str, key: str | None, method: str, **kwargs: Any) -> dict[str, Any]:
         """One retried request; errors mapped to store errors."""
@@ -558,8 +591,11 @@ class S3Store(ObjectStore):
             self._retry(lambda _n: self._conn.call("head_bucket", Bucket=self.bucket), "head")
         except Exception as e:
             if _is_not_found(e) or error_code(e) == "NoSuchBucket":
-                raise S3Error(
-                    f"bucket {self.bucket!r} does not exist at {self.endpoint_url}", "404", 404
+                raise S3Error.of(
+                    f"bucket {self.bucket!r} does not exist at {self.endpoint_url}",
+                    "404",
+                    404,
+                    transient=False,
                 ) from e
             raise self._error(e, "head bucket") from e
 

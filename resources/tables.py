@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,6 +51,7 @@ from pyiceberg.transforms import IdentityTransform
 
 from lockgate.resources.catalog import ObjectStoreCatalog, parse_metadata_version
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
 from lockgate.resources.iceberg_private import commit_strict, has_updates, iceberg_schema
 from lockgate.resources.markers import IdRanges, marker_property
 
@@ -63,22 +64,33 @@ DEFAULT_PARTITION_COLUMN = "_day"
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 
 
-class TablesError(Exception):
-    """Base of the table store's errors."""
+class TablesError(LockgateError):
+    """Base of the table store's errors (a family: never raised itself)."""
 
 
-class IncompatibleSchema(TablesError):
+class IncompatibleSchema(TablesError, TerminalError):
     """A column's new type cannot be reached from the table's type by safe widening
     (only int->long and float->double are allowed), or a required column is missing."""
 
+    exit_code: ClassVar[ExitCode] = ExitCode.INCOMPATIBLE_SCHEMA
+    hint: str | None = (
+        "declare a type the column can widen to (int -> long, float -> double), or a new table"
+    )
 
-class RebuildConflict(TablesError):
+
+class RebuildConflict(TablesError, TransientError):
     """A batch outside the rebuild's plan committed to the table since the rebuild's base:
     the rebuild would drop or duplicate it. Re-plan from a fresh base."""
 
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFLICT
+    hint: str | None = "run the backfill again (it re-plans from the table's current state)"
 
-class CommitConflict(TablesError):
+
+class CommitConflict(TablesError, TransientError):
     """Commit attempts were exhausted by concurrent writers (nothing was committed)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFLICT
+    hint: str | None = "run again: the batch commits at most once whatever the attempts"
 
 
 @dataclass(frozen=True)

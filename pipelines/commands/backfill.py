@@ -1,5 +1,8 @@
 """``lockgate backfill --source S --from DAY --to DAY``: rebuild those days from every claimed
-object (one overwrite commit; idempotent; never duplicates incremental batches)."""
+object (one overwrite commit; idempotent; never duplicates incremental batches).
+
+Exits 6 (``RebuildRefused``) when a claimed object is gone or re-written, 7
+(``RebuildConflict``, transient) when incremental batches won every re-plan."""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ import argparse
 import sys
 from datetime import date, timedelta
 
-from lockgate.pipelines.commands.common import CommandError, guarded, print_json, runtime
-from lockgate.pipelines.rebuild import RebuildRefused, rebuild
+from lockgate.pipelines.commands.common import CommandError, print_json, runtime
+from lockgate.pipelines.rebuild import rebuild
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +28,6 @@ def _day(text: str) -> date:
         raise CommandError(f"not a day (YYYY-MM-DD): {text!r}") from None
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     rt = runtime(args)
     source = rt.source(args.source)
@@ -33,10 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if end < start:
         raise CommandError(f"--to {end} is before --from {start}")
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    try:
-        out = rebuild(rt, source, days, progress=lambda m: print(m, file=sys.stderr))
-    except RebuildRefused as e:
-        raise CommandError(str(e)) from None
+    # RebuildRefused and RebuildConflict reach the CLI as one line and their exit codes
+    out = rebuild(rt, source, days, progress=lambda m: print(m, file=sys.stderr))
     if args.json:
         print_json(out.metadata())
     else:

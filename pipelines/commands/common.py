@@ -1,27 +1,34 @@
-"""What the commands share: opening the runtime from ``--config`` with readable errors, and
-printing JSON."""
+"""What the commands share: opening the runtime from ``--config``, the ``--source`` argument,
+printing JSON, and ``CommandError``.
+
+Commands raise their expected errors (``LockgateError``); ``lockgate.pipelines.cli.main`` prints
+each as one line and exits with its code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from lockgate.resources.config import ConfigError
-from lockgate.resources.ledger import FingerprintMismatch
-from lockgate.resources.runtime import Runtime
+from lockgate.resources.errors import ExitCode, TerminalError
+
+if TYPE_CHECKING:  # the runtime imports pyiceberg: only commands that open it pay for it
+    from lockgate.resources.runtime import Runtime
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed without a traceback, exit code 2."""
+class CommandError(TerminalError):
+    """Bad arguments to a command (an impossible day range, a missing ``--yes``, ...)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.USAGE
 
 
 def runtime(args: argparse.Namespace) -> Runtime:
-    try:
-        return Runtime.from_config(getattr(args, "config", None))
-    except ConfigError as e:
-        raise CommandError(str(e)) from None
+    """The runtime of ``--config`` (``ConfigError`` if it is missing or invalid)."""
+    from lockgate.resources.runtime import Runtime
+
+    return Runtime.from_config(getattr(args, "config", None))
 
 
 def add_source_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -33,17 +40,3 @@ def add_source_argument(parser: argparse.ArgumentParser, required: bool = False)
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
-
-
-def guarded(fn: Any) -> Any:
-    """Turn known user-facing errors into a message and exit code 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(fn(args))
-        except (CommandError, ConfigError, FingerprintMismatch) as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-            print(f"lockgate {args.command}: {msg}", file=sys.stderr)
-            return 2
-
-    return run

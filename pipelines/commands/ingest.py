@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from lockgate.pipelines.batch import BatchOutcome
-from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
+from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
 from lockgate.pipelines.ingest import ingest_source
 
 
@@ -21,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     rt = runtime(args)
     summary = []

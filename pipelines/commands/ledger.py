@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from lockgate.resources.ledger import Claim, CommitRecord, Ledger, LedgerError, UnknownBatch
-from lockgate.resources.store import ObjectStore, S3Options, StoreError
+from lockgate.pipelines.commands.common import CommandError
+from lockgate.resources.errors import LockgateError
+from lockgate.resources.ledger import Claim, CommitRecord, Ledger
+from lockgate.resources.store import ObjectStore, S3Options
 from lockgate.resources.stores import open_store
 
 PENDING_SHOWN = 20
@@ -54,7 +55,7 @@ def _ledger_store(args: argparse.Namespace, config: Any | None) -> ObjectStore:
             s3 = S3Options.from_env(args.s3_endpoint)
         return open_store(args.ledger, s3)
     if config is None:
-        raise ValueError("no --ledger given and no config available")
+        raise CommandError("no --ledger given and no config available")
     return open_store(config.ledger, config.s3)
 
 
@@ -145,20 +146,17 @@ def show(led: Ledger, batch: int | None, as_json: bool) -> int:
 
 def reset(args: argparse.Namespace, store: ObjectStore, config: Any | None) -> int:
     if config is None:
-        print("lockgate ledger reset: needs the config (the new fingerprint)", file=sys.stderr)
-        return 2
+        raise CommandError("ledger reset needs the config (the new fingerprint comes from it)")
     fingerprint = config.source(args.source).fingerprint()
     current = Ledger.read_fingerprint(store, args.source)
     if current is not None and dict(current.values) == fingerprint:
         print(f"source {args.source!r}: fingerprint unchanged (v{current.version}); nothing to do")
         return 0
     if not args.yes:
-        print(
+        raise CommandError(
             f"source {args.source!r}: would write a new fingerprint {fingerprint} keeping every "
-            "claim; re-run with --yes to do it",
-            file=sys.stderr,
+            "claim; re-run with --yes to do it"
         )
-        return 2
     led = Ledger.open(store, args.source, fingerprint, reset=True)
     print(
         f"source {args.source!r}: fingerprint v{led.fingerprint.version} from batch "
@@ -168,21 +166,19 @@ def reset(args: argparse.Namespace, store: ObjectStore, config: Any | None) -> i
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors are raised (``LockgateError``; a bad ``--ledger`` URL as ``CommandError``)."""
     try:
         config = None
         if not args.ledger or args.action == "reset":
             config = _load_config(args)
         store = _ledger_store(args, config)
-        if args.action == "reset":
-            return reset(args, store, config)
-        fp = Ledger.read_fingerprint(store, args.source)
-        if fp is None:
-            print(f"no ledger for source {args.source!r} at {store.uri()}", file=sys.stderr)
-            return 1
-        return show(Ledger(store, args.source, fp), args.batch, args.json)
-    except UnknownBatch as e:
-        print(f"lockgate ledger: {e.args[0]}", file=sys.stderr)
-        return 1
-    except (LedgerError, StoreError, ValueError) as e:
-        print(f"lockgate ledger: {e}", file=sys.stderr)
-        return 2
+    except LockgateError:
+        raise
+    except ValueError as e:  # an unparsable --ledger URL
+        raise CommandError(str(e)) from None
+    if args.action == "reset":
+        return reset(args, store, config)
+    fp = Ledger.read_fingerprint(store, args.source)
+    if fp is None:
+        raise CommandError(f"no ledger for source {args.source!r} at {store.uri()}")
+    return show(Ledger(store, args.source, fp), args.batch, args.json)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lockgate.pipelines.commands.common import CommandError, guarded, runtime
-from lockgate.resources.ledger import UnknownBatch
+from lockgate.pipelines.commands.common import runtime
 from lockgate.sensors.retries import request_retry, run_key
 
 
@@ -16,15 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default="", help="why (kept with the request)")
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     rt = runtime(args)
     source = rt.source(args.source)
     ledger = rt.ledger(source)
-    try:
-        ledger.get_claim(args.batch)
-    except UnknownBatch as e:
-        raise CommandError(e.args[0] if e.args else str(e)) from None
+    ledger.get_claim(args.batch)  # UnknownBatch (a usage error) if there is no such batch
     if ledger.commit_record(args.batch) is not None:
         print(f"{source.name}: batch {args.batch} is already committed; nothing to retry")
         return 0

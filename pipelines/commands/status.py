@@ -9,7 +9,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
+from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.runtime import Runtime
 
@@ -53,7 +53,6 @@ def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
     }
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     rt = runtime(args)
     rows = [source_status(rt, s) for s in rt.selected(args.source)]

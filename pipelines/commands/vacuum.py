@@ -17,7 +17,9 @@ from typing import TextIO
 
 from pyiceberg.catalog import Catalog
 
+from lockgate.pipelines.commands.common import CommandError
 from lockgate.resources.catalog import ObjectStoreCatalog, make_catalog
+from lockgate.resources.errors import LockgateError, MissingTable
 from lockgate.resources.maintenance import VacuumReport, vacuum
 from lockgate.resources.store import S3Options
 
@@ -114,18 +116,20 @@ def _print_report(r: VacuumReport, out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors are raised: a bad ``--older-than`` as ``CommandError``, a missing ``--table`` as
+    ``MissingTable``, config errors as ``ConfigError``."""
     try:
         older_than = parse_duration(args.older_than)
         catalog, tables = _catalog_and_tables(args)
+    except LockgateError:
+        raise
     except ValueError as e:
-        print(f"lockgate vacuum: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e)) from None
     for table in tables:
         if not catalog.table_exists(table):
             # a configured source that has not committed anything yet has no table
             if args.table:
-                print(f"lockgate vacuum: table {table} does not exist", file=sys.stderr)
-                return 2
+                raise MissingTable.named(table)
             print(f"{table}: no table yet, nothing to vacuum")
             continue
         bar = _Bar(f"vacuum {table}", enabled=not args.no_progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
+from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
 from lockgate.pipelines.verify import verify_source
 
 
@@ -14,7 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     rt = runtime(args)
     reports = [verify_source(rt, s) for s in rt.selected(args.source)]

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from lockgate.pipelines.commands import ledger as ledger_cmd
+from lockgate.pipelines.cli import main
 from lockgate.resources.ledger import CommitRecord, FingerprintMismatch, Ledger
 from lockgate.resources.store import LocalStore, ObjectInfo, ObjectStore
 from lockgate.sensors.discovery import partition_of, rule_for_source
 from tests.ledger_testkit import obj
 
 FP = {"landing": "/x", "format": "csv", "table": "raw.t"}
-
-
-def main(argv: list[str]) -> int:
-    """``lockgate`` with only the ledger command (``lockgate.pipelines.cli`` imports all)."""
-    parser = argparse.ArgumentParser(prog="lockgate")
-    parser.add_argument("--config")
-    sub = parser.add_subparsers(dest="command", required=True)
-    ledger_cmd.add_arguments(sub.add_parser("ledger"))
-    return ledger_cmd.run(parser.parse_args(argv))
 
 
 def test_cli_wiring() -> None:
@@ -65,10 +55,10 @@ def test_show_summary_and_batch(
     assert "k4" in text and "snapshot 14" in text
     assert run(["ledger", "show", "--source", "src", "--ledger", url, "--batch", "2"]) == 0
     assert "commit: none (pending)" in capsys.readouterr().out
-    assert run(["ledger", "show", "--source", "src", "--ledger", url, "--batch", "9"]) == 1
-    assert "no batch 9" in capsys.readouterr().err
-    assert run(["ledger", "show", "--source", "other", "--ledger", url]) == 1
-    assert "no ledger" in capsys.readouterr().err
+    assert run(["ledger", "show", "--source", "src", "--ledger", url, "--batch", "9"]) == 2
+    assert "lockgate: error: source 'src' has no batch 9" in capsys.readouterr().err
+    assert run(["ledger", "show", "--source", "other", "--ledger", url]) == 2
+    assert "lockgate: error: no ledger" in capsys.readouterr().err
 
 
 def write_config(tmp_path: Path, fmt: str) -> Path:

@@ -4,7 +4,7 @@ process, against a local config and an S3 (moto over HTTP) config.
 Shown: ``ingest`` then ``verify`` pass and the table holds every landed record once;
 ``status`` / ``verify`` ``--json`` parse; ``backfill`` twice over the same days leaves the
 same rows (data and lineage, ``_ingested_at`` aside); ``verify`` exits 1 with a report when
-a batch was committed twice behind Lockgate's back; config errors exit 2 naming the key and
+a batch was committed twice behind Lockgate's back; config errors exit 3 naming the key and
 the file; ``retry`` of an unknown batch exits 2.
 """
 
@@ -164,7 +164,7 @@ def test_verify_exits_1_with_a_report_when_a_batch_is_committed_twice(tmp_path: 
     assert report["ok"] is False and len(report["violations"]) >= 2
 
 
-def test_config_errors_exit_2_naming_the_key_and_the_file(
+def test_config_errors_exit_3_naming_the_key_and_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_config(
@@ -173,12 +173,12 @@ def test_config_errors_exit_2_naming_the_key_and_the_file(
         sources={"events": source_spec("events", str(tmp_path / "landing"), format="xml")},
     )
     bad = run_lockgate(path, "status")
-    assert bad.returncode == 2
+    assert bad.returncode == 3
     assert "sources.events.format" in bad.stderr and str(path) in bad.stderr
     assert "Traceback" not in bad.stderr
 
     missing = tmp_path / "nowhere" / "lockgate.yaml"
-    assert lockgate_main(["--config", str(missing), "verify"]) == 2
+    assert lockgate_main(["--config", str(missing), "verify"]) == 3
     err = capsys.readouterr().err
     assert str(missing) in err and "config file not found" in err
 
@@ -187,7 +187,7 @@ def test_config_errors_exit_2_naming_the_key_and_the_file(
         warehouse=str(tmp_path / "wh"),
         sources={"events": source_spec("events", str(tmp_path / "landing"), max_files=3)},
     )
-    assert lockgate_main(["--config", str(other), "ingest"]) == 2
+    assert lockgate_main(["--config", str(other), "ingest"]) == 3
     err = capsys.readouterr().err
     assert "sources.events.max_files" in err and "unknown key" in err and str(other) in err
 
@@ -201,12 +201,12 @@ def test_retry_of_an_unknown_batch_exits_2(
     code = lockgate_main(["--config", str(path), "retry", "--source", "events", "--batch", "42"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "lockgate retry:" in err and "no batch 42" in err
+    assert "lockgate: error: " in err and "no batch 42" in err
     # a committed batch: nothing to retry, exit 0
     code = lockgate_main(["--config", str(path), "retry", "--source", "events", "--batch", "0"])
     assert code == 0
     assert "already committed" in capsys.readouterr().out
-    assert lockgate_main(["--config", str(path), "retry", "--source", "nope", "--batch", "0"]) == 2
+    assert lockgate_main(["--config", str(path), "retry", "--source", "nope", "--batch", "0"]) == 3
     assert "unknown source 'nope'" in capsys.readouterr().err
 
 

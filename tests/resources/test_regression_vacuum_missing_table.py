@@ -1,7 +1,7 @@
 """Regression (found by the torture harness): ``lockgate vacuum`` without ``--table`` died
 with ``NoSuchTableError`` on the first configured source that had not committed anything
 yet, so the tables after it (in name order) were never vacuumed. A missing table is now
-skipped with a note; an explicitly named missing table is a clear error (exit 2)."""
+skipped with a note; an explicitly named missing table is a clear error (one line, exit 8)."""
 
 from __future__ import annotations
 
@@ -51,5 +51,5 @@ def test_vacuum_skips_a_source_without_table_and_vacuums_the_rest(tmp_path: Path
     assert "ns.a: no table yet" in out.stdout
     assert not orphan.exists()
     named = lockgate(tmp_path, "vacuum", "--table", "ns.a", "--no-progress")
-    assert named.returncode == 2
-    assert "ns.a does not exist" in named.stderr
+    assert named.returncode == 8  # ExitCode.MISSING_TABLE
+    assert "lockgate: error: table ns.a does not exist" in named.stderr
