@@ -1,4 +1,5 @@
-"""Asset checks per source: the exactly-once invariants, and ledger lag."""
+"""Asset checks per source: the exactly-once invariants (on a schedule and on demand, never
+after every batch), ledger lag and stuck batches (also evaluated on every sensor tick)."""
 
 from datetime import UTC, datetime
 
@@ -13,9 +14,11 @@ from lockgate.resources.dagster_resources import (
     TableStoreResource,
 )
 from lockgate.resources.runtime import Runtime
+from lockgate.sensors.health import LEDGER_LAG, STUCK_BATCHES, Lag, stuck_metadata
+from lockgate.sensors.runs import stuck_batches
 
-LAG_WARN_BATCHES = 50
-LAG_WARN_AGE_S = 3600.0
+# The exactly_once check scans the whole table: it runs on this schedule (UTC) and on demand.
+EXACTLY_ONCE_CRON = "0 3 * * *"
 
 
 def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetChecksDefinition]:
@@ -27,9 +30,13 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
         description="No duplicate lineage; every claimed record is a row or in quarantine.",
     )
     def exactly_once(
-        object_store: ObjectStoreResource, ledger: LedgerResource, table_store: TableStoreResource
+        lockgate_object_store: ObjectStoreResource,
+        lockgate_ledger: LedgerResource,
+        lockgate_table_store: TableStoreResource,
     ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(config, object_store, ledger, table_store)
+        rt = Runtime.from_resources(
+            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        )
         report = verify_source(rt, source)
         return dg.AssetCheckResult(
             passed=report.ok,
@@ -43,20 +50,59 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
 
     @dg.asset_check(
         asset=key,
-        name="ledger_lag",
+        name=LEDGER_LAG,
         description="Claimed batches not committed yet, and the age of the oldest one.",
     )
     def ledger_lag(
-        object_store: ObjectStoreResource, ledger: LedgerResource, table_store: TableStoreResource
+        lockgate_object_store: ObjectStoreResource,
+        lockgate_ledger: LedgerResource,
+        lockgate_table_store: TableStoreResource,
     ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(config, object_store, ledger, table_store)
-        pending = rt.ledger(source).pending()
-        oldest = min((c.created_at for c in pending), default=None)
-        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        rt = Runtime.from_resources(
+            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        )
+        lag = Lag.of(rt.ledger(source).pending(), datetime.now(UTC))
         return dg.AssetCheckResult(
-            passed=len(pending) < LAG_WARN_BATCHES and age < LAG_WARN_AGE_S,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"pending_batches": len(pending), "oldest_pending_age_s": round(age, 1)},
+            passed=lag.ok, severity=dg.AssetCheckSeverity.WARN, metadata=lag.metadata()
         )
 
-    return [exactly_once, ledger_lag]
+    @dg.asset_check(
+        asset=key,
+        name=STUCK_BATCHES,
+        description="Pending batches whose run failed for good (no retry left); evaluated on "
+        "every sensor tick. Fix the cause, then `lockgate retry`.",
+    )
+    def stuck(
+        context: dg.AssetCheckExecutionContext,
+        lockgate_object_store: ObjectStoreResource,
+        lockgate_ledger: LedgerResource,
+        lockgate_table_store: TableStoreResource,
+    ) -> dg.AssetCheckResult:
+        rt = Runtime.from_resources(
+            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        )
+        pending = [c.batch_id for c in rt.ledger(source).pending()]
+        found = stuck_batches(context.instance, source.name, pending) if pending else {}
+        return dg.AssetCheckResult(
+            passed=not found,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=stuck_metadata({b: r.run_id for b, r in found.items()}),
+        )
+
+    return [exactly_once, ledger_lag, stuck]
+
+
+def exactly_once_schedule(source: SourceConfig, cron: str) -> dg.ScheduleDefinition:
+    """Runs the ``exactly_once`` check of ``source`` on ``cron`` (UTC); it scans the whole
+    table, so it does not run after every batch."""
+    job = dg.define_asset_job(
+        name=f"{source.name}_exactly_once",
+        selection=dg.AssetSelection.checks(dg.AssetCheckKey(asset_key(source), "exactly_once")),
+    )
+    return dg.ScheduleDefinition(
+        name=f"{source.name}_exactly_once_schedule",
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )

@@ -14,8 +14,15 @@ The cursor only counts ticks since the last full listing.
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:  # type-only: dagster does not export the class
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 from dagster import SensorEvaluationContext
 
 from lockgate.resources.config import LockgateConfig, SourceConfig
@@ -26,6 +33,7 @@ from lockgate.resources.dagster_resources import (
 )
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
+from lockgate.sensors.health import Lag, tick_events
 from lockgate.sensors.retries import all_generations, run_key
 from lockgate.sensors.runs import batch_tags, launched_run_keys, stuck_batches
 
@@ -42,8 +50,15 @@ def _cursor(raw: str | None) -> int | None:
 
 
 def build_sensor(
-    config: LockgateConfig, source: SourceConfig, asset_key: dg.AssetKey
+    config: LockgateConfig,
+    source: SourceConfig,
+    asset_key: dg.AssetKey,
+    job: "UnresolvedAssetJobDefinition | None" = None,
+    landing_key: dg.AssetKey | None = None,
 ) -> dg.SensorDefinition:
+    """The sensor of ``source``. With ``job`` (an in-process job of the table asset), its runs
+    execute in the run worker's own process; else they target ``asset_key`` directly. With
+    ``landing_key``, every tick also reports the landing observation and health checks."""
     settings = config.dagster
     rule = rule_for_source(
         source,
@@ -55,17 +70,27 @@ def build_sensor(
         name=f"{source.name}_sensor",
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        asset_selection=[asset_key],
+        **({"job": job} if job is not None else {"asset_selection": [asset_key]}),
         description=f"Claims new objects under {source.landing} and requests one run per batch.",
     )
     def _sensor(
         context: SensorEvaluationContext,
-        object_store: ObjectStoreResource,
-        ledger: LedgerResource,
-        table_store: TableStoreResource,
+        lockgate_object_store: ObjectStoreResource,
+        lockgate_ledger: LedgerResource,
+        lockgate_table_store: TableStoreResource,
     ) -> dg.SensorResult:
-        rt = Runtime.from_resources(config, object_store, ledger, table_store)
-        return evaluate_tick(context, rt, source, rule, asset_key, settings.max_runs_per_tick)
+        rt = Runtime.from_resources(
+            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        )
+        return evaluate_tick(
+            context,
+            rt,
+            source,
+            rule,
+            asset_key,
+            settings.max_runs_per_tick,
+            landing_key=landing_key,
+        )
 
     return _sensor
 
@@ -78,6 +103,7 @@ def evaluate_tick(
     asset_key: dg.AssetKey,
     max_runs: int,
     log: Callable[[str], None] | None = None,
+    landing_key: dg.AssetKey | None = None,
 ) -> dg.SensorResult:
     say = log or context.log.info
     ticks = _cursor(context.cursor)
@@ -113,8 +139,12 @@ def evaluate_tick(
         for c in pending
         if keys[c.batch_id] not in launched
     ][:max_runs]
-    if pending:
-        stuck = stuck_batches(context.instance, source.name, [c.batch_id for c in pending])
+    stuck = (
+        stuck_batches(context.instance, source.name, [c.batch_id for c in pending])
+        if pending
+        else {}
+    )
+    if stuck:
         for batch_id, run in stuck.items():
             context.log.warning(
                 f"batch {batch_id} of {source.name} is stuck: run {run.run_id} failed and has "
@@ -130,11 +160,27 @@ def evaluate_tick(
             else ""
         )
     )
+    events = (
+        tick_events(
+            asset_key,
+            landing_key,
+            result,
+            Lag.of(pending, datetime.now(UTC)),
+            {b: r.run_id for b, r in stuck.items()},
+        )
+        if landing_key is not None
+        else []
+    )
     if not requests:
         reason = (
             f"waiting: {len(pending)} pending batches already have runs"
             if pending
             else f"idle: no new objects under {source.landing}"
         )
-        return dg.SensorResult(skip_reason=reason, cursor=new_cursor)
-    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+        if stuck:
+            reason = (
+                f"STUCK: {len(stuck)} of {len(pending)} pending batches failed for good "
+                f"(batches {', '.join(map(str, sorted(stuck)))}); see the log"
+            )
+        return dg.SensorResult(skip_reason=reason, cursor=new_cursor, asset_events=events)
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor, asset_events=events)

@@ -11,8 +11,8 @@ The installed package ``lockgate`` is three layers, each importing only those be
 The public API below is imported lazily, so ``import lockgate`` costs nothing and importing
 ``lockgate.resources`` does not import Dagster.
 
-Contract: ``load_config``, ``LockgateConfig``, ``build_definitions`` and ``main`` are the
-stable entry points; everything else may move between minor versions.
+Contract: ``load_config``, ``LockgateConfig``, ``build_definitions``, ``LockgateComponent``
+and ``main`` are the stable entry points; everything else may move between minor versions.
 
 (In the repository this file is ``pipelines/_root/__init__.py``: the top level of the
 repository is fixed, and setuptools' ``package-dir`` maps it to ``lockgate``.)
@@ -25,16 +25,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lockgate.pipelines.cli import main
+    from lockgate.pipelines.component import LockgateComponent
     from lockgate.pipelines.definitions import build_definitions
     from lockgate.resources.config import LockgateConfig, load_config
 
-__all__ = ["LockgateConfig", "build_definitions", "load_config", "main"]
+__all__ = ["LockgateComponent", "LockgateConfig", "build_definitions", "load_config", "main"]
 
 _EXPORTS = {
     "LockgateConfig": "lockgate.resources.config",
     "load_config": "lockgate.resources.config",
     "build_definitions": "lockgate.pipelines.definitions",
     "main": "lockgate.pipelines.cli",
+    "LockgateComponent": "lockgate.pipelines.component",
 }
 
 

@@ -185,9 +185,16 @@ def test_ticks_claim_then_request_bounded_and_rerequest_until_committed(
     assert sum(m["rows"] for m in metadata) == 24
     assert [m["quarantined"] for m in metadata] == [0, 0, 0, 1]  # the malformed line
     for m in metadata:
-        assert m["rows"] == m["dagster/row_count"] > 0
+        assert m["rows"] == m["batch_rows"] > 0
+        # the partition's rows: every batch of the day committed so far, not just this one
+        assert m["dagster/row_count"] >= m["rows"]
+        assert m["dagster/table_name"] == cfg.source("orders").table
+        columns = {c.name for c in m["dagster/column_schema"].columns}
+        assert {"_source_key", "_batch_id", "_day"} <= columns
         assert m["duplicate"] is False
         assert int(m["snapshot_id"]) > 0
+    # batches 2 and 3 are the day 2026-03-02: the last one's count is the whole day
+    assert metadata[-1]["dagster/row_count"] == sum(m["rows"] for m in metadata[2:])
     versions = [m["table_version"] for m in metadata]
     assert versions == sorted(versions) and len(set(versions)) == 4
     table = h.rt.tables.load(cfg.source("orders").table)
@@ -342,7 +349,7 @@ def test_backfill_run_over_a_partition_range_keeps_every_row_once(
     assert meta["rows"] == 15 and meta["batches"] == 3
     assert meta["days"] == "2026-06-01, 2026-06-02, 2026-06-03"
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"exactly_once": True, "ledger_lag": True}
+    assert checks == {"exactly_once": True, "ledger_lag": True, "stuck_batches": True}
 
     after = h.rt.tables.load(cfg.source("visits").table).scan().to_arrow()
     cols = [c for c in before.column_names if c != "_ingested_at"]
