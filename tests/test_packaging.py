@@ -84,7 +84,9 @@ def test_public_api_is_lazy() -> None:
         "print(sorted(lockgate.__all__))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['LockgateConfig', 'build_definitions', 'load_config', 'main']"
+    assert out.stdout.strip() == (
+        "['LockgateComponent', 'LockgateConfig', 'build_definitions', 'load_config', 'main']"
+    )
 
 
 def test_pip_check_is_clean() -> None:
