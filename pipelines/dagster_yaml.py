@@ -30,8 +30,9 @@ from typing import Any
 import yaml
 
 HEADER = (
-    "# Written by `python -m lockgate.pipelines.demo` (dagster_yaml.py). Regenerated on every\n"
-    "# run of the demo: edit the generator, not this file.\n"
+    "# Written by `python -m lockgate.pipelines.demo` (dagster_yaml.py) because no dagster.yaml\n"
+    "# was here. Edit freely (Postgres storage, a run launcher, ...): the demo never rewrites\n"
+    "# an existing file; delete it to get the default back.\n"
 )
 
 
@@ -66,12 +67,21 @@ def render_dagster_yaml(home: str | os.PathLike[str], **kwargs: int) -> str:
     return HEADER + yaml.safe_dump(dagster_instance_config(home, **kwargs), sort_keys=False)
 
 
-def write_dagster_yaml(home: str | os.PathLike[str], **kwargs: int) -> Path:
-    """Write ``<home>/dagster.yaml`` atomically (temp file + rename); return its path."""
+def write_dagster_yaml(home: str | os.PathLike[str], **kwargs: int) -> tuple[Path, bool]:
+    """Write ``<home>/dagster.yaml`` if it is absent; return its path and whether it was
+    written. An existing file is the operator's and is never touched. The write is atomic:
+    a temp file is linked into place, so a concurrent writer's file is never replaced."""
     root = Path(home).resolve()
     root.mkdir(parents=True, exist_ok=True)
     target = root / "dagster.yaml"
+    if target.exists():
+        return target, False
     tmp = root / f".dagster.yaml.{os.getpid()}.tmp"
     tmp.write_text(render_dagster_yaml(root, **kwargs), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    try:
+        os.link(tmp, target)  # fails if another process created it meanwhile: keep theirs
+    except FileExistsError:
+        return target, False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target, True

@@ -225,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--more", action="store_true", help="land one more wave of new objects")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    path = write_dagster_yaml(args.home)
-    print(f"dagster instance config: {path}")
+    path, written = write_dagster_yaml(args.home)
+    print(f"dagster instance config: {path}" + ("" if written else " (kept as it is)"))
     reports = land_more(cfg) if args.more else seed(cfg)
     for r in reports:
         if r.skipped_reason:

@@ -166,6 +166,9 @@ def test_demo_main_writes_a_dagster_yaml_that_loads(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr
     assert check.stdout.split() == ["QueuedRunCoordinator", "True", "2", "1", "run", "4"]
     assert (home / "storage").is_dir()
+    # the operator edits dagster.yaml (as the runbook tells them to): a rerun keeps it
+    edited = (home / "dagster.yaml").read_text() + "# operator: postgres goes here\n"
+    (home / "dagster.yaml").write_text(edited)
     rerun = subprocess.run(
         [
             sys.executable,
@@ -183,3 +186,18 @@ def test_demo_main_writes_a_dagster_yaml_that_loads(tmp_path: Path) -> None:
         check=False,
     )
     assert rerun.returncode == 0 and "events: 0 object(s) landed, 8 already there" in rerun.stdout
+    assert "(kept as it is)" in rerun.stdout
+    assert (home / "dagster.yaml").read_text() == edited
+
+
+def test_make_run_never_rewrites_an_operators_dagster_yaml(tmp_path: Path) -> None:
+    """Regression (on-call issue, item 8): the demo wrote dagster.yaml on every run."""
+    from lockgate.pipelines.dagster_yaml import write_dagster_yaml
+
+    path, written = write_dagster_yaml(tmp_path)
+    assert written and path.read_text().startswith("# Written by")
+    path.write_text("telemetry: {enabled: false}\n")
+    again, written_again = write_dagster_yaml(tmp_path)
+    assert again == path and not written_again
+    assert path.read_text() == "telemetry: {enabled: false}\n"
+    assert not list(tmp_path.glob(".dagster.yaml.*.tmp"))
