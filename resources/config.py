@@ -63,6 +63,8 @@ DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 #: decompressed/compressed ratio (checked once 4 MiB are out; gzip tops out near 1000).
 DEFAULT_MAX_DECOMPRESSED_BYTES = 16 * 1024**3
 DEFAULT_MAX_COMPRESSION_RATIO = 200
+#: Seconds a file in a local landing must be unchanged before it is claimed (see ``min_age``).
+DEFAULT_LOCAL_MIN_AGE_S = 5.0
 #: Column names Lockgate owns besides the lineage columns; declared schemas may not use them.
 RESERVED_COLUMNS: tuple[str, ...] = ("_day", "_rescued_data")
 
@@ -206,6 +208,16 @@ class SourceConfig:
     max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
     allow_overwrites: bool = False
     clean_source: CleanSource = "off"
+    # ``min_age`` in lockgate.yaml (seconds): an object is claimable only once it has not
+    # changed for this long. None: DEFAULT_LOCAL_MIN_AGE_S for a local landing, 0 for S3.
+    min_age_s: float | None = None
+
+    @property
+    def effective_min_age_s(self) -> float:
+        """Seconds an object must have been unchanged before it may be claimed."""
+        if self.min_age_s is not None:
+            return self.min_age_s
+        return 0.0 if _is_s3(self.landing) else DEFAULT_LOCAL_MIN_AGE_S
 
     @property
     def table(self) -> str:
@@ -503,6 +515,7 @@ class _Parser:
                 "max_compression_ratio",
                 "allow_overwrites",
                 "clean_source",
+                "min_age",
             ),
             required=("landing", "format", "table", "partition"),
         )
@@ -560,7 +573,17 @@ class _Parser:
                 spec.get("allow_overwrites", False), f"{kp}.allow_overwrites"
             ),
             clean_source=clean,
+            min_age_s=self.min_age(spec.get("min_age"), f"{kp}.min_age"),
         )
+
+    def min_age(self, value: object, key_path: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            self.fail(key_path, f"expected a number of seconds >= 0, got {_kind(value)}")
+        if value > 86400:
+            self.fail(key_path, f"at most 86400 seconds (one day), got {value}")
+        return float(value)
 
     def csv_options(self, value: object, kp: str) -> CsvOptions:
         spec = self.mapping(value, kp, allowed=("delimiter", "header", "quote_char"))

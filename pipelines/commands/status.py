@@ -1,6 +1,7 @@
 """``lockgate status [--source S] [--json]``: per source, batches claimed / committed /
 pending, the oldest pending batch, stuck batches (from the Dagster instance when
-$DAGSTER_HOME is set) and the table's version."""
+$DAGSTER_HOME is set), the objects of the latest ``NOT_READ_WINDOW`` committed batches whose
+claimed version was changed/gone before read, and the table's version."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Any
 
 from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
 from lockgate.resources.config import SourceConfig
+from lockgate.resources.ledger import Ledger
 from lockgate.resources.runtime import Runtime
+
+#: How many of the latest batches ``status`` reads commit records of (bounded, not history).
+NOT_READ_WINDOW = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +34,17 @@ def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
 
     with dg.DagsterInstance.get() as instance:
         return {b: r.run_id for b, r in stuck_batches(instance, source, pending).items()}
+
+
+def _not_read(ledger: Ledger, claims: int, pending: list[int]) -> list[dict[str, Any]]:
+    """Objects recorded as changed/gone before read by the latest ``NOT_READ_WINDOW``
+    committed batches."""
+    out: list[dict[str, Any]] = []
+    for b in range(max(0, claims - NOT_READ_WINDOW), claims):
+        rec = None if b in pending else ledger.commit_record(b)
+        if rec is not None and rec.unread:
+            out += [{"batch_id": b, "key": k, "outcome": o} for k, o in sorted(rec.unread.items())]
+    return out
 
 
 def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
@@ -50,6 +66,7 @@ def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
         "high_water_key": summary.high_water_key,
         "table_version": rt.tables.current_version(source.table),
         "stuck_batches": _stuck(source.name, [c.batch_id for c in pending]),
+        "not_read": _not_read(ledger, summary.claims, list(summary.pending)),
     }
 
 
@@ -68,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
             f"{len(pending)} pending"
             + (f" (oldest {r['oldest_pending_age_s']}s)" if pending else "")
         )
+        for n in r["not_read"]:
+            print(
+                f"  not read: batch {n['batch_id']} object {n['key']!r}: "
+                f"{n['outcome'].replace('_', ' ')} (its current version is claimed as new)"
+            )
         if r["stuck_batches"]:
             for b, run_id in r["stuck_batches"].items():
                 print(
