@@ -126,7 +126,6 @@ def test_object_changed_between_claim_and_read_is_not_lost(config: LockgateConfi
     assert table_ids(rt, "events") == Counter(new_ids)
 
 
-
 def test_object_deleted_between_claim_and_read_is_recorded(config: LockgateConfig) -> None:
     rt = Runtime.from_config(config)
     source = rt.source("events")
