@@ -379,3 +379,32 @@ def test_object_changed_part_way_through_its_read_contributes_nothing(tmp_path: 
     assert v.ok, v.violations
     ingest_source(rt, source)  # the new version is claimed as new
     assert table_ids(rt, "events") == Counter([10_000, 10_001, 900])
+
+
+def test_repaired_commit_record_keeps_changed_before_read(tmp_path: Path) -> None:
+    """A crash between the table commit and the commit record: the repaired record still says
+    the object was not read, so its current version is claimed as new (not ignored)."""
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(tmp_path / "landing"))},
+    )
+    rt = Runtime.from_config(load_config(str(path)))
+    source = rt.source("events")
+    lander = Lander(LocalStore(tmp_path / "landing"))
+    key = f"{DAY}/a.jsonl"
+    lander.land(key, 3)
+    ledger = rt.ledger(source)
+    [claim] = discover(rt.landing(source), ledger, rule_for_source(source)).claims
+    time.sleep(0.01)
+    new_ids = lander.land(key, 2)
+    execute_batch(rt, source, ledger, claim)
+    # simulate the crash: the table holds the batch's marker, the commit record is missing
+    rt.ledger_store.child("events").delete(f"commits/{claim.batch_id:020d}.json")
+    ledger = rt.ledger(source)
+    assert ledger.commit_record(claim.batch_id) is None
+    repaired = execute_batch(rt, source, ledger, claim)
+    assert repaired.duplicate and repaired.unread == {key: CHANGED_BEFORE_READ}
+    ingest_source(rt, source)
+    assert table_ids(rt, "events") == Counter(new_ids)
+    assert verify_source(rt, source).ok
