@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,9 +40,11 @@ def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
 def _not_read(ledger: Ledger, claims: int, pending: list[int]) -> list[dict[str, Any]]:
     """Objects recorded as changed/gone before read by the latest ``NOT_READ_WINDOW``
     committed batches."""
+    ids = [b for b in range(max(0, claims - NOT_READ_WINDOW), claims) if b not in pending]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # I/O bound GETs
+        records = list(pool.map(ledger.commit_record, ids))
     out: list[dict[str, Any]] = []
-    for b in range(max(0, claims - NOT_READ_WINDOW), claims):
-        rec = None if b in pending else ledger.commit_record(b)
+    for b, rec in zip(ids, records, strict=True):
         if rec is not None and rec.unread:
             out += [{"batch_id": b, "key": k, "outcome": o} for k, o in sorted(rec.unread.items())]
     return out

@@ -408,3 +408,26 @@ def test_repaired_commit_record_keeps_changed_before_read(tmp_path: Path) -> Non
     ingest_source(rt, source)
     assert table_ids(rt, "events") == Counter(new_ids)
     assert verify_source(rt, source).ok
+
+
+@pytest.mark.parametrize("change", ["append", "truncate"])
+def test_local_file_changed_in_place_while_read_is_not_mixed(tmp_path: Path, change: str) -> None:
+    """A local file can change in place under an open handle: the pinned stream never hands
+    out more than the claimed version's bytes and raises ObjectChanged at its end."""
+    store = LocalStore(tmp_path)
+    store.put("a.jsonl", b"x" * 100_000)
+    etag = store.head("a.jsonl").etag
+    with store.open("a.jsonl", etag) as f:
+        first = f.read(10)
+        with open(tmp_path / "a.jsonl", "r+b") as w:
+            if change == "append":
+                w.seek(0, os.SEEK_END)
+                w.write(b"more")
+            else:
+                w.truncate(50_000)
+        with pytest.raises(ObjectChanged):
+            while f.read(65536):
+                pass
+    assert first == b"x" * 10
+    with store.open("a.jsonl", store.head("a.jsonl").etag) as f:  # the current version reads
+        assert len(f.read()) == (100_004 if change == "append" else 50_000)
