@@ -13,7 +13,7 @@ from typing import Any
 
 from lockgate.pipelines.commands.common import add_source_argument, guarded, print_json, runtime
 from lockgate.resources.config import SourceConfig
-from lockgate.resources.ledger import Ledger
+from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
 
 #: How many of the latest batches ``status`` reads commit records of (bounded, not history).
@@ -91,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
         for n in r["not_read"]:
             print(
                 f"  not read: batch {n['batch_id']} object {n['key']!r}: "
-                f"{n['outcome'].replace('_', ' ')} (its current version is claimed as new)"
+                f"{n['outcome'].replace('_', ' ')}"
+                + (
+                    " (its current version is claimed as a new object)"
+                    if n["outcome"] == CHANGED_BEFORE_READ
+                    else ""
+                )
             )
         if r["stuck_batches"]:
             for b, run_id in r["stuck_batches"].items():
