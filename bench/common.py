@@ -265,6 +265,7 @@ def write_config(
         "format": fmt,
         "table": table,
         "partition": {"pattern": PARTITION_PATTERN, "start": PARTITION_START},
+        "min_age": 0,  # generated files are written whole before ingesting
     }
     if schema is not None:
         spec["schema"] = dict(schema)

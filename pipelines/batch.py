@@ -13,6 +13,13 @@ Invariants:
   but has no commit record is repaired from the table (counts re-read), never re-run.
 * Every record of every object is a row or a quarantine entry: ``records(object) = rows +
   quarantined`` is stored per object in the commit record (``record_counts``).
+* An object whose claimed version was gone when the run opened it is recorded in the commit
+  record's ``unread`` (changed/gone before read) with 0 records: that version does not count
+  as ingested, and discovery claims the key's current version as a new object. A repaired
+  record (crash between table commit and record) re-derives it: an object with no row and no
+  quarantine entry whose claimed version is no longer in the landing is recorded as not read
+  (if it was read, it held no records, so claiming its new version loses and duplicates
+  nothing).
 """
 
 from __future__ import annotations
@@ -31,8 +38,16 @@ from lockgate.pipelines.stage import (
 )
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
-from lockgate.resources.ledger import Claim, CommitRecord, Ledger
+from lockgate.resources.ledger import (
+    CHANGED_BEFORE_READ,
+    GONE_BEFORE_READ,
+    Claim,
+    ClaimedObject,
+    CommitRecord,
+    Ledger,
+)
 from lockgate.resources.runtime import Runtime, quarantine_table
+from lockgate.resources.store import NotFound
 from lockgate.resources.tables import TableStore
 
 
@@ -53,6 +68,7 @@ class BatchOutcome:
     already_committed: bool
     duration_s: float
     record_counts: dict[str, int] = field(default_factory=dict)
+    unread: dict[str, str] = field(default_factory=dict)  # key -> changed/gone before read
 
     @property
     def rows_per_s(self) -> float:
@@ -71,6 +87,8 @@ class BatchOutcome:
             "duplicate": self.duplicate or self.already_committed,
             "duration_s": round(self.duration_s, 3),
             "rows_per_s": round(self.rows_per_s, 1),
+            "changed_before_read": sum(o == CHANGED_BEFORE_READ for o in self.unread.values()),
+            "gone_before_read": sum(o == GONE_BEFORE_READ for o in self.unread.values()),
             "dagster/row_count": self.rows,
         }
 
@@ -99,6 +117,7 @@ def _repair_record(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Cla
     rows, per_key = _count_in_table(tables, source.table, claim.batch_id)
     quarantined, q_per_key = _count_in_table(tables, quarantine_table(source), claim.batch_id)
     counts = {o.key: per_key.get(o.key, 0) + q_per_key.get(o.key, 0) for o in claim.objects}
+    unread = _unread_now(rt, source, [o for o in claim.objects if not counts[o.key]])
     table = tables.load(source.table)
     snap = table.current_snapshot()
     return ledger.record_commit(
@@ -112,8 +131,24 @@ def _repair_record(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Cla
             objects=len(claim.objects),
             duplicate=True,
             record_counts=counts,
+            unread=unread or None,
         )
     )
+
+
+def _unread_now(rt: Runtime, source: SourceConfig, objects: list[ClaimedObject]) -> dict[str, str]:
+    """``key -> outcome`` of the ``objects`` whose claimed version is no longer in the landing."""
+    landing = rt.landing(source)
+    out: dict[str, str] = {}
+    for o in objects:
+        try:
+            if landing.head(o.key).etag != o.etag:
+                out[o.key] = CHANGED_BEFORE_READ
+        except NotFound:
+            out[o.key] = GONE_BEFORE_READ
+        except ValueError:
+            continue  # an unsafe key is never opened: it was quarantined, not "not read"
+    return out
 
 
 def _from_record(
@@ -133,6 +168,7 @@ def _from_record(
         already_committed=already_committed,
         duration_s=time.monotonic() - started,
         record_counts=dict(rec.record_counts or {}),
+        unread=dict(rec.unread or {}),
     )
 
 
@@ -169,6 +205,7 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
             bytes=staged.bytes,
             objects=len(claim.objects),
             record_counts=staged.record_counts,
+            unread=staged.unread_of(claim.batch_id) or None,
         )
     )
     return _from_record(claim, rec, started, already_committed=False)

@@ -16,7 +16,11 @@ Contract of ``read_object`` (the accounting every caller relies on):
   ``max_record_bytes``. A value that does not fit its column (or a field that is not declared,
   or whose name Lockgate owns) does NOT quarantine its record: the row lands with that column
   null and the value in the row's ``_rescued_data`` (see ``lockgate.pipelines.rescue``).
-* An object that cannot be read (missing, changed since listed, bad compression, magic bytes
+* An object whose claimed version (``etag``) is no longer there -- deleted, or re-written --
+  when it is opened or while it is read raises ``VersionNotRead`` (``outcome``
+  ``changed_before_read`` / ``gone_before_read``): that version was not read, so none of its
+  records count. Chunks already yielded for that object must be discarded by the caller.
+* An object that cannot be read otherwise (bad compression, magic bytes
   that contradict the suffix, not Parquet, an unsafe key) yields ONE ``QuarantineRecord`` with
   ``record_index=None``. If it becomes unreadable part-way (a truncated or corrupt stream, or
   the decompression-bomb guard: more than ``max_decompressed_bytes`` of content, or more than
@@ -69,7 +73,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -95,6 +99,8 @@ from lockgate.resources.config import (
     Format,
     SourceConfig,
 )
+from lockgate.resources.errors import ExitCode, TerminalError
+from lockgate.resources.ledger import CHANGED_BEFORE_READ, GONE_BEFORE_READ
 from lockgate.resources.store import NotFound, ObjectChanged, ObjectStore, validate_key
 
 SOURCE_ROW = "_source_row"
@@ -106,6 +112,20 @@ DEFAULT_PARQUET_BATCH_ROWS = 65536
 RATIO_GRACE_BYTES = 4 * 1024 * 1024
 
 COMPRESSION_SUFFIXES: dict[str, str] = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+
+
+class VersionNotRead(TerminalError):
+    """The claimed version of an object was gone (``outcome``: ``gone_before_read``, deleted;
+    ``changed_before_read``, re-written) when it was opened or while it was read. Staging
+    records it (no rows); it reaches a user only from a rebuild, which refuses."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OBJECT_CHANGED
+
+    def __init__(self, key: str, etag: str, cause: NotFound | ObjectChanged):
+        self.key = key
+        self.etag = etag
+        self.outcome = GONE_BEFORE_READ if isinstance(cause, NotFound) else CHANGED_BEFORE_READ
+        super().__init__(f"{key!r} (etag {etag}): {self.outcome.replace('_', ' ')}: {cause}")
 
 
 @dataclass(frozen=True)
@@ -193,7 +213,8 @@ def read_object(
     fmt: FormatOptions,
     schema: pa.Schema | None,
 ) -> Iterator[ReadChunk]:
-    """Stream one object (pinned to ``etag``) as ``ReadChunk``s; see the module contract."""
+    """Stream one object (pinned to ``etag``) as ``ReadChunk``s; see the module contract.
+    Raises ``VersionNotRead`` when that version is gone."""
     ctx = _Context(key, etag, schema)
     try:
         validate_key(key)
@@ -208,8 +229,7 @@ def read_object(
     try:
         raw = store.open(key, etag=etag)
     except (NotFound, ObjectChanged) as e:
-        yield ctx.unreadable(f"cannot open: {type(e).__name__}: {e}")
-        return
+        raise VersionNotRead(key, etag, e) from e
     try:
         source = _TaggedReader(raw)
         try:
@@ -227,7 +247,7 @@ def read_object(
             yield ctx.unreadable(e.reason)
         except _RawReadError as e:
             if isinstance(e.orig, NotFound | ObjectChanged):
-                yield ctx.unreadable(f"{type(e.orig).__name__} while reading: {e.orig}")
+                raise VersionNotRead(key, etag, e.orig) from e.orig
             else:
                 raise e.orig from None
     finally:

@@ -29,13 +29,16 @@ class IngestReport:
     @property
     def out_of_range(self) -> dict[str, int]:
         """Objects not claimed, by reason (from the last listing): their day is out of range,
-        or their name is hidden/temporary (``hidden_name``: a ``.``/``_`` segment, ``.tmp``)."""
+        or their name is hidden/temporary (``hidden_name``: a ``.``/``_`` segment, ``.tmp``), or
+        they changed less than ``min_age`` ago (``too_young``: claimed by a later run)."""
         if not self.discoveries:
             return {}
         last = self.discoveries[-1]
         counts = last.out_of_range_counts()
         if last.skipped_hidden:
             counts["hidden_name"] = last.skipped_hidden
+        if last.too_young:
+            counts["too_young"] = last.too_young
         return counts
 
 

@@ -3,8 +3,10 @@ committed as ONE overwrite of exactly those partitions, whose marker includes ev
 
 Contract: a rebuild never duplicates incremental appends (a batch of those days committed
 meanwhile makes the commit conflict, and the rebuild re-plans), and never silently shrinks a
-partition (an object that cannot be read exactly as claimed makes it refuse, changing
-nothing).
+partition (an object that cannot be read exactly as claimed -- gone or changed before the
+presence check, or between it and the read -- makes it refuse, changing nothing). Objects that
+their batch's commit record lists as not read (changed/gone before read) contributed no rows:
+the rebuild does not expect them and does not read them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar
 
+from lockgate.pipelines.formats import VersionNotRead
 from lockgate.pipelines.stage import (
     Staged,
     ensure_main_table,
@@ -25,7 +28,7 @@ from lockgate.pipelines.stage import (
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
-from lockgate.resources.ledger import Claim, CommitRecord, Ledger
+from lockgate.resources.ledger import GONE_BEFORE_READ, Claim, CommitRecord, Ledger
 from lockgate.resources.runtime import Runtime, quarantine_table
 from lockgate.resources.store import NotFound
 from lockgate.resources.tables import RebuildConflict
@@ -67,22 +70,39 @@ class RebuildOutcome:
         }
 
 
-def _check_objects_present(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> None:
+def _not_read(ledger: Ledger, claims: list[Claim]) -> frozenset[tuple[int, str]]:
+    """``(batch id, key)`` of the objects whose batch recorded them as not read."""
+    out: set[tuple[int, str]] = set()
+    for claim in claims:
+        rec = ledger.commit_record(claim.batch_id)
+        if rec is not None and rec.unread:
+            out.update((claim.batch_id, k) for k in rec.unread)
+    return frozenset(out)
+
+
+def _refused(source: SourceConfig, claim: Claim, key: str, what: str) -> RebuildRefused:
+    return RebuildRefused(
+        f"source {source.name!r}: cannot rebuild {claim.partition}: object "
+        f"{key!r} of batch {claim.batch_id} was {what} since it was claimed "
+        f"(clean_source: {source.clean_source}); a rebuild would silently drop its "
+        "rows, so nothing was changed"
+    )
+
+
+def _check_objects_present(
+    rt: Runtime, source: SourceConfig, claims: list[Claim], skip: frozenset[tuple[int, str]]
+) -> None:
     landing = rt.landing(source)
     for claim in claims:
         for obj in claim.objects:
+            if (claim.batch_id, obj.key) in skip:
+                continue
             try:
                 info = landing.head(obj.key)
             except NotFound:
                 info = None
             if info is None or info.etag != obj.etag:
-                what = "deleted" if info is None else "re-written"
-                raise RebuildRefused(
-                    f"source {source.name!r}: cannot rebuild {claim.partition}: object "
-                    f"{obj.key!r} of batch {claim.batch_id} was {what} since it was claimed "
-                    f"(clean_source: {source.clean_source}); a rebuild would silently drop its "
-                    "rows, so nothing was changed"
-                )
+                raise _refused(source, claim, obj.key, "deleted" if info is None else "re-written")
 
 
 def rebuild(
@@ -118,8 +138,16 @@ def rebuild(
                 attempt,
                 time.monotonic() - started,
             )
-        _check_objects_present(rt, source, claims)
-        staged = stage_claims(rt, source, claims)
+        skip = _not_read(ledger, claims)
+        _check_objects_present(rt, source, claims, skip)
+        try:
+            staged = stage_claims(rt, source, claims, strict=True, skip=skip)
+        except VersionNotRead as e:
+            claim = next(
+                c for c in claims if any((o.key, o.etag) == (e.key, e.etag) for o in c.objects)
+            )
+            what = "deleted" if e.outcome == GONE_BEFORE_READ else "re-written"
+            raise _refused(source, claim, e.key, f"{what} while the rebuild read it") from e
         crash_point("backfill.after_stage")
         try:
             if staged.quarantine or q_base.table_version:

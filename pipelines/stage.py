@@ -4,6 +4,13 @@ as Parquet files under the tables' ``data/`` (invisible to readers until a commi
 Contract: ``records(object) = rows + quarantined`` is counted per object
 (``Staged.record_counts``); memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus the
 quarantine entries.
+
+An object whose claimed version is gone when it is read (``VersionNotRead``) contributes
+nothing -- no row, no quarantine entry, record count 0 -- and is listed in ``Staged.unread``
+with its outcome. When that is found part-way through the object, after some of its rows were
+staged, the whole staging starts over with that object known as not read (the files staged
+by the abandoned attempt are never committed; ``lockgate vacuum`` removes them). With
+``strict=True`` (rebuilds) ``VersionNotRead`` is raised instead.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from lockgate.pipelines.conform import Conformer
 from lockgate.pipelines.formats import (
     FormatOptions,
     QuarantineRecord,
+    VersionNotRead,
     quarantine_batch,
     read_object,
 )
@@ -42,6 +50,21 @@ class Staged:
     record_counts: dict[str, int] = field(default_factory=dict)
     batch_rows: dict[int, int] = field(default_factory=dict)
     batch_quarantined: dict[int, int] = field(default_factory=dict)
+    # (batch id, key) -> outcome (changed_before_read / gone_before_read): read nothing
+    unread: dict[tuple[int, str], str] = field(default_factory=dict)
+
+    def unread_of(self, batch_id: int) -> dict[str, str]:
+        """``key -> outcome`` of the objects of ``batch_id`` whose claimed version was not read
+        (for ``CommitRecord.unread``)."""
+        return {k: o for (b, k), o in self.unread.items() if b == batch_id}
+
+
+class _Restage(Exception):
+    """An object's version vanished after some of its rows were staged: stage again."""
+
+    def __init__(self, batch_id: int, err: VersionNotRead):
+        self.batch_id = batch_id
+        self.err = err
 
 
 def chunked(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[list[pa.RecordBatch]]:
@@ -57,9 +80,33 @@ def chunked(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[list[pa.R
         yield buf
 
 
-def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Staged:
+def stage_claims(
+    rt: Runtime,
+    source: SourceConfig,
+    claims: list[Claim],
+    strict: bool = False,
+    skip: frozenset[tuple[int, str]] = frozenset(),
+) -> Staged:
     """Read every object of ``claims`` and stage its rows (invisible until committed); keep its
-    quarantine entries in memory (bounded by the number of bad records)."""
+    quarantine entries in memory (bounded by the number of bad records). Objects ``(batch id,
+    key)`` in ``skip`` are not read at all (a rebuild skips those recorded as not read).
+    ``strict``: raise ``VersionNotRead`` instead of recording an object as not read."""
+    known: dict[tuple[int, str], str] = {}
+    while True:
+        try:
+            return _stage_once(rt, source, claims, strict, skip, known)
+        except _Restage as r:
+            known[(r.batch_id, r.err.key)] = r.err.outcome
+
+
+def _stage_once(
+    rt: Runtime,
+    source: SourceConfig,
+    claims: list[Claim],
+    strict: bool,
+    skip: frozenset[tuple[int, str]],
+    known: dict[tuple[int, str], str],
+) -> Staged:
     tables = rt.tables
     landing = rt.landing(source)
     fmt = FormatOptions.from_source(source)
@@ -87,24 +134,40 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Stag
     def rows() -> Iterator[pa.RecordBatch]:
         for claim in claims:
             for obj in claim.objects:
+                where = (claim.batch_id, obj.key)
+                if where in skip:
+                    continue
+                if where in known:
+                    out.unread[where] = known[where]
+                    out.record_counts.setdefault(obj.key, 0)
+                    continue
                 records = 0
                 out.bytes += obj.size
-                for chunk in read_object(landing, obj.key, obj.etag, fmt, declared):
-                    crash_point("stage.after_read")
-                    bad = list(chunk.quarantined)
-                    records += chunk.batch.num_rows + len(bad)
-                    if chunk.batch.num_rows:
-                        lineage = lineage_arrays(
-                            claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
-                        )
-                        good = conformer.conform(chunk.batch, lineage)
-                        if good.num_rows:
-                            out.rows += good.num_rows
-                            out.batch_rows[claim.batch_id] = (
-                                out.batch_rows.get(claim.batch_id, 0) + good.num_rows
+                try:
+                    for chunk in read_object(landing, obj.key, obj.etag, fmt, declared):
+                        crash_point("stage.after_read")
+                        bad = list(chunk.quarantined)
+                        records += chunk.batch.num_rows + len(bad)
+                        if chunk.batch.num_rows:
+                            lineage = lineage_arrays(
+                                claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
                             )
-                            yield good
-                    quarantine(claim, bad)
+                            good = conformer.conform(chunk.batch, lineage)
+                            if good.num_rows:
+                                out.rows += good.num_rows
+                                out.batch_rows[claim.batch_id] = (
+                                    out.batch_rows.get(claim.batch_id, 0) + good.num_rows
+                                )
+                                yield good
+                        quarantine(claim, bad)
+                except VersionNotRead as e:
+                    if strict:
+                        raise
+                    if records:
+                        raise _Restage(claim.batch_id, e) from e
+                    out.unread[where] = e.outcome
+                    out.record_counts.setdefault(obj.key, 0)
+                    continue
                 out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
 
     for group in chunked(rows(), STAGE_BUFFER_BYTES):

@@ -5,7 +5,9 @@ For one source, at the table's current version:
 
 1. no two rows share ``(_source_key, _source_etag, _source_row)``;
 2. for every committed batch with a commit record, each object contributes exactly
-   ``records(object) = rows in table + entries in quarantine``;
+   ``records(object) = rows in table + entries in quarantine``; an object the batch recorded
+   as *changed before read* / *gone before read* was not read: 0 records, so it must have no
+   row and no entry (reported in ``not_read``, not a violation);
 3. no row belongs to an unclaimed object or to a batch the table's marker does not hold;
 4. every batch in the marker is claimed in the ledger;
 5. every non-null ``_rescued_data`` is a JSON object (what a row's unfit values became).
@@ -41,6 +43,8 @@ class VerifyReport:
     rescued: int = 0  # rows with a non-null _rescued_data
     committed_batches: int = 0
     checked_batches: int = 0
+    # objects whose claimed version was gone when their batch read them: (batch, key, outcome)
+    not_read: list[tuple[int, str, str]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -57,6 +61,7 @@ class VerifyReport:
             "rescued": self.rescued,
             "committed_batches": self.committed_batches,
             "checked_batches": self.checked_batches,
+            "not_read": [{"batch_id": b, "key": k, "outcome": o} for b, k, o in self.not_read],
             "violations": self.violations,
         }
 
@@ -138,6 +143,13 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
         if rec is None or rec.record_counts is None:
             continue
         report.checked_batches += 1
+        for key, outcome in sorted((rec.unread or {}).items()):
+            report.not_read.append((b, key, outcome))
+            if rec.record_counts.get(key, 0):
+                report.violations.append(
+                    f"batch {b} object {key!r}: recorded {outcome} but counts "
+                    f"{rec.record_counts[key]} records"
+                )
         for key, records in rec.record_counts.items():
             got = per_key.get((b, key), 0) + q_per_key.get((b, key), 0)
             if got != records:

@@ -92,6 +92,9 @@ DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 #: decompressed/compressed ratio (checked once 4 MiB are out; gzip tops out near 1000).
 DEFAULT_MAX_DECOMPRESSED_BYTES = 16 * 1024**3
 DEFAULT_MAX_COMPRESSION_RATIO = 200
+#: Seconds a file in a local landing must be unchanged before it is claimed (see ``min_age``).
+DEFAULT_LOCAL_MIN_AGE_S = 5.0
+MAX_MIN_AGE_S = 86400.0
 #: Column names Lockgate owns besides the lineage columns; declared schemas may not use them.
 RESERVED_COLUMNS: tuple[str, ...] = ("_day", "_rescued_data")
 
@@ -253,6 +256,16 @@ class SourceConfig:
     max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
     allow_overwrites: bool = False
     clean_source: CleanSource = "off"
+    # ``min_age`` in lockgate.yaml (seconds): an object is claimable only once it has not
+    # changed for this long. None: DEFAULT_LOCAL_MIN_AGE_S for a local landing, 0 for S3.
+    min_age_s: float | None = None
+
+    @property
+    def effective_min_age_s(self) -> float:
+        """Seconds an object must have been unchanged before it may be claimed."""
+        if self.min_age_s is not None:
+            return self.min_age_s
+        return 0.0 if _is_s3(self.landing) else DEFAULT_LOCAL_MIN_AGE_S
 
     @property
     def table(self) -> str:
@@ -444,6 +457,23 @@ def _seconds(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{expected}, got {_kind(value)}")
     return value
+
+
+def _min_age(value: object) -> float:
+    """Seconds >= 0 (at most a day) from a number or a duration string (``parse_duration``)."""
+    expected = "expected a number of seconds >= 0 or a duration like 5s, 2m"
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value).total_seconds()
+        except ValueError:
+            raise ValueError(f"{expected}, got {_kind(value)}") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{expected}, got {_kind(value)}")
+    else:
+        seconds = float(value)
+    if seconds > MAX_MIN_AGE_S:
+        raise ValueError(f"at most {MAX_MIN_AGE_S:.0f} seconds (one day), got {value!r}")
+    return float(seconds)
 
 
 def _boolean(value: object) -> bool:
@@ -800,6 +830,18 @@ class SourceDocument(_Section):
     clean_source: Annotated[
         str, PlainValidator(_clean_mode), WithJsonSchema({"enum": [*CLEAN_MODES, False]})
     ] = Field(default="off", description="after commit: leave, archive or delete ingested objects")
+    min_age: (
+        Annotated[
+            float,
+            PlainValidator(_min_age),
+            WithJsonSchema({"type": ["number", "string"], "minimum": 0}),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="seconds an object must be unchanged before it is claimed "
+        f"(default: {DEFAULT_LOCAL_MIN_AGE_S:g} for a local landing, 0 for S3)",
+    )
 
 
 class ConfigDocument(_Section):
@@ -887,6 +929,7 @@ class _Builder:
             max_compression_ratio=spec.max_compression_ratio,
             allow_overwrites=spec.allow_overwrites,
             clean_source=typing.cast(CleanSource, spec.clean_source),
+            min_age_s=spec.min_age,
         )
 
     def check_against_state(self, src: SourceConfig, warehouse: str, ledger: str) -> None:

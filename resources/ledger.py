@@ -38,8 +38,11 @@ from collections.abc import Mapping, Sequence
 
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.ledger_records import (
+    CHANGED_BEFORE_READ,
     DEFAULT_COMPACT_INTERVAL,
     FORMAT_VERSION,
+    GONE_BEFORE_READ,
+    UNREAD_OUTCOMES,
     AlreadyClaimed,
     Claim,
     ClaimConflict,
@@ -66,8 +69,11 @@ from lockgate.resources.ledger_records import (
 from lockgate.resources.store import AlreadyExists, NotFound, ObjectInfo, ObjectStore
 
 __all__ = [
+    "CHANGED_BEFORE_READ",
     "DEFAULT_COMPACT_INTERVAL",
     "FORMAT_VERSION",
+    "GONE_BEFORE_READ",
+    "UNREAD_OUTCOMES",
     "AlreadyClaimed",
     "Claim",
     "ClaimConflict",
@@ -130,6 +136,7 @@ class Ledger:
         self._tail: dict[int, Claim] = {}  # claims read after the latest manifest
         self._segment_days: dict[str, list[tuple[int, str]]] = {}  # loaded segment -> batches
         self._committed: set[int] = set()  # batches known to have a commit record
+        self._unread: dict[int, frozenset[str]] = {}  # batch -> keys it recorded as not read
         self._refreshed = False
 
     # -- fingerprint -----------------------------------------------------------------------
@@ -419,6 +426,21 @@ class Ledger:
             return None
         self._committed.add(batch_id)
         return CommitRecord.from_json(_loads(data, f"{self.source}/{name}"))
+
+    def was_read(self, key: str, etag: str) -> bool | None:
+        """Whether the claimed version ``(key, etag)`` was read by its batch: None if it is not
+        claimed (as of the last read of the claims) or its batch has no commit record yet;
+        False if the batch recorded it as changed/gone before read. Commit records never
+        change, so answers are cached."""
+        batch = self._keys.get(key, {}).get(etag)
+        if batch is None:
+            return None
+        if batch not in self._unread:
+            rec = self.commit_record(batch)
+            if rec is None:
+                return None
+            self._unread[batch] = frozenset(rec.unread or ())
+        return key not in self._unread[batch]
 
     def record_commit(self, rec: CommitRecord) -> CommitRecord:
         """Write ``commits/<batch>.json`` create-only and return the stored record. If a record

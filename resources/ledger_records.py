@@ -25,6 +25,10 @@ FORMAT_VERSION = 1
 DEFAULT_COMPACT_INTERVAL = 100
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: What a run found instead of an object's claimed version (``CommitRecord.unread``).
+CHANGED_BEFORE_READ = "changed_before_read"
+GONE_BEFORE_READ = "gone_before_read"
+UNREAD_OUTCOMES = (CHANGED_BEFORE_READ, GONE_BEFORE_READ)
 
 
 def utcnow() -> datetime:
@@ -279,7 +283,11 @@ class Claim:
 class CommitRecord:
     """What a batch produced. ``duplicate`` is true when the batch was found already marked in
     the table (nothing was committed by this writer). ``record_counts`` optionally maps each
-    object key of the batch to its record count (rows + quarantined)."""
+    object key of the batch to its record count (rows + quarantined). ``unread`` maps each
+    object whose claimed version was no longer there when the run opened it to its outcome
+    (``UNREAD_OUTCOMES``): it contributed no rows and no quarantine entries (record count 0),
+    and that version does not count as ingested. Absent from records written before it
+    existed (read as None: every object was read)."""
 
     batch_id: int
     snapshot_id: int | None
@@ -291,6 +299,7 @@ class CommitRecord:
     committed_at: datetime = field(default_factory=utcnow)
     duplicate: bool = False
     record_counts: Mapping[str, int] | None = None
+    unread: Mapping[str, str] | None = None
 
     def to_json(self, source: str) -> dict[str, object]:
         return {
@@ -306,6 +315,7 @@ class CommitRecord:
             "committed_at": self.committed_at.isoformat(),
             "duplicate": self.duplicate,
             "record_counts": dict(self.record_counts) if self.record_counts is not None else None,
+            **({"unread": dict(self.unread)} if self.unread else {}),
         }
 
     @classmethod
@@ -313,6 +323,12 @@ class CommitRecord:
         rc = d.get("record_counts")
         if rc is not None and not isinstance(rc, dict):
             raise LedgerCorrupt(f"commit record: bad record_counts {rc!r}"[:300])
+        unread = d.get("unread")
+        if unread is not None and (
+            not isinstance(unread, dict)
+            or not all(isinstance(v, str) and v in UNREAD_OUTCOMES for v in unread.values())
+        ):
+            raise LedgerCorrupt(f"commit record: bad unread {unread!r}"[:300])
         return cls(
             batch_id=_int(d.get("batch_id"), "batch_id"),
             snapshot_id=_opt_int(d.get("snapshot_id"), "snapshot_id"),
@@ -324,6 +340,7 @@ class CommitRecord:
             committed_at=_dt(d.get("committed_at"), "committed_at"),
             duplicate=bool(d.get("duplicate", False)),
             record_counts={str(k): _int(v, str(k)) for k, v in rc.items()} if rc else rc,
+            unread={str(k): str(v) for k, v in unread.items()} if unread else None,
         )
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
@@ -152,6 +153,45 @@ class ObjectStore(abc.ABC):
         return True
 
 
+class _PinnedFile(io.RawIOBase):
+    """A local file read as ONE version: never more than the size it had when opened, and at
+    the end of the stream its etag (inode, mtime, size) is checked again, so a file appended
+    to, truncated or touched while it was read raises ``ObjectChanged`` instead of handing
+    out a mix of two versions (a local file, unlike an S3 object, can change in place)."""
+
+    def __init__(
+        self,
+        f: io.BufferedReader,
+        key: str,
+        info: ObjectInfo,
+        info_of: Callable[[str, os.stat_result], ObjectInfo],
+    ):
+        self._f = f
+        self._key = key
+        self._info = info
+        self._info_of = info_of
+        self._left = info.size
+
+    def readable(self) -> bool:
+        return True
+
+    def _check(self) -> None:
+        if self._info_of(self._key, os.fstat(self._f.fileno())).etag != self._info.etag:
+            raise ObjectChanged(f"{self._key}: changed while being read (etag {self._info.etag})")
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = self._f.readinto(view[: min(len(view), self._left)]) if self._left else 0
+        self._left -= n
+        if not n:
+            self._check()
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
 class LocalStore(ObjectStore):
     """A folder on the local filesystem.
 
@@ -219,10 +259,13 @@ class LocalStore(ObjectStore):
             f = open(path, "rb")  # noqa: SIM115 - returned to the caller
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
             raise NotFound(key) from e
-        if etag is not None and self._info(key, os.fstat(f.fileno())).etag != etag:
+        if etag is None:
+            return f
+        info = self._info(key, os.fstat(f.fileno()))
+        if info.etag != etag:
             f.close()
             raise ObjectChanged(f"{key}: expected etag {etag}")
-        return f
+        return _PinnedFile(f, key, info, self._info)  # type: ignore[return-value]
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

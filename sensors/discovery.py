@@ -13,7 +13,14 @@ Rules (each is a contract the sensor relies on):
   ``.tmp`` or ``._COPYING_``, is an in-progress or hidden file: it is never claimed.
 * **Identity.** An object is ``(key, etag)``. An object already claimed is skipped. A claimed key
   listed with a new etag is *overwritten*: it is reported, and claimed again only when
-  ``rule.allow_overwrites``.
+  ``rule.allow_overwrites``. Except: when every claimed version of the key was recorded by its
+  batch as *changed before read* or *gone before read* (``Ledger.was_read`` is False), none of
+  them counts as ingested, so the listed version is a NEW object and is claimed (DESIGN, "When
+  the world changes under a batch"). While a claimed version's batch has no commit record yet,
+  the key stays *overwritten* until the batch records what it read.
+* **Stability.** An object whose ``last_modified`` is less than ``rule.min_age_s`` before
+  ``now`` may still be being written: it is not claimed (counted as ``too_young``) and is
+  listed again by a later tick.
 * **Partition.** The day is ``rule.partition_day(key, last_modified)`` when given (the
   configured source's rule: ``rule_for_source``); otherwise ``rule.partition_regex`` searched in
   the key: named groups ``year``/``month``/``day``, else the first group (``YYYY-MM-DD``,
@@ -76,8 +83,11 @@ class DiscoveryRule:
     lookback_keys: int = 1000
     full_listing_every: int = 100
     max_claims_per_tick: int = 100
+    min_age_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.min_age_s >= 0:
+            raise ValueError("min_age_s must be >= 0")
         if self.max_files_per_batch < 1:
             raise ValueError("max_files_per_batch must be >= 1")
         if self.max_bytes_per_batch < 1:
@@ -129,6 +139,8 @@ class DiscoveryResult:
     overwritten: list[ObjectInfo] = field(default_factory=list)  # claimed key, new etag
     out_of_range: list[OutOfRange] = field(default_factory=list)
     deferred: int = 0  # claimable objects left for later ticks (max_claims_per_tick)
+    too_young: int = 0  # changed less than min_age_s ago: listed again by a later tick
+    reclaimed_unread: int = 0  # new versions of keys whose claimed versions were never read
     conflicts: int = 0  # ClaimConflicts met (and re-planned)
     full_listing: bool = False
     start_after: str | None = None
@@ -188,6 +200,7 @@ def rule_for_source(source: Any, **overrides: Any) -> DiscoveryRule:
         "max_files_per_batch": source.max_files_per_batch,
         "max_bytes_per_batch": source.max_bytes_per_batch,
         "allow_overwrites": source.allow_overwrites,
+        "min_age_s": source.effective_min_age_s,
     }
     fields.update(overrides)
     return DiscoveryRule(**fields)
@@ -229,11 +242,25 @@ def _list_count(store: ObjectStore) -> int | None:
 class _Planner:
     """Classifies listed objects against the claim state and keeps the claimable ones per day."""
 
-    def __init__(self, rule: DiscoveryRule, today: date, result: DiscoveryResult):
+    def __init__(
+        self,
+        rule: DiscoveryRule,
+        today: date,
+        now: datetime,
+        result: DiscoveryResult,
+        was_read: Callable[[str, str], bool | None],
+    ):
         self.rule = rule
         self.today = today
+        self.now = now
         self.result = result
+        self.was_read = was_read
         self.by_day: dict[str, list[ObjectInfo]] = defaultdict(list)
+
+    def _never_read(self, key: str, etags: frozenset[str]) -> bool:
+        """Every claimed version of ``key`` was recorded as not read (changed/gone before
+        read); False while any of them is pending or was read."""
+        return all(self.was_read(key, e) is False for e in etags)
 
     def claimable(self, info: ObjectInfo, state: ClaimState) -> bool:
         """Whether ``info`` may still be claimed; counts it when it may not."""
@@ -242,6 +269,9 @@ class _Planner:
             self.result.skipped_claimed += 1
             return False
         if etags:
+            if self._never_read(info.key, etags):
+                self.result.reclaimed_unread += 1
+                return True
             self.result.overwritten.append(info)
             if not self.rule.allow_overwrites:
                 return False
@@ -251,6 +281,11 @@ class _Planner:
         self.result.listed += 1
         if is_hidden(info.key):
             self.result.skipped_hidden += 1
+            return
+        if self.rule.min_age_s > 0 and (
+            (self.now - info.last_modified).total_seconds() < self.rule.min_age_s
+        ):
+            self.result.too_young += 1
             return
         if not self.claimable(info, state):
             return
@@ -274,7 +309,7 @@ class _Planner:
             etags = state.etags(o.key)
             if o.etag in etags:
                 self.result.skipped_claimed += 1
-            elif etags and not self.rule.allow_overwrites:
+            elif etags and not self.rule.allow_overwrites and not self._never_read(o.key, etags):
                 self.result.overwritten.append(o)
             else:
                 keep.append(o)
@@ -287,17 +322,20 @@ def discover(
     rule: DiscoveryRule,
     full_listing: bool = False,
     today: date | None = None,
+    now: datetime | None = None,
 ) -> DiscoveryResult:
     """List, filter, cut and claim (see the module docstring). Returns the new claims and the
-    counts. Raises only on store or ledger errors (a ``ClaimConflict`` is handled)."""
-    today = today or datetime.now(UTC).date()
+    counts. ``now`` (default: the current time) is what ``min_age_s`` is measured against.
+    Raises only on store or ledger errors (a ``ClaimConflict`` is handled)."""
+    now = now or datetime.now(UTC)
+    today = today or now.astimezone(UTC).date()
     result = DiscoveryResult(full_listing=full_listing)
     lists_before = _list_count(landing)
     start_after = None if full_listing else ledger.lookback_start(rule.lookback_keys)
     result.start_after = start_after
     window = start_after or ""
     state = ledger.claim_state(window)
-    planner = _Planner(rule, today, result)
+    planner = _Planner(rule, today, now, result, ledger.was_read)
     for info in landing.list(rule.prefix, start_after=start_after):
         planner.add(info, state)
     lists_after = _list_count(landing)

@@ -116,6 +116,13 @@ def evaluate_tick(
             f"{info.key!r} was re-written (new etag {info.etag}); "
             + ("claimed again (allow_overwrites)" if rule.allow_overwrites else "ignored")
         )
+    if result.reclaimed_unread:
+        say(
+            f"{result.reclaimed_unread} objects claimed as new: their earlier claimed version "
+            "was changed or gone before it was read"
+        )
+    if result.too_young:
+        say(f"{result.too_young} objects changed less than min_age ago: claimed by a later tick")
     for reason, n in result.out_of_range_counts().items():
         say(f"{n} objects not claimed: {reason} (see docs/operations.md, 'Days out of range')")
 

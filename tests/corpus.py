@@ -55,6 +55,7 @@ class Case:
             "format": self.format,
             "table": f"corpus.{self.name}",
             "partition": {"pattern": r"(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
+            "min_age": 0,  # objects are written whole before they are listed
         }
         if self.schema is not None:
             spec["schema"] = dict(self.schema)
@@ -433,14 +434,20 @@ def _cases() -> list[Case]:
             "object_deleted_mid_batch",
             [("gone.jsonl", jl({"id": 1})), ("stays.jsonl", jl({"id": 2}))],
             [decl("stays.jsonl", 0, id=2)],
-            [("gone.jsonl", None, "NotFound")],
+            [],  # gone before read: no row, no quarantine entry, 0 records
             after_claim="delete",
         ),
         Case(
             "object_changed_mid_batch",
             [("changed.jsonl", jl({"id": 1})), ("stays.jsonl", jl({"id": 2}))],
-            [decl("stays.jsonl", 0, id=2)],
-            [("changed.jsonl", None, "ObjectChanged")],
+            # changed before read: the claimed version counts for nothing; the new version
+            # is claimed as a new object and ingested
+            [
+                decl("changed.jsonl", 0, id=999),
+                decl("changed.jsonl", 1, id=1000),
+                decl("stays.jsonl", 0, id=2),
+            ],
+            [],
             after_claim="rewrite",
         ),
         Case(

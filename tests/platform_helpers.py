@@ -48,6 +48,7 @@ def source_spec(name: str, landing: str, **extra: Any) -> dict[str, Any]:
         "partition": {"pattern": PARTITION_PATTERN, "start": PARTITION_START},
         "schema": {"id": "long", "v": "string"},
         "max_files_per_batch": 2,
+        "min_age": 0,  # files are written whole before a tick lists them
     }
     spec.update(extra)
     return spec

@@ -1,17 +1,23 @@
 """``lockgate status [--source S] [--json]``: per source, batches claimed / committed /
 pending, the oldest pending batch, stuck batches (from the Dagster instance when
-$DAGSTER_HOME is set) and the table's version."""
+$DAGSTER_HOME is set), the objects of the latest ``NOT_READ_WINDOW`` committed batches whose
+claimed version was changed/gone before read, and the table's version."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
 from lockgate.resources.config import SourceConfig
+from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
+
+#: How many of the latest batches ``status`` reads commit records of (bounded, not history).
+NOT_READ_WINDOW = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +35,19 @@ def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
 
     with dg.DagsterInstance.get() as instance:
         return {b: r.run_id for b, r in stuck_batches(instance, source, pending).items()}
+
+
+def _not_read(ledger: Ledger, claims: int, pending: list[int]) -> list[dict[str, Any]]:
+    """Objects recorded as changed/gone before read by the latest ``NOT_READ_WINDOW``
+    committed batches."""
+    ids = [b for b in range(max(0, claims - NOT_READ_WINDOW), claims) if b not in pending]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # I/O bound GETs
+        records = list(pool.map(ledger.commit_record, ids))
+    out: list[dict[str, Any]] = []
+    for b, rec in zip(ids, records, strict=True):
+        if rec is not None and rec.unread:
+            out += [{"batch_id": b, "key": k, "outcome": o} for k, o in sorted(rec.unread.items())]
+    return out
 
 
 def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
@@ -50,6 +69,7 @@ def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
         "high_water_key": summary.high_water_key,
         "table_version": rt.tables.current_version(source.table),
         "stuck_batches": _stuck(source.name, [c.batch_id for c in pending]),
+        "not_read": _not_read(ledger, summary.claims, list(summary.pending)),
     }
 
 
@@ -67,6 +87,16 @@ def run(args: argparse.Namespace) -> int:
             f"{len(pending)} pending"
             + (f" (oldest {r['oldest_pending_age_s']}s)" if pending else "")
         )
+        for n in r["not_read"]:
+            print(
+                f"  not read: batch {n['batch_id']} object {n['key']!r}: "
+                f"{n['outcome'].replace('_', ' ')}"
+                + (
+                    " (its current version is claimed as a new object)"
+                    if n["outcome"] == CHANGED_BEFORE_READ
+                    else ""
+                )
+            )
         if r["stuck_batches"]:
             for b, run_id in r["stuck_batches"].items():
                 print(

@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{r.source} -> {r.table}: {state}: {r.rows} rows, {r.quarantined} quarantined, "
                 f"{r.committed_batches} batches committed, {r.checked_batches} accounted"
             )
+            for b, key, outcome in r.not_read:
+                print(f"  not read: batch {b} object {key!r}: {outcome.replace('_', ' ')}")
             for v in r.violations:
                 print(f"  - {v}")
     return 0 if all(r.ok for r in reports) else 1

@@ -30,6 +30,7 @@ from lockgate.pipelines.formats import (
     ObjectCounts,
     QuarantineRecord,
     ReadChunk,
+    VersionNotRead,
     compression_for_key,
     count_accounting,
     quarantine_batch,
@@ -37,6 +38,7 @@ from lockgate.pipelines.formats import (
 )
 from lockgate.pipelines.rescue import RESCUED
 from lockgate.resources.config import CsvOptions
+from lockgate.resources.ledger import CHANGED_BEFORE_READ, GONE_BEFORE_READ
 from lockgate.resources.store import LocalStore, ObjectStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,14 +191,14 @@ def test_missing_and_changed_objects(store: ObjectStore) -> None:
     store.put("a.jsonl", b'{"id": 1}\n')
     etag = store.head("a.jsonl").etag
     store.put("a.jsonl", b'{"id": 1}\n{"id": 2}\n')  # new version under the same key
-    changed = list(read_object(store, "a.jsonl", etag, JSONL, None))
-    assert len(changed) == 1 and changed[0].batch.num_rows == 0
-    [q] = changed[0].quarantined
-    assert q.record_index is None and "ObjectChanged" in q.reason and q.source_etag == etag
-    missing = list(read_object(store, "nope.jsonl", "etag-x", JSONL, EVENTS))
-    [q] = missing[0].quarantined
-    assert q.record_index is None and "NotFound" in q.reason
-    assert missing[0].batch.schema.names == [*EVENTS.names, RESCUED, SOURCE_ROW]
+    # the claimed version is gone: not read, so nothing of it is a row or a quarantine entry
+    with pytest.raises(VersionNotRead) as changed:
+        list(read_object(store, "a.jsonl", etag, JSONL, None))
+    assert (changed.value.key, changed.value.etag) == ("a.jsonl", etag)
+    assert changed.value.outcome == CHANGED_BEFORE_READ
+    with pytest.raises(VersionNotRead) as missing:
+        list(read_object(store, "nope.jsonl", "etag-x", JSONL, EVENTS))
+    assert missing.value.outcome == GONE_BEFORE_READ
 
 
 # -- JSON lines -------------------------------------------------------------------------------

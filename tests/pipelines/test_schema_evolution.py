@@ -36,6 +36,7 @@ def _runtime(tmp_path: Path, **sources: dict[str, Any]) -> Runtime:
             "format": "jsonl",
             "table": f"lake.{name}",
             "partition": {"pattern": r"(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
+            "min_age": 0,
             **spec,
         }
         for name, spec in sources.items()

@@ -15,7 +15,8 @@ The expected outcome, tracked while writing the landing data:
 * an object re-written under the same key after its batch committed is ignored
   (``allow_overwrites: false``): the first version stays, once. An object re-written before
   any claim is ingested in its final version. (Re-writing a claimed but uncommitted object
-  destroys the claimed bytes; Lockgate quarantines it as unreadable -- not exercised here.)
+  makes its batch record it as changed before read and claim the new version as a new
+  object -- covered by tests/pipelines/test_world_changes.py, not exercised here.)
 """
 
 from __future__ import annotations
@@ -322,9 +323,11 @@ class TrialEnv:
             f"  ev:\n    landing: {self.landing_url['ev']}\n    format: jsonl\n"
             f"    table: tt.ev\n    {part}\n    schema: {{id: string, v: long, note: string}}\n"
             f"    max_files_per_batch: {max_files['ev']}\n"
+            "    min_age: 0\n"  # objects are put whole (atomically)
             f"  cs:\n    landing: {self.landing_url['cs']}\n    format: csv\n"
             f"    table: tt.cs\n    {part}\n    schema: {{id: string, v: long}}\n"
             f"    max_files_per_batch: {max_files['cs']}\n"
+            "    min_age: 0\n"
         )
         self.config.write_text(text)
 
