@@ -65,6 +65,7 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Stag
     fmt = FormatOptions.from_source(source)
     declared = source.arrow_schema()
     conformer = Conformer(tables, source.table, declared)
+    conformer.prepare()  # a declared schema the table cannot follow is refused before any read
     out = Staged()
     ingested_at = datetime.now(UTC)
 

