@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lockgate.pipelines.cli import main as cli_main
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.pipelines.verify import verify_source
 from lockgate.resources.config import load_config
+from lockgate.resources.maintenance import vacuum
 from lockgate.resources.runtime import Runtime
 from lockgate.resources.store import LocalStore
 from tests.platform_helpers import write_config
@@ -155,3 +159,64 @@ def test_out_of_range_timestamp_is_rescued_not_wrapped(tmp_path: Path) -> None:
         None,
     ]
     assert verify_source(rt, rt.source("pq")).ok
+
+
+# -- item 11d: vacuum ----------------------------------------------------------------------------
+
+
+def _orphan(tmp_path: Path, table_dir: str) -> Path:
+    """An unreferenced, old file under a table's data/ (a dead run's staged file)."""
+    orphan = tmp_path / "wh" / "lake" / table_dir / "data" / "orphan.parquet"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"not referenced")
+    os.utime(orphan, (1_000_000_000, 1_000_000_000))
+    return orphan
+
+
+def test_vacuum_refuses_window_shorter_than_max_runtime(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rt = _runtime(tmp_path, dagster={"max_runtime_seconds": 3 * 3600}, ev={})
+    _land(tmp_path, "ev", f"{DAY}/1.jsonl", {"id": 1})
+    ingest_source(rt, rt.source("ev"))
+    orphan = _orphan(tmp_path, "ev")
+    config = str(tmp_path / "lockgate.yaml")
+
+    # 3.5 h is longer than the default runtime, but not than this config's 3 h plus margin
+    assert cli_main(["--config", config, "vacuum", "--older-than", "210m"]) == 2
+    err = capsys.readouterr().err
+    assert "max_runtime_seconds = 10800" in err and "nothing was deleted" in err
+    assert orphan.exists()
+    from lockgate.resources.maintenance import VacuumRefused, min_vacuum_window
+
+    with pytest.raises(VacuumRefused):
+        vacuum(
+            rt.tables.catalog,
+            "lake.ev",
+            older_than=timedelta(hours=1),
+            min_window=min_vacuum_window(3 * 3600),
+        )
+    assert orphan.exists()
+
+    assert cli_main(["--config", config, "vacuum", "--older-than", "5h", "--no-progress"]) == 0
+    assert not orphan.exists()
+    assert _rows(rt, "ev", "id") == [(1,)]
+
+
+def test_vacuum_cleans_quarantine_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rt = _runtime(tmp_path, ev={})
+    store = LocalStore(tmp_path / "landing" / "ev")
+    store.put(f"{DAY}/1.jsonl", b'{"id": 1}\nnot json\n')
+    report = ingest_source(rt, rt.source("ev"))
+    assert (report.rows, report.quarantined) == (1, 1)
+    orphans = [_orphan(tmp_path, "ev"), _orphan(tmp_path, "ev__quarantine")]
+
+    config = str(tmp_path / "lockgate.yaml")
+    assert cli_main(["--config", config, "vacuum", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "lake.ev__quarantine: scanned" in out
+    assert not any(o.exists() for o in orphans)
+    check = verify_source(rt, rt.source("ev"))
+    assert check.ok and (check.rows, check.quarantined) == (1, 1)
