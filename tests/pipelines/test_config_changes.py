@@ -100,6 +100,12 @@ def test_declared_schema_field_added_is_not_dropped(tmp_path: Path) -> None:
         (2, 6, '{"x":true}'),
     ]
     assert verify_source(rt, rt.source("ev")).ok
+    # a backfill of the day reads the first object again under the new declaration
+    from lockgate.pipelines.rebuild import rebuild
+
+    rebuild(rt, rt.source("ev"), [date.fromisoformat(DAY)])
+    assert _rows(rt, "ev", "id", "w", "_rescued_data") == [(1, 5, None), (2, 6, '{"x":true}')]
+    assert verify_source(rt, rt.source("ev")).ok
 
 
 def test_declared_schema_widening_is_applied(tmp_path: Path) -> None:
