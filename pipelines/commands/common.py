@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from lockgate.pipelines.batch import ClaimFingerprintChanged
+from lockgate.pipelines.conform import DeclaredSchemaRefused
 from lockgate.resources.config import ConfigError
 from lockgate.resources.ledger import FingerprintMismatch
 from lockgate.resources.runtime import Runtime
@@ -41,7 +43,13 @@ def guarded(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
             return int(fn(args))
-        except (CommandError, ConfigError, FingerprintMismatch) as e:
+        except (
+            CommandError,
+            ConfigError,
+            FingerprintMismatch,
+            ClaimFingerprintChanged,
+            DeclaredSchemaRefused,
+        ) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             print(f"lockgate {args.command}: {msg}", file=sys.stderr)
             return 2

@@ -120,7 +120,9 @@ def test_declared_schema_widening_is_applied(tmp_path: Path) -> None:
     assert _rows(rt, "ev", "id", "f", "_rescued_data") == [(1, 0.5, None), (2**40, 0.1, None)]
 
 
-def test_declared_schema_incompatible_change_refused(tmp_path: Path) -> None:
+def test_declared_schema_incompatible_change_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rt = _runtime(tmp_path, ev={"schema": {"id": "long", "v": "string"}})
     _land(tmp_path, "ev", f"{DAY}/1.jsonl", {"id": 1, "v": "a"})
     ingest_source(rt, rt.source("ev"))
@@ -138,6 +140,9 @@ def test_declared_schema_incompatible_change_refused(tmp_path: Path) -> None:
     assert rt.tables.current_version("lake.ev") == version
     assert _rows(rt, "ev", "id", "v") == [(1, "a")]
     assert [c.batch_id for c in rt.ledger(rt.source("ev")).pending()] == [1]
+    # the command says so in one line, exit code 2
+    assert cli_main(["--config", str(tmp_path / "lockgate.yaml"), "ingest"]) == 2
+    assert "declared schema in lockgate.yaml changed" in capsys.readouterr().err
 
 
 # -- item 5: out-of-range timestamps ---------------------------------------------------------
