@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pyiceberg.exceptions import NoSuchTableError
 
@@ -38,6 +38,7 @@ from lockgate.pipelines.stage import (
 )
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.ledger import (
     CHANGED_BEFORE_READ,
     GONE_BEFORE_READ,
@@ -49,6 +50,29 @@ from lockgate.resources.ledger import (
 from lockgate.resources.runtime import Runtime, quarantine_table
 from lockgate.resources.store import NotFound
 from lockgate.resources.tables import TableStore
+
+
+class ClaimFingerprintChanged(TerminalError):
+    """A pending batch was claimed under another source fingerprint (landing, format, table)
+    than the current one: running it under the new declaration could read its objects
+    wrongly (another format, another landing), so it is not run."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.FINGERPRINT_MISMATCH
+
+    def __init__(
+        self, source: str, claim: Claim, changes: dict[str, tuple[str | None, str | None]]
+    ):
+        self.source = source
+        self.batch_id = claim.batch_id
+        self.changes = changes
+        detail = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        super().__init__(
+            f"source {source!r}: batch {claim.batch_id} ({claim.partition}) was claimed under "
+            f"fingerprint version {claim.fingerprint_version} and the source's declaration has "
+            f"changed since ({detail}); it was not run under the new declaration. To run it, "
+            "restore the earlier declaration (`lockgate ledger reset` back to it), let the "
+            "pending batches commit, then change it again."
+        )
 
 
 @dataclass
@@ -173,7 +197,9 @@ def _from_record(
 
 
 def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Claim) -> BatchOutcome:
-    """Bring one claimed batch to committed (idempotent; safe to run concurrently)."""
+    """Bring one claimed batch to committed (idempotent; safe to run concurrently). A batch
+    already committed is reported as it is; an uncommitted one claimed under a fingerprint
+    that differs from the current one raises ``ClaimFingerprintChanged`` before any read."""
     started = time.monotonic()
     rec = ledger.commit_record(claim.batch_id)
     if rec is not None:
@@ -181,6 +207,9 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
     tables = rt.tables
     if claim.batch_id in tables.committed(source.table, source.name):
         return _from_record(claim, _repair_record(rt, source, ledger, claim), started)
+    changes = ledger.fingerprint_changes(claim)
+    if changes:
+        raise ClaimFingerprintChanged(source.name, claim, changes)
 
     staged = stage_claims(rt, source, [claim])
     summary = {"lockgate.rows": str(staged.rows), "lockgate.quarantined": str(staged.quarantined)}

@@ -31,6 +31,7 @@ from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.ledger import GONE_BEFORE_READ, Claim, CommitRecord, Ledger
 from lockgate.resources.runtime import Runtime, quarantine_table
 from lockgate.resources.store import NotFound
+from lockgate.resources.store_s3 import S3Error
 from lockgate.resources.tables import RebuildConflict
 
 REBUILD_ATTEMPTS = 5
@@ -70,6 +71,22 @@ class RebuildOutcome:
         }
 
 
+def _check_same_declaration(source: SourceConfig, ledger: Ledger, claims: list[Claim]) -> None:
+    """Refuse when a batch was claimed under another source fingerprint: reading its objects
+    under the current declaration (another format, landing or table) would not reproduce
+    what was ingested."""
+    for claim in claims:
+        changes = ledger.fingerprint_changes(claim)
+        if changes:
+            detail = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+            raise RebuildRefused(
+                f"source {source.name!r}: cannot rebuild {claim.partition}: batch "
+                f"{claim.batch_id} was claimed under fingerprint version "
+                f"{claim.fingerprint_version} and the declaration has changed since ({detail}); "
+                "nothing was changed"
+            )
+
+
 def _not_read(ledger: Ledger, claims: list[Claim]) -> frozenset[tuple[int, str]]:
     """``(batch id, key)`` of the objects whose batch recorded them as not read."""
     out: set[tuple[int, str]] = set()
@@ -92,6 +109,9 @@ def _refused(source: SourceConfig, claim: Claim, key: str, what: str) -> Rebuild
 def _check_objects_present(
     rt: Runtime, source: SourceConfig, claims: list[Claim], skip: frozenset[tuple[int, str]]
 ) -> None:
+    """Refuse unless every claimed object can be read as claimed: present with its claimed
+    etag, under a key the store accepts (a key it refuses as malformed would be quarantined
+    whole, i.e. the partition would change)."""
     landing = rt.landing(source)
     for claim in claims:
         for obj in claim.objects:
@@ -101,6 +121,14 @@ def _check_objects_present(
                 info = landing.head(obj.key)
             except NotFound:
                 info = None
+            except (ValueError, S3Error) as e:
+                if isinstance(e, S3Error) and e.status != 400:
+                    raise  # not about the key (throttling, permissions, ...): not a refusal
+                raise RebuildRefused(
+                    f"source {source.name!r}: cannot rebuild {claim.partition}: the store "
+                    f"refuses the key of object {obj.key!r} of batch {claim.batch_id} as "
+                    f"malformed ({e}); nothing was changed"
+                ) from e
             if info is None or info.etag != obj.etag:
                 raise _refused(source, claim, obj.key, "deleted" if info is None else "re-written")
 
@@ -138,6 +166,7 @@ def rebuild(
                 attempt,
                 time.monotonic() - started,
             )
+        _check_same_declaration(source, ledger, claims)
         skip = _not_read(ledger, claims)
         _check_objects_present(rt, source, claims, skip)
         try:

@@ -12,6 +12,10 @@ Contract:
 * Rescued values are JSON where they are JSON-representable; otherwise (NaN/Infinity,
   bytes, dates, decimals) they are their source-side text (``"NaN"``, ``"Infinity"``,
   ISO dates, the decimal's digits, bytes decoded as UTF-8 with ``\\x..`` escapes).
+* A nanosecond timestamp is rescued as ISO text with nine fraction digits. A temporal value
+  Python cannot represent (a timestamp or date outside years 1-9999) is
+  rescued as its count of units since the epoch, e.g. ``"1000000000000000 s since
+  1970-01-01T00:00:00"``: never wrapped into another value.
 * Null values are never rescued (nothing to keep).
 """
 
@@ -114,7 +118,7 @@ def convert_rescuing(
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     out, failed = _convert_or_bisect(arr, convert, target)
     if failed:
-        values = arr.take(pa.array(failed, pa.int64())).to_pylist()
+        values = _py_values(arr.take(pa.array(failed, pa.int64())))
         for i, v in zip(failed, values, strict=True):
             per_row.setdefault(i, {})[name] = v
     return out
@@ -149,6 +153,29 @@ def _convert_or_bisect(
         stack.append((mid, hi))
         stack.append((lo, mid))
     return pa.concat_arrays([p.cast(target) for p in pieces]), failed
+
+
+def _py_values(arr: pa.Array) -> list[Any]:
+    """``arr.to_pylist()``, except that a temporal value Python cannot hold becomes its count
+    of units since the epoch as text (see the module contract). Nanosecond timestamps become
+    ISO text with nine fraction digits (Python's datetime stops at microseconds)."""
+    t = arr.type
+    if pa.types.is_timestamp(t) and t.unit == "ns":
+        text: list[Any] = pc.strftime(arr, "%Y-%m-%dT%H:%M:%S" + ("%z" if t.tz else "")).to_pylist()
+        return text
+    try:
+        return arr.to_pylist()
+    except (OverflowError, ValueError):
+        pass
+    out: list[Any] = []
+    for i in range(len(arr)):
+        try:
+            out.append(arr[i].as_py())
+        except (OverflowError, ValueError):
+            unit = getattr(t, "unit", "day" if pa.types.is_date32(t) else "ms")
+            count = arr.slice(i, 1).view(pa.int64() if t.bit_width == 64 else pa.int32())
+            out.append(f"{count[0].as_py()} {unit} since 1970-01-01T00:00:00")
+    return out
 
 
 def _array(a: pa.Array | pa.ChunkedArray) -> pa.Array:

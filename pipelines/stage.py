@@ -112,6 +112,7 @@ def _stage_once(
     fmt = FormatOptions.from_source(source)
     declared = source.arrow_schema()
     conformer = Conformer(tables, source.table, declared)
+    conformer.prepare()  # a declared schema the table cannot follow is refused before any read
     out = Staged()
     ingested_at = datetime.now(UTC)
 

@@ -210,6 +210,23 @@ class Ledger:
     def fingerprint(self) -> Fingerprint:
         return self._fingerprint
 
+    def fingerprint_changes(self, claim: Claim) -> dict[str, tuple[str | None, str | None]]:
+        """What differs between the fingerprint ``claim`` was made under and the ledger's
+        current one: ``field -> (then, now)``; empty when equal (same version, or a reset back
+        to the same declaration). ``LedgerCorrupt`` if the claim's version is not stored."""
+        if claim.fingerprint_version == self._fingerprint.version:
+            return {}
+        v = claim.fingerprint_version
+        name = SOURCE_FILE if v == 0 else f"{FINGERPRINTS}{v:06d}.json"
+        try:
+            then = Fingerprint.from_json(_loads(self.store.get(name), f"{self.source}/{name}"))
+        except NotFound:
+            raise LedgerCorrupt(
+                f"{self.source}: batch {claim.batch_id} names fingerprint version {v}, which "
+                f"is not stored ({name})"
+            ) from None
+        return _changes(then.values, self._fingerprint.values)
+
     # -- reading claims --------------------------------------------------------------------
 
     def _read_claim(self, batch_id: int) -> Claim | None:

@@ -37,6 +37,21 @@ from lockgate.resources.store import NotFound
 
 log = logging.getLogger(__name__)
 
+#: How much longer than the longest run (``dagster.max_runtime_seconds``) a vacuum's safety
+#: window must be: run monitoring fails an overdue run only on its next pass, and the clocks
+#: of workers and the store may disagree. A run still alive may yet commit its staged files.
+VACUUM_MARGIN = timedelta(hours=1)
+
+
+class VacuumRefused(ValueError):
+    """The safety window is shorter than the longest run plus ``VACUUM_MARGIN``: the vacuum
+    could delete staged files that a run still alive is about to commit."""
+
+
+def min_vacuum_window(max_runtime_seconds: int) -> timedelta:
+    """The shortest safe vacuum window for runs lasting up to ``max_runtime_seconds``."""
+    return timedelta(seconds=max_runtime_seconds) + VACUUM_MARGIN
+
 
 @dataclass(frozen=True)
 class MaintenancePolicy:
@@ -169,6 +184,7 @@ def vacuum(
     older_than: timedelta = timedelta(days=3),
     dry_run: bool = False,
     progress: Progress | None = None,
+    min_window: timedelta = timedelta(0),
 ) -> VacuumReport:
     """Delete files of the table that no retained snapshot references and whose
     last-modified time is older than ``older_than``.
@@ -178,11 +194,21 @@ def vacuum(
     and its retained previous versions reference; metadata JSON and hint files are never
     touched. Candidates are listed BEFORE the metadata is read, so a file committed during
     the vacuum is seen as referenced. Only object-store catalogs are supported.
+
+    ``min_window`` is the shortest window the caller accepts (``min_vacuum_window`` of the
+    longest run; ``lockgate vacuum`` passes it): a shorter ``older_than`` raises
+    ``VacuumRefused`` before anything is listed or deleted.
     """
     if not isinstance(catalog, ObjectStoreCatalog):
         raise ValueError("vacuum needs the object-store catalog (local or S3 warehouse)")
     if older_than < timedelta(0):
         raise ValueError("older_than must not be negative")
+    if older_than < min_window:
+        raise VacuumRefused(
+            f"{identifier}: a window of {older_than} is shorter than the longest run plus a "
+            f"margin ({min_window}): a run still alive may yet commit the staged files it "
+            "would delete. Use a longer --older-than"
+        )
     store = catalog.store
     prefix = catalog.table_prefix(identifier)
     report = VacuumReport(table=identifier, dry_run=dry_run)

@@ -7,7 +7,12 @@ A tick (the ledger, not the cursor, is the truth):
    ``run_key="<source>:<batch>"`` (``...:retry<n>`` after ``lockgate retry``), at most
    ``max_runs_per_tick`` of them; Dagster skips keys it already launched, so a crash between
    claim and request is repaired by the next tick;
-3. pending batches whose runs have failed for good are reported as stuck.
+3. pending batches whose runs have failed for good are reported as stuck;
+4. pending batches that cannot run as Dagster runs are held back and reported on every tick,
+   never requested (a request for a day outside the partitions would fail the whole tick):
+   a day before ``partition.start`` (moved after they were claimed), or a claim made under
+   another source fingerprint (``execute_batch`` would refuse it). ``lockgate ingest`` runs
+   the former; the latter need the earlier declaration back.
 
 The cursor only counts ticks since the last full listing.
 """
@@ -31,6 +36,7 @@ from lockgate.resources.dagster_resources import (
     ObjectStoreResource,
     TableStoreResource,
 )
+from lockgate.resources.ledger import Claim, Ledger
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
 from lockgate.sensors.health import Lag, tick_events
@@ -95,6 +101,39 @@ def build_sensor(
     return _sensor
 
 
+def held_back(ledger: Ledger, source: SourceConfig, pending: list[Claim]) -> dict[int, str]:
+    """The pending batches a sensor must not request, each with the reason (see step 4)."""
+    start = source.partition_start.isoformat()
+    held: dict[int, str] = {}
+    for c in pending:
+        changes = ledger.fingerprint_changes(c)
+        if changes:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+            held[c.batch_id] = (
+                f"claimed under fingerprint v{c.fingerprint_version}, declaration changed since "
+                f"({what}): restore it (`lockgate ledger reset`) to run the batch"
+            )
+        elif c.partition < start:
+            held[c.batch_id] = (
+                f"its day {c.partition} is before partition.start {start} (no such Dagster "
+                f"partition): move partition.start back, or run `lockgate ingest --source "
+                f"{source.name}`"
+            )
+    return held
+
+
+def _report_held(held: dict[int, str], source: str, warn: Callable[[str], None]) -> None:
+    """One warning per reason (at most 5 batch ids named per line)."""
+    by_reason: dict[str, list[int]] = {}
+    for batch_id, reason in held.items():
+        by_reason.setdefault(reason, []).append(batch_id)
+    for reason, ids in by_reason.items():
+        named = ", ".join(str(i) for i in ids[:5]) + (
+            f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+        )
+        warn(f"{len(ids)} pending batches of {source} not requested (batch {named}): {reason}")
+
+
 def evaluate_tick(
     context: SensorEvaluationContext,
     rt: Runtime,
@@ -127,6 +166,10 @@ def evaluate_tick(
         say(f"{n} objects not claimed: {reason} (see docs/operations.md, 'Days out of range')")
 
     pending = led.pending()
+    held = held_back(led, source, pending)
+    if held:
+        _report_held(held, source.name, context.log.warning)
+        pending = [c for c in pending if c.batch_id not in held]
     generations = all_generations(rt.ledger_store.child(source.name))
     keys = {
         c.batch_id: run_key(source.name, c.batch_id, generations.get(c.batch_id, 0))
@@ -161,6 +204,7 @@ def evaluate_tick(
     say(
         f"listed {result.listed} (full={full}), claimed {len(result.claims)} batches "
         f"({result.claimed_objects} objects), pending {len(pending)}, deferred {result.deferred}"
+        + (f", held back {len(held)}" if held else "")
         + (
             f", skipped {result.skipped_hidden} hidden/temporary names (. or _ segments, .tmp)"
             if result.skipped_hidden
@@ -182,6 +226,8 @@ def evaluate_tick(
         reason = (
             f"waiting: {len(pending)} pending batches already have runs"
             if pending
+            else f"held back: {len(held)} pending batches cannot run (see the warnings)"
+            if held
             else f"idle: no new objects under {source.landing}"
         )
         if stuck:

@@ -1,10 +1,13 @@
 """``lockgate vacuum``: delete data files no snapshot references, once older than a window.
 
-``lockgate vacuum [--table ns.t] [--older-than 3d] [--dry-run] [--warehouse URL]``
+``lockgate vacuum [--table ns.t] [--older-than 3d] [--dry-run] [--warehouse URL] [--no-run-alive]``
 
-Without ``--table`` every table of the config's sources (or, with ``--warehouse`` alone,
-every table found in the warehouse) is vacuumed. The window must exceed the longest run:
-a running batch's staged files are unreferenced until it commits.
+Without ``--table`` every table of the config's sources and their ``__quarantine`` tables
+(or, with ``--warehouse`` alone, every table found in the warehouse) is vacuumed. The window
+must exceed the longest run: a running batch's staged files are unreferenced until it
+commits. A window shorter than ``dagster.max_runtime_seconds`` (of the config; its default
+without one) plus ``VACUUM_MARGIN`` is refused (exit 2), unless ``--no-run-alive`` states
+that no batch run or rebuild can be alive (everything stopped).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from pyiceberg.catalog import Catalog
 
 from lockgate.pipelines.commands.common import CommandError
 from lockgate.resources.catalog import ObjectStoreCatalog, make_catalog
+from lockgate.resources.config import DagsterSettings, find_config, load_config
 from lockgate.resources.errors import LockgateError, MissingTable
-from lockgate.resources.maintenance import VacuumReport, vacuum
+from lockgate.resources.maintenance import VacuumReport, min_vacuum_window, vacuum
+from lockgate.resources.runtime import quarantine_table
 from lockgate.resources.store import S3Options
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -46,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse", help="warehouse URL (default: from lockgate.yaml)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-run-alive",
+        action="store_true",
+        help="accept a window shorter than the longest run: only when no batch run or "
+        "rebuild can be alive (all stopped)",
+    )
 
 
 class _Bar:
@@ -83,25 +94,34 @@ class _Bar:
             self.stream.write("\n")
 
 
-def _catalog_and_tables(args: argparse.Namespace) -> tuple[Catalog, list[str]]:
+def _catalog_and_tables(args: argparse.Namespace) -> tuple[Catalog, list[str], int]:
+    """The catalog, the tables to vacuum, and the longest run (``max_runtime_seconds``)."""
     tables: list[str] = [args.table] if args.table else []
+    max_runtime = DagsterSettings().max_runtime_seconds
     if args.warehouse:
         s3 = S3Options.from_env(endpoint_url=args.endpoint_url)
         catalog = make_catalog(args.warehouse, s3)
+        try:
+            path: str | None = find_config(getattr(args, "config", None))
+        except ValueError:  # no config: the default longest run
+            path = None
+        if path is not None:
+            max_runtime = load_config(path).dagster.max_runtime_seconds
     else:
-        from lockgate.resources.config import load_config
-
         cfg = load_config(getattr(args, "config", None))
+        max_runtime = cfg.dagster.max_runtime_seconds
         catalog = make_catalog(cfg.warehouse, cfg.s3, dict(cfg.catalog) or None)
         if not tables:
-            tables = sorted({src.table for src in cfg.sources.values()})
+            tables = sorted(
+                {t for src in cfg.sources.values() for t in (src.table, quarantine_table(src))}
+            )
     if not tables:
         if not isinstance(catalog, ObjectStoreCatalog):
             raise ValueError("--table is required for this catalog")
         tables = [
             f"{ns}.{t}" for (ns,) in catalog.list_namespaces() for _, t in catalog.list_tables(ns)
         ]
-    return catalog, tables
+    return catalog, tables, max_runtime
 
 
 def _print_report(r: VacuumReport, out: TextIO) -> None:
@@ -120,11 +140,20 @@ def run(args: argparse.Namespace) -> int:
     ``MissingTable``, config errors as ``ConfigError``."""
     try:
         older_than = parse_duration(args.older_than)
-        catalog, tables = _catalog_and_tables(args)
+        catalog, tables, max_runtime = _catalog_and_tables(args)
     except LockgateError:
         raise
     except ValueError as e:
         raise CommandError(str(e)) from None
+    min_window = timedelta(0) if args.no_run_alive else min_vacuum_window(max_runtime)
+    if older_than < min_window:
+        raise CommandError(
+            f"--older-than {args.older_than} is shorter than the longest run "
+            f"(dagster.max_runtime_seconds = {max_runtime}) plus a margin: at least "
+            f"{min_window}. A run still alive may yet commit the staged files it would delete; "
+            "nothing was deleted. Use a longer window, or --no-run-alive when every run and "
+            "rebuild is stopped"
+        )
     for table in tables:
         if not catalog.table_exists(table):
             # a configured source that has not committed anything yet has no table
@@ -135,7 +164,12 @@ def run(args: argparse.Namespace) -> int:
         bar = _Bar(f"vacuum {table}", enabled=not args.no_progress)
         try:
             report = vacuum(
-                catalog, table, older_than=older_than, dry_run=args.dry_run, progress=bar
+                catalog,
+                table,
+                older_than=older_than,
+                dry_run=args.dry_run,
+                progress=bar,
+                min_window=min_window,
             )
         finally:
             bar.close()

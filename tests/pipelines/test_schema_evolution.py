@@ -3,7 +3,8 @@
 * new objects that add a column: the column appears, old rows read it as null, DuckDB (iceberg
   extension from the pip packages) sees it;
 * safe widening (int -> long); a type that cannot be reached keeps the row, its value rescued;
-* a declared schema is applied strictly and never evolves;
+* a declared schema is applied strictly and never evolves from the data (a change of the
+  declaration does: tests/pipelines/test_config_changes.py);
 * a table created before ``_rescued_data`` existed gets the column on the next batch;
 * the bad-input corpus mixed into good data never stalls: every good record lands exactly once,
   bad ones are rescued or quarantined, ``verify`` is ok, and a second ingest is a no-op.

@@ -134,10 +134,13 @@ def test_vacuum_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ts = make_store(tmp_path)
     garbage = setup_table(ts)
     wh = str(tmp_path / "wh")
-    assert cli_main(["vacuum", "--warehouse", wh, "--older-than", "0s", "--dry-run"]) == 0
+    dry = ["vacuum", "--warehouse", wh, "--older-than", "0s", "--no-run-alive", "--dry-run"]
+    assert cli_main(dry) == 0
     out = capsys.readouterr().out
     assert "ns.t:" in out and "would delete" in out
     assert all(p in out for p in garbage) and all(os.path.exists(p) for p in garbage)
-    rc = cli_main(["vacuum", "--warehouse", wh, "--table", "ns.t", "--older-than", "0s"])
+    rc = cli_main(
+        ["vacuum", "--warehouse", wh, "--table", "ns.t", "--older-than", "0s", "--no-run-alive"]
+    )
     assert rc == 0 and not any(os.path.exists(p) for p in garbage)
     assert cli_main(["vacuum", "--warehouse", wh, "--older-than", "three days"]) == 2

@@ -45,7 +45,7 @@ def test_vacuum_skips_a_source_without_table_and_vacuums_the_rest(tmp_path: Path
     orphan.write_bytes(b"not referenced")
     os.utime(orphan, (1_000_000_000, 1_000_000_000))
 
-    out = lockgate(tmp_path, "vacuum", "--older-than", "1h", "--no-progress")
+    out = lockgate(tmp_path, "vacuum", "--older-than", "2h", "--no-progress")
 
     assert out.returncode == 0, out.stderr
     assert "ns.a: no table yet" in out.stdout

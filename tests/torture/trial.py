@@ -627,7 +627,7 @@ class Trial:
                 self._wait_all(env, [proc])
             else:
                 self._wait_all(env, [self._chaos_run(env, ingest)])
-            vac = ["vacuum", "--older-than", "0s", "--no-progress"]
+            vac = ["vacuum", "--older-than", "0s", "--no-run-alive", "--no-progress"]
             self._wait_all(env, [self._chaos_run(env, vac, mode="crash")])
         else:
             for _ in range(rng.randint(1, 2)):
