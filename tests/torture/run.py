@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +31,8 @@ from tests.torture.checks import Readers
 from tests.torture.launch import ExecLauncher, ForkLauncher
 from tests.torture.proxy import TortureProxy
 from tests.torture.trial import (
+    ALL_KINDS,
+    EDITS,
     MOTO_CREDS,
     Coverage,
     Trial,
@@ -38,6 +40,7 @@ from tests.torture.trial import (
     WorkerCtx,
     trial_kind,
 )
+from tests.torture.world import MUTATIONS
 
 FAULT_KINDS = (
     "slowdown",
@@ -67,6 +70,21 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs (nproc), {mem} GiB RAM"
 
 
+def _names(known: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated list of names out of ``known``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {unknown or text!r}; choose from {', '.join(known)}"
+            )
+        return names
+
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.torture.run", description=__doc__)
     p.add_argument("--trials", type=int, default=100)
@@ -84,6 +102,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--launcher", choices=("fork", "exec"), default="fork")
     p.add_argument("--rounds", type=int, default=0, help="rounds per trial (0: 2-3)")
+    p.add_argument(
+        "--kinds",
+        type=_names(ALL_KINDS),
+        default=(),
+        help="comma-separated trial kinds, cycled by trial number (default: the standard "
+        f"cycle of crash/deep/backfill/vacuum/concurrent); known: {','.join(ALL_KINDS)}",
+    )
+    p.add_argument(
+        "--mutations",
+        type=_names(MUTATIONS),
+        default=(),
+        help=f"world trials: the mutations to apply (default: all; {','.join(MUTATIONS)}; "
+        "copy and symlink are local only)",
+    )
+    p.add_argument(
+        "--edits",
+        type=_names(EDITS),
+        default=EDITS,
+        help=f"config trials: the edits between rounds (default: {','.join(EDITS)})",
+    )
     p.add_argument(
         "--focus",
         type=int,
@@ -159,7 +197,8 @@ class Harness:
             if not self.queue or over or self.stopping:
                 return None
             for i, n in enumerate(self.queue):
-                deep = trial_kind(n, self.args.backend, self.force_point(n)) == "deep"
+                kind = trial_kind(n, self.args.backend, self.force_point(n), self.args.kinds)
+                deep = kind == "deep"
                 if w < self.args.deep_workers or not deep or self.args.workers == 1:
                     return self.queue.pop(i)
             return None
@@ -190,6 +229,9 @@ class Harness:
             moto=moto,
             proxy=proxy,
             rounds=args.rounds,
+            kinds=args.kinds,
+            mutations=args.mutations,
+            edits=args.edits,
         )
         try:
             while (n := self.next_trial(w)) is not None:
@@ -232,7 +274,16 @@ class Harness:
             + (f" --first-trial {a.first_trial}" if self.force_point(trial) else "")
             + (" --cover" if a.cover and self.force_point(trial) else "")
             + (f" --focus {a.focus}" if a.focus and self.force_point(trial) else "")
+            + self.variant_args()
         )
+
+    def variant_args(self) -> str:
+        """The ``--kinds/--mutations/--edits/--rounds`` options of this run, as given."""
+        a = self.args
+        out = f" --kinds {','.join(a.kinds)}" if a.kinds else ""
+        out += f" --mutations {','.join(a.mutations)}" if a.mutations else ""
+        out += f" --edits {','.join(a.edits)}" if tuple(a.edits) != EDITS else ""
+        return out + (f" --rounds {a.rounds}" if a.rounds else "")
 
     def run(self) -> int:
         args = self.args
@@ -275,6 +326,11 @@ class Harness:
         faults: Counter[str] = Counter()
         for t in res:
             faults.update(t.faults)
+        violations: Counter[str] = Counter()
+        data: Counter[str] = Counter()
+        for t in res:
+            violations.update(t.violation_kinds)
+            data.update(t.data)
         cov = self.coverage
         ok = sum(1 for t in res if t.ok)
         lines = [
@@ -284,6 +340,7 @@ class Harness:
             f"Command: `python -m tests.torture.run --trials {a.trials} --seed {a.seed} "
             f"--backend {a.backend} --faults {a.faults} --workers {a.workers}"
             + (f" --time-budget {a.time_budget:g}" if a.time_budget else "")
+            + self.variant_args()
             + "`  ",
             f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}, shared with "
             f"other jobs (load average at end: {os.getloadavg()[0]:.1f}); "
@@ -304,6 +361,9 @@ class Harness:
             f"| processes killed by external SIGKILL | {sum(1 for r in runs if r.killed_by_us)} |",
             "| concurrent-ingest / backfill-race trials | "
             f"{kinds.get('concurrent', 0)} / {kinds.get('backfill', 0)} |",
+            "| objects written and changes made, by kind | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(data.items()) if k != "settle_ms")
+            + " |",
             f"| rows expected (sum over trials) | {sum(t.expected_rows for t in res)} |",
             f"| quarantined records expected | {sum(t.expected_quarantined for t in res)} |",
             f"| **rows lost** | **{sum(t.lost for t in res)}** |",
@@ -313,6 +373,9 @@ class Harness:
             f"| DuckDB and pyiceberg disagree | {sum(t.engines_disagree for t in res)} |",
             f"| `lockgate verify` non-zero | {sum(1 for t in res if t.verify_rc != 0)} |",
             f"| stale `version-hint.text` at the end | {sum(t.stale_hints for t in res)} |",
+            "| invariant violations of the world/config/shared checks | "
+            + (", ".join(f"{k} {v}" for k, v in sorted(violations.items())) if violations else "0")
+            + " |",
             "| runs exiting with an error (rc not 0/-9) | "
             f"{sum(1 for r in runs if r.rc not in (0, -9))} |",
         ]
