@@ -1,11 +1,12 @@
 """The torture harness: ``python -m tests.torture.run --trials N --seed S --backend local|s3
-[--faults 0.05] [--workers 2] [--report RELIABILITY.md]``.
+[--faults 0.05] [--workers 2] [--kinds world,config,shared] [--report RELIABILITY.md]``.
 
 Runs trials (``tests.torture.trial``) on ``--workers`` threads, each with its own working
 folder, fork server and (S3) fault proxy in front of one shared moto server process. Prints
 one line per trial (with the command that replays it), appends every trial's result to
 ``<root>/results.jsonl``, and writes a summary section into the report (between
-``<!-- torture:<backend> -->`` markers, the rest of the file is kept). Exit code 0 only if
+``<!-- torture:<backend> -->`` markers, or ``<!-- torture:<backend>:<kinds> -->`` with
+``--kinds``; the rest of the file is kept). Exit code 0 only if
 no trial lost or duplicated a row or failed a check.
 """
 
@@ -306,7 +307,7 @@ class Harness:
         summary = self.summary()
         print(summary)
         if args.report:
-            write_section(Path(args.report), args.backend, summary)
+            write_section(Path(args.report), section_name(args), summary)
         if not args.keep:
             failed = self.root.glob("w*/failed")
             if not any(failed):
@@ -405,6 +406,12 @@ class Harness:
             for (cmd, last), n in errs.most_common(15):
                 lines.append(f"- {cmd}: `{last}` x{n}")
         return "\n".join(lines) + "\n"
+
+
+def section_name(args: argparse.Namespace) -> str:
+    """The report section a run writes: the backend, plus the kinds when ``--kinds`` is given
+    (so that runs of the new kinds do not replace the standard cycle's figures)."""
+    return args.backend + (f":{','.join(args.kinds)}" if args.kinds else "")
 
 
 def write_section(path: Path, backend: str, body: str) -> None:

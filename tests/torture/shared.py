@@ -2,7 +2,8 @@
 
 After a normal first round (sources ``ev`` and ``cs`` ingested, killed at crash points as in
 ``crash`` trials), the trial adds a third source ``B`` (a random name that appears nowhere
-else in the config: not in a path, not in a table name) in one of three ways:
+else in the config: not in a path, not in a table name) in each of three ways, one after
+the other in random order:
 
 * ``same_table``: ``B`` has its own landing folder and writes ``ev``'s table ``tt.ev``;
 * ``nested``: ``B``'s landing is a folder inside ``ev``'s landing (its own table);
@@ -59,10 +60,19 @@ def snapshot(env: TrialEnv) -> dict[str, str]:
 
 
 def shared_round(trial: Trial, env: TrialEnv, writer: Writer, data: dict[str, SourceData]) -> None:
-    """Write a sharing config, check that Lockgate refuses it and writes nothing, restore."""
+    """Every variant, in random order: write the sharing config, check that Lockgate refuses
+    it and writes nothing, restore the valid config."""
+    variants = list(VARIANTS)
+    trial.rng.shuffle(variants)
+    for variant in variants:
+        _one_variant(trial, env, writer, data, variant)
+
+
+def _one_variant(
+    trial: Trial, env: TrialEnv, writer: Writer, data: dict[str, SourceData], variant: str
+) -> None:
     rng: random.Random = trial.rng
     res = trial.result
-    variant = rng.choice(VARIANTS)
     b = f"mirror{rng.randrange(10**4)}"
     lane = f"lane{rng.randrange(10**4)}"
     base = env.landing_url["ev"].rsplit("/", 1)[0]

@@ -250,9 +250,10 @@ class Mutator:
                 self._record(src, key, Version(local_etag(path), ids, [], "partial"))
                 time.sleep(rng.uniform(0.05, 0.4))
             f.write(body[start:])
-        if rng.random() < 0.5:
-            backdate(path)
         self._record(src, key, Version(local_etag(path), good, bad, "file"))
+        if rng.random() < 0.5:  # the copy tool sets the source's mtime (cp -p): a new etag
+            backdate(path)
+            self._record(src, key, Version(local_etag(path), good, bad, "file"))
         self.pinned.discard((src.name, key))
         self.stats["copy"] += 1
 
@@ -286,6 +287,7 @@ class Mutator:
                 good, bad = self.writer.records(src)
                 local_put(target, self.writer.body(src, good, bad), fresh=False)
             state = "link_in"
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f"{TMP_PREFIX}harness-link-{uuid.uuid4().hex}"
         os.symlink(os.path.relpath(target, path.parent), tmp)
         os.replace(tmp, path)
@@ -295,16 +297,22 @@ class Mutator:
     # -- schedules -------------------------------------------------------------------------
 
     def between_rounds(self) -> None:
-        """Mutate most keys of pending claims, and one random key per source."""
+        """Mutate the objects of pending claims (the first always, the others with p 0.8),
+        one random key per source with p 0.5, and (symlinks) add a new key that is a link."""
+        pool = [m for m in self.mutations if m != "copy"]
         for src in self.data.values():
-            for key in self._mutable(src, self.pending_keys(src)):
-                if self.rng.random() < 0.8:
-                    pool = [m for m in self.mutations if m != "copy"]
-                    if pool:
-                        self.mutate(src, key, self.rng.choices(pool, [WEIGHTS[m] for m in pool])[0])
+            for n, key in enumerate(self._mutable(src, self.pending_keys(src))):
+                if pool and (n == 0 or self.rng.random() < 0.8):
+                    self.mutate(src, key, self.rng.choices(pool, [WEIGHTS[m] for m in pool])[0])
             keys = self._mutable(src, sorted(src.versions))
             if keys and self.rng.random() < 0.5:
                 self.mutate(src, self.rng.choice(keys))
+            if "symlink" in self.mutations and self.rng.random() < 0.5:
+                from tests.torture.trial import DAYS
+
+                key = f"dt={self.rng.choice(DAYS)}/ln-{self.rng.randrange(10**6):06d}.{src.ext}"
+                if key not in src.versions:
+                    self.symlink(src, key)
 
     def start(self) -> None:
         """Mutate while ``lockgate`` runs (until ``stop``), preferring pending claims."""
@@ -509,7 +517,7 @@ def check_world(
                 "changed/gone before read",
             )
 
-    read_versions = {(k, src.versions[k][i].etag) for k, idx in read.items() for i in idx}
+    read_versions = set(row_ids) | q_seen  # every version something was read from
     for (key, etag), batch in sorted(claimed.items()):
         rec = commits.get(batch)
         if rec is None:
