@@ -789,7 +789,7 @@ class Trial:
         proc = env.start(["ingest"], point, 1, exec_=self.exec)
         proc.torture = ("ingest", point, 1, "crash")  # type: ignore[attr-defined]
         self._wait_all(env, [proc])
-        mutator.between_rounds()
+        mutator.between_rounds(random.Random(f"{self.seed}:{self.trial}:between:{rng.random()}"))
         env.claimed_any = True
 
     def _edit_config(self, env: TrialEnv) -> None:

@@ -141,8 +141,16 @@ class Mutator:
         rng: random.Random,
         mutations: tuple[str, ...],
     ) -> None:
+        from tests.torture.trial import Writer
+
         self.env = env
         self.writer = writer
+        # the mutator's own record writer: its rng, not the trial's (whose sequence must not
+        # depend on how many mutations fit into a run), and ids numbered from 10**6 on
+        self.w = Writer(env, rng, writer.trial, {})
+        self.w.n = 10**6
+        self.w.bad_rate = writer.bad_rate
+        self.w.extras = writer.extras
         self.data = data
         self.rng = rng
         local = env.ctx.backend == "local"
@@ -194,12 +202,12 @@ class Mutator:
                 return None
             store = self.env.stores[src.name]
             if what == "rewrite" or (what == "append" and cur.state not in ("file", "partial")):
-                self.writer.put(src, key, fresh=rng.random() < 0.5)
+                self.w.put(src, key, fresh=rng.random() < 0.5)
                 self.stats["rewrite"] += 1
                 return "rewrite"
             if what == "append":
-                good, bad = self.writer.records(src)
-                lines = self.writer.lines(src, good, bad)
+                good, bad = self.w.records(src)
+                lines = self.w.lines(src, good, bad)
                 if self.env.ctx.backend == "local":
                     with open(self._path(src, key), "ab") as f:
                         f.write(lines)
@@ -232,8 +240,8 @@ class Mutator:
         key = f"dt={day}/cp-{rng.randrange(10**6):06d}.{src.ext}"
         if key in src.versions:
             return
-        good, bad = self.writer.records(src)
-        body = self.writer.body(src, good, bad)
+        good, bad = self.w.records(src)
+        body = self.w.body(src, good, bad)
         cuts = sorted(rng.sample(range(1, len(body)), min(rng.randint(1, 3), len(body) - 1)))
         path = self._path(src, key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,8 +275,8 @@ class Mutator:
         if rng.random() < 0.5:
             self.outside.mkdir(parents=True, exist_ok=True)
             target = self.outside / f"o-{rng.randrange(10**6):06d}.{src.ext}"
-            good = self.writer.ids("o", rng.randint(1, 3))
-            local_put(target, self.writer.body(src, good, []), fresh=False)
+            good = self.w.ids("o", rng.randint(1, 3))
+            local_put(target, self.w.body(src, good, []), fresh=False)
             state, bad = "link_out", []
         else:
             live = [
@@ -284,8 +292,8 @@ class Mutator:
             else:
                 day = key.split("/", 1)[0]
                 target = root / day / f"_tmp-tgt-{rng.randrange(10**6):06d}.{src.ext}"
-                good, bad = self.writer.records(src)
-                local_put(target, self.writer.body(src, good, bad), fresh=False)
+                good, bad = self.w.records(src)
+                local_put(target, self.w.body(src, good, bad), fresh=False)
             state = "link_in"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f"{TMP_PREFIX}harness-link-{uuid.uuid4().hex}"
@@ -296,9 +304,18 @@ class Mutator:
 
     # -- schedules -------------------------------------------------------------------------
 
-    def between_rounds(self) -> None:
+    def between_rounds(self, rng: random.Random) -> None:
         """Mutate the objects of pending claims (the first always, the others with p 0.8),
-        one random key per source with p 0.5, and (symlinks) add a new key that is a link."""
+        one random key per source with p 0.5, and (symlinks) add a new key that is a link.
+        Decisions come from ``rng`` (not from the in-run stream, whose use depends on
+        timing), so that a replay repeats them given the same pending claims."""
+        in_run, self.rng = self.rng, rng
+        try:
+            self._between_rounds()
+        finally:
+            self.rng = in_run
+
+    def _between_rounds(self) -> None:
         pool = [m for m in self.mutations if m != "copy"]
         for src in self.data.values():
             for n, key in enumerate(self._mutable(src, self.pending_keys(src))):
