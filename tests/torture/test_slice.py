@@ -176,7 +176,8 @@ def test_world_kind(tmp_path: Path) -> None:
     rows = run_new_kind(
         tmp_path, *("--kinds", "world", "--trials", "1", "--rounds", "2"), known=WORLD_KNOWN
     )
-    assert sum(r["data"].get("rewrite", 0) + r["data"].get("append", 0) for r in rows) > 0
+    if not sum(r["data"].get("rewrite", 0) + r["data"].get("append", 0) for r in rows):
+        raise RuntimeError("no object was rewritten or appended to")  # (not an xfail)
 
 
 @pytest.mark.timeout(300)
@@ -192,8 +193,11 @@ def test_config_kind(tmp_path: Path) -> None:
     rows = run_new_kind(
         tmp_path, *("--kinds", "config", "--trials", "1", "--rounds", "2"), known={"dropped-value"}
     )
-    assert all(r["data"].get("limits_changed", 0) > 0 for r in rows)
-    assert all(any(k.startswith("declared_") for k in r["data"]) for r in rows)
+    for r in rows:
+        if not r["data"].get("limits_changed") or not any(
+            k.startswith("declared_") for k in r["data"]
+        ):
+            raise RuntimeError(f"trial {r['trial']} did not edit fields and limits: {r['data']}")
 
 
 @pytest.mark.timeout(300)
@@ -216,7 +220,9 @@ def test_shared_kind(tmp_path: Path) -> None:
             "quarantine-table",
         },
     )
-    assert all(sum(v for k, v in r["data"].items() if k.startswith("shared_")) == 3 for r in rows)
+    for r in rows:
+        if sum(v for k, v in r["data"].items() if k.startswith("shared_")) != 3:
+            raise RuntimeError(f"trial {r['trial']} did not try all three configs: {r['data']}")
 
 
 def test_harness_detects_a_duplicate(tmp_path: Path) -> None:

@@ -794,10 +794,15 @@ class Trial:
 
     def _edit_config(self, env: TrialEnv) -> None:
         """Between rounds: declare a field the data already carries (``fields``) and/or
-        change ``max_files_per_batch`` / ``max_bytes_per_batch`` (``limits``)."""
+        change ``max_files_per_batch`` / ``max_bytes_per_batch`` (``limits``); the first
+        step does both (of those enabled)."""
         rng = self.rng
         edits = list(self.ctx.edits) or list(EDITS)
-        for edit in rng.sample(edits, rng.randint(1, len(edits))):
+        first = not self.result.data.get("config_edits")
+        self.result.data["config_edits"] += 1
+        # the first edit step applies every enabled edit, later ones a random subset
+        chosen = edits if first else rng.sample(edits, rng.randint(1, len(edits)))
+        for edit in chosen:
             if edit == "fields":
                 todo = [s for s in SOURCES if s not in self.cfg["declared"]]
                 if todo:
