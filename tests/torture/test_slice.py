@@ -268,6 +268,7 @@ def _world(
     claimed: dict[tuple[str, str], int],
     commits: dict[int, dict[str, Any]],
 ) -> WorldCheck:
+    """``check_world`` of hand-made versions and outcomes (``min_age`` 5 s)."""
     src = SourceData("ev", "jsonl", versions=versions)
     names = ("id", "_source_key", "_source_etag", "_batch_id")
     table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
@@ -282,7 +283,7 @@ def _world(
             for i, (n, t) in enumerate(zip(qnames, qtypes, strict=True))
         }
     )
-    return check_world(src, table, q, claimed, commits)
+    return check_world(src, table, q, claimed, commits, min_age=5.0)
 
 
 def test_world_accounting_detects_each_invariant() -> None:
@@ -328,10 +329,17 @@ def test_world_accounting_detects_each_invariant() -> None:
     c = [Version("e5", ["o1-6-1"], [], "link_out")]
     wc = _world({"c": c}, [("o1-6-1", "c", "e5", 0)], [], {("c", "e5"): 0}, {0: {}})
     assert kinds(wc) == {"link-out"}
-    # a copy in progress claimed and read
-    d = [Version("e6", ["i1-7-1"], [], "partial"), Version("e7", ["i1-7-1", "i1-8-1"], [])]
+    # a copy in progress (changed again 0.5 s later) claimed and read; a copy that stalled
+    # for longer than min_age may be
+    d = [
+        Version("e6", ["i1-7-1"], [], "partial", 100.0),
+        Version("e7", ["i1-7-1", "i1-8-1"], [], "file", 100.5),
+    ]
     wc = _world({"d": d}, [("i1-7-1", "d", "e6", 0)], [], {("d", "e6"): 0}, {0: {}})
     assert kinds(wc) == {"partial"}
+    d[1].at = 106.0
+    wc = _world({"d": d}, [("i1-7-1", "d", "e6", 0)], [], {("d", "e6"): 0}, {0: {}})
+    assert kinds(wc) == set()
     # recorded as changed before read, yet rows present; a record lost
     wc = _world({"a": a}, [], ok_q, {("a", "e1"): 0}, {0: {"unread": {"a": "gone_before_read"}}})
     assert kinds(wc) == {"ledger", "complete"} and wc.lost == 1

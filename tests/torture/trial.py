@@ -31,6 +31,7 @@ Local landing files written whole get an mtime an hour old (as from ``cp -p``), 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import random
@@ -117,6 +118,32 @@ MOTO_CREDS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+
+
+@functools.cache
+def supports_min_age() -> bool:
+    """Whether this build's config takes a source's ``min_age`` (issue 12 item 1): probed
+    by parsing a minimal config with it. False only means the harness does not write it."""
+    from lockgate.resources.config import parse_config
+
+    pattern = "dt=(\\d{4}-\\d{2}-\\d{2})"
+    doc = {
+        "warehouse": "/nonexistent/wh",
+        "sources": {
+            "probe": {
+                "landing": "/nonexistent/landing",
+                "format": "jsonl",
+                "table": "tt.probe",
+                "partition": {"pattern": pattern, "start": date(2024, 1, 1)},
+                "min_age": 0,
+            }
+        },
+    }
+    try:
+        parse_config(doc, "/nonexistent/lockgate.yaml")
+    except Exception:
+        return False
+    return True
 
 
 def trial_kind(
@@ -243,6 +270,7 @@ class Version:
     good: list[str]
     bad: list[str]
     state: str = "file"
+    at: float = 0.0  # when it was written (time.time()); world copies only
 
 
 @dataclass
@@ -364,10 +392,12 @@ class TrialEnv:
         max_bytes: dict[str, int] | None = None,
         declared: dict[str, dict[str, str]] | None = None,
         extra_sources: str = "",
+        min_age: float | None = None,
     ) -> None:
         """Write ``lockgate.yaml``: sources ``ev`` (JSONL) and ``cs`` (CSV), with optional
-        ``max_bytes_per_batch`` and fields declared beyond the base schemas, then the text of
-        ``extra_sources`` (more source entries, indented under ``sources:``)."""
+        ``max_bytes_per_batch``, fields declared beyond the base schemas and ``min_age``
+        (written only if this build's config takes it), then the text of ``extra_sources``
+        (more source entries, indented under ``sources:``)."""
         max_bytes = max_bytes or {}
         declared = declared or {}
 
@@ -379,6 +409,8 @@ class TrialEnv:
             out = f"    max_files_per_batch: {max_files[src]}\n"
             if src in max_bytes:
                 out += f"    max_bytes_per_batch: {max_bytes[src]}\n"
+            if min_age is not None and supports_min_age():
+                out += f"    min_age: {min_age:g}\n"
             return out
 
         s3 = ""
@@ -851,8 +883,13 @@ class Trial:
             shutil.rmtree(ctx.root / "work", ignore_errors=True)
             data = {"ev": SourceData("ev", "jsonl"), "cs": SourceData("cs", "csv")}
             max_files = {s: self.rng.randint(1, 3) for s in SOURCES}
-        self.cfg = {"max_files": max_files, "max_bytes": {}, "declared": {}}
+        # min_age: 0 (objects are put whole, with old mtimes anyway), world: WORLD_MIN_AGE_S
+        from tests.torture.world import WORLD_MIN_AGE_S
+
+        min_age = WORLD_MIN_AGE_S if self.kind == "world" else 0.0
+        self.cfg = {"max_files": max_files, "max_bytes": {}, "declared": {}, "min_age": min_age}
         env = TrialEnv(ctx, f"t{self.trial}", max_files)
+        env.write_config(**self.cfg)
         mutator = None
         try:
             writer = Writer(env, self.rng, self.trial, data)
@@ -882,10 +919,10 @@ class Trial:
                     raise RuntimeError(mutator.errors[0])
                 res.data.update(mutator.stats)
                 if ctx.backend == "local":
-                    from tests.torture.world import settle_seconds, wait_settled
+                    from tests.torture.world import wait_settled
 
                     roots = [Path(env.landing_url[s]) for s in SOURCES]
-                    res.data["settle_ms"] += int(1000 * wait_settled(roots, settle_seconds()))
+                    res.data["settle_ms"] += int(1000 * wait_settled(roots, min_age + 1.0))
             self._final(env)
             res.data.update(writer.stats)
             self._check(env, data, writer)
@@ -986,7 +1023,7 @@ class Trial:
     ) -> tuple[Counter[str], Counter[str]]:
         """The per-key accounting of ``tests.torture.world``; returns the expected good and
         bad ids (for the engines' multiset comparison)."""
-        from tests.torture.world import check_world
+        from tests.torture.world import WORLD_MIN_AGE_S, check_world
 
         readers = self.ctx.readers
         rows = readers.scan(
@@ -1008,7 +1045,9 @@ class Trial:
             self.result.violate("quarantine-table", f"{src.name}__quarantine: {e!r:.300}")
             quarantine = None
         claimed, _committed = writer.claims(src)
-        wc = check_world(src, rows, quarantine, claimed, writer.commit_records(src))
+        # (a build without ``min_age`` claims copies in progress: that is the bug it fixes)
+        commits = writer.commit_records(src)
+        wc = check_world(src, rows, quarantine, claimed, commits, WORLD_MIN_AGE_S)
         for invariant, detail in wc.violations:
             self.result.violate(invariant, detail)
         return wc.want_good, wc.want_bad

@@ -17,8 +17,9 @@ killed at ``ledger.claim.after_put`` so that one exists), objects are
 Every state a key goes through is recorded in order as a ``Version`` (etag as the store
 reports it, records, state). Landing files written whole get an mtime an hour old (as from a
 copy tool that keeps mtimes), so ``min_age`` never holds them back; writes in progress and
-the mutations above keep fresh mtimes. Before the final ingest the harness waits until every
-landing file is older than Lockgate's default local ``min_age`` (plus 1 s).
+the mutations above keep fresh mtimes. World trials configure ``min_age: 5`` (``WORLD_MIN_AGE_S``;
+other kinds ``min_age: 0``), if the build's config takes the key, and before the final
+ingest wait until every landing file is older than that plus 1 s.
 
 Expected outcome ("a version counts as ingested only if it was read"), per key ``K`` of a
 source, where *read(K)* is the set of versions of ``K`` whose records appear in the table
@@ -30,7 +31,8 @@ entries):
   labelled with one version but holding another's bytes -- e.g. an append read past the
   claimed size -- is reported with its key and both versions);
 * **link-out**: no record of a file outside the landing root is ingested or quarantined;
-* **partial**: no version that was a copy in progress is in *read(K)*;
+* **partial**: no version that was a copy in progress is claimed or in *read(K)* (unless
+  the copy stalled in that state for ``min_age`` or longer: then it may be);
 * **one-version**: *read(K)* has at most one version (``allow_overwrites: false``: a version
   that was read makes later ones re-writes);
 * **complete**: for the version in *read(K)*, every good record is exactly one row and every
@@ -79,6 +81,8 @@ MUTATIONS = ("rewrite", "append", "delete", "copy", "symlink")
 WEIGHTS = {"rewrite": 3.0, "append": 2.0, "delete": 1.0, "copy": 1.5, "symlink": 1.5}
 LOCAL_ONLY = ("copy", "symlink")
 BACKDATE_S = 3600.0
+#: ``min_age`` of world trials' sources (written if the config takes it; other kinds: 0)
+WORLD_MIN_AGE_S = 5.0
 UNREAD_REASON = re.compile(r"(changed|gone)[ _-]before[ _-]read|symlink|\blink\b", re.I)
 
 
@@ -103,14 +107,6 @@ def local_put(path: Path, data: bytes, fresh: bool) -> None:
     if not fresh:
         backdate(tmp)
     os.replace(tmp, path)
-
-
-def settle_seconds() -> float:
-    """How old every local landing file must be before the final ingest: Lockgate's default
-    local ``min_age`` (5 s if this build has none) plus 1 s."""
-    from lockgate.resources import config
-
-    return float(getattr(config, "DEFAULT_LOCAL_MIN_AGE_S", 5.0)) + 1.0
 
 
 def wait_settled(roots: list[Path], settle: float) -> float:
@@ -248,17 +244,17 @@ class Mutator:
         self.pinned.add((src.name, key))
         start = 0
         with open(path, "wb") as f:
-            self._record(src, key, Version(local_etag(path), [], [], "partial"))
+            self._record(src, key, Version(local_etag(path), [], [], "partial", time.time()))
             for cut in cuts:
                 f.write(body[start:cut])
                 f.flush()
                 start = cut
                 done = body[:cut].decode(errors="replace").rsplit("\n", 1)[0]
                 ids = ID_RE.findall(done)
-                self._record(src, key, Version(local_etag(path), ids, [], "partial"))
+                self._record(src, key, Version(local_etag(path), ids, [], "partial", time.time()))
                 time.sleep(rng.uniform(0.05, 0.4))
             f.write(body[start:])
-        self._record(src, key, Version(local_etag(path), good, bad, "file"))
+        self._record(src, key, Version(local_etag(path), good, bad, "file", time.time()))
         if rng.random() < 0.5:  # the copy tool sets the source's mtime (cp -p): a new etag
             backdate(path)
             self._record(src, key, Version(local_etag(path), good, bad, "file"))
@@ -398,13 +394,23 @@ def check_world(
     quarantine: pa.Table | None,
     claimed: Mapping[tuple[str, str], int],
     commits: Mapping[int, Mapping[str, Any]],
+    min_age: float = 0.0,
 ) -> WorldCheck:
     """The per-key accounting of the module docstring for one source.
 
     ``rows``: the table's ``id, _source_key, _source_etag, _batch_id``; ``quarantine``: the
     quarantine table's ``_source_key, _source_etag, _source_row, raw, reason`` (None: no
     table); ``claimed``: ``(key, etag) -> batch`` of every claim; ``commits``: commit records
-    by batch id (their JSON)."""
+    by batch id (their JSON); ``min_age``: the sources' ``min_age`` (0: none), a partial
+    version that stayed unchanged that long may be claimed and read (the copy stalled)."""
+
+    def too_young(versions: list[Version], i: int) -> bool:
+        """Version ``i`` is a copy in progress that changed again within ``min_age``."""
+        if versions[i].state != "partial" or min_age <= 0:
+            return False
+        nxt = versions[i + 1].at if i + 1 < len(versions) else float("inf")
+        return nxt - versions[i].at < min_age
+
     out = WorldCheck()
     name = src.name
     # rows and per-record quarantine ids, by (key, etag)
@@ -452,7 +458,7 @@ def check_world(
             )
             out.unexpected += n
             continue
-        if v.state == "partial":
+        if too_young(versions, i):
             out.add(
                 "partial",
                 f"{name}: {key}@{etag} was a copy in progress (version {i} of {len(versions)}); "
@@ -545,7 +551,7 @@ def check_world(
             )
             continue
         i = _find_version(src.versions.get(key, []), etag, [])
-        if i is not None and src.versions[key][i].state == "partial":
+        if i is not None and too_young(src.versions[key], i):
             out.add(
                 "partial",
                 f"{name}: {key}@{etag}, a copy in progress (version {i}), was claimed in batch "
