@@ -21,7 +21,8 @@ from pyiceberg.table import StaticTable
 from tests.resources.test_interop_duckdb import extension_path
 
 _VERSION = re.compile(r"^v(\d+)\.metadata\.json$")
-ID_RE = re.compile(r"\b[ib]\d+-\d+-\d+\b")
+#: the harness's record ids: ``i`` good, ``b`` bad, ``o`` in files outside the landing root
+ID_RE = re.compile(r"\b[ibo]\d+-\d+-\d+\b")
 
 
 class Blobs:
@@ -144,6 +145,15 @@ class Readers:
         out.ice_ids = Counter(str(x) for x in data.column("id").to_pylist())
         out.ice_lineage_dups = _lineage_dups(data)
         return out
+
+    def scan(self, location: str, fields: tuple[str, ...] | None = None) -> pa.Table | None:
+        """The current version of the table at ``location`` (pyiceberg ``StaticTable``): the
+        ``fields`` given (all if None); None if the table does not exist."""
+        found = current_metadata(self.blobs, location)
+        if found is None:
+            return None
+        table = StaticTable.from_metadata(found[1], self.props)
+        return table.scan(selected_fields=fields or ("*",)).to_arrow()
 
     def quarantined_ids(self, location: str) -> Counter[str] | None:
         """Ids found in the ``raw`` text of the quarantine table (pyiceberg), None if none."""

@@ -1,11 +1,12 @@
 """The torture harness: ``python -m tests.torture.run --trials N --seed S --backend local|s3
-[--faults 0.05] [--workers 2] [--report RELIABILITY.md]``.
+[--faults 0.05] [--workers 2] [--kinds world,config,shared] [--report RELIABILITY.md]``.
 
 Runs trials (``tests.torture.trial``) on ``--workers`` threads, each with its own working
 folder, fork server and (S3) fault proxy in front of one shared moto server process. Prints
 one line per trial (with the command that replays it), appends every trial's result to
 ``<root>/results.jsonl``, and writes a summary section into the report (between
-``<!-- torture:<backend> -->`` markers, the rest of the file is kept). Exit code 0 only if
+``<!-- torture:<backend> -->`` markers, or ``<!-- torture:<backend>:<kinds> -->`` with
+``--kinds``; the rest of the file is kept). Exit code 0 only if
 no trial lost or duplicated a row or failed a check.
 """
 
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from tests.torture.checks import Readers
 from tests.torture.launch import ExecLauncher, ForkLauncher
 from tests.torture.proxy import TortureProxy
 from tests.torture.trial import (
+    ALL_KINDS,
+    EDITS,
     MOTO_CREDS,
     Coverage,
     Trial,
@@ -38,6 +41,7 @@ from tests.torture.trial import (
     WorkerCtx,
     trial_kind,
 )
+from tests.torture.world import MUTATIONS
 
 FAULT_KINDS = (
     "slowdown",
@@ -67,6 +71,21 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs (nproc), {mem} GiB RAM"
 
 
+def _names(known: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated list of names out of ``known``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {unknown or text!r}; choose from {', '.join(known)}"
+            )
+        return names
+
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.torture.run", description=__doc__)
     p.add_argument("--trials", type=int, default=100)
@@ -84,6 +103,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--launcher", choices=("fork", "exec"), default="fork")
     p.add_argument("--rounds", type=int, default=0, help="rounds per trial (0: 2-3)")
+    p.add_argument(
+        "--kinds",
+        type=_names(ALL_KINDS),
+        default=(),
+        help="comma-separated trial kinds, cycled by trial number (default: the standard "
+        f"cycle of crash/deep/backfill/vacuum/concurrent); known: {','.join(ALL_KINDS)}",
+    )
+    p.add_argument(
+        "--mutations",
+        type=_names(MUTATIONS),
+        default=(),
+        help=f"world trials: the mutations to apply (default: all; {','.join(MUTATIONS)}; "
+        "copy and symlink are local only)",
+    )
+    p.add_argument(
+        "--edits",
+        type=_names(EDITS),
+        default=EDITS,
+        help=f"config trials: the edits between rounds (default: {','.join(EDITS)})",
+    )
     p.add_argument(
         "--focus",
         type=int,
@@ -159,7 +198,8 @@ class Harness:
             if not self.queue or over or self.stopping:
                 return None
             for i, n in enumerate(self.queue):
-                deep = trial_kind(n, self.args.backend, self.force_point(n)) == "deep"
+                kind = trial_kind(n, self.args.backend, self.force_point(n), self.args.kinds)
+                deep = kind == "deep"
                 if w < self.args.deep_workers or not deep or self.args.workers == 1:
                     return self.queue.pop(i)
             return None
@@ -190,6 +230,9 @@ class Harness:
             moto=moto,
             proxy=proxy,
             rounds=args.rounds,
+            kinds=args.kinds,
+            mutations=args.mutations,
+            edits=args.edits,
         )
         try:
             while (n := self.next_trial(w)) is not None:
@@ -232,7 +275,16 @@ class Harness:
             + (f" --first-trial {a.first_trial}" if self.force_point(trial) else "")
             + (" --cover" if a.cover and self.force_point(trial) else "")
             + (f" --focus {a.focus}" if a.focus and self.force_point(trial) else "")
+            + self.variant_args()
         )
+
+    def variant_args(self) -> str:
+        """The ``--kinds/--mutations/--edits/--rounds`` options of this run, as given."""
+        a = self.args
+        out = f" --kinds {','.join(a.kinds)}" if a.kinds else ""
+        out += f" --mutations {','.join(a.mutations)}" if a.mutations else ""
+        out += f" --edits {','.join(a.edits)}" if tuple(a.edits) != EDITS else ""
+        return out + (f" --rounds {a.rounds}" if a.rounds else "")
 
     def run(self) -> int:
         args = self.args
@@ -255,7 +307,7 @@ class Harness:
         summary = self.summary()
         print(summary)
         if args.report:
-            write_section(Path(args.report), args.backend, summary)
+            write_section(Path(args.report), section_name(args), summary)
         if not args.keep:
             failed = self.root.glob("w*/failed")
             if not any(failed):
@@ -275,6 +327,11 @@ class Harness:
         faults: Counter[str] = Counter()
         for t in res:
             faults.update(t.faults)
+        violations: Counter[str] = Counter()
+        data: Counter[str] = Counter()
+        for t in res:
+            violations.update(t.violation_kinds)
+            data.update(t.data)
         cov = self.coverage
         ok = sum(1 for t in res if t.ok)
         lines = [
@@ -284,6 +341,7 @@ class Harness:
             f"Command: `python -m tests.torture.run --trials {a.trials} --seed {a.seed} "
             f"--backend {a.backend} --faults {a.faults} --workers {a.workers}"
             + (f" --time-budget {a.time_budget:g}" if a.time_budget else "")
+            + self.variant_args()
             + "`  ",
             f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}, shared with "
             f"other jobs (load average at end: {os.getloadavg()[0]:.1f}); "
@@ -304,6 +362,9 @@ class Harness:
             f"| processes killed by external SIGKILL | {sum(1 for r in runs if r.killed_by_us)} |",
             "| concurrent-ingest / backfill-race trials | "
             f"{kinds.get('concurrent', 0)} / {kinds.get('backfill', 0)} |",
+            "| objects written and changes made, by kind | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(data.items()) if k != "settle_ms")
+            + " |",
             f"| rows expected (sum over trials) | {sum(t.expected_rows for t in res)} |",
             f"| quarantined records expected | {sum(t.expected_quarantined for t in res)} |",
             f"| **rows lost** | **{sum(t.lost for t in res)}** |",
@@ -313,6 +374,9 @@ class Harness:
             f"| DuckDB and pyiceberg disagree | {sum(t.engines_disagree for t in res)} |",
             f"| `lockgate verify` non-zero | {sum(1 for t in res if t.verify_rc != 0)} |",
             f"| stale `version-hint.text` at the end | {sum(t.stale_hints for t in res)} |",
+            "| invariant violations of the world/config/shared checks | "
+            + (", ".join(f"{k} {v}" for k, v in sorted(violations.items())) if violations else "0")
+            + " |",
             "| runs exiting with an error (rc not 0/-9) | "
             f"{sum(1 for r in runs if r.rc not in (0, -9))} |",
         ]
@@ -342,6 +406,12 @@ class Harness:
             for (cmd, last), n in errs.most_common(15):
                 lines.append(f"- {cmd}: `{last}` x{n}")
         return "\n".join(lines) + "\n"
+
+
+def section_name(args: argparse.Namespace) -> str:
+    """The report section a run writes: the backend, plus the kinds when ``--kinds`` is given
+    (so that runs of the new kinds do not replace the standard cycle's figures)."""
+    return args.backend + (f":{','.join(args.kinds)}" if args.kinds else "")
 
 
 def write_section(path: Path, backend: str, body: str) -> None:

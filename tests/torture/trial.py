@@ -14,14 +14,24 @@ The expected outcome, tracked while writing the landing data:
 * hidden / temporary names are never ingested;
 * an object re-written under the same key after its batch committed is ignored
   (``allow_overwrites: false``): the first version stays, once. An object re-written before
-  any claim is ingested in its final version. (Re-writing a claimed but uncommitted object
-  makes its batch record it as changed before read and claim the new version as a new
-  object -- covered by tests/pipelines/test_world_changes.py, not exercised here.)
+  any claim is ingested in its final version. (Re-writing a claimed but uncommitted object is
+  what ``world`` trials do, with their own per-key accounting: ``tests.torture.world``.)
+
+Kinds (``--kinds``; by default the cycle ``KINDS``): ``crash``, ``concurrent``, ``backfill``,
+``vacuum``, ``deep`` (see RELIABILITY.md), and the kinds of issue 12: ``world``
+(``tests.torture.world``), ``config`` (``Trial._edit_config``: between rounds a field the data
+already carries is declared, and ``max_files_per_batch`` / ``max_bytes_per_batch`` change;
+every value of such a field must be in its column or in ``_rescued_data``) and ``shared``
+(``tests.torture.shared``: configs with two sources on one table must be refused).
+
+Local landing files written whole get an mtime an hour old (as from ``cp -p``), so a
+``min_age`` never holds them back; only ``world`` trials write fresh mtimes.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import random
@@ -86,6 +96,13 @@ KINDS = (
     "backfill",
     "vacuum",
 )
+#: the kinds of issue 12 (``--kinds``): see ``tests.torture.world``, ``Trial._edit_config``
+#: and ``tests.torture.shared``
+NEW_KINDS = ("world", "config", "shared")
+ALL_KINDS = ("crash", "deep", "backfill", "vacuum", "concurrent", *NEW_KINDS)
+EDITS = ("fields", "limits")
+#: per source: a field the config trials' data carries from the start, undeclared at first
+EXTRA_FIELDS = {"ev": ("tag", "string"), "cs": ("w", "long")}
 TEMPLATE_BATCHES = 98
 FAULT_MIX = {  # shares of the fault rate
     "slowdown": 0.2,
@@ -103,8 +120,40 @@ MOTO_CREDS = {
 }
 
 
-def trial_kind(trial: int, backend: str, force_point: str | None = None) -> str:
-    """The kind of a trial: cycled by number, or the kind that reaches ``force_point``."""
+@functools.cache
+def supports_min_age() -> bool:
+    """Whether this build's config takes a source's ``min_age`` (issue 12 item 1): probed
+    by parsing a minimal config with it. False only means the harness does not write it."""
+    from lockgate.resources.config import parse_config
+
+    pattern = "dt=(\\d{4}-\\d{2}-\\d{2})"
+    doc = {
+        "warehouse": "/nonexistent/wh",
+        "sources": {
+            "probe": {
+                "landing": "/nonexistent/landing",
+                "format": "jsonl",
+                "table": "tt.probe",
+                "partition": {"pattern": pattern, "start": date(2024, 1, 1)},
+                "min_age": 0,
+            }
+        },
+    }
+    try:
+        parse_config(doc, "/nonexistent/lockgate.yaml")
+    except Exception:
+        return False
+    return True
+
+
+def trial_kind(
+    trial: int,
+    backend: str,
+    force_point: str | None = None,
+    kinds: tuple[str, ...] = (),
+) -> str:
+    """The kind of a trial: cycled by number (through ``kinds`` if given, else ``KINDS``), or
+    the kind that reaches ``force_point``."""
     if force_point is not None:
         if force_point not in POINTS:
             raise ValueError(f"unknown crash point {force_point!r}")
@@ -115,7 +164,8 @@ def trial_kind(trial: int, backend: str, force_point: str | None = None) -> str:
         if force_point in DEEP_POINTS:
             return "deep"
         return "crash"
-    kind = KINDS[trial % len(KINDS)]
+    cycle = kinds or KINDS
+    kind = cycle[trial % len(cycle)]
     return "crash" if kind == "deep" and backend != "local" else kind
 
 
@@ -161,6 +211,17 @@ class TrialResult:
     errors: list[str] = field(default_factory=list)
     duration: float = 0.0
     data: Counter[str] = field(default_factory=Counter)  # objects written, by kind
+    # invariant violations of the new kinds (world / config / shared), by invariant
+    violation_kinds: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def violations(self) -> int:
+        return sum(self.violation_kinds.values())
+
+    def violate(self, invariant: str, detail: str) -> None:
+        self.violation_kinds[invariant] += 1
+        if self.violation_kinds[invariant] <= 8:
+            self.errors.append(f"[{invariant}] {detail}")
 
     @property
     def ok(self) -> bool:
@@ -172,6 +233,7 @@ class TrialResult:
             and self.engines_disagree == 0
             and self.verify_rc == 0
             and self.final_rc == 0
+            and self.violations == 0
         )
 
     @classmethod
@@ -180,6 +242,7 @@ class TrialResult:
         res = cls(**fields)
         res.faults = Counter(d.get("faults", {}))
         res.data = Counter(d.get("data", {}))
+        res.violation_kinds = Counter(d.get("violation_kinds", {}))
         res.runs = [
             RunRecord(**{k: v for k, v in r.items() if k in RunRecord.__dataclass_fields__})
             for r in d.get("runs", [])
@@ -187,9 +250,12 @@ class TrialResult:
         return res
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("runs", "faults", "data")}
+        skip = ("runs", "faults", "data", "violation_kinds")
+        d = {k: v for k, v in self.__dict__.items() if k not in skip}
         d["faults"] = dict(self.faults)
         d["data"] = dict(self.data)
+        d["violation_kinds"] = dict(self.violation_kinds)
+        d["violations"] = self.violations
         d["runs"] = [dict(r.__dict__, hit=r.hit) for r in self.runs]
         d["ok"] = self.ok
         return d
@@ -197,9 +263,14 @@ class TrialResult:
 
 @dataclass
 class Version:
+    """One state of a key: ``file`` (whole), ``partial`` (a copy in progress), ``deleted``,
+    ``link_in`` / ``link_out`` (a symlink to a file inside / outside the landing root)."""
+
     etag: str
     good: list[str]
     bad: list[str]
+    state: str = "file"
+    at: float = 0.0  # when it was written (time.time()); world copies only
 
 
 @dataclass
@@ -262,6 +333,9 @@ class WorkerCtx:
     est: dict[str, float] = field(default_factory=lambda: {"fork": 4.0, "exec": 15.0})
     template: dict[str, SourceData] | None = None
     rounds: int = 0  # 0: 2-3 per trial (S3: 2)
+    kinds: tuple[str, ...] = ()  # () : the default cycle (KINDS)
+    mutations: tuple[str, ...] = ()  # world trials; (): all of tests.torture.world.MUTATIONS
+    edits: tuple[str, ...] = EDITS  # config trials
 
     def set_faults(self, on: bool, seed: int) -> None:
         if self.proxy is None:
@@ -312,7 +386,33 @@ class TrialEnv:
         }
         self.ledger = open_store(self.ledger_url, self.s3)
 
-    def write_config(self, max_files: dict[str, int]) -> None:
+    def write_config(
+        self,
+        max_files: dict[str, int],
+        max_bytes: dict[str, int] | None = None,
+        declared: dict[str, dict[str, str]] | None = None,
+        extra_sources: str = "",
+        min_age: float | None = None,
+    ) -> None:
+        """Write ``lockgate.yaml``: sources ``ev`` (JSONL) and ``cs`` (CSV), with optional
+        ``max_bytes_per_batch``, fields declared beyond the base schemas and ``min_age``
+        (written only if this build's config takes it), then the text of ``extra_sources``
+        (more source entries, indented under ``sources:``)."""
+        max_bytes = max_bytes or {}
+        declared = declared or {}
+
+        def schema(src: str, base: str) -> str:
+            more = "".join(f", {k}: {t}" for k, t in declared.get(src, {}).items())
+            return f"{{{base}{more}}}"
+
+        def limits(src: str) -> str:
+            out = f"    max_files_per_batch: {max_files[src]}\n"
+            if src in max_bytes:
+                out += f"    max_bytes_per_batch: {max_bytes[src]}\n"
+            if min_age is not None and supports_min_age():
+                out += f"    min_age: {min_age:g}\n"
+            return out
+
         s3 = ""
         if self.ctx.backend == "s3":
             assert self.ctx.proxy is not None
@@ -321,13 +421,12 @@ class TrialEnv:
         text = (
             f"warehouse: {self.warehouse}\n{s3}sources:\n"
             f"  ev:\n    landing: {self.landing_url['ev']}\n    format: jsonl\n"
-            f"    table: tt.ev\n    {part}\n    schema: {{id: string, v: long, note: string}}\n"
-            f"    max_files_per_batch: {max_files['ev']}\n"
-            "    min_age: 0\n"  # objects are put whole (atomically)
+            f"    table: tt.ev\n    {part}\n"
+            f"    schema: {schema('ev', 'id: string, v: long, note: string')}\n"
+            f"{limits('ev')}"
             f"  cs:\n    landing: {self.landing_url['cs']}\n    format: csv\n"
-            f"    table: tt.cs\n    {part}\n    schema: {{id: string, v: long}}\n"
-            f"    max_files_per_batch: {max_files['cs']}\n"
-            "    min_age: 0\n"
+            f"    table: tt.cs\n    {part}\n    schema: {schema('cs', 'id: string, v: long')}\n"
+            f"{limits('cs')}{extra_sources}"
         )
         self.config.write_text(text)
 
@@ -381,41 +480,92 @@ class Writer:
     def __init__(self, env: TrialEnv, rng: random.Random, trial: int, data: dict[str, SourceData]):
         self.stats: Counter[str] = Counter()
         self.bad_rate = 0.25
+        # config trials: records carry EXTRA_FIELDS values (id -> (field, value))
+        self.extras = False
+        self.extra_values: dict[str, tuple[str, str]] = {}
         self.env = env
         self.rng = rng
         self.trial = trial
         self.data = data
         self.n = sum(len(v) for d in data.values() for v in d.versions.values())
 
-    def _ids(self, kind: str, count: int) -> list[str]:
+    def ids(self, kind: str, count: int) -> list[str]:
+        """``count`` new unique ids (``kind``: ``i`` good, ``b`` bad, ``o`` outside)."""
         out = []
         for _ in range(count):
             self.n += 1
             out.append(f"{kind}{self.trial}-{self.n}-{self.rng.randrange(10**6)}")
         return out
 
-    def _body(self, src: SourceData, good: list[str], bad: list[str]) -> bytes:
+    _ids = ids
+
+    def records(self, src: SourceData) -> tuple[list[str], list[str]]:
+        """The ids of a new object's good and bad records."""
+        good = self.ids("i", self.rng.randint(1, 4))
+        bad = self.ids("b", 1) if self.rng.random() < self.bad_rate else []
+        return good, bad
+
+    def _extra(self, src: SourceData, ident: str) -> str | None:
+        if not self.extras or (src.ext != "csv" and self.rng.random() < 0.3):
+            return None
+        field_name, _t = EXTRA_FIELDS[src.name]
+        self.n += 1
+        value = (
+            str(10**9 + self.n * 1000 + self.rng.randrange(1000))
+            if src.ext == "csv"
+            else f"tag{self.n}z{self.rng.randrange(10**6)}"
+        )
+        self.extra_values[ident] = (field_name, value)
+        return value
+
+    def lines(self, src: SourceData, good: list[str], bad: list[str]) -> bytes:
+        """The records as lines (no CSV header), in random order."""
         rows: list[tuple[str, bool]] = [(i, True) for i in good] + [(i, False) for i in bad]
         self.rng.shuffle(rows)
         # bad records are malformed (a CSV row with extra fields, a truncated JSON object):
         # they must go to the quarantine. (A value that merely does not fit its column is
         # kept in the row's ``_rescued_data``, so it would be a row, not a bad record.)
-        if src.ext == "csv":
-            lines = ["id,v"] + [f"{i},{len(i)}" if ok else f"{i},7,extra,more" for i, ok in rows]
-        else:
-            lines = [
-                json.dumps({"id": i, "v": len(i), "note": "x" * self.rng.randrange(20)})
-                if ok
-                else json.dumps({"id": i, "v": 7})[:-4]
-                for i, ok in rows
-            ]
-        return ("\n".join(lines) + "\n").encode()
+        out: list[str] = []
+        for i, ok in rows:
+            extra = self._extra(src, i) if ok else None
+            if src.ext == "csv":
+                if self.extras:
+                    out.append(f"{i},{len(i)},{extra}" if ok else f"{i},7,1,extra,more")
+                else:
+                    out.append(f"{i},{len(i)}" if ok else f"{i},7,extra,more")
+            elif ok:
+                rec: dict[str, object] = {
+                    "id": i,
+                    "v": len(i),
+                    "note": "x" * self.rng.randrange(20),
+                }
+                if extra is not None:
+                    rec[EXTRA_FIELDS[src.name][0]] = extra
+                out.append(json.dumps(rec))
+            else:
+                out.append(json.dumps({"id": i, "v": 7})[:-4])
+        return ("".join(line + "\n" for line in out)).encode()
 
-    def put(self, src: SourceData, key: str) -> Version:
-        good = self._ids("i", self.rng.randint(1, 4))
-        bad = self._ids("b", 1) if self.rng.random() < self.bad_rate else []
+    def body(self, src: SourceData, good: list[str], bad: list[str]) -> bytes:
+        """A whole object: the CSV header (if any) and ``lines``."""
+        header = b""
+        if src.ext == "csv":
+            header = b"id,v,w\n" if self.extras else b"id,v\n"
+        return header + self.lines(src, good, bad)
+
+    _body = body
+
+    def put(self, src: SourceData, key: str, fresh: bool = False) -> Version:
+        """Write a new version of ``key``. Local files get an mtime an hour old (as from a
+        copy tool that keeps mtimes: ``min_age`` never holds them back) unless ``fresh``."""
+        good, bad = self.records(src)
         store = self.env.stores[src.name]
-        store.put(key, self._body(src, good, bad))
+        if self.env.ctx.backend == "local":
+            from tests.torture.world import local_put
+
+            local_put(Path(self.env.landing_url[src.name]) / key, self.body(src, good, bad), fresh)
+        else:
+            store.put(key, self.body(src, good, bad))
         v = Version(store.head(key).etag, good, bad)
         src.versions.setdefault(key, []).append(v)
         return v
@@ -443,7 +593,12 @@ class Writer:
         )
         store = self.env.stores[src.name]
         good = self._ids("i", 1)
-        store.put(key, self._body(src, good, []))  # never expected
+        if self.env.ctx.backend == "local":  # never expected
+            from tests.torture.world import local_put
+
+            local_put(Path(self.env.landing_url[src.name]) / key, self.body(src, good, []), False)
+        else:
+            store.put(key, self.body(src, good, []))
         self.stats["hidden"] += 1
 
     def claims(self, src: SourceData) -> tuple[dict[tuple[str, str], int], set[int]]:
@@ -460,6 +615,16 @@ class Writer:
             if i.key.endswith(".json")
         }
         return claimed, committed
+
+    def commit_records(self, src: SourceData) -> dict[int, dict[str, Any]]:
+        """The source's commit records (JSON), by batch id."""
+        led = self.env.ledger
+        out: dict[int, dict[str, Any]] = {}
+        for info in led.list(f"{src.name}/commits/"):
+            if info.key.endswith(".json"):
+                rec = json.loads(led.get(info.key))
+                out[int(rec["batch_id"])] = rec
+        return out
 
     def rewrite_one(self, src: SourceData) -> str | None:
         """Re-write a key whose expected version is committed (must be ignored) or was never
@@ -507,13 +672,15 @@ class Trial:
         self.seed = seed
         self.rng = random.Random(f"{seed}:{trial}")
         self.force = force_point
-        kind = trial_kind(trial, ctx.backend, force_point)
+        kind = trial_kind(trial, ctx.backend, force_point, ctx.kinds)
         self.kind = kind
         self.bad_rate = 1.0 if force_point in QUARANTINE_POINTS else 0.25
         self.exec = exec_
         launcher = "exec" if exec_ else ctx.launcher.name
         self.result = TrialResult(trial, seed, ctx.backend, kind, launcher)
         self.first_run = True
+        # the config as written (``TrialEnv.write_config`` arguments; config trials edit it)
+        self.cfg: dict[str, Any] = {}
 
     # -- running processes -----------------------------------------------------------------
 
@@ -634,6 +801,60 @@ class Trial:
                 self._wait_all(env, [self._chaos_run(env, ingest)])
         env.claimed_any = True  # not exactly (runs may die before claiming), good enough
 
+    def _chaos_world(
+        self, env: TrialEnv, writer: Writer, data: dict[str, SourceData], mutator: Any
+    ) -> None:
+        """Ingests (killed as in ``crash`` trials) while the mutator changes objects; then one
+        new object per source and a run killed right after its first claim (so that a pending
+        claim exists), and mutations of the pending claims' objects."""
+        rng = self.rng
+        for _ in range(rng.randint(1, 2)):
+            procs = [self._chaos_run(env, ["ingest"])]
+            mutator.start()
+            try:
+                self._wait_all(env, procs)
+            finally:
+                mutator.stop()
+        for src in data.values():
+            writer.add_new(src, late=False)
+        point = "ledger.claim.after_put"
+        proc = env.start(["ingest"], point, 1, exec_=self.exec)
+        proc.torture = ("ingest", point, 1, "crash")  # type: ignore[attr-defined]
+        self._wait_all(env, [proc])
+        mutator.between_rounds(random.Random(f"{self.seed}:{self.trial}:between:{rng.random()}"))
+        env.claimed_any = True
+
+    def _edit_config(self, env: TrialEnv) -> None:
+        """Between rounds: declare a field the data already carries (``fields``) and/or
+        change ``max_files_per_batch`` / ``max_bytes_per_batch`` (``limits``); the first
+        step does both (of those enabled)."""
+        rng = self.rng
+        edits = list(self.ctx.edits) or list(EDITS)
+        first = not self.result.data.get("config_edits")
+        self.result.data["config_edits"] += 1
+        # the first edit step applies every enabled edit, later ones a random subset
+        chosen = edits if first else rng.sample(edits, rng.randint(1, len(edits)))
+        for edit in chosen:
+            if edit == "fields":
+                todo = [s for s in SOURCES if s not in self.cfg["declared"]]
+                if todo:
+                    src = rng.choice(todo)
+                    fname, ftype = EXTRA_FIELDS[src]
+                    self.cfg["declared"][src] = {fname: ftype}
+                    self.result.data[f"declared_{src}_{fname}"] += 1
+            elif edit == "limits":
+                for src in SOURCES:
+                    self.cfg["max_files"][src] = rng.randint(1, 4)
+                    size = rng.choice([None, 300, 2048, 64 * 1024 * 1024])
+                    if size is None:
+                        self.cfg["max_bytes"].pop(src, None)
+                    else:
+                        self.cfg["max_bytes"][src] = size
+                self.result.data["limits_changed"] += 1
+            else:
+                raise ValueError(f"unknown config edit {edit!r} (known: {', '.join(EDITS)})")
+        env.write_config(**self.cfg)
+
     def _add_data(self, writer: Writer, data: dict[str, SourceData], round_no: int) -> None:
         rng = self.rng
         small = self.ctx.backend == "s3"  # each S3 request costs ~0.1 s on a loaded host
@@ -646,7 +867,7 @@ class Trial:
                 writer.add_new(src, late=round_no > 0 and rng.random() < 0.3)
             if rng.random() < 0.15:
                 writer.add_hidden(src)
-            if round_no > 0 and self.kind != "backfill" and rng.random() < 0.4:
+            if round_no > 0 and self.kind not in ("backfill", "world") and rng.random() < 0.4:
                 writer.rewrite_one(src)
 
     def run(self) -> TrialResult:
@@ -662,24 +883,57 @@ class Trial:
             shutil.rmtree(ctx.root / "work", ignore_errors=True)
             data = {"ev": SourceData("ev", "jsonl"), "cs": SourceData("cs", "csv")}
             max_files = {s: self.rng.randint(1, 3) for s in SOURCES}
+        # min_age: 0 (objects are put whole, with old mtimes anyway), world: WORLD_MIN_AGE_S
+        from tests.torture.world import WORLD_MIN_AGE_S
+
+        min_age = WORLD_MIN_AGE_S if self.kind == "world" else 0.0
+        self.cfg = {"max_files": max_files, "max_bytes": {}, "declared": {}, "min_age": min_age}
         env = TrialEnv(ctx, f"t{self.trial}", max_files)
+        env.write_config(**self.cfg)
+        mutator = None
         try:
             writer = Writer(env, self.rng, self.trial, data)
             writer.bad_rate = self.bad_rate
+            writer.extras = self.kind == "config"
             rounds = 2 if ctx.backend == "s3" else self.rng.randint(2, 3)
             rounds = ctx.rounds or rounds
+            if self.kind == "world":
+                from tests.torture.world import MUTATIONS, Mutator
+
+                wrng = random.Random(f"{self.seed}:{self.trial}:world")
+                mutator = Mutator(env, writer, data, wrng, ctx.mutations or MUTATIONS)
             for round_no in range(rounds):
                 self._add_data(writer, data, round_no)
-                self._chaos(env)
+                if mutator is not None:
+                    self._chaos_world(env, writer, data, mutator)
+                else:
+                    self._chaos(env)
+                if self.kind == "config" and round_no < rounds - 1:
+                    self._edit_config(env)
+                if self.kind == "shared" and round_no == 0:
+                    from tests.torture.shared import shared_round
+
+                    shared_round(self, env, writer, data)
+            if mutator is not None:
+                if mutator.errors:
+                    raise RuntimeError(mutator.errors[0])
+                res.data.update(mutator.stats)
+                if ctx.backend == "local":
+                    from tests.torture.world import wait_settled
+
+                    roots = [Path(env.landing_url[s]) for s in SOURCES]
+                    res.data["settle_ms"] += int(1000 * wait_settled(roots, min_age + 1.0))
             self._final(env)
-            res.data = writer.stats
-            self._check(env, data)
+            res.data.update(writer.stats)
+            self._check(env, data, writer)
         except Exception as e:  # a harness failure is a failed trial, with its reason
             import traceback
 
             res.errors.append(f"harness: {type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}")
             res.verify_rc = res.verify_rc if res.verify_rc is not None else -1
         finally:
+            if mutator is not None:
+                mutator.stop()
             if ctx.proxy:
                 res.faults = Counter(ctx.proxy.faults) - faults_before
             res.duration = time.monotonic() - started
@@ -693,6 +947,11 @@ class Trial:
                     shutil.copytree(env.logs, keep / "logs", dirs_exist_ok=True)
                 (keep / "result.json").parent.mkdir(parents=True, exist_ok=True)
                 (keep / "result.json").write_text(json.dumps(res.to_json(), indent=1))
+                versions = {
+                    n: {k: [v.__dict__ for v in vs] for k, vs in d.versions.items()}
+                    for n, d in data.items()
+                }
+                (keep / "versions.json").write_text(json.dumps(versions, indent=1))
             env.cleanup()
         return res
 
@@ -714,11 +973,16 @@ class Trial:
         if rec.rc != 0:
             res.errors.append(f"verify rc={rec.rc}: {_tail(sorted(env.logs.glob('*verify*'))[-1])}")
 
-    def _check(self, env: TrialEnv, data: dict[str, SourceData]) -> None:
+    def _check(self, env: TrialEnv, data: dict[str, SourceData], writer: Writer) -> None:
         res = self.result
         readers = self.ctx.readers
         for name, src in data.items():
-            want = src.expected_good()
+            if self.kind == "world":
+                want, bad = self._check_world(env, src, writer)
+            else:
+                want, bad = src.expected_good(), src.expected_bad()
+            if self.kind == "config":
+                self._check_values(env, name, want, writer)
             res.expected_rows += sum(want.values())
             tc = readers.check_table(env.table_location(name))
             for label, got in (("duckdb", tc.duck_ids), ("pyiceberg", tc.ice_ids)):
@@ -740,15 +1004,83 @@ class Trial:
             res.lineage_dups += max(tc.duck_lineage_dups, tc.ice_lineage_dups)
             if not tc.hint_ok:
                 res.stale_hints += 1
-            bad = src.expected_bad()
             res.expected_quarantined += sum(bad.values())
-            q = readers.quarantined_ids(env.table_location(f"{name}__quarantine")) or Counter()
+            try:
+                q = readers.quarantined_ids(env.table_location(f"{name}__quarantine")) or Counter()
+            except Exception as e:  # e.g. another source wrote rows into it (shared trials)
+                res.violate("quarantine-table", f"{name}__quarantine unreadable: {e!r:.300}")
+                q = Counter()
             if q != bad:
                 lost_q, extra_q = bad - q, q - bad
                 res.lost += sum(lost_q.values())
                 res.duplicates += sum(extra_q.values())
                 res.errors.append(
                     f"{name} quarantine: lost {sum(lost_q.values())}, extra {sum(extra_q.values())}"
+                )
+
+    def _check_world(
+        self, env: TrialEnv, src: SourceData, writer: Writer
+    ) -> tuple[Counter[str], Counter[str]]:
+        """The per-key accounting of ``tests.torture.world``; returns the expected good and
+        bad ids (for the engines' multiset comparison)."""
+        from tests.torture.world import WORLD_MIN_AGE_S, check_world
+
+        readers = self.ctx.readers
+        rows = readers.scan(
+            env.table_location(src.name), ("id", "_source_key", "_source_etag", "_batch_id")
+        )
+        if rows is None:
+            import pyarrow as pa
+
+            rows = pa.table(
+                {c: pa.array([], pa.string()) for c in ("id", "_source_key", "_source_etag")}
+                | {"_batch_id": pa.array([], pa.int64())}
+            )
+        try:
+            quarantine = readers.scan(
+                env.table_location(f"{src.name}__quarantine"),
+                ("_source_key", "_source_etag", "_source_row", "raw", "reason"),
+            )
+        except Exception as e:
+            self.result.violate("quarantine-table", f"{src.name}__quarantine: {e!r:.300}")
+            quarantine = None
+        claimed, _committed = writer.claims(src)
+        # (a build without ``min_age`` claims copies in progress: that is the bug it fixes)
+        commits = writer.commit_records(src)
+        wc = check_world(src, rows, quarantine, claimed, commits, WORLD_MIN_AGE_S)
+        for invariant, detail in wc.violations:
+            self.result.violate(invariant, detail)
+        return wc.want_good, wc.want_bad
+
+    def _check_values(self, env: TrialEnv, name: str, want: Counter[str], writer: Writer) -> None:
+        """Config trials: every value of a field the data carries (declared or not) is in
+        its column or in the row's ``_rescued_data``, never dropped."""
+        table = self.ctx.readers.scan(env.table_location(name))
+        if table is None:
+            return
+        fname = EXTRA_FIELDS[name][0]
+        n = table.num_rows
+        col = table.column(fname).to_pylist() if fname in table.column_names else [None] * n
+        resc = (
+            table.column("_rescued_data").to_pylist()
+            if "_rescued_data" in table.column_names
+            else [None] * n
+        )
+        found: dict[str, list[tuple[object, object]]] = {}
+        for ident, c, r in zip(table.column("id").to_pylist(), col, resc, strict=True):
+            found.setdefault(str(ident), []).append((c, r))
+        declared = self.cfg["declared"].get(name, {})
+        for ident in sorted(want):
+            if ident not in writer.extra_values:
+                continue
+            _f, value = writer.extra_values[ident]
+            for c, r in found.get(ident, []):  # (a lost id is reported by the id check)
+                if (c is not None and str(c) == value) or (isinstance(r, str) and value in r):
+                    continue
+                self.result.violate(
+                    "dropped-value",
+                    f"{name}: {fname}={value!r} of id {ident} dropped (column {fname}: {c!r}, "
+                    f"_rescued_data: {str(r)[:120]!r}; declared now: {declared or 'no'})",
                 )
 
     # -- the deep template (local): a source with ~100 batches, near compaction/maintenance -
