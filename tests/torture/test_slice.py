@@ -181,12 +181,6 @@ def test_world_kind(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="issue 12 item 3: a field added to a declared schema is dropped, until branch "
-    "`evolve` is merged",
-)
 def test_config_kind(tmp_path: Path) -> None:
     """One local config trial: a field declared and the batch limits changed between
     rounds."""
@@ -201,12 +195,6 @@ def test_config_kind(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="issue 12 item 2: two sources on one table, nested landings and a quarantine "
-    "table as a source's table are accepted, until branch `cfg` is merged",
-)
 def test_shared_kind(tmp_path: Path) -> None:
     """One local shared trial: all three sharing configs must be refused, writing nothing."""
     rows = run_new_kind(
