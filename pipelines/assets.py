@@ -7,7 +7,7 @@ materialize --partition-range``, ``lockgate backfill`` -- rebuilds its partition
 overwrite commit.
 """
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -89,6 +89,15 @@ def build_asset(config: LockgateConfig, source: SourceConfig) -> dg.AssetsDefini
         },
         deps=[landing_key(source)],
         io_manager_key=IO_MANAGER_KEY,
+        owners=list(source.owners) or None,
+        tags=dict(source.tags) or None,
+        freshness_policy=(
+            dg.FreshnessPolicy.time_window(
+                fail_window=timedelta(seconds=source.freshness_max_lag_s)
+            )
+            if source.freshness_max_lag_s
+            else None
+        ),
     )
     def _asset(
         context: AssetExecutionContext,

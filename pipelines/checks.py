@@ -17,9 +17,6 @@ from lockgate.resources.runtime import Runtime
 from lockgate.sensors.health import LEDGER_LAG, STUCK_BATCHES, Lag, stuck_metadata
 from lockgate.sensors.runs import stuck_batches
 
-# The exactly_once check scans the whole table: it runs on this schedule (UTC) and on demand.
-EXACTLY_ONCE_CRON = "0 3 * * *"
-
 
 def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetChecksDefinition]:
     key = asset_key(source)

@@ -26,7 +26,7 @@ from lockgate.pipelines.assets import (
     landing_spec,
     partitions,
 )
-from lockgate.pipelines.checks import EXACTLY_ONCE_CRON, build_checks, exactly_once_schedule
+from lockgate.pipelines.checks import build_checks, exactly_once_schedule
 from lockgate.pipelines.io_manager import LockgateIOManager
 from lockgate.resources.config import LockgateConfig, SourceConfig, load_config
 from lockgate.resources.dagster_resources import (
@@ -63,7 +63,7 @@ def build_definitions(config: LockgateConfig) -> dg.Definitions:
         sensors=[
             build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s)) for s in sources
         ],
-        schedules=[exactly_once_schedule(s, EXACTLY_ONCE_CRON) for s in sources],
+        schedules=[exactly_once_schedule(s, s.exactly_once_cron) for s in sources],
         resources={
             "lockgate_object_store": ObjectStoreResource(**s3),
             "lockgate_ledger": LedgerResource(url=config.ledger, **s3),

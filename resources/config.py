@@ -95,6 +95,8 @@ DEFAULT_MAX_COMPRESSION_RATIO = 200
 #: Seconds a file in a local landing must be unchanged before it is claimed (see ``min_age``).
 DEFAULT_LOCAL_MIN_AGE_S = 5.0
 MAX_MIN_AGE_S = 86400.0
+#: When the ``exactly_once`` check (a full table scan) runs by default: daily, 03:00 UTC.
+DEFAULT_EXACTLY_ONCE_CRON = "0 3 * * *"
 #: Column names Lockgate owns besides the lineage columns; declared schemas may not use them.
 RESERVED_COLUMNS: tuple[str, ...] = ("_day", "_rescued_data")
 
@@ -259,6 +261,12 @@ class SourceConfig:
     # ``min_age`` in lockgate.yaml (seconds): an object is claimable only once it has not
     # changed for this long. None: DEFAULT_LOCAL_MIN_AGE_S for a local landing, 0 for S3.
     min_age_s: float | None = None
+    # Dagster only (not part of the fingerprint): the table asset's owners and tags, the
+    # freshness policy's window, and the cron (UTC) of the exactly_once check.
+    owners: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    freshness_max_lag_s: int | None = None
+    exactly_once_cron: str = DEFAULT_EXACTLY_ONCE_CRON
 
     @property
     def effective_min_age_s(self) -> float:
@@ -770,6 +778,40 @@ class PartitionDocument(_Section):
     ] = Field(description="first partition day (YYYY-MM-DD)")
 
 
+def _cron(value: object) -> str:
+    """A five-field cron expression (as Dagster schedules take it)."""
+    if not isinstance(value, str) or len(value.split()) != 5:
+        raise ValueError(f"expected a cron expression like '0 3 * * *', got {_kind(value)}")
+    return " ".join(value.split())
+
+
+def _tag(value: object) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
+        raise ValueError(f"expected a non-empty string, got {_kind(value)}")
+    return str(value)
+
+
+Cron = Annotated[str, PlainValidator(_cron), WithJsonSchema({"type": "string"})]
+
+
+class FreshnessDocument(_Section):
+    model_config = ConfigDict(title="freshness")
+
+    max_lag: Seconds = Field(
+        description="the table asset fails its freshness policy when no batch or rebuild has "
+        "materialized it for this long (seconds, or a duration: 2h, 1d)"
+    )
+
+
+class ChecksDocument(_Section):
+    model_config = ConfigDict(title="checks")
+
+    exactly_once: Cron = Field(
+        default=DEFAULT_EXACTLY_ONCE_CRON,
+        description="cron (UTC) of the exactly_once check, a full scan of the table",
+    )
+
+
 class SourceDocument(_Section):
     model_config = ConfigDict(title="source")
 
@@ -830,6 +872,16 @@ class SourceDocument(_Section):
     clean_source: Annotated[
         str, PlainValidator(_clean_mode), WithJsonSchema({"enum": [*CLEAN_MODES, False]})
     ] = Field(default="off", description="after commit: leave, archive or delete ingested objects")
+    owners: list[Annotated[str, PlainValidator(_tag)]] | None = Field(
+        default=None, description="owners of the table asset (user emails or team:name)"
+    )
+    tags: dict[str, Annotated[str, PlainValidator(_tag)]] | None = Field(
+        default=None, description="tags of the table asset"
+    )
+    freshness: FreshnessDocument | None = Field(
+        default=None, description="a freshness policy for the table asset"
+    )
+    checks: ChecksDocument | None = Field(default=None, description="when checks run")
     min_age: (
         Annotated[
             float,
@@ -930,6 +982,12 @@ class _Builder:
             allow_overwrites=spec.allow_overwrites,
             clean_source=typing.cast(CleanSource, spec.clean_source),
             min_age_s=spec.min_age,
+            owners=tuple(spec.owners or ()),
+            tags=tuple(sorted((spec.tags or {}).items())),
+            freshness_max_lag_s=spec.freshness.max_lag if spec.freshness else None,
+            exactly_once_cron=(
+                spec.checks.exactly_once if spec.checks else DEFAULT_EXACTLY_ONCE_CRON
+            ),
         )
 
     def check_against_state(self, src: SourceConfig, warehouse: str, ledger: str) -> None:

@@ -124,3 +124,39 @@ def test_downstream_asset_receives_exactly_its_days_rows(
     assert "_source_key" not in table.column_names  # lineage left out by default
     assert {"v", "_day"} <= set(table.column_names)
     assert sum(lander.landed.values()) == 9
+
+
+def test_owners_tags_freshness_and_check_schedule_come_from_the_config(tmp_path: Path) -> None:
+    spec = source_spec(
+        "events",
+        str(tmp_path / "landing"),
+        owners=["team:data", "ana@example.com"],
+        tags={"tier": "gold"},
+        freshness={"max_lag": "2h"},
+        checks={"exactly_once": "15 4 * * *"},
+    )
+    path = write_config(
+        tmp_path / "lockgate.yaml", warehouse=str(tmp_path / "wh"), sources={"events": spec}
+    )
+    config = load_config(str(path))
+    repo = build_definitions(config).get_repository_def()
+    key = asset_key(config.source("events"))
+    node = repo.asset_graph.get(key)
+    assert set(node.owners) == {"team:data", "ana@example.com"}
+    assert node.tags.get("tier") == "gold"
+    policy = node.freshness_policy
+    assert policy is not None and policy.fail_window.to_timedelta().total_seconds() == 7200  # type: ignore[attr-defined]
+    schedule = repo.get_schedule_def("events_exactly_once_schedule")
+    assert schedule.cron_schedule == "15 4 * * *"
+    default = build_definitions(ingested_config(tmp_path)).get_repository_def()
+    assert default.get_schedule_def("events_exactly_once_schedule").cron_schedule == "0 3 * * *"
+    assert default.asset_graph.get(key).freshness_policy is None
+
+
+def ingested_config(tmp_path: Path) -> LockgateConfig:
+    path = write_config(
+        tmp_path / "plain.yaml",
+        warehouse=str(tmp_path / "wh2"),
+        sources={"events": source_spec("events", str(tmp_path / "landing2"))},
+    )
+    return load_config(str(path))
