@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from lockgate.resources.days import check_day as check_day  # re-export: one day parser
 from lockgate.resources.store import ObjectInfo
 
 T = TypeVar("T")
@@ -23,7 +24,6 @@ T = TypeVar("T")
 FORMAT_VERSION = 1
 DEFAULT_COMPACT_INTERVAL = 100
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def utcnow() -> datetime:
@@ -117,14 +117,6 @@ def _int(value: object, what: str) -> int:
 
 def _opt_int(value: object, what: str) -> int | None:
     return None if value is None else _int(value, what)
-
-
-def check_day(day: str) -> str:
-    """Return ``day`` if it is a valid ``YYYY-MM-DD`` date, else raise ``ValueError``."""
-    if not isinstance(day, str) or not DAY.match(day):
-        raise ValueError(f"invalid partition day {day!r} (expected YYYY-MM-DD)")
-    date.fromisoformat(day)
-    return day
 
 
 def check_source(source: str) -> str:
