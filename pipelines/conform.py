@@ -13,6 +13,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from lockgate.pipelines.lineage import DAY, LINEAGE_SCHEMA, SOURCE_ROW
 from lockgate.pipelines.rescue import RESCUED, RESCUED_FIELD, convert_rescuing, merge_column
 from lockgate.resources.tables import TableStore
+from lockgate.resources.widening import widens
 
 
 def _normalise_types(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -30,12 +31,6 @@ def _normalise_types(batch: pa.RecordBatch) -> pa.RecordBatch:
         fields.append(f)
         arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _widens(old: pa.DataType, new: pa.DataType) -> bool:
-    return (pa.types.is_int32(old) and pa.types.is_int64(new)) or (
-        pa.types.is_float32(old) and pa.types.is_float64(new)
-    )
 
 
 class Conformer:
@@ -72,7 +67,7 @@ class Conformer:
             f
             for f in data_schema
             if self.schema.get_field_index(f.name) < 0
-            or _widens(self.schema.field(f.name).type, f.type)
+            or widens(self.schema.field(f.name).type, f.type)
         ]
         if grow:
             self.schema = self.tables.evolve(self.identifier, pa.schema(grow)).as_arrow()

@@ -53,6 +53,7 @@ from lockgate.resources.catalog import ObjectStoreCatalog, parse_metadata_versio
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.iceberg_private import commit_strict, has_updates, iceberg_schema
 from lockgate.resources.markers import IdRanges, marker_property
+from lockgate.resources.widening import PROMOTIONS, compatible
 
 if TYPE_CHECKING:
     from lockgate.resources.maintenance import MaintenancePolicy, MaintenanceReport, VacuumReport
@@ -537,58 +538,20 @@ def _result(table: Table, duplicate: bool, attempts: int) -> CommitResult:
     )
 
 
-_WIDENING = {
-    (pa.int8(), pa.int16()),
-    (pa.int8(), pa.int32()),
-    (pa.int16(), pa.int32()),
-}
-
-
 def _check_compatible(identifier: str, current: Schema, arrow_schema: pa.Schema) -> None:
-    """Reject type changes other than int->long and float->double before pyiceberg sees
-    them (its messages are less specific)."""
+    """Reject type changes the widening rule (``lockgate.resources.widening``) does not allow
+    before pyiceberg sees them (its messages are less specific)."""
     table_arrow = current.as_arrow()
     for f in arrow_schema:
         idx = table_arrow.get_field_index(f.name)
         if idx < 0:
             continue
         old = table_arrow.field(idx).type
-        new = f.type
-        if _same_type(old, new):
-            continue
-        if pa.types.is_integer(old) and pa.types.is_integer(new) and new.bit_width >= old.bit_width:
-            continue
-        if (
-            pa.types.is_floating(old)
-            and pa.types.is_floating(new)
-            and new.bit_width >= old.bit_width
-        ):
-            continue
-        if pa.types.is_integer(old) and new == pa.int64():
-            continue
-        raise IncompatibleSchema(
-            f"{identifier}: column {f.name!r} cannot change from {old} to {new} "
-            "(only int->long and float->double widen)"
-        )
-
-
-def _same_type(old: pa.DataType, new: pa.DataType) -> bool:
-    if old == new:
-        return True
-    for pred in (pa.types.is_string, pa.types.is_large_string):
-        if pred(old) or pred(new):
-            return (pa.types.is_string(old) or pa.types.is_large_string(old)) and (
-                pa.types.is_string(new) or pa.types.is_large_string(new)
+        if not compatible(old, f.type):
+            raise IncompatibleSchema(
+                f"{identifier}: column {f.name!r} cannot change from {old} to {f.type} "
+                f"(only {PROMOTIONS} widen)"
             )
-    if pa.types.is_binary(old) or pa.types.is_large_binary(old):
-        return pa.types.is_binary(new) or pa.types.is_large_binary(new)
-    if pa.types.is_timestamp(old) and pa.types.is_timestamp(new):
-        return (old.tz is None) == (new.tz is None)
-    if pa.types.is_integer(old) and pa.types.is_integer(new):
-        # arrow int32 <-> iceberg int; narrower arrow ints map to iceberg int too
-        return old.bit_width <= 32 and new.bit_width <= 32
-    # nested types are left to pyiceberg's union_by_name
-    return bool(pa.types.is_nested(old) or pa.types.is_nested(new))
 
 
 def _as_optional(current: Schema, arrow_schema: pa.Schema) -> pa.Schema:
