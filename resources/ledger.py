@@ -56,13 +56,13 @@ from lockgate.resources.ledger_records import (
     _loads,
     _Manifest,
     _parallel,
-    _RangeSet,
     _SegmentRef,
     batch_name,
     check_day,
     check_source,
     utcnow,
 )
+from lockgate.resources.markers import IdRanges
 from lockgate.resources.store import AlreadyExists, NotFound, ObjectInfo, ObjectStore
 
 __all__ = [
@@ -125,7 +125,7 @@ class Ledger:
         self._manifest_read = False
         self._next = 0
         self._keys: dict[str, dict[str, int]] = {}
-        self._covered = _RangeSet()
+        self._covered = IdRanges()
         self._high_water: str | None = None
         self._tail: dict[int, Claim] = {}  # claims read after the latest manifest
         self._segment_days: dict[str, list[tuple[int, str]]] = {}  # loaded segment -> batches
@@ -225,7 +225,7 @@ class Ledger:
             self._keys.setdefault(o.key, {})[o.etag] = claim.batch_id
             if self._high_water is None or o.key > self._high_water:
                 self._high_water = o.key
-        self._covered.add(claim.batch_id, claim.batch_id)
+        self._covered = self._covered.add_range(claim.batch_id, claim.batch_id)
         self._tail[claim.batch_id] = claim
         self._next = claim.batch_id + 1
 
@@ -287,7 +287,7 @@ class Ledger:
             self._segment_days[ref.file] = [(int(b), str(d)) for b, d in data["batches"]]
         except (KeyError, TypeError, ValueError) as e:
             raise LedgerCorrupt(f"{self.source}/{ref.file}: malformed segment ({e})") from e
-        self._covered.add(ref.first, ref.upto)
+        self._covered = self._covered.add_range(ref.first, ref.upto)
 
     def _missing_segments(self, start_key: str) -> list[_SegmentRef]:
         if self._manifest is None:
@@ -295,7 +295,7 @@ class Ledger:
         return [
             s
             for s in self._manifest.segments
-            if s.max_key >= start_key and not self._covered.contains(s.first, s.upto)
+            if s.max_key >= start_key and not self._covered.covers(s.first, s.upto)
         ]
 
     def _ensure_from(self, start_key: str) -> None:

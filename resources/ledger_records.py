@@ -142,36 +142,6 @@ def _parallel(fn: Callable[[int], T], items: Sequence[int], workers: int = 8) ->
         return list(ex.map(fn, items))
 
 
-class _RangeSet:
-    """A set of batch ids kept as sorted, disjoint, inclusive ranges."""
-
-    def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = []
-
-    def add(self, lo: int, hi: int) -> None:
-        if hi < lo:
-            return
-        out: list[tuple[int, int]] = []
-        placed = False
-        for a, b in self.ranges:
-            if b + 1 < lo:
-                out.append((a, b))
-            elif hi + 1 < a:
-                if not placed:
-                    out.append((lo, hi))
-                    placed = True
-                out.append((a, b))
-            else:
-                lo, hi = min(lo, a), max(hi, b)
-        if not placed:
-            out.append((lo, hi))
-        out.sort()
-        self.ranges = out
-
-    def contains(self, lo: int, hi: int) -> bool:
-        return any(a <= lo and hi <= b for a, b in self.ranges)
-
-
 # --------------------------------------------------------------------------------------------
 # records
 
