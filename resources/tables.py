@@ -17,6 +17,11 @@ Contract:
   batch not in its plan was committed since its base (the caller re-plans).
 * The duplicate-file check of pyiceberg's ``add_files`` (O(table) per commit) is never run:
   the marker already guarantees idempotence.
+* Every commit (batch, rebuild, schema evolution) goes through ONE loop, ``TableStore._commit``:
+  reload, let the update (``AppendBatch``, ``OverwritePartitions``, ``EvolveSchema``) check its
+  own requirements against that base and plan a transaction, commit it strictly
+  (``iceberg_private.commit_strict``), and on a lost race back off (full jitter, the one
+  ``RetryPolicy``) and start again from a reload.
 """
 
 from __future__ import annotations
