@@ -3,13 +3,13 @@
 Layout under the ledger root (``store``), for one ``source``::
 
     <source>/_source.json                  fingerprint version 0 (landing URL, format, table, ...)
-    <source>/_source.<version:06d>.json    fingerprint versions written by a reset (1, 2, ...)
+    <source>/fingerprints/<version:06d>.json   fingerprint versions written by a reset (1, 2, ...)
     <source>/offsets/<batch:020d>.json     claims (write-ahead: what a batch will ingest)
     <source>/commits/<batch:020d>.json     commit records (what a batch produced)
     <source>/compact/<upto:020d>.json      compact snapshot (manifest) of the claims 0..upto
     <source>/segments/<from:020d>-<upto:020d>.json   claimed keys of the batches from..upto
 
-Invariants (the whole module is built to keep them):
+Invariants (the facade and its parts are built to keep them):
 
 * Every write is create-only (``put_if_absent``). Nothing is ever overwritten or deleted, so a
   name a stale writer may still target is never freed (DESIGN, Hazards).
