@@ -21,6 +21,7 @@ from lockgate.pipelines.rescue import (
     merge_column,
 )
 from lockgate.resources.tables import IncompatibleSchema, TableStore
+from lockgate.resources.widening import widens
 
 
 class DeclaredSchemaRefused(IncompatibleSchema):
@@ -58,12 +59,6 @@ def _plain(t: pa.DataType) -> pa.DataType:
     if pa.types.is_large_binary(t):
         return pa.binary()
     return t
-
-
-def _widens(old: pa.DataType, new: pa.DataType) -> bool:
-    return (pa.types.is_int32(old) and pa.types.is_int64(new)) or (
-        pa.types.is_float32(old) and pa.types.is_float64(new)
-    )
 
 
 class Conformer:
@@ -113,7 +108,7 @@ class Conformer:
             f
             for f in data_schema
             if self.schema.get_field_index(f.name) < 0
-            or _widens(self.schema.field(f.name).type, f.type)
+            or widens(self.schema.field(f.name).type, f.type)
         ]
         if grow:
             self.schema = self.tables.evolve(self.identifier, pa.schema(grow)).as_arrow()

@@ -54,6 +54,7 @@ from pydantic import (
     model_validator,
 )
 
+from lockgate.resources.days import day_from_match
 from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.store import S3Options
 
@@ -298,7 +299,7 @@ class SourceConfig:
         if self.partition_pattern is not None:
             m = self.partition_pattern.search(key)
             if m:
-                day = _day_from_match(m)
+                day = day_from_match(m)
                 if day is not None:
                     return day
         if last_modified.tzinfo is None:
@@ -386,23 +387,6 @@ def load_config(path: str | None = None) -> LockgateConfig:
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML: {e}", file=resolved) from e
     return parse_config(data, resolved)
-
-
-def _day_from_match(m: re.Match[str]) -> date | None:
-    """The date a partition-pattern match denotes, or None if it is not a valid date."""
-    groups = m.groupdict()
-    try:
-        if all(groups.get(g) for g in ("year", "month", "day")):
-            return date(int(groups["year"]), int(groups["month"]), int(groups["day"]))
-        text = m.group(1)
-        if text is None:
-            return None
-        digits = text.replace("-", "").replace("/", "")
-        if len(digits) != 8 or not digits.isdigit():
-            return None
-        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
-    except ValueError:
-        return None
 
 
 def _is_s3(url: str) -> bool:

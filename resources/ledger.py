@@ -3,13 +3,13 @@
 Layout under the ledger root (``store``), for one ``source``::
 
     <source>/_source.json                  fingerprint version 0 (landing URL, format, table, ...)
-    <source>/_source.<version:06d>.json    fingerprint versions written by a reset (1, 2, ...)
+    <source>/fingerprints/<version:06d>.json   fingerprint versions written by a reset (1, 2, ...)
     <source>/offsets/<batch:020d>.json     claims (write-ahead: what a batch will ingest)
     <source>/commits/<batch:020d>.json     commit records (what a batch produced)
     <source>/compact/<upto:020d>.json      compact snapshot (manifest) of the claims 0..upto
     <source>/segments/<from:020d>-<upto:020d>.json   claimed keys of the batches from..upto
 
-Invariants (the whole module is built to keep them):
+Invariants (the facade and its parts are built to keep them):
 
 * Every write is create-only (``put_if_absent``). Nothing is ever overwritten or deleted, so a
   name a stale writer may still target is never freed (DESIGN, Hazards).
@@ -27,16 +27,25 @@ Reading the state a tick needs is O(batches since the last compaction + the key 
 O(history): the latest compact manifest lists its segments with their key ranges, and only the
 segments whose keys reach into the requested window are read.
 
+``Ledger`` is a thin facade over one idea per module: ``ledger_log`` (the claim and commit logs,
+create-only ``add``), ``ledger_compaction`` (compact snapshots), ``ledger_index`` (the in-memory
+index of claimed keys) and ``fingerprint`` (what the ledger was written for); the records are
+in ``ledger_records``.
+
 A ``Ledger`` instance is not thread-safe; use one per thread (or per tick).
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 from collections.abc import Mapping, Sequence
 
+from lockgate.resources import fingerprint as fingerprints
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.days import check_day
+from lockgate.resources.fingerprint import FINGERPRINTS, SOURCE_FILE
+from lockgate.resources.ledger_compaction import COMPACT, SEGMENTS, Compaction
+from lockgate.resources.ledger_index import ClaimIndex, ClaimState
+from lockgate.resources.ledger_log import COMMITS, OFFSETS, ClaimLog, CommitLog
 from lockgate.resources.ledger_records import (
     CHANGED_BEFORE_READ,
     DEFAULT_COMPACT_INTERVAL,
@@ -47,7 +56,6 @@ from lockgate.resources.ledger_records import (
     Claim,
     ClaimConflict,
     ClaimedObject,
-    ClaimState,
     CommitRecord,
     Fingerprint,
     FingerprintMismatch,
@@ -59,20 +67,25 @@ from lockgate.resources.ledger_records import (
     _loads,
     _Manifest,
     _parallel,
-    _RangeSet,
     _SegmentRef,
     batch_name,
-    check_day,
     check_source,
     utcnow,
 )
-from lockgate.resources.store import AlreadyExists, NotFound, ObjectInfo, ObjectStore
+from lockgate.resources.store import NotFound, ObjectInfo, ObjectStore
 
+# The facade re-exports the ledger's vocabulary and layout (callers import from here).
 __all__ = [
     "CHANGED_BEFORE_READ",
+    "COMMITS",
+    "COMPACT",
     "DEFAULT_COMPACT_INTERVAL",
+    "FINGERPRINTS",
     "FORMAT_VERSION",
     "GONE_BEFORE_READ",
+    "OFFSETS",
+    "SEGMENTS",
+    "SOURCE_FILE",
     "UNREAD_OUTCOMES",
     "AlreadyClaimed",
     "Claim",
@@ -87,30 +100,22 @@ __all__ = [
     "LedgerError",
     "LedgerSummary",
     "UnknownBatch",
+    "_dumps",
+    "_loads",
     "batch_name",
     "check_day",
     "check_source",
 ]
 
-
-# --------------------------------------------------------------------------------------------
-# the ledger
-
-SOURCE_FILE = "_source.json"
-FINGERPRINTS = "fingerprints/"
-OFFSETS = "offsets/"
-COMMITS = "commits/"
-COMPACT = "compact/"
-SEGMENTS = "segments/"
 PROBE_CHUNK = 8
 
 
 class Ledger:
     """One source's ledger. Create with ``Ledger.open``.
 
-    In-memory state: every claim ``< _next`` exists; the keys of the batches in ``_covered``
-    are in ``_keys``; ``_covered`` always includes every batch after the latest manifest read
-    (the tail), so a window query only has to add segments.
+    In-memory state: every claim ``< _next`` exists; the index holds the keys of the batches
+    it covers, which always include every batch after the latest manifest read (the tail), so
+    a window query only has to add segments.
     """
 
     def __init__(
@@ -120,21 +125,19 @@ class Ledger:
         fingerprint: Fingerprint,
         compact_interval: int = DEFAULT_COMPACT_INTERVAL,
     ):
-        if compact_interval < 1:
-            raise ValueError("compact_interval must be >= 1")
         self.source = check_source(source)
         self.root = store
         self.store = store.child(source)
-        self._fingerprint = fingerprint
+        self._compaction = Compaction(self.store, self.source, compact_interval)
         self.compact_interval = compact_interval
+        self._claims = ClaimLog(self.store, self.source)
+        self._commits = CommitLog(self.store, self.source)
+        self._index = ClaimIndex()
+        self._fingerprint = fingerprint
         self._manifest: _Manifest | None = None
         self._manifest_read = False
         self._next = 0
-        self._keys: dict[str, dict[str, int]] = {}
-        self._covered = _RangeSet()
-        self._high_water: str | None = None
         self._tail: dict[int, Claim] = {}  # claims read after the latest manifest
-        self._segment_days: dict[str, list[tuple[int, str]]] = {}  # loaded segment -> batches
         self._committed: set[int] = set()  # batches known to have a commit record
         self._unread: dict[int, frozenset[str]] = {}  # batch -> keys it recorded as not read
         self._refreshed = False
@@ -159,52 +162,18 @@ class Ledger:
         batch ids continue where they were. ``reset`` with an unchanged fingerprint is a no-op.
         """
         check_source(source)
-        wanted = {str(k): str(v) for k, v in fingerprint.items()}
-        sub = store.child(source)
-        current = cls.read_fingerprint(store, source)
-        if current is None:
-            fp0 = Fingerprint(0, wanted, 0, utcnow())
-            crash_point("ledger.fingerprint.before_put")
-            try:
-                sub.put_if_absent(SOURCE_FILE, _dumps(fp0.to_json(source)))
-                current = fp0
-            except AlreadyExists:
-                current = cls.read_fingerprint(store, source)
-                assert current is not None
-            crash_point("ledger.fingerprint.after_put")
-        while dict(current.values) != wanted:
-            if not reset:
-                raise FingerprintMismatch(source, _changes(current.values, wanted))
-            probe = cls(store, source, current, compact_interval)
-            new = Fingerprint(current.version + 1, wanted, probe.next_batch_id(), utcnow())
-            crash_point("ledger.fingerprint.before_put")
-            try:
-                sub.put_if_absent(
-                    f"{FINGERPRINTS}{new.version:06d}.json", _dumps(new.to_json(source))
-                )
-                current = new
-            except AlreadyExists:
-                latest = cls.read_fingerprint(store, source)
-                assert latest is not None
-                current = latest  # a concurrent reset: compare again
-            crash_point("ledger.fingerprint.after_put")
+
+        def next_id(current: Fingerprint) -> int:
+            return cls(store, source, current, compact_interval).next_batch_id()
+
+        current = fingerprints.settle(store, source, fingerprint, reset, next_id)
         return cls(store, source, current, compact_interval)
 
     @staticmethod
     def read_fingerprint(store: ObjectStore, source: str) -> Fingerprint | None:
         """The latest fingerprint version of ``source``, or None if the source has no ledger.
         Does not check anything (for inspection tools)."""
-        sub = store.child(check_source(source))
-        try:
-            data = sub.get(SOURCE_FILE)
-        except NotFound:
-            return None
-        latest = Fingerprint.from_json(_loads(data, f"{source}/{SOURCE_FILE}"))
-        names = [o.key for o in sub.list(FINGERPRINTS) if o.key.endswith(".json")]
-        if names:
-            name = max(names)
-            latest = Fingerprint.from_json(_loads(sub.get(name), f"{source}/{name}"))
-        return latest
+        return fingerprints.read_fingerprint(store, source)
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -225,54 +194,25 @@ class Ledger:
                 f"{self.source}: batch {claim.batch_id} names fingerprint version {v}, which "
                 f"is not stored ({name})"
             ) from None
-        return _changes(then.values, self._fingerprint.values)
+        return fingerprints.changes(then.values, self._fingerprint.values)
 
     # -- reading claims --------------------------------------------------------------------
-
-    def _read_claim(self, batch_id: int) -> Claim | None:
-        name = OFFSETS + batch_name(batch_id)
-        try:
-            data = self.store.get(name)
-        except NotFound:
-            return None
-        claim = Claim.from_json(_loads(data, f"{self.source}/{name}"))
-        if claim.batch_id != batch_id or claim.source != self.source:
-            raise LedgerCorrupt(
-                f"{self.source}/{name} holds batch {claim.batch_id} of {claim.source}"
-            )
-        return claim
 
     def _apply(self, claim: Claim) -> None:
         """Add a claim read (or written) at id ``_next`` to the in-memory state."""
         assert claim.batch_id == self._next
-        for o in claim.objects:
-            self._keys.setdefault(o.key, {})[o.etag] = claim.batch_id
-            if self._high_water is None or o.key > self._high_water:
-                self._high_water = o.key
-        self._covered.add(claim.batch_id, claim.batch_id)
+        self._index.add_claim(claim)
         self._tail[claim.batch_id] = claim
         self._next = claim.batch_id + 1
 
-    def _latest_manifest_name(self, after: str | None = None) -> str | None:
-        names = [o.key for o in self.store.list(COMPACT, start_after=after)]
-        names = [n for n in names if n.endswith(".json")]
-        return max(names) if names else None
-
     def _refresh_manifest(self) -> None:
         """Switch to the latest compact snapshot (only ever forward)."""
-        after = COMPACT + batch_name(self._manifest.upto) if self._manifest else None
-        name = self._latest_manifest_name(after)
+        m = self._compaction.latest(self._manifest)
         self._manifest_read = True
-        if name is None:
-            return
-        m = _Manifest.from_json(_loads(self.store.get(name), f"{self.source}/{name}"))
-        if self._manifest is not None and m.upto <= self._manifest.upto:
+        if m is None:
             return
         self._manifest = m
-        if m.high_water_key is not None and (
-            self._high_water is None or m.high_water_key > self._high_water
-        ):
-            self._high_water = m.high_water_key
+        self._index.raise_high_water(m.high_water_key)
         if self._next <= m.upto:
             # Everything up to m.upto exists; what we had read is still covered (and the tail
             # we had not read is covered by m's segments, loaded on demand).
@@ -291,7 +231,7 @@ class Ledger:
         self._refreshed = True
         chunk = 1  # an idle refresh costs one GET; a busy one reads PROBE_CHUNK at a time
         while True:
-            found = _parallel(self._read_claim, range(self._next, self._next + chunk))
+            found = _parallel(self._claims.get, range(self._next, self._next + chunk))
             for claim in found:
                 if claim is None:
                     return
@@ -304,14 +244,8 @@ class Ledger:
         return self._next
 
     def _load_segment(self, ref: _SegmentRef, raw: bytes | None = None) -> None:
-        data = _loads(raw or self.store.get(ref.file), f"{self.source}/{ref.file}")
-        try:
-            for key, etag, batch in data["keys"]:
-                self._keys.setdefault(key, {})[etag] = batch
-            self._segment_days[ref.file] = [(int(b), str(d)) for b, d in data["batches"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise LedgerCorrupt(f"{self.source}/{ref.file}: malformed segment ({e})") from e
-        self._covered.add(ref.first, ref.upto)
+        data = self._compaction.read_segment(ref, raw)
+        self._index.add_segment(ref, data, f"{self.source}/{ref.file}")
 
     def _missing_segments(self, start_key: str) -> list[_SegmentRef]:
         if self._manifest is None:
@@ -319,7 +253,7 @@ class Ledger:
         return [
             s
             for s in self._manifest.segments
-            if s.max_key >= start_key and not self._covered.contains(s.first, s.upto)
+            if s.max_key >= start_key and not self._index.has_segment(s)
         ]
 
     def _ensure_from(self, start_key: str) -> None:
@@ -329,7 +263,7 @@ class Ledger:
             self.refresh()
         self._ensure_manifest()
         missing = self._missing_segments(start_key)
-        raws = _parallel(lambda i: self.store.get(missing[i].file), range(len(missing)))
+        raws = self._compaction.fetch_segments(missing)
         for ref, raw in zip(missing, raws, strict=True):
             self._load_segment(ref, raw)
 
@@ -342,7 +276,7 @@ class Ledger:
         """
         self.refresh()
         self._ensure_from(start_key)
-        return ClaimState(self._keys, self._next, self._high_water, start_key)
+        return self._index.view(self._next, start_key)
 
     def lookback_start(self, keys: int) -> str | None:
         """The ``start_after`` key for an incremental listing that re-lists the ``keys`` highest
@@ -352,8 +286,7 @@ class Ledger:
             raise ValueError("lookback must be >= 0")
         self.refresh()
         while True:
-            top = heapq.nlargest(keys + 1, self._keys)
-            cand = top[-1] if len(top) == keys + 1 else None
+            cand = self._index.nth_highest_key(keys + 1)
             missing = self._missing_segments(cand if cand is not None else "")
             if not missing:
                 return cand
@@ -363,7 +296,7 @@ class Ledger:
         """Whether ``(key, etag)`` is claimed, as of this ledger's last read of the claims (the
         first call reads them; ``refresh`` or ``claim_state`` read newer ones)."""
         self._ensure_from(key)
-        return etag in self._keys.get(key, {})
+        return self._index.batch_of(key, etag) is not None
 
     # -- writing claims --------------------------------------------------------------------
 
@@ -385,20 +318,18 @@ class Ledger:
         if len(set(keys)) != len(keys):
             raise ValueError("a claim may not hold the same key twice")
         self._ensure_from(min(keys))
-        taken = [o for o in objs if o.etag in self._keys.get(o.key, {})]
-        if taken:
-            o = taken[0]
-            raise AlreadyClaimed(
-                f"source {self.source!r}: {o.key!r} (etag {o.etag}) is already claimed by "
-                f"batch {self._keys[o.key][o.etag]}"
-            )
+        for o in objs:
+            batch = self._index.batch_of(o.key, o.etag)
+            if batch is not None:
+                raise AlreadyClaimed(
+                    f"source {self.source!r}: {o.key!r} (etag {o.etag}) is already claimed by "
+                    f"batch {batch}"
+                )
         claim = Claim(self.source, self._next, partition, objs, utcnow(), self._fingerprint.version)
         crash_point("ledger.claim.before_put")
-        try:
-            self.store.put_if_absent(OFFSETS + batch_name(claim.batch_id), _dumps(claim.to_json()))
-        except AlreadyExists:
+        if not self._claims.add(claim):
             self.refresh()
-            raise ClaimConflict(self.source, claim.batch_id) from None
+            raise ClaimConflict(self.source, claim.batch_id)
         crash_point("ledger.claim.after_put")
         self._apply(claim)
         return claim
@@ -407,7 +338,7 @@ class Ledger:
         """The claim of ``batch_id``; ``UnknownBatch`` if there is none."""
         if batch_id in self._tail:
             return self._tail[batch_id]
-        claim = self._read_claim(batch_id)
+        claim = self._claims.get(batch_id)
         if claim is None:
             raise UnknownBatch(f"source {self.source!r} has no batch {batch_id}")
         return claim
@@ -427,29 +358,26 @@ class Ledger:
             for ref in self._manifest.segments:
                 if day not in ref.days:
                     continue
-                if ref.file not in self._segment_days:
+                if ref.file not in self._index.segment_days:
                     self._load_segment(ref)
-                ids.update(b for b, d in self._segment_days[ref.file] if d == day)
+                ids.update(b for b, d in self._index.segment_days[ref.file] if d == day)
         ids.update(b for b, c in self._tail.items() if c.partition == day)
         return self._get_claims(sorted(ids))
 
     # -- commits ---------------------------------------------------------------------------
 
     def commit_record(self, batch_id: int) -> CommitRecord | None:
-        name = COMMITS + batch_name(batch_id)
-        try:
-            data = self.store.get(name)
-        except NotFound:
-            return None
-        self._committed.add(batch_id)
-        return CommitRecord.from_json(_loads(data, f"{self.source}/{name}"))
+        rec = self._commits.get(batch_id)
+        if rec is not None:
+            self._committed.add(batch_id)
+        return rec
 
     def was_read(self, key: str, etag: str) -> bool | None:
         """Whether the claimed version ``(key, etag)`` was read by its batch: None if it is not
         claimed (as of the last read of the claims) or its batch has no commit record yet;
         False if the batch recorded it as changed/gone before read. Commit records never
         change, so answers are cached."""
-        batch = self._keys.get(key, {}).get(etag)
+        batch = self._index.batch_of(key, etag)
         if batch is None:
             return None
         if batch not in self._unread:
@@ -466,25 +394,16 @@ class Ledger:
         if rec.batch_id >= self._next:
             self.get_claim(rec.batch_id)  # UnknownBatch if it was never claimed
         crash_point("ledger.commit_record.before_put")
-        try:
-            self.store.put_if_absent(
-                COMMITS + batch_name(rec.batch_id), _dumps(rec.to_json(self.source))
-            )
-        except AlreadyExists:
-            existing = self.commit_record(rec.batch_id)
-            if existing is None:
-                raise LedgerCorrupt(
-                    f"source {self.source!r}: commit record {rec.batch_id} vanished after a 412"
-                ) from None
-            return existing
-        crash_point("ledger.commit_record.after_put")
+        stored = self._commits.add(rec)
+        if stored is rec:
+            crash_point("ledger.commit_record.after_put")
         self._committed.add(rec.batch_id)
-        return rec
+        return stored
 
     def _has_commit(self, batch_id: int) -> bool:
         if batch_id in self._committed:
             return True
-        if self.store.exists(COMMITS + batch_name(batch_id)):
+        if self._commits.exists(batch_id):
             self._committed.add(batch_id)
             return True
         return False
@@ -512,7 +431,7 @@ class Ledger:
         k*interval - 1) if it is newer than the latest one; returns its ``upto`` or None.
         Create-only: a concurrent compactor of the same ``upto`` wins harmlessly."""
         self.refresh()
-        upto = (self._next // self.compact_interval) * self.compact_interval - 1
+        upto = self._compaction.due(self._next)
         if upto < 0 or (self._manifest is not None and self._manifest.upto >= upto):
             return None
         self._refresh_manifest()
@@ -522,13 +441,7 @@ class Ledger:
 
     def compact(self, upto: int) -> int:
         """Write a compact snapshot of the claims ``0..upto`` (which must all exist) unless one
-        at ``upto`` or later exists; returns ``upto``.
-
-        Steps (each durable, create-only): the segments of the claims after the previous
-        snapshot (at most ``compact_interval`` batches each, cut at multiples of it), then the
-        manifest. A crash between them leaves unreferenced segments that the next compaction
-        of the same range finds identical and reuses.
-        """
+        at ``upto`` or later exists; returns ``upto``. See ``ledger_compaction``."""
         self._refresh_manifest()
         self.refresh()
         base = self._manifest
@@ -539,73 +452,9 @@ class Ledger:
                 f"source {self.source!r}: cannot compact up to batch {upto}: "
                 f"only {self._next} batches are claimed"
             )
-        first = base.upto + 1 if base else 0
-        refs: list[_SegmentRef] = []
-        lo = first
-        while lo <= upto:
-            # segments never span more than ``compact_interval`` batches, even when compaction
-            # lagged, so a window query reads a bounded amount of state
-            hi = min(upto, (lo // self.compact_interval + 1) * self.compact_interval - 1)
-            refs.append(self._write_segment(self._get_claims(range(lo, hi + 1))))
-            lo = hi + 1
-        crash_point("ledger.compact.after_segment")
-        old_uncommitted = list(base.uncommitted) if base else []
-        candidates = old_uncommitted + list(range(first, upto + 1))
-        done = _parallel(self._has_commit, candidates)
-        uncommitted = tuple(b for b, d in zip(candidates, done, strict=True) if not d)
-        high = max(
-            k for k in (base.high_water_key if base else None, *(r.max_key for r in refs)) if k
-        )
-        manifest = _Manifest(
-            upto=upto,
-            high_water_key=high,
-            committed_below=min(uncommitted) if uncommitted else upto + 1,
-            uncommitted=uncommitted,
-            segments=(*(base.segments if base else ()), *refs),
-            created_at=utcnow(),
-        )
-        # AlreadyExists: a concurrent compactor wrote an equivalent snapshot first.
-        with contextlib.suppress(AlreadyExists):
-            self.store.put_if_absent(
-                COMPACT + batch_name(upto), _dumps(manifest.to_json(self.source))
-            )
-        crash_point("ledger.compact.after_put")
+        self._compaction.compact(base, upto, self._get_claims, self._has_commit)
         self._refresh_manifest()
         return upto
-
-    def _write_segment(self, claims: Sequence[Claim]) -> _SegmentRef:
-        """Create-only put of the segment of ``claims`` (consecutive batches). Its content is a
-        pure function of the claims, so an existing one (a crashed compaction's) is reused."""
-        first, upto = claims[0].batch_id, claims[-1].batch_id
-        entries = sorted((o.key, o.etag, c.batch_id) for c in claims for o in c.objects)
-        seg_file = f"{SEGMENTS}{first:020d}-{upto:020d}.json"
-        seg_body = _dumps(
-            {
-                "format": FORMAT_VERSION,
-                "source": self.source,
-                "from": first,
-                "upto": upto,
-                "keys": [list(e) for e in entries],
-                "batches": [[c.batch_id, c.partition] for c in claims],
-            }
-        )
-        crash_point("ledger.compact.before_put")
-        try:
-            self.store.put_if_absent(seg_file, seg_body)
-        except AlreadyExists:
-            if self.store.get(seg_file) != seg_body:
-                raise LedgerCorrupt(
-                    f"{self.source}/{seg_file} differs from the claims it summarises"
-                ) from None
-        return _SegmentRef(
-            file=seg_file,
-            first=first,
-            upto=upto,
-            min_key=entries[0][0],
-            max_key=entries[-1][0],
-            objects=len(entries),
-            days=tuple(sorted({c.partition for c in claims})),
-        )
 
     def last_compaction(self) -> int | None:
         """``upto`` of the latest compact snapshot, or None."""
@@ -620,16 +469,8 @@ class Ledger:
             claims=self._next,
             committed=self._next - len(pending),
             pending=pending,
-            high_water_key=self._high_water,
+            high_water_key=self._index.high_water,
             last_compaction=m.upto if m else None,
             compacted_claimed_objects=m.claimed_objects if m else 0,
             fingerprint=self._fingerprint,
         )
-
-
-def _changes(
-    old: Mapping[str, str], new: Mapping[str, str]
-) -> dict[str, tuple[str | None, str | None]]:
-    return {
-        k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
-    }

@@ -1,5 +1,5 @@
 """The ledger's records and their JSON form: claims, commit records, fingerprints, compact
-snapshots (manifest and segment references), the claim state view, and the ledger's errors.
+snapshots (manifest and segment references), and the ledger's errors.
 
 Every record is immutable once written (create-only); ``from_json`` raises ``LedgerCorrupt`` on
 malformed content instead of guessing. ``FORMAT_VERSION`` is written into every file; a file
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
+from lockgate.resources.days import check_day as check_day  # re-export: one day parser
 from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
 from lockgate.resources.store import ObjectInfo
 
@@ -24,7 +25,6 @@ T = TypeVar("T")
 FORMAT_VERSION = 1
 DEFAULT_COMPACT_INTERVAL = 100
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: What a run found instead of an object's claimed version (``CommitRecord.unread``).
 CHANGED_BEFORE_READ = "changed_before_read"
 GONE_BEFORE_READ = "gone_before_read"
@@ -140,14 +140,6 @@ def _opt_int(value: object, what: str) -> int | None:
     return None if value is None else _int(value, what)
 
 
-def check_day(day: str) -> str:
-    """Return ``day`` if it is a valid ``YYYY-MM-DD`` date, else raise ``ValueError``."""
-    if not isinstance(day, str) or not DAY.match(day):
-        raise ValueError(f"invalid partition day {day!r} (expected YYYY-MM-DD)")
-    date.fromisoformat(day)
-    return day
-
-
 def check_source(source: str) -> str:
     if not SOURCE_NAME.match(source):
         raise ValueError(
@@ -169,36 +161,6 @@ def _parallel(fn: Callable[[int], T], items: Sequence[int], workers: int = 8) ->
         return [fn(i) for i in items]
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as ex:
         return list(ex.map(fn, items))
-
-
-class _RangeSet:
-    """A set of batch ids kept as sorted, disjoint, inclusive ranges."""
-
-    def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = []
-
-    def add(self, lo: int, hi: int) -> None:
-        if hi < lo:
-            return
-        out: list[tuple[int, int]] = []
-        placed = False
-        for a, b in self.ranges:
-            if b + 1 < lo:
-                out.append((a, b))
-            elif hi + 1 < a:
-                if not placed:
-                    out.append((lo, hi))
-                    placed = True
-                out.append((a, b))
-            else:
-                lo, hi = min(lo, a), max(hi, b)
-        if not placed:
-            out.append((lo, hi))
-        out.sort()
-        self.ranges = out
-
-    def contains(self, lo: int, hi: int) -> bool:
-        return any(a <= lo and hi <= b for a, b in self.ranges)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,63 +430,3 @@ class _Manifest:
             )
         except (KeyError, TypeError) as e:
             raise LedgerCorrupt(f"malformed compact snapshot: {e}") from e
-
-
-# --------------------------------------------------------------------------------------------
-# claim state
-
-
-class ClaimState:
-    """The claimed ``key -> {etag: batch_id}`` state, complete for every key ``>= complete_from``
-    (``""`` means every key) and for every batch ``< next_batch_id``.
-
-    It is a live view of the ledger's in-memory state: later ledger calls only ever add to it
-    (claims are immutable), so an answer it gave stays true. Asking about a key outside the
-    complete window raises ``ValueError`` rather than guessing.
-    """
-
-    def __init__(
-        self,
-        keys: Mapping[str, Mapping[str, int]],
-        next_batch_id: int,
-        high_water_key: str | None,
-        complete_from: str,
-    ):
-        self._keys = keys
-        self.next_batch_id = next_batch_id
-        self.high_water_key = high_water_key
-        self.complete_from = complete_from
-
-    def covers(self, key: str) -> bool:
-        """True if the state is complete for ``key``."""
-        return key >= self.complete_from
-
-    def _check(self, key: str) -> None:
-        if not self.covers(key):
-            raise ValueError(
-                f"claim state is complete only for keys >= {self.complete_from!r}, not {key!r}"
-            )
-
-    def etags(self, key: str) -> frozenset[str]:
-        """The etags under which ``key`` is claimed (empty if never)."""
-        self._check(key)
-        return frozenset(self._keys.get(key, {}))
-
-    def is_claimed(self, key: str, etag: str) -> bool:
-        self._check(key)
-        return etag in self._keys.get(key, {})
-
-    def batch_of(self, key: str, etag: str) -> int | None:
-        """The batch that claimed ``(key, etag)``, or None."""
-        self._check(key)
-        return self._keys.get(key, {}).get(etag)
-
-    def window(self, start_key: str) -> Iterator[tuple[str, frozenset[str]]]:
-        """``(key, etags)`` of every claimed key ``>= start_key``, in key order."""
-        self._check(start_key)
-        for k in sorted(k for k in self._keys if k >= start_key):
-            yield k, frozenset(self._keys[k])
-
-    def __len__(self) -> int:
-        """Number of claimed keys loaded (>= the number of claimed keys in the window)."""
-        return len(self._keys)

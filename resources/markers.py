@@ -1,5 +1,7 @@
 """The batch marker: a compact set of committed batch ids, stored as a table property.
 
+``IdRanges`` is Lockgate's one range set (also the ledger's set of batches it has read).
+
 A source's committed batch ids live in the table property ``lockgate.committed.<source>``
 as sorted, disjoint, non-adjacent inclusive ranges: ``"0-811,813-900"`` (a single id is
 written ``"812"``; the empty set is ``""``). Markers live in table properties, not in
@@ -77,6 +79,20 @@ class IdRanges:
         if id_ in self:
             return self
         return IdRanges(_normalise([*self.ranges, (id_, id_)]))
+
+    def add_range(self, lo: int, hi: int) -> IdRanges:
+        """A new set with every id of ``lo..hi`` (inclusive) added; an empty range adds none."""
+        if hi < lo:
+            return self
+        _check_id(lo)
+        if self.covers(lo, hi):
+            return self
+        return IdRanges(_normalise([*self.ranges, (lo, hi)]))
+
+    def covers(self, lo: int, hi: int) -> bool:
+        """Whether every id of ``lo..hi`` (inclusive, non-empty) is in the set."""
+        i = bisect.bisect_right(self.ranges, (lo, float("inf"))) - 1
+        return i >= 0 and self.ranges[i][0] <= lo and hi <= self.ranges[i][1]
 
     def union(self, other: IdRanges | Iterable[int]) -> IdRanges:
         """A new set with every id of ``self`` and ``other``."""

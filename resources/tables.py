@@ -17,13 +17,17 @@ Contract:
   batch not in its plan was committed since its base (the caller re-plans).
 * The duplicate-file check of pyiceberg's ``add_files`` (O(table) per commit) is never run:
   the marker already guarantees idempotence.
+* Every commit (batch, rebuild, schema evolution) goes through ONE loop, ``TableStore._commit``:
+  reload, let the update (``AppendBatch``, ``OverwritePartitions``, ``EvolveSchema``) check its
+  own requirements against that base and plan a transaction, commit it strictly
+  (``iceberg_private.commit_strict``), and on a lost race back off (full jitter, the one
+  ``RetryPolicy``) and start again from a reload.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import random
 import time
 import uuid
 from collections import deque
@@ -31,7 +35,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,6 +58,8 @@ from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
 from lockgate.resources.iceberg_private import commit_strict, has_updates, iceberg_schema
 from lockgate.resources.markers import IdRanges, marker_property
+from lockgate.resources.retry import RetryPolicy
+from lockgate.resources.widening import PROMOTIONS, compatible
 
 if TYPE_CHECKING:
     from lockgate.resources.maintenance import MaintenancePolicy, MaintenanceReport, VacuumReport
@@ -115,6 +121,16 @@ class TableSettings:
     manifest_min_merge_count: int = 20
     metadata_log_max: int = 20
 
+    @property
+    def backoff(self) -> RetryPolicy:
+        """The commit loop's backoff, as the one retry policy (``lockgate.resources.retry``)."""
+        return RetryPolicy(
+            max_attempts=max(1, self.commit_attempts),
+            base_delay=self.retry_base_s,
+            max_delay=self.retry_max_s,
+            max_total=float("inf"),
+        )
+
 
 @dataclass(frozen=True)
 class StagedFile:
@@ -153,6 +169,141 @@ class RebuildBase:
     snapshot_id: int | None
     marker: IdRanges
     table_version: int
+
+
+# ---- updates: what one commit does, and what it requires of the table it commits on ----
+
+
+class TableUpdate(Protocol):
+    """One table change, in the style of pyiceberg's snapshot producers: given the freshly
+    loaded table, it checks its own requirements and stages itself in a transaction.
+
+    ``plan`` returns the transaction to commit strictly against ``table``, or None when the
+    change is already in ``table`` (nothing to commit); it raises when a requirement can never
+    be met by retrying. The commit loop (``TableStore._commit``) calls it once per attempt.
+    """
+
+    @property
+    def what(self) -> str:
+        """How a lost-races error names the change."""
+        ...
+
+    def plan(self, identifier: str, table: Table) -> Transaction | None: ...
+
+
+@dataclass(frozen=True)
+class AppendBatch:
+    """Append ``staged`` and add ``batch_id`` to ``source``'s marker. Requires the batch
+    unmarked (a marked batch plans nothing: idempotence). ``empty_snapshot``: write a snapshot
+    even for no files, so that catalogs re-validating against their newest version (SQL,
+    REST) see the marker change assert ``main``'s head."""
+
+    source: str
+    batch_id: int
+    staged: list[StagedFile]
+    summary: dict[str, str]
+    empty_snapshot: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_id < 0:
+            raise ValueError(f"batch id must be >= 0, got {self.batch_id}")
+        marker_property(self.source)  # ValueError on a bad source name
+
+    @property
+    def what(self) -> str:
+        return f"batch {self.source}:{self.batch_id}"
+
+    def plan(self, identifier: str, table: Table) -> Transaction | None:
+        marker = _marker(table, self.source)
+        if self.batch_id in marker:
+            return None
+        txn = Transaction(table)
+        txn.set_properties({marker_property(self.source): marker.add(self.batch_id).format()})
+        if self.staged or self.empty_snapshot:
+            props = {
+                **self.summary,
+                "lockgate.source": self.source,
+                "lockgate.batch": str(self.batch_id),
+            }
+            with txn.update_snapshot(snapshot_properties=props).merge_append() as app:
+                for f in self.staged:
+                    app.append_data_file(f.data_file)
+        return txn
+
+
+@dataclass(frozen=True)
+class OverwritePartitions:
+    """Replace every data file of ``days`` by ``staged``; the marker becomes ``marker |
+    batch_ids``. Requires that the marker gained no id outside ``batch_ids`` since ``base``
+    (else ``RebuildConflict``: a batch the rebuild did not read may touch these days)."""
+
+    source: str
+    days: list[date]
+    staged: list[StagedFile]
+    batch_ids: list[int]
+    base: RebuildBase
+    summary: dict[str, str]
+    what: str = "rebuild"
+
+    def __post_init__(self) -> None:
+        marker_property(self.source)
+        if not self.days:
+            raise ValueError("rebuild_partitions needs at least one day")
+        day_set = set(self.days)
+        stray = [f.path for f in self.staged if f.day not in day_set]
+        if stray:
+            raise ValueError(f"staged files outside the rebuilt days: {stray[:3]}")
+
+    def plan(self, identifier: str, table: Table) -> Transaction | None:
+        planned = IdRanges.of(self.batch_ids)
+        marker = _marker(table, self.source)
+        foreign = marker.difference(self.base.marker).difference(planned)
+        if foreign:
+            raise RebuildConflict(
+                f"{identifier}: batches {foreign.format()} of {self.source} committed since the "
+                f"rebuild's base (v{self.base.table_version}); re-plan"
+            )
+        spec = table.spec()
+        if len(spec.fields) != 1:
+            raise ValueError(f"{identifier}: rebuilds need identity partitioning on one day")
+        part_name = table.schema().find_column_name(spec.fields[0].source_id)
+        days = sorted(set(self.days))
+        props = {
+            **self.summary,
+            "lockgate.source": self.source,
+            "lockgate.rebuild": ",".join(d.isoformat() for d in days),
+            "lockgate.batches": planned.format(),
+        }
+        txn = Transaction(table)
+        txn.set_properties({marker_property(self.source): marker.union(planned).format()})
+        with txn.update_snapshot(snapshot_properties=props).overwrite() as ow:
+            if table.current_snapshot() is not None:
+                values = ", ".join(repr(d.isoformat()) for d in days)
+                for task in table.scan(row_filter=f"{part_name} IN ({values})").plan_files():
+                    ow.delete_data_file(task.file)
+            for f in self.staged:
+                ow.append_data_file(f.data_file)
+        return txn
+
+
+@dataclass(frozen=True)
+class EvolveSchema:
+    """Bring the schema up to ``arrow_schema`` (new columns nullable, promotions of the
+    widening rule). Requires every change to be allowed (else ``IncompatibleSchema``); plans
+    nothing when the schema already holds ``arrow_schema``."""
+
+    arrow_schema: pa.Schema
+    what: str = "schema evolution"
+
+    def plan(self, identifier: str, table: Table) -> Transaction | None:
+        _check_compatible(identifier, table.schema(), self.arrow_schema)
+        txn = Transaction(table)
+        try:
+            with txn.update_schema() as upd:
+                upd.union_by_name(_as_optional(table.schema(), self.arrow_schema))
+        except (ValidationError, ValueError, TypeError) as e:
+            raise IncompatibleSchema(f"{identifier}: {e}") from e
+        return txn if has_updates(txn) else None
 
 
 class TableStore:
@@ -248,24 +399,8 @@ class TableStore:
         Any other type change raises ``IncompatibleSchema``. Idempotent; a no-op commits
         nothing.
         """
-        for attempt in range(self.settings.commit_attempts):
-            table = self.load(identifier)
-            _check_compatible(identifier, table.schema(), arrow_schema)
-            txn = Transaction(table)
-            try:
-                with txn.update_schema() as upd:
-                    upd.union_by_name(_as_optional(table.schema(), arrow_schema))
-            except (ValidationError, ValueError, TypeError) as e:
-                raise IncompatibleSchema(f"{identifier}: {e}") from e
-            if not has_updates(txn):
-                return table.schema()
-            try:
-                return commit_strict(txn).schema()
-            except CommitFailedException:
-                _jitter_sleep(attempt, self.settings.retry_base_s, self.settings.retry_max_s)
-        raise CommitConflict(
-            f"{identifier}: schema evolution lost {self.settings.commit_attempts} races"
-        )
+        table, _committed, _attempts = self._commit(identifier, EvolveSchema(arrow_schema))
+        return table.schema()
 
     # ---- staging -----------------------------------------------------------------------
 
@@ -378,30 +513,18 @@ class TableStore:
         ``summary`` goes into the snapshot summary (with ``lockgate.source`` and
         ``lockgate.batch``). Raises ``CommitConflict`` after ``commit_attempts`` lost races.
         """
-        prop = marker_property(source)
-        if batch_id < 0:
-            raise ValueError(f"batch id must be >= 0, got {batch_id}")
-        snap_props = {**(summary or {}), "lockgate.source": source, "lockgate.batch": str(batch_id)}
-        strict = isinstance(self.catalog, ObjectStoreCatalog)
-        for attempt in range(1, self.settings.commit_attempts + 1):
-            table = self.load(identifier)
-            marker = _marker(table, source)
-            if batch_id in marker:
-                return _result(table, duplicate=True, attempts=attempt)
-            txn = Transaction(table)
-            txn.set_properties({prop: marker.add(batch_id).format()})
-            if staged or not strict:
-                # Non-strict catalogs re-validate requirements against their newest version:
-                # a snapshot (even an empty one) makes the marker change assert main's head.
-                with txn.update_snapshot(snapshot_properties=snap_props).merge_append() as app:
-                    for f in staged:
-                        app.append_data_file(f.data_file)
-            result = self._try_commit(identifier, txn, attempt)
-            if result is not None:
-                return result
-        raise CommitConflict(
-            f"{identifier}: batch {source}:{batch_id} lost {self.settings.commit_attempts} races"
+        update = AppendBatch(
+            source,
+            batch_id,
+            staged,
+            summary or {},
+            empty_snapshot=not isinstance(self.catalog, ObjectStoreCatalog),
         )
+        table, committed, attempts = self._commit(identifier, update)
+        result = _result(table, duplicate=not committed, attempts=attempts)
+        if committed:
+            self._after_commit(identifier, result.table_version)
+        return result
 
     def rebuild_base(self, identifier: str, source: str) -> RebuildBase:
         """Read the base a rebuild plans against (call BEFORE reading the ledger)."""
@@ -434,59 +557,32 @@ class TableStore:
         that only add ids in ``batch_ids`` are retried against. ``staged`` files must all
         belong to ``days``.
         """
-        prop = marker_property(source)
-        if not days:
-            raise ValueError("rebuild_partitions needs at least one day")
-        day_set = set(days)
-        stray = [f.path for f in staged if f.day not in day_set]
-        if stray:
-            raise ValueError(f"staged files outside the rebuilt days: {stray[:3]}")
-        planned = IdRanges.of(batch_ids)
-        snap_props = {
-            **(summary or {}),
-            "lockgate.source": source,
-            "lockgate.rebuild": ",".join(sorted(d.isoformat() for d in day_set)),
-            "lockgate.batches": planned.format(),
-        }
-        for attempt in range(1, self.settings.commit_attempts + 1):
-            table = self.load(identifier)
-            marker = _marker(table, source)
-            foreign = marker.difference(base.marker).difference(planned)
-            if foreign:
-                raise RebuildConflict(
-                    f"{identifier}: batches {foreign.format()} of {source} committed since the "
-                    f"rebuild's base (v{base.table_version}); re-plan"
-                )
-            spec = table.spec()
-            if len(spec.fields) != 1:
-                raise ValueError(f"{identifier}: rebuilds need identity partitioning on one day")
-            part_name = table.schema().find_column_name(spec.fields[0].source_id)
-            txn = Transaction(table)
-            txn.set_properties({prop: marker.union(planned).format()})
-            with txn.update_snapshot(snapshot_properties=snap_props).overwrite() as ow:
-                if table.current_snapshot() is not None:
-                    values = ", ".join(repr(d.isoformat()) for d in sorted(day_set))
-                    flt = f"{part_name} IN ({values})"
-                    for task in table.scan(row_filter=flt).plan_files():
-                        ow.delete_data_file(task.file)
-                for f in staged:
-                    ow.append_data_file(f.data_file)
-            result = self._try_commit(identifier, txn, attempt)
-            if result is not None:
-                return result
-        raise CommitConflict(f"{identifier}: rebuild lost {self.settings.commit_attempts} races")
-
-    def _try_commit(self, identifier: str, txn: Transaction, attempt: int) -> CommitResult | None:
-        """Commit ``txn`` (strictly against its base). On a lost race, back off (jitter) and
-        return None: the caller reloads and re-plans."""
-        try:
-            committed = commit_strict(txn)
-        except CommitFailedException:
-            _jitter_sleep(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s)
-            return None
-        result = _result(committed, duplicate=False, attempts=attempt)
+        update = OverwritePartitions(source, days, staged, batch_ids, base, summary or {})
+        table, _committed, attempts = self._commit(identifier, update)
+        result = _result(table, duplicate=False, attempts=attempts)
         self._after_commit(identifier, result.table_version)
         return result
+
+    def _commit(self, identifier: str, update: TableUpdate) -> tuple[Table, bool, int]:
+        """The one commit loop: reload the table, let ``update`` check its requirements and
+        plan a transaction, commit it strictly against that base; on a lost race back off
+        (``TableSettings.backoff``) and start again from a reload.
+
+        Returns ``(table, committed, attempts)``: the committed table, or the table as found
+        when ``update`` had nothing to commit. Raises what ``update.plan`` raises, and
+        ``CommitConflict`` after ``commit_attempts`` lost races (nothing was committed).
+        """
+        attempts = self.settings.commit_attempts
+        for attempt in range(1, attempts + 1):
+            table = self.load(identifier)
+            txn = update.plan(identifier, table)
+            if txn is None:
+                return table, False, attempt
+            try:
+                return commit_strict(txn), True, attempt
+            except CommitFailedException:
+                time.sleep(self.settings.backoff.backoff(attempt - 1))
+        raise CommitConflict(f"{identifier}: {update.what} lost {attempts} races")
 
     # ---- maintenance -------------------------------------------------------------------
 
@@ -523,11 +619,6 @@ class TableStore:
 # ---- helpers ---------------------------------------------------------------------------
 
 
-def _jitter_sleep(attempt: int, base: float, cap: float) -> None:
-    """Full jitter: sleep uniformly in [0, min(cap, base * 2**attempt)]."""
-    time.sleep(random.uniform(0, min(cap, base * (2**attempt))))
-
-
 def _marker(table: Table, source: str) -> IdRanges:
     return IdRanges.parse(table.properties.get(marker_property(source)))
 
@@ -549,58 +640,20 @@ def _result(table: Table, duplicate: bool, attempts: int) -> CommitResult:
     )
 
 
-_WIDENING = {
-    (pa.int8(), pa.int16()),
-    (pa.int8(), pa.int32()),
-    (pa.int16(), pa.int32()),
-}
-
-
 def _check_compatible(identifier: str, current: Schema, arrow_schema: pa.Schema) -> None:
-    """Reject type changes other than int->long and float->double before pyiceberg sees
-    them (its messages are less specific)."""
+    """Reject type changes the widening rule (``lockgate.resources.widening``) does not allow
+    before pyiceberg sees them (its messages are less specific)."""
     table_arrow = current.as_arrow()
     for f in arrow_schema:
         idx = table_arrow.get_field_index(f.name)
         if idx < 0:
             continue
         old = table_arrow.field(idx).type
-        new = f.type
-        if _same_type(old, new):
-            continue
-        if pa.types.is_integer(old) and pa.types.is_integer(new) and new.bit_width >= old.bit_width:
-            continue
-        if (
-            pa.types.is_floating(old)
-            and pa.types.is_floating(new)
-            and new.bit_width >= old.bit_width
-        ):
-            continue
-        if pa.types.is_integer(old) and new == pa.int64():
-            continue
-        raise IncompatibleSchema(
-            f"{identifier}: column {f.name!r} cannot change from {old} to {new} "
-            "(only int->long and float->double widen)"
-        )
-
-
-def _same_type(old: pa.DataType, new: pa.DataType) -> bool:
-    if old == new:
-        return True
-    for pred in (pa.types.is_string, pa.types.is_large_string):
-        if pred(old) or pred(new):
-            return (pa.types.is_string(old) or pa.types.is_large_string(old)) and (
-                pa.types.is_string(new) or pa.types.is_large_string(new)
+        if not compatible(old, f.type):
+            raise IncompatibleSchema(
+                f"{identifier}: column {f.name!r} cannot change from {old} to {f.type} "
+                f"(only {PROMOTIONS} widen)"
             )
-    if pa.types.is_binary(old) or pa.types.is_large_binary(old):
-        return pa.types.is_binary(new) or pa.types.is_large_binary(new)
-    if pa.types.is_timestamp(old) and pa.types.is_timestamp(new):
-        return (old.tz is None) == (new.tz is None)
-    if pa.types.is_integer(old) and pa.types.is_integer(new):
-        # arrow int32 <-> iceberg int; narrower arrow ints map to iceberg int too
-        return old.bit_width <= 32 and new.bit_width <= 32
-    # nested types are left to pyiceberg's union_by_name
-    return bool(pa.types.is_nested(old) or pa.types.is_nested(new))
 
 
 def _as_optional(current: Schema, arrow_schema: pa.Schema) -> pa.Schema:

@@ -50,6 +50,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.days import day_from_match, utc_day
 from lockgate.resources.ledger import Claim, ClaimConflict, ClaimState, Ledger
 from lockgate.resources.store import ObjectInfo, ObjectStore
 
@@ -176,17 +177,9 @@ def partition_of(info: ObjectInfo, rule: DiscoveryRule) -> str | None:
     rx = rule.compiled_regex
     m = rx.search(info.key) if rx is not None else None
     if m is None:
-        return info.last_modified.astimezone(UTC).date().isoformat()
-    groups = m.groupdict()
-    try:
-        if all(groups.get(g) for g in ("year", "month", "day")):
-            return date(int(groups["year"]), int(groups["month"]), int(groups["day"])).isoformat()
-        digits = (m.group(1) or "").replace("-", "").replace("/", "")
-        if len(digits) != 8 or not digits.isdigit():
-            return None
-        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:])).isoformat()
-    except ValueError:
-        return None
+        return utc_day(info.last_modified).isoformat()
+    day = day_from_match(m)
+    return day.isoformat() if day is not None else None
 
 
 def rule_for_source(source: Any, **overrides: Any) -> DiscoveryRule:

@@ -68,3 +68,20 @@ def test_matches_python_sets(xs: set[int], ys: set[int]) -> None:
     for x in xs:
         acc = acc.add(x)
     assert acc == a
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 20)), max_size=12),
+    st.integers(0, 220),
+    st.integers(0, 20),
+)
+def test_add_range_and_covers_match_python_sets(
+    ranges: list[tuple[int, int]], lo: int, width: int
+) -> None:
+    acc, ids = IdRanges(), set()
+    for start, n in ranges:
+        acc = acc.add_range(start, start + n)
+        ids |= set(range(start, start + n + 1))
+    assert acc == IdRanges.of(ids)
+    assert acc.covers(lo, lo + width) == set(range(lo, lo + width + 1)).issubset(ids)
+    assert acc.add_range(5, 4) is acc  # an empty range adds nothing

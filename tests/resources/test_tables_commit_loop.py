@@ -1,0 +1,116 @@
+"""The one commit loop of the table store (``TableStore._commit``) and its update producers:
+a lost race reloads and re-plans, the producer's requirement is checked against every reload,
+and exhausted attempts raise ``CommitConflict`` with nothing committed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyiceberg.table import Table, Transaction
+
+from lockgate.resources.catalog import ObjectStoreCatalog
+from lockgate.resources.retry import RetryPolicy
+from lockgate.resources.store import LocalStore
+from lockgate.resources.tables import (
+    AppendBatch,
+    CommitConflict,
+    OverwritePartitions,
+    RebuildBase,
+    RebuildConflict,
+    TableSettings,
+    TableStore,
+)
+
+SCHEMA = pa.schema([("id", pa.int64()), ("_day", pa.date32())])
+DAY = date(2024, 3, 1)
+
+
+def _tables(tmp_path: Path, attempts: int = 5) -> TableStore:
+    store = LocalStore(tmp_path / "wh")
+    catalog = ObjectStoreCatalog(warehouse=store.uri(), store=store)
+    ts = TableStore(
+        catalog,
+        TableSettings(commit_attempts=attempts, retry_base_s=0.0, retry_max_s=0.0),
+    )
+    ts.ensure_table("ns.t", SCHEMA)
+    return ts
+
+
+def _rows(start: int, n: int) -> pa.RecordBatch:
+    return pa.record_batch(
+        [pa.array(range(start, start + n), pa.int64()), pa.array([DAY] * n, pa.date32())],
+        schema=SCHEMA,
+    )
+
+
+@dataclass
+class RacedAppend:
+    """An ``AppendBatch`` that loses its first ``races`` attempts: before returning its plan, a
+    rival writer commits another batch (so the plan's base is stale)."""
+
+    tables: TableStore
+    inner: AppendBatch
+    races: int
+    planned: list[int] = field(default_factory=list)
+
+    @property
+    def what(self) -> str:
+        return self.inner.what
+
+    def plan(self, identifier: str, table: Table) -> Transaction | None:
+        self.planned.append(len(self.planned))
+        txn = self.inner.plan(identifier, table)
+        if len(self.planned) <= self.races:
+            rival = 100 + len(self.planned)
+            self.tables.commit_batch(identifier, "rival", rival, [])
+        return txn
+
+
+def test_lost_races_reload_and_replan(tmp_path: Path) -> None:
+    ts = _tables(tmp_path)
+    staged = ts.stage("ns.t", [_rows(0, 3)])
+    update = RacedAppend(ts, AppendBatch("src", 0, staged, {}), races=2)
+    table, committed, attempts = ts._commit("ns.t", update)
+    assert committed and attempts == 3 and len(update.planned) == 3
+    assert table.scan().to_arrow().num_rows == 3
+    assert 0 in ts.committed("ns.t", "src") and len(ts.committed("ns.t", "rival")) == 2
+    # the requirement (batch unmarked) is checked again: now there is nothing to commit
+    again = ts.commit_batch("ns.t", "src", 0, staged)
+    assert again.duplicate and ts.load("ns.t").scan().to_arrow().num_rows == 3
+
+
+def test_exhausted_attempts_raise_and_commit_nothing(tmp_path: Path) -> None:
+    ts = _tables(tmp_path, attempts=2)
+    staged = ts.stage("ns.t", [_rows(0, 3)])
+    update = RacedAppend(ts, AppendBatch("src", 0, staged, {}), races=5)
+    with pytest.raises(CommitConflict, match="batch src:0 lost 2 races"):
+        ts._commit("ns.t", update)
+    assert 0 not in ts.committed("ns.t", "src")
+    assert ts.load("ns.t").scan().to_arrow().num_rows == 0
+
+
+def test_overwrite_requires_the_marker_unchanged_since_its_base(tmp_path: Path) -> None:
+    ts = _tables(tmp_path)
+    ts.commit_batch("ns.t", "src", 0, ts.stage("ns.t", [_rows(0, 2)]))
+    base = ts.rebuild_base("ns.t", "src")
+    ts.commit_batch("ns.t", "src", 1, ts.stage("ns.t", [_rows(2, 2)]))  # after the base
+    staged = ts.stage("ns.t", [_rows(0, 2)])
+    with pytest.raises(RebuildConflict, match="batches 1 of src"):
+        ts.rebuild_partitions("ns.t", "src", [DAY], staged, [0], base)
+    with pytest.raises(ValueError, match="at least one day"):
+        OverwritePartitions("src", [], staged, [0], base, {})
+    empty = RebuildBase(snapshot_id=None, marker=base.marker, table_version=0)
+    result = ts.rebuild_partitions("ns.t", "src", [DAY], staged, [0, 1], empty)
+    assert not result.duplicate and ts.load("ns.t").scan().to_arrow().num_rows == 2
+
+
+def test_backoff_is_the_retry_policy() -> None:
+    s = TableSettings(commit_attempts=7, retry_base_s=0.5, retry_max_s=2.0)
+    assert s.backoff == RetryPolicy(
+        max_attempts=7, base_delay=0.5, max_delay=2.0, max_total=float("inf")
+    )
+    assert all(0.0 <= s.backoff.backoff(k) <= min(2.0, 0.5 * 2**k) for k in range(8))
