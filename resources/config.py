@@ -294,14 +294,20 @@ class SourceConfig:
 
     def partition_day(self, key: str, last_modified: datetime) -> date:
         """The partition day of an object: the pattern's first group (``YYYY-MM-DD``; or the
-        named groups ``year``/``month``/``day``) if the pattern matches the key (``re.search``)
-        and yields a valid date, else the UTC day of ``last_modified``."""
+        named groups ``year``/``month``/``day``) if the pattern matches the key (``re.search``),
+        else the UTC day of ``last_modified``. A match that is not a date (``dt=2026-02-30``)
+        raises ``ValueError``: such an object is not claimed (discovery reports it as
+        ``invalid_day``), never filed under another day."""
         if self.partition_pattern is not None:
             m = self.partition_pattern.search(key)
             if m:
                 day = day_from_match(m)
-                if day is not None:
-                    return day
+                if day is None:
+                    raise ValueError(
+                        f"{key!r}: the partition pattern matches {m.group(0)!r}, "
+                        "which is not a valid date"
+                    )
+                return day
         if last_modified.tzinfo is None:
             last_modified = last_modified.replace(tzinfo=UTC)
         return last_modified.astimezone(UTC).date()

@@ -411,7 +411,8 @@ def test_partition_day(tmp_path: Path) -> None:
     assert src.partition_day("a/dt=2026-01-05/x.json", lm) == date(2026, 1, 5)
     assert src.partition_day("a/dt=20260106/x.json", lm) == date(2026, 1, 6)
     assert src.partition_day("a/no-day/x.json", lm) == date(2026, 3, 4)
-    assert src.partition_day("a/dt=2026-02-30/x.json", lm) == date(2026, 3, 4)  # not a date
+    with pytest.raises(ValueError, match="not a valid date"):  # never filed under another day
+        src.partition_day("a/dt=2026-02-30/x.json", lm)
     named = with_source(
         partition={
             "pattern": r"year=(?P<year>\d{4})/month=(?P<month>\d{2})/day=(?P<day>\d{2})",

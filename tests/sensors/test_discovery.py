@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
+from lockgate.resources.config import load_config
 from lockgate.resources.ledger import Ledger
 from lockgate.resources.store import ObjectInfo, ObjectStore
 from lockgate.sensors.discovery import (
@@ -15,8 +17,10 @@ from lockgate.sensors.discovery import (
     full_listing_due,
     is_hidden,
     partition_of,
+    rule_for_source,
 )
 from tests.ledger_testkit import HookStore, MemoryStore, obj, read_all_claims
+from tests.platform_helpers import source_spec, write_config
 
 FP = {"landing": "mem://landing", "format": "csv", "table": "db.t"}
 TODAY = date(2026, 3, 10)
@@ -213,3 +217,30 @@ def test_rule_rebuilds_from_its_fields() -> None:
     assert again.lookback_keys == 3 and again.full_listing_every == 7
     named = DiscoveryRule(partition_regex=r"(?P<year>\d{4})/(?P<month>\d\d)/(?P<day>\d\d)/")
     assert partition_of(obj("x/2026/02/03/a.csv"), named) == "2026-02-03"
+
+
+def test_impossible_date_in_a_configured_pattern_is_not_claimed_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    """Regression (on-call issue, item 6): ``dt=2026-02-30`` was claimed into the day of its
+    last-modified time. It is not a day: not claimed, reported as ``invalid_day``."""
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={
+            "ev": source_spec(
+                "ev",
+                str(tmp_path / "l"),
+                partition={"pattern": r"dt=(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
+            )
+        },
+    )
+    source = load_config(str(path)).source("ev")
+    landing = MemoryStore()
+    land(landing, "dt=2026-02-30/a.jsonl")
+    land(landing, "dt=2026-03-01/b.jsonl")
+    res = discover(landing, ledger(), rule_for_source(source), today=TODAY)
+    assert [o.key for c in res.claims for o in c.objects] == ["dt=2026-03-01/b.jsonl"]
+    assert [(o.key, o.reason) for o in res.out_of_range] == [
+        ("dt=2026-02-30/a.jsonl", "invalid_day")
+    ]
