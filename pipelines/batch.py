@@ -12,7 +12,8 @@ Invariants:
 * The commit record is written after the table commit. A batch that is marked in the table
   but has no commit record is repaired from the table (counts re-read), never re-run.
 * Every record of every object is a row or a quarantine entry: ``records(object) = rows +
-  quarantined`` is stored per object in the commit record (``record_counts``).
+  quarantined`` is stored per object in the commit record (``record_counts``), and so are the
+  bytes consumed of each object read to its end (``bytes_read``, equal to its claimed size).
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
             bytes=staged.bytes,
             objects=len(claim.objects),
             record_counts=staged.record_counts,
+            bytes_read=staged.bytes_read,
         )
     )
     return _from_record(claim, rec, started, already_committed=False)

@@ -3,7 +3,11 @@ as Parquet files under the tables' ``data/`` (invisible to readers until a commi
 
 Contract: ``records(object) = rows + quarantined`` is counted per object
 (``Staged.record_counts``); memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus the
-quarantine entries.
+quarantine entries. Every object read to its end consumed exactly its claimed size
+(``Staged.bytes_read``): a count that differs (``SizeMismatch``, a lying or truncating
+endpoint) makes the whole staging start again with backoff (``RetryPolicy.from_env``), and
+raise once the retries are used up -- a batch is never staged short. Files staged by a failed
+attempt stay invisible (``lockgate vacuum`` removes them).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from lockgate.pipelines.conform import Conformer
 from lockgate.pipelines.formats import (
     FormatOptions,
     QuarantineRecord,
+    ReadMeter,
     quarantine_batch,
     read_object,
 )
@@ -26,7 +31,9 @@ from lockgate.pipelines.lineage import DAY, LINEAGE_SCHEMA, QUARANTINE_TABLE_SCH
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.ledger import Claim
+from lockgate.resources.retry import RetryPolicy, retry_call
 from lockgate.resources.runtime import Runtime, quarantine_table
+from lockgate.resources.store import SizeMismatch
 from lockgate.resources.tables import StagedFile, TableStore
 
 STAGE_BUFFER_BYTES = 64 * 1024 * 1024
@@ -40,6 +47,8 @@ class Staged:
     quarantined: int = 0
     bytes: int = 0
     record_counts: dict[str, int] = field(default_factory=dict)
+    #: bytes consumed per object key, for the objects read to their end
+    bytes_read: dict[str, int] = field(default_factory=dict)
     batch_rows: dict[int, int] = field(default_factory=dict)
     batch_quarantined: dict[int, int] = field(default_factory=dict)
 
@@ -59,7 +68,18 @@ def chunked(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[list[pa.R
 
 def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Staged:
     """Read every object of ``claims`` and stage its rows (invisible until committed); keep its
-    quarantine entries in memory (bounded by the number of bad records)."""
+    quarantine entries in memory (bounded by the number of bad records). ``SizeMismatch`` is
+    retried (see the module contract)."""
+    ids = ",".join(str(c.batch_id) for c in claims)
+    return retry_call(
+        lambda _attempt: _stage_once(rt, source, claims),
+        RetryPolicy.from_env(),
+        what=f"stage {source.name} batch {ids}",
+        transient=lambda e: isinstance(e, SizeMismatch),
+    )
+
+
+def _stage_once(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Staged:
     tables = rt.tables
     landing = rt.landing(source)
     fmt = FormatOptions.from_source(source)
@@ -89,7 +109,9 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Stag
             for obj in claim.objects:
                 records = 0
                 out.bytes += obj.size
-                for chunk in read_object(landing, obj.key, obj.etag, fmt, declared):
+                meter = ReadMeter()
+                chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
+                for chunk in chunks:
                     crash_point("stage.after_read")
                     bad = list(chunk.quarantined)
                     records += chunk.batch.num_rows + len(bad)
@@ -106,6 +128,8 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Stag
                             yield good
                     quarantine(claim, bad)
                 out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
+                if meter.complete:
+                    out.bytes_read[obj.key] = out.bytes_read.get(obj.key, 0) + meter.consumed
 
     for group in chunked(rows(), STAGE_BUFFER_BYTES):
         out.files += tables.stage(source.table, group)

@@ -262,7 +262,10 @@ class Claim:
 class CommitRecord:
     """What a batch produced. ``duplicate`` is true when the batch was found already marked in
     the table (nothing was committed by this writer). ``record_counts`` optionally maps each
-    object key of the batch to its record count (rows + quarantined)."""
+    object key of the batch to its record count (rows + quarantined). ``bytes_read``
+    optionally maps each object key read to its end to the bytes consumed of it as stored
+    (``lockgate verify`` checks each against the claimed size); records written before it
+    existed load with None."""
 
     batch_id: int
     snapshot_id: int | None
@@ -274,6 +277,7 @@ class CommitRecord:
     committed_at: datetime = field(default_factory=utcnow)
     duplicate: bool = False
     record_counts: Mapping[str, int] | None = None
+    bytes_read: Mapping[str, int] | None = None
 
     def to_json(self, source: str) -> dict[str, object]:
         return {
@@ -289,6 +293,7 @@ class CommitRecord:
             "committed_at": self.committed_at.isoformat(),
             "duplicate": self.duplicate,
             "record_counts": dict(self.record_counts) if self.record_counts is not None else None,
+            "bytes_read": dict(self.bytes_read) if self.bytes_read is not None else None,
         }
 
     @classmethod
@@ -296,6 +301,9 @@ class CommitRecord:
         rc = d.get("record_counts")
         if rc is not None and not isinstance(rc, dict):
             raise LedgerCorrupt(f"commit record: bad record_counts {rc!r}"[:300])
+        br = d.get("bytes_read")
+        if br is not None and not isinstance(br, dict):
+            raise LedgerCorrupt(f"commit record: bad bytes_read {br!r}"[:300])
         return cls(
             batch_id=_int(d.get("batch_id"), "batch_id"),
             snapshot_id=_opt_int(d.get("snapshot_id"), "snapshot_id"),
@@ -307,6 +315,7 @@ class CommitRecord:
             committed_at=_dt(d.get("committed_at"), "committed_at"),
             duplicate=bool(d.get("duplicate", False)),
             record_counts={str(k): _int(v, str(k)) for k, v in rc.items()} if rc else rc,
+            bytes_read={str(k): _int(v, str(k)) for k, v in br.items()} if br is not None else None,
         )
 
 

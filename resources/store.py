@@ -8,20 +8,23 @@ Contract (both backends):
 * ``put_if_absent`` is atomic: of any number of concurrent creators of one key exactly one
   returns, the others raise ``AlreadyExists``. A reader never sees a partial object.
 * ``open`` streams: memory stays bounded whatever the object's size. Given an ``etag``, it
-  raises ``ObjectChanged`` when the object is no longer that version.
+  raises ``ObjectChanged`` when the object is no longer that version. Given a ``size`` (the
+  claim's, from the listing), the stream delivers exactly that many bytes or raises
+  ``SizeMismatch``: the length an endpoint reports on HEAD is never trusted over the claim.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lockgate.resources.crashpoints import crash_point
 
@@ -42,6 +45,20 @@ class NotFound(StoreError, FileNotFoundError):
 
 class ObjectChanged(StoreError):
     """The object under a key is no longer the version (etag) that was listed."""
+
+
+class SizeMismatch(StoreError):
+    """An object's bytes as read differ in number from its claimed size while its etag still
+    matches: a lying or truncating endpoint. A transient read error (the read is retried,
+    then the batch fails); never a reason to commit fewer records. A size that legitimately
+    changed comes with a new etag (``ObjectChanged``)."""
+
+    def __init__(self, key: str, consumed: int, claimed: int, detail: str = ""):
+        what = f"{key}: read {consumed} bytes but the claim says {claimed}"
+        super().__init__(f"{what} ({detail})" if detail else what)
+        self.key = key
+        self.consumed = consumed
+        self.claimed = claimed
 
 
 class UnsafeEndpoint(StoreError):
@@ -106,8 +123,9 @@ class ObjectStore(abc.ABC):
         """Metadata of one object; ``NotFound`` if missing."""
 
     @abc.abstractmethod
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
-        """A streaming binary reader; ``NotFound`` / ``ObjectChanged`` as documented."""
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
+        """A streaming binary reader; ``NotFound`` / ``ObjectChanged`` / ``SizeMismatch`` as
+        documented (``size``: the object's claimed length, checked while reading)."""
 
     def get(self, key: str) -> bytes:
         with self.open(key) as f:
@@ -139,6 +157,38 @@ class ObjectStore(abc.ABC):
         except NotFound:
             return False
         return True
+
+
+class SizedReader(io.RawIOBase):
+    """``raw``, counted: raises ``SizeMismatch`` as soon as more than ``size`` bytes come, or
+    when the stream ends before ``size`` bytes. ``consumed`` is the count so far."""
+
+    def __init__(self, raw: BinaryIO, key: str, size: int):
+        super().__init__()
+        self.raw = raw
+        self.key = key
+        self.size = size
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.raw.read(len(view))
+        n = len(data)
+        if n == 0 and self.consumed < self.size and len(view):
+            raise SizeMismatch(self.key, self.consumed, self.size, "the stream ended early")
+        self.consumed += n
+        if self.consumed > self.size:
+            raise SizeMismatch(self.key, self.consumed, self.size, "more bytes than claimed")
+        view[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
 
 
 class LocalStore(ObjectStore):
@@ -202,7 +252,7 @@ class LocalStore(ObjectStore):
             raise NotFound(key)
         return self._info(key, st)
 
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
         path = self._path(key)
         try:
             f = open(path, "rb")  # noqa: SIM115 - returned to the caller
@@ -211,7 +261,9 @@ class LocalStore(ObjectStore):
         if etag is not None and self._info(key, os.fstat(f.fileno())).etag != etag:
             f.close()
             raise ObjectChanged(f"{key}: expected etag {etag}")
-        return f
+        if size is None:
+            return f
+        return io.BufferedReader(SizedReader(f, key, size))
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
