@@ -12,7 +12,8 @@ For one source, at the table's current version:
 6. for every commit record that holds ``bytes_read``, each object read consumed exactly the
    size its claim holds (a lying endpoint cannot make a batch look complete).
 
-``verify_deep`` (``lockgate verify --deep``) re-reads the source objects instead.
+``lockgate.pipelines.verify_deep`` (``lockgate verify --deep``) re-reads the source objects
+instead.
 
 Reading the lineage columns is O(table rows): this is an audit, not a per-commit check.
 """
