@@ -33,15 +33,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression
-from pyiceberg.expressions import GreaterThanOrEqual as Ge
-from pyiceberg.expressions import LessThanOrEqual as Le
 
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.ledger import Claim, ClaimedObject, UnknownBatch
@@ -149,10 +146,10 @@ def _committed_objects(
     return [(c.batch_id, o.key, o) for c in claims for o in c.objects]
 
 
-def _day_filter(days: tuple[date, date] | None) -> BooleanExpression:
+def _day_filter(days: tuple[date, date] | None) -> str:
     if days is None:
-        return AlwaysTrue()
-    return And(Ge("_day", days[0].isoformat()), Le("_day", days[1].isoformat()))
+        return "True"
+    return f"_day >= '{days[0].isoformat()}' and _day <= '{days[1].isoformat()}'"
 
 
 def _data_files(
@@ -264,7 +261,7 @@ class _Counted(io.RawIOBase):
             pass
 
 
-def _decompressed(stream: _Counted, key: str) -> IO[bytes]:
+def _decompressed(stream: _Counted, key: str) -> io.BufferedIOBase:
     buffered = io.BufferedReader(stream, buffer_size=_CHUNK)
     lower = key.lower()
     if lower.endswith(".gz"):
@@ -305,7 +302,7 @@ def count_records(stream: _Counted, key: str, source: SourceConfig) -> int:
         raise _Unrecountable(f"{type(e).__name__}: {e}") from e
 
 
-def _jsonl_lines(data: IO[bytes]) -> int:
+def _jsonl_lines(data: io.BufferedIOBase) -> int:
     count, carry, first = 0, b"", True
     while True:
         chunk = data.read(_CHUNK)
@@ -319,9 +316,11 @@ def _jsonl_lines(data: IO[bytes]) -> int:
         count += sum(1 for line in lines if line.strip())
 
 
-def _csv_rows(data: IO[bytes], source: SourceConfig) -> int:
+def _csv_rows(data: io.BufferedIOBase, source: SourceConfig) -> int:
     opts = source.csv
-    text = io.TextIOWrapper(data, encoding="utf-8-sig", errors="replace", newline="")
+    text = io.TextIOWrapper(
+        cast(BinaryIO, data), encoding="utf-8-sig", errors="replace", newline=""
+    )
     if opts.quote_char:
         reader = csv.reader(text, delimiter=opts.delimiter, quotechar=opts.quote_char)
     else:
@@ -335,7 +334,7 @@ def _csv_rows(data: IO[bytes], source: SourceConfig) -> int:
     return max(0, rows - 1) if opts.header else rows
 
 
-def _parquet_rows(data: IO[bytes]) -> int:
+def _parquet_rows(data: io.BufferedIOBase) -> int:
     with tempfile.TemporaryFile(prefix="lockgate-deep-") as spool:
         while chunk := data.read(_CHUNK):
             spool.write(chunk)

@@ -16,10 +16,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
+from lockgate.pipelines.assets import asset_key
+from lockgate.pipelines.definitions import build_definitions
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.pipelines.verify_deep import verify_deep
+from lockgate.resources.config import load_config
 from lockgate.resources.ledger import COMMITS, batch_name
 from lockgate.resources.runtime import Runtime
 from lockgate.resources.store import LocalStore, S3Options
@@ -239,3 +243,18 @@ def test_verify_deep_catches_short_read(tmp_path: Path) -> None:
     assert report.checked == 3 and report.records == 18
     sampled = verify_deep(rt, rt.source("events"), sample=1)
     assert sampled.objects == 1 and sampled.checked == 1
+
+    # the same audit as the on-demand Dagster asset check
+    cfg = load_config(str(path))
+    defs = build_definitions(cfg)
+    check = dg.AssetCheckKey(asset_key(cfg.source("events")), "deep_verify")
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={check}
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, resources=defs.resources)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "deep_verify" and evaluation.passed is False
+    meta = {k: v.value for k, v in evaluation.metadata.items()}
+    assert meta["days"] == "all" and meta["checked"] == 3
+    assert f"batch 0 object {victim!r}" in str(meta["violations"])
