@@ -27,7 +27,8 @@ from lockgate.pipelines.verify_deep import verify_deep
 from lockgate.resources.config import load_config
 from lockgate.resources.ledger import COMMITS, batch_name
 from lockgate.resources.runtime import Runtime
-from lockgate.resources.store import LocalStore, S3Options
+from lockgate.resources.store import LocalStore, ObjectStore, S3Options, SizeMismatch
+from lockgate.resources.store_s3 import S3Store
 from lockgate.resources.stores import open_store
 from tests.conftest import create_bucket
 from tests.platform_helpers import (
@@ -282,3 +283,20 @@ def test_operations_doc_verify_deep_commands_run(tmp_path: Path) -> None:
             assert report["ok"] and report["checked"] == 3
         else:
             assert "deep OK" in out.stdout, argv
+
+
+def test_open_delivers_exactly_the_claimed_size(store: ObjectStore) -> None:
+    """Both backends: given the claim's size, the stream yields exactly those bytes, and an
+    object longer or shorter than its claim raises ``SizeMismatch`` instead of ending early."""
+    data = b"0123456789" * 10
+    store.put("k/a.jsonl", data)
+    info = store.head("k/a.jsonl")
+    with store.open("k/a.jsonl", etag=info.etag, size=len(data)) as f:
+        assert f.read() == data
+    wrong = [0, 99] if isinstance(store, S3Store) else [0, 99, 101]  # S3: a short body is a
+    for size in wrong:  # retried connection error (see test_lying_endpoint_never_commits_short)
+        with (
+            pytest.raises(SizeMismatch, match="the claim says"),
+            store.open("k/a.jsonl", etag=info.etag, size=size) as f,
+        ):
+            f.read()
