@@ -124,6 +124,8 @@ def test_lying_listing_fails_loudly(tmp_path: Path, moto_server: str) -> None:
         assert out.returncode != 0, out.stdout
         assert "the claim says 0" in out.stderr
         assert proxy.lies["list"] > 0
+        # a transient read error: the staging was retried (LOCKGATE_RETRY_MAX_ATTEMPTS=3)
+        assert proxy.requests_for("GET", f"landing/events/{DAY}/part-0.jsonl") == 3
         proxy.honest()
         _nothing_committed(path)
 
