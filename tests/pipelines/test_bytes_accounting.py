@@ -10,18 +10,21 @@ commit record edited to agree, which plain ``verify`` cannot see).
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import shlex
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import dagster as dg
 import pytest
 
 from lockgate.pipelines.assets import asset_key
 from lockgate.pipelines.definitions import build_definitions
+from lockgate.pipelines.formats import FormatOptions, ReadMeter, count_accounting, read_object
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.pipelines.verify_deep import verify_deep
 from lockgate.resources.config import load_config
@@ -302,3 +305,38 @@ def test_open_delivers_exactly_the_claimed_size(store: ObjectStore) -> None:
             store.open("k/a.jsonl", etag=info.etag, size=size) as f,
         ):
             f.read()
+
+
+class _TruncatingStore(LocalStore):
+    """A store whose reads stop half-way without an error, whatever size it is given (a
+    backend that does not check lengths itself)."""
+
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
+        with super().open(key, etag) as f:
+            data = f.read()
+        return io.BytesIO(data[: len(data) // 2])
+
+
+def test_reader_counts_bytes_itself(tmp_path: Path) -> None:
+    """The reader's own count catches a short stream the store did not flag; a whole
+    object (compressed, counted as stored) is metered at exactly its size."""
+    lander = Lander(LocalStore(tmp_path / "landing"))
+    lander.land("a.jsonl", n=40)
+    raw, _ids = lander.body(40)
+    (tmp_path / "landing" / "b.jsonl.gz").write_bytes(gzip.compress(raw))
+    fmt = FormatOptions("jsonl")
+
+    honest = LocalStore(tmp_path / "landing")
+    info = honest.head("b.jsonl.gz")
+    meter = ReadMeter()
+    chunks = list(read_object(honest, info.key, info.etag, fmt, None, info.size, meter))
+    assert count_accounting(chunks).rows == 40
+    assert meter.complete and meter.consumed == info.size
+
+    short = _TruncatingStore(tmp_path / "landing")
+    for key in ("a.jsonl", "b.jsonl.gz"):
+        info = short.head(key)
+        meter = ReadMeter()
+        with pytest.raises(SizeMismatch, match=f"read {info.size // 2} bytes but the claim"):
+            list(read_object(short, key, info.etag, fmt, None, info.size, meter))
+        assert not meter.complete and meter.consumed == info.size // 2
