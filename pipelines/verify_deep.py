@@ -9,7 +9,7 @@ sample of ``sample``), the object version the claim names (``key``, ``etag``) is
   for JSON lines (after decompression, by key suffix), records after the header by Python's
   ``csv`` module for CSV, the footer's row count for Parquet;
 * that count must equal ``rows in the table + entries in the quarantine table`` with that
-  ``(_source_key, _source_etag)``.
+  ``(_batch_id, _source_key, _source_etag)``.
 
 The tables are read data file by data file (lineage columns only), so a data file that is
 gone is reported by name instead of failing the audit. Objects that cannot be read again
@@ -47,7 +47,9 @@ from lockgate.resources.store import NotFound, ObjectChanged, ObjectStore, SizeM
 
 MAX_VIOLATIONS = 1000
 _CHUNK = 1 << 20
-_OBJECT = ("_source_key", "_source_etag")
+#: An object's rows are those of its batch with its key and etag (batch ids keep two sources
+#: of one table, or two versions of one key, apart).
+_OBJECT = ("_batch_id", "_source_key", "_source_etag")
 
 #: ``progress(done, total)``, called after each object.
 Progress = Callable[[int, int], None]
@@ -114,7 +116,7 @@ def verify_deep(
     whole = _quarantined_whole(rt, quarantine_table(source), days)
     landing = rt.landing(source)
     for done, (batch_id, _key, obj) in enumerate(objects, start=1):
-        ident = (obj.key, obj.etag)
+        ident = (batch_id, obj.key, obj.etag)
         if ident in whole:
             report.not_recounted += 1
         else:
@@ -175,8 +177,8 @@ def _data_files(
 
 def _lineage_counts(
     rt: Runtime, identifier: str, days: tuple[date, date] | None, report: DeepReport
-) -> Counter[tuple[str, str]]:
-    counts: Counter[tuple[str, str]] = Counter()
+) -> Counter[tuple[int, str, str]]:
+    counts: Counter[tuple[int, str, str]] = Counter()
     for path, data in _data_files(rt, identifier, days, _OBJECT):
         if isinstance(data, Exception):
             report.violation(
@@ -184,21 +186,22 @@ def _lineage_counts(
             )
             continue
         for r in data.group_by(list(_OBJECT)).aggregate([("_source_key", "count")]).to_pylist():
-            counts[(r["_source_key"], r["_source_etag"])] += r["_source_key_count"]
+            counts[(r["_batch_id"], r["_source_key"], r["_source_etag"])] += r["_source_key_count"]
     return counts
 
 
 def _quarantined_whole(
     rt: Runtime, identifier: str, days: tuple[date, date] | None
-) -> set[tuple[str, str]]:
+) -> set[tuple[int, str, str]]:
     """Objects with a ``_source_row`` null quarantine entry (unreadable, or an unreadable
     rest). Unreadable files were reported by ``_lineage_counts`` already."""
-    found: set[tuple[str, str]] = set()
+    found: set[tuple[int, str, str]] = set()
     for _path, data in _data_files(rt, identifier, days, (*_OBJECT, "_source_row")):
         if isinstance(data, Exception):
             continue
         nulls = data.filter(pc.is_null(data.column("_source_row")))
-        found.update(zip(nulls.column(0).to_pylist(), nulls.column(1).to_pylist(), strict=True))
+        columns = [nulls.column(name).to_pylist() for name in _OBJECT]
+        found.update(zip(*columns, strict=True))
     return found
 
 
