@@ -12,7 +12,8 @@ Invariants:
 * The commit record is written after the table commit. A batch that is marked in the table
   but has no commit record is repaired from the table (counts re-read), never re-run.
 * Every record of every object is a row or a quarantine entry: ``records(object) = rows +
-  quarantined`` is stored per object in the commit record (``record_counts``).
+  quarantined`` is stored per object in the commit record (``record_counts``), and so are the
+  bytes consumed of each object read to its end (``bytes_read``, equal to its claimed size).
 * An object whose claimed version was gone when the run opened it is recorded in the commit
   record's ``unread`` (changed/gone before read) with 0 records: that version does not count
   as ingested, and discovery claims the key's current version as a new object. A repaired
@@ -235,6 +236,7 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
             objects=len(claim.objects),
             record_counts=staged.record_counts,
             unread=staged.unread_of(claim.batch_id) or None,
+            bytes_read=staged.bytes_read,
         )
     )
     return _from_record(claim, rec, started, already_committed=False)

@@ -1,12 +1,21 @@
 """Asset checks per source: the exactly-once invariants (on a schedule and on demand, never
-after every batch), ledger lag and stuck batches (also evaluated on every sensor tick)."""
+after every batch), ledger lag and stuck batches (also evaluated on every sensor tick),
+and the deep audit.
 
-from datetime import UTC, datetime
+``deep_verify`` re-reads committed objects from the landing (``lockgate verify --deep``). Its
+cost is the size of what it re-reads, so it never runs per batch (sensor runs select no
+checks). Run on demand (the asset's Checks tab: Execute, or a job or schedule that selects
+it) it re-reads every committed object; run with a partitioned materialization (a backfill
+that includes it) it re-reads only the run's days."""
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
 from lockgate.pipelines.assets import asset_key
 from lockgate.pipelines.verify import verify_source
+from lockgate.pipelines.verify_deep import verify_deep
 from lockgate.resources.config import LockgateConfig, SourceConfig
 from lockgate.resources.dagster_resources import (
     LedgerResource,
@@ -16,6 +25,18 @@ from lockgate.resources.dagster_resources import (
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.health import LEDGER_LAG, STUCK_BATCHES, Lag, stuck_metadata
 from lockgate.sensors.runs import stuck_batches
+
+
+def run_days(tags: Mapping[str, str]) -> tuple[date, date] | None:
+    """The days a run's tags name (one partition, or a partition range); None: no partition."""
+    if "dagster/partition" in tags:
+        day = date.fromisoformat(tags["dagster/partition"])
+        return day, day
+    start = tags.get("dagster/asset_partition_range_start")
+    end = tags.get("dagster/asset_partition_range_end")
+    if start and end:
+        return date.fromisoformat(start), date.fromisoformat(end)
+    return None
 
 
 def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetChecksDefinition]:
@@ -86,7 +107,40 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
             metadata=stuck_metadata({b: r.run_id for b, r in found.items()}),
         )
 
-    return [exactly_once, ledger_lag, stuck]
+    @dg.asset_check(
+        asset=key,
+        name="deep_verify",
+        description=(
+            "Re-reads every committed object from the landing and recounts its records "
+            "(independently of staging): each must equal its rows + quarantine entries. "
+            "On demand only: it reads the whole landing."
+        ),
+    )
+    def deep_verify(
+        context: dg.AssetCheckExecutionContext,
+        lockgate_object_store: ObjectStoreResource,
+        lockgate_ledger: LedgerResource,
+        lockgate_table_store: TableStoreResource,
+    ) -> dg.AssetCheckResult:
+        rt = Runtime.from_resources(
+            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        )
+        days = run_days(context.run.tags)
+        report = verify_deep(rt, source, days=days)
+        return dg.AssetCheckResult(
+            passed=report.ok,
+            metadata={
+                "days": f"{days[0]}..{days[1]}" if days else "all",
+                "objects": report.objects,
+                "checked": report.checked,
+                "records": report.records,
+                "not_recounted": report.not_recounted,
+                "unavailable": len(report.unavailable),
+                "violations": "\n".join(report.violations[:20]) or "none",
+            },
+        )
+
+    return [exactly_once, ledger_lag, stuck, deep_verify]
 
 
 def exactly_once_schedule(source: SourceConfig, cron: str) -> dg.ScheduleDefinition:

@@ -43,6 +43,10 @@ Contract of ``read_object`` (the accounting every caller relies on):
   fields named like Lockgate's columns, empty or dotted names are rescued; the batch still
   ends with ``_rescued_data``, ``_source_row``.
 * Transient I/O errors (network) are raised, not quarantined, so the run can be retried.
+* Given the claimed ``size``, every byte of the object as stored (before decompression) is
+  consumed and counted, also past an unreadable rest; a count that differs from the claim is
+  ``SizeMismatch`` (raised, a transient read error), so a lying or truncating endpoint never
+  makes an object look shorter than it is. ``ReadMeter`` reports the count.
 * An empty object (0 bytes) has no records and yields no chunk. Chunks may hold 0 rows (only
   quarantine entries); callers skip empty batches.
 * Parquet objects are spooled to a local temporary file (disk) for random access.
@@ -101,7 +105,13 @@ from lockgate.resources.config import (
 )
 from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.ledger import CHANGED_BEFORE_READ, GONE_BEFORE_READ
-from lockgate.resources.store import NotFound, ObjectChanged, ObjectStore, validate_key
+from lockgate.resources.store import (
+    NotFound,
+    ObjectChanged,
+    ObjectStore,
+    SizeMismatch,
+    validate_key,
+)
 
 SOURCE_ROW = "_source_row"
 #: Bytes of a bad record kept in its ``QuarantineRecord.raw``.
@@ -206,15 +216,35 @@ def compression_for_key(key: str) -> str | None:
     return None
 
 
+@dataclass
+class ReadMeter:
+    """Bytes of one object as stored (before decompression) that ``read_object`` consumed.
+    ``complete``: the object was read to its end and ``consumed`` checked against the claimed
+    size; false when it was not opened (unsafe key, gone or changed before read) or changed
+    while being read."""
+
+    consumed: int = 0
+    complete: bool = False
+
+
 def read_object(
     store: ObjectStore,
     key: str,
     etag: str,
     fmt: FormatOptions,
     schema: pa.Schema | None,
+    size: int | None = None,
+    meter: ReadMeter | None = None,
 ) -> Iterator[ReadChunk]:
     """Stream one object (pinned to ``etag``) as ``ReadChunk``s; see the module contract.
-    Raises ``VersionNotRead`` when that version is gone."""
+    Raises ``VersionNotRead`` when that version is gone (at open, while reading, or
+    when the store finds it changed at the end of the read).
+
+    ``size``: the object's claimed size. Every byte of the object is consumed (also after an
+    unreadable rest), and a count that differs from ``size`` raises ``SizeMismatch`` (a
+    transient read error, like the store's own), never a short read. ``meter`` receives the
+    count."""
+    meter = meter if meter is not None else ReadMeter()
     ctx = _Context(key, etag, schema)
     try:
         validate_key(key)
@@ -227,30 +257,39 @@ def read_object(
         )
         return
     try:
-        raw = store.open(key, etag=etag)
+        raw = store.open(key, etag=etag, size=size)
     except (NotFound, ObjectChanged) as e:
         raise VersionNotRead(key, etag, e) from e
+    source = _TaggedReader(raw)
     try:
-        source = _TaggedReader(raw)
         try:
             head = source.peek_head(16)
-            if not head:
-                return  # an empty object holds no records, whatever its suffix
-            compression = compression_for_key(key)
-            _check_magic(key, head, compression, fmt.format)
-            stream = _decompressed(source, compression, fmt)
-            if fmt.format == "parquet":
-                yield from _read_parquet(stream, fmt, ctx)
-            else:
-                yield from _read_text(stream, fmt, ctx)
+            if head:  # an empty object holds no records, whatever its suffix
+                compression = compression_for_key(key)
+                _check_magic(key, head, compression, fmt.format)
+                stream = _decompressed(source, compression, fmt)
+                if fmt.format == "parquet":
+                    yield from _read_parquet(stream, fmt, ctx)
+                else:
+                    yield from _read_text(stream, fmt, ctx)
         except _Unreadable as e:
             yield ctx.unreadable(e.reason)
         except _RawReadError as e:
             if isinstance(e.orig, NotFound | ObjectChanged):
                 raise VersionNotRead(key, etag, e.orig) from e.orig
-            else:
-                raise e.orig from None
+            raise e.orig from None
+        try:
+            source.drain()
+        except _RawReadError as e:
+            if isinstance(e.orig, NotFound | ObjectChanged):
+                # changed before the end of the read: its records may mix two versions
+                raise VersionNotRead(key, etag, e.orig) from e.orig
+            raise e.orig from None
+        if size is not None and source.count != size:
+            raise SizeMismatch(key, source.count, size)
+        meter.complete = True
     finally:
+        meter.consumed = source.count
         raw.close()
 
 
@@ -544,6 +583,12 @@ class _TaggedReader(io.RawIOBase):
             raise _RawReadError(e) from e
         self.count += len(data)
         return data
+
+    def drain(self) -> None:
+        """Consume (and count) the rest of the stream: the bytes the decoder did not need."""
+        while self._read(1 << 20):
+            pass
+        self.head = b""
 
     def peek_head(self, n: int) -> bytes:
         """Read up to ``n`` first bytes; they are replayed by later reads."""
@@ -1269,6 +1314,7 @@ __all__ = [
     "ObjectCounts",
     "QuarantineRecord",
     "ReadChunk",
+    "ReadMeter",
     "compression_for_key",
     "count_accounting",
     "quarantine_batch",

@@ -225,6 +225,9 @@ def _record_rebuilt(
         if ledger.commit_record(claim.batch_id) is not None:
             continue
         counts = {o.key: staged.record_counts.get(o.key, 0) for o in claim.objects}
+        consumed = {
+            o.key: staged.bytes_read[o.key] for o in claim.objects if o.key in staged.bytes_read
+        }
         ledger.record_commit(
             CommitRecord(
                 batch_id=claim.batch_id,
@@ -236,5 +239,6 @@ def _record_rebuilt(
                 objects=len(claim.objects),
                 duplicate=True,
                 record_counts=counts,
+                bytes_read=consumed,
             )
         )

@@ -11,6 +11,12 @@ with its outcome. When that is found part-way through the object, after some of 
 staged, the whole staging starts over with that object known as not read (the files staged
 by the abandoned attempt are never committed; ``lockgate vacuum`` removes them). With
 ``strict=True`` (rebuilds) ``VersionNotRead`` is raised instead.
+
+Every object read to its end consumed exactly its claimed size
+(``Staged.bytes_read``): a count that differs (``SizeMismatch``, a lying or truncating
+endpoint) makes the whole staging start again with backoff (``RetryPolicy.from_env``), and
+raise once the retries are used up -- a batch is never staged short. Files staged by a failed
+attempt stay invisible (``lockgate vacuum`` removes them).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from lockgate.pipelines.conform import Conformer
 from lockgate.pipelines.formats import (
     FormatOptions,
     QuarantineRecord,
+    ReadMeter,
     VersionNotRead,
     quarantine_batch,
     read_object,
@@ -34,7 +41,9 @@ from lockgate.pipelines.lineage import DAY, LINEAGE_SCHEMA, QUARANTINE_TABLE_SCH
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.ledger import Claim
+from lockgate.resources.retry import RetryPolicy, retry_call
 from lockgate.resources.runtime import Runtime, quarantine_table
+from lockgate.resources.store import SizeMismatch
 from lockgate.resources.tables import StagedFile, TableStore
 
 STAGE_BUFFER_BYTES = 64 * 1024 * 1024
@@ -48,6 +57,8 @@ class Staged:
     quarantined: int = 0
     bytes: int = 0
     record_counts: dict[str, int] = field(default_factory=dict)
+    #: bytes consumed per object key, for the objects read to their end
+    bytes_read: dict[str, int] = field(default_factory=dict)
     batch_rows: dict[int, int] = field(default_factory=dict)
     batch_quarantined: dict[int, int] = field(default_factory=dict)
     # (batch id, key) -> outcome (changed_before_read / gone_before_read): read nothing
@@ -91,12 +102,22 @@ def stage_claims(
     quarantine entries in memory (bounded by the number of bad records). Objects ``(batch id,
     key)`` in ``skip`` are not read at all (a rebuild skips those recorded as not read).
     ``strict``: raise ``VersionNotRead`` instead of recording an object as not read."""
+    ids = ",".join(str(c.batch_id) for c in claims)
     known: dict[tuple[int, str], str] = {}
-    while True:
-        try:
-            return _stage_once(rt, source, claims, strict, skip, known)
-        except _Restage as r:
-            known[(r.batch_id, r.err.key)] = r.err.outcome
+
+    def attempt(_attempt: int) -> Staged:
+        while True:
+            try:
+                return _stage_once(rt, source, claims, strict, skip, known)
+            except _Restage as r:
+                known[(r.batch_id, r.err.key)] = r.err.outcome
+
+    return retry_call(
+        attempt,
+        RetryPolicy.from_env(),
+        what=f"stage {source.name} batch {ids}",
+        transient=lambda e: isinstance(e, SizeMismatch),
+    )
 
 
 def _stage_once(
@@ -144,8 +165,10 @@ def _stage_once(
                     continue
                 records = 0
                 out.bytes += obj.size
+                meter = ReadMeter()
                 try:
-                    for chunk in read_object(landing, obj.key, obj.etag, fmt, declared):
+                    chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
+                    for chunk in chunks:
                         crash_point("stage.after_read")
                         bad = list(chunk.quarantined)
                         records += chunk.batch.num_rows + len(bad)
@@ -170,6 +193,8 @@ def _stage_once(
                     out.record_counts.setdefault(obj.key, 0)
                     continue
                 out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
+                if meter.complete:
+                    out.bytes_read[obj.key] = out.bytes_read.get(obj.key, 0) + meter.consumed
 
     for group in chunked(rows(), STAGE_BUFFER_BYTES):
         out.files += tables.stage(source.table, group)

@@ -10,7 +10,12 @@ For one source, at the table's current version:
    row and no entry (reported in ``not_read``, not a violation);
 3. no row belongs to an unclaimed object or to a batch the table's marker does not hold;
 4. every batch in the marker is claimed in the ledger;
-5. every non-null ``_rescued_data`` is a JSON object (what a row's unfit values became).
+5. every non-null ``_rescued_data`` is a JSON object (what a row's unfit values became);
+6. for every commit record that holds ``bytes_read``, each object read consumed exactly the
+   size its claim holds (a lying endpoint cannot make a batch look complete).
+
+``lockgate.pipelines.verify_deep`` (``lockgate verify --deep``) re-reads the source objects
+instead.
 
 Reading the lineage columns is O(table rows): this is an audit, not a per-commit check.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -27,7 +33,7 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from lockgate.pipelines.rescue import RESCUED
 from lockgate.resources.config import SourceConfig
-from lockgate.resources.ledger import UnknownBatch
+from lockgate.resources.ledger import Claim, UnknownBatch
 from lockgate.resources.runtime import Runtime, quarantine_table
 
 LINEAGE_KEY = ("_source_key", "_source_etag", "_source_row")
@@ -140,6 +146,8 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
         if stray:
             report.violations.append(f"batch {b}: rows of unclaimed objects {stray[:MAX_EXAMPLES]}")
         rec = ledger.commit_record(b)
+        if rec is not None and rec.bytes_read is not None:
+            _check_bytes(b, claim, rec.bytes_read, report)
         if rec is None or rec.record_counts is None:
             continue
         report.checked_batches += 1
@@ -158,6 +166,23 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
                     f"{per_key.get((b, key), 0)} rows + {q_per_key.get((b, key), 0)} quarantined"
                 )
     return report
+
+
+def _check_bytes(
+    batch_id: int, claim: Claim, consumed: Mapping[str, int], report: VerifyReport
+) -> None:
+    """Invariant 6: every object read to its end consumed exactly its claimed size."""
+    claimed = {o.key: o.size for o in claim.objects}
+    for key, n in sorted(consumed.items()):
+        if key not in claimed:
+            report.violations.append(
+                f"batch {batch_id} object {key!r}: bytes read of an object the claim does not hold"
+            )
+        elif n != claimed[key]:
+            report.violations.append(
+                f"batch {batch_id} object {key!r}: consumed {n} bytes but the claim says "
+                f"{claimed[key]}"
+            )
 
 
 def _check_rescued(column: pa.ChunkedArray, report: VerifyReport) -> None:

@@ -249,7 +249,10 @@ class CommitRecord:
     object whose claimed version was no longer there when the run opened it to its outcome
     (``UNREAD_OUTCOMES``): it contributed no rows and no quarantine entries (record count 0),
     and that version does not count as ingested. Absent from records written before it
-    existed (read as None: every object was read)."""
+    existed (read as None: every object was read). ``bytes_read``
+    optionally maps each object key read to its end to the bytes consumed of it as stored
+    (``lockgate verify`` checks each against the claimed size); records written before it
+    existed load with None."""
 
     batch_id: int
     snapshot_id: int | None
@@ -262,6 +265,7 @@ class CommitRecord:
     duplicate: bool = False
     record_counts: Mapping[str, int] | None = None
     unread: Mapping[str, str] | None = None
+    bytes_read: Mapping[str, int] | None = None
 
     def to_json(self, source: str) -> dict[str, object]:
         return {
@@ -278,6 +282,7 @@ class CommitRecord:
             "duplicate": self.duplicate,
             "record_counts": dict(self.record_counts) if self.record_counts is not None else None,
             **({"unread": dict(self.unread)} if self.unread else {}),
+            "bytes_read": dict(self.bytes_read) if self.bytes_read is not None else None,
         }
 
     @classmethod
@@ -291,6 +296,9 @@ class CommitRecord:
             or not all(isinstance(v, str) and v in UNREAD_OUTCOMES for v in unread.values())
         ):
             raise LedgerCorrupt(f"commit record: bad unread {unread!r}"[:300])
+        br = d.get("bytes_read")
+        if br is not None and not isinstance(br, dict):
+            raise LedgerCorrupt(f"commit record: bad bytes_read {br!r}"[:300])
         return cls(
             batch_id=_int(d.get("batch_id"), "batch_id"),
             snapshot_id=_opt_int(d.get("snapshot_id"), "snapshot_id"),
@@ -303,6 +311,7 @@ class CommitRecord:
             duplicate=bool(d.get("duplicate", False)),
             record_counts={str(k): _int(v, str(k)) for k, v in rc.items()} if rc else rc,
             unread={str(k): str(v) for k, v in unread.items()} if unread else None,
+            bytes_read={str(k): _int(v, str(k)) for k, v in br.items()} if br is not None else None,
         )
 
 

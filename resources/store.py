@@ -8,7 +8,9 @@ Contract (both backends):
 * ``put_if_absent`` is atomic: of any number of concurrent creators of one key exactly one
   returns, the others raise ``AlreadyExists``. A reader never sees a partial object.
 * ``open`` streams: memory stays bounded whatever the object's size. Given an ``etag``, it
-  raises ``ObjectChanged`` when the object is no longer that version.
+  raises ``ObjectChanged`` when the object is no longer that version. Given a ``size`` (the
+  claim's, from the listing), the stream delivers exactly that many bytes or raises
+  ``SizeMismatch``: the length an endpoint reports on HEAD is never trusted over the claim.
 """
 
 from __future__ import annotations
@@ -51,6 +53,22 @@ class ObjectChanged(StoreError, TerminalError):
     """The object under a key is no longer the version (etag) that was listed."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.OBJECT_CHANGED
+
+
+class SizeMismatch(StoreError, TransientError):
+    """An object's bytes as read differ in number from its claimed size while its etag still
+    matches: a lying or truncating endpoint. A transient read error (the read is retried,
+    then the batch fails); never a reason to commit fewer records. A size that legitimately
+    changed comes with a new etag (``ObjectChanged``)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.STORE_UNAVAILABLE
+
+    def __init__(self, key: str, consumed: int, claimed: int, detail: str = ""):
+        what = f"{key}: read {consumed} bytes but the claim says {claimed}"
+        super().__init__(f"{what} ({detail})" if detail else what)
+        self.key = key
+        self.consumed = consumed
+        self.claimed = claimed
 
 
 class UnsafeEndpoint(StoreError, TerminalError):
@@ -118,8 +136,9 @@ class ObjectStore(abc.ABC):
         """Metadata of one object; ``NotFound`` if missing."""
 
     @abc.abstractmethod
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
-        """A streaming binary reader; ``NotFound`` / ``ObjectChanged`` as documented."""
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
+        """A streaming binary reader; ``NotFound`` / ``ObjectChanged`` / ``SizeMismatch`` as
+        documented (``size``: the object's claimed length, checked while reading)."""
 
     def get(self, key: str) -> bytes:
         with self.open(key) as f:
@@ -192,6 +211,38 @@ class _PinnedFile(io.RawIOBase):
         super().close()
 
 
+class SizedReader(io.RawIOBase):
+    """``raw``, counted: raises ``SizeMismatch`` as soon as more than ``size`` bytes come, or
+    when the stream ends before ``size`` bytes. ``consumed`` is the count so far."""
+
+    def __init__(self, raw: BinaryIO, key: str, size: int):
+        super().__init__()
+        self.raw = raw
+        self.key = key
+        self.size = size
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.raw.read(len(view))
+        n = len(data)
+        if n == 0 and self.consumed < self.size and len(view):
+            raise SizeMismatch(self.key, self.consumed, self.size, "the stream ended early")
+        self.consumed += n
+        if self.consumed > self.size:
+            raise SizeMismatch(self.key, self.consumed, self.size, "more bytes than claimed")
+        view[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
+
+
 class LocalStore(ObjectStore):
     """A folder on the local filesystem.
 
@@ -253,7 +304,7 @@ class LocalStore(ObjectStore):
             raise NotFound(key)
         return self._info(key, st)
 
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
         path = self._path(key)
         try:
             f = open(path, "rb")  # noqa: SIM115 - returned to the caller
@@ -265,7 +316,10 @@ class LocalStore(ObjectStore):
         if info.etag != etag:
             f.close()
             raise ObjectChanged(f"{key}: expected etag {etag}")
-        return _PinnedFile(f, key, info, self._info)  # type: ignore[return-value]
+        pinned = _PinnedFile(f, key, info, self._info)
+        if size is None:
+            return pinned  # type: ignore[return-value]
+        return io.BufferedReader(SizedReader(pinned, key, size))  # type: ignore[arg-type]
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

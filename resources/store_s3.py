@@ -25,6 +25,7 @@ Contract, beyond ``lockgate.resources.store``:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -50,6 +51,7 @@ from lockgate.resources.store import (
     ObjectInfo,
     ObjectStore,
     S3Options,
+    SizeMismatch,
     StoreError,
     validate_key,
 )
@@ -423,11 +425,21 @@ class S3Store(ObjectStore):
             last_modified=self._utc(r["LastModified"]),
         )
 
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
         info = self.head(key)
         if etag is not None and info.etag != etag:
             raise ObjectChanged(f"{self.uri(key)}: expected etag {etag}, found {info.etag}")
-        raw = _S3RawReader(self, key, info)
+        if size is not None and info.size != size:
+            # Same etag, another length: the endpoint misreports it on HEAD. The claim's size
+            # (from the listing) is what the GET must deliver, counted below.
+            log.warning(
+                "%s: HEAD reports %d bytes, the claim says %d; reading the claimed length",
+                self.uri(key),
+                info.size,
+                size,
+            )
+            info = dataclasses.replace(info, size=size)
+        raw = _S3RawReader(self, key, info, check_end=size is not None)
         return io.BufferedReader(raw, buffer_size=self.read_buffer)
 
     def get(self, key: str) -> bytes:
@@ -605,9 +617,13 @@ class _S3RawReader(io.RawIOBase):
 
     Reads continue one open GET; after a seek or a transient failure the GET is reissued
     from the current position with ``If-Match`` so the bytes always belong to one version.
+    ``info.size`` bytes are delivered: a body that ends before is a transient error (retried
+    from where it stopped). With ``check_end``, reaching ``info.size`` also checks that the
+    object holds no further byte (``SizeMismatch`` if it does), so neither a short nor a long
+    length reported by the endpoint makes a read end at the wrong place silently.
     """
 
-    def __init__(self, store: S3Store, key: str, info: ObjectInfo):
+    def __init__(self, store: S3Store, key: str, info: ObjectInfo, check_end: bool = False):
         super().__init__()
         self._store = store
         self._key = key
@@ -615,6 +631,7 @@ class _S3RawReader(io.RawIOBase):
         self._info = info
         self._pos = 0
         self._body: Any = None
+        self._check_end = check_end
 
     def readable(self) -> bool:
         return True
@@ -668,6 +685,8 @@ class _S3RawReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         want = min(len(view), self._info.size - self._pos)
         if want <= 0:
+            if self._check_end and len(view) and self._pos >= self._info.size:
+                self._verify_end()
             return 0
         store = self._store
 
@@ -691,7 +710,10 @@ class _S3RawReader(io.RawIOBase):
 
             got: int = store._conn.run(fill)
             if got < want:
-                raise ConnectionError(f"{store.uri(self._key)}: stream ended early")
+                raise ConnectionError(
+                    f"{store.uri(self._key)}: stream ended early at byte {self._pos + got} "
+                    f"of {self._info.size}"
+                )
             return got
 
         try:
@@ -703,6 +725,37 @@ class _S3RawReader(io.RawIOBase):
             raise store._error(e, "read", self._key) from e
         self._pos += got
         return got
+
+    def _verify_end(self) -> None:
+        """The claimed length is read: the object must hold no further byte."""
+        self._check_end = False  # once
+        store = self._store
+        if self._body is None:
+            try:
+                self._open_body()
+            except StoreError:
+                raise
+            except Exception as e:
+                if http_status(e) == 416 or error_code(e) == "InvalidRange":
+                    return  # nothing after the claimed length
+                raise store._error(e, "read", self._key) from e
+        body = self._body
+
+        async def one(_client: Any) -> bytes:
+            extra: bytes = await body.read(1)
+            return extra
+
+        try:
+            extra = store._conn.run(one)
+        except Exception as e:
+            raise store._error(e, "read", self._key) from e
+        if extra:
+            raise SizeMismatch(
+                store.uri(self._key),
+                self._pos + len(extra),
+                self._info.size,
+                "the object holds more bytes than claimed",
+            )
 
     def readall(self) -> bytes:
         out = bytearray()

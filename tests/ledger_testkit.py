@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from io import BytesIO
+from io import BufferedReader, BytesIO
 from typing import BinaryIO
 
 from lockgate.resources.ledger import OFFSETS, Claim, _loads, batch_name
@@ -17,6 +17,7 @@ from lockgate.resources.store import (
     ObjectChanged,
     ObjectInfo,
     ObjectStore,
+    SizedReader,
     join_key,
     validate_key,
 )
@@ -71,7 +72,7 @@ class MemoryStore(ObjectStore):
                 raise NotFound(key)
             return self._info(full)
 
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
         with self._lock:
             self.gets += 1
             full = self._full(key)
@@ -80,6 +81,8 @@ class MemoryStore(ObjectStore):
             data, e, _ = self._data[full]
         if etag is not None and e != etag:
             raise ObjectChanged(key)
+        if size is not None:
+            return BufferedReader(SizedReader(BytesIO(data), key, size))
         return BytesIO(data)
 
     def _write(self, key: str, data: bytes, last_modified: datetime | None) -> None:
@@ -134,9 +137,9 @@ class HookStore(ObjectStore):
     def head(self, key: str) -> ObjectInfo:
         return self.inner.head(key)
 
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
         self.counters["gets"] += 1
-        return self.inner.open(key, etag)
+        return self.inner.open(key, etag, size)
 
     def get(self, key: str) -> bytes:
         self.counters["gets"] += 1

@@ -19,6 +19,13 @@ Fault kinds (``KINDS``):
   connection without answering: the client cannot know it succeeded;
 * ``truncate_body``  forward, send the status, headers and half of the body, then close.
 
+A *lying endpoint* (``lie(Lie(...))`` until ``honest()``) answers every request on keys under
+``Lie.key_prefix`` with a wrong length and status 200: HEAD reports ``head_length`` bytes,
+ListObjectsV2 reports ``list_size`` bytes, and a GET body is cut to ``get_fraction`` of itself
+with a ``Content-Length`` that matches the cut and no ``x-amz-checksum-*`` headers (so the
+client sees a clean, short response).
+``lies`` counts the lies told, by ``head`` / ``list`` / ``get``.
+
 Scripted faults (``inject``) fire first, in order, on matching requests; otherwise each
 request draws from ``set_rates`` with a seeded ``random.Random``. ``faults`` counts
 injected faults by kind; ``requests`` counts requests seen; ``history`` keeps the last
@@ -28,15 +35,17 @@ is called with each forwarded ``ProxyRequest`` before it goes upstream, to stage
 
 from __future__ import annotations
 
+import html
 import http.client
 import random
+import re
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 KINDS: tuple[str, ...] = (
     "slowdown",
@@ -87,6 +96,32 @@ class _Rule:
         return self.path_contains is None or self.path_contains in req.path
 
 
+@dataclass(frozen=True)
+class Lie:
+    """What a lying endpoint misreports for the keys under ``key_prefix`` (bucket-relative;
+    "" is every key). None leaves that answer honest."""
+
+    key_prefix: str = ""
+    head_length: int | None = 0
+    list_size: int | None = None
+    get_fraction: float | None = None
+
+    def covers(self, key: str) -> bool:
+        return key.startswith(self.key_prefix)
+
+
+def _split_target(path: str) -> tuple[str, str, dict[str, list[str]]]:
+    """``(bucket, key, query)`` of a path-style S3 request path."""
+    parts = urlsplit(path)
+    bucket, _, key = unquote(parts.path).lstrip("/").partition("/")
+    return bucket, key, parse_qs(parts.query, keep_blank_values=True)
+
+
+_CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.S)
+_KEY = re.compile(rb"<Key>(.*?)</Key>", re.S)
+_SIZE = re.compile(rb"<Size>\d+</Size>")
+
+
 @dataclass
 class _Rates:
     rates: dict[str, float] = field(default_factory=dict)
@@ -114,6 +149,8 @@ class FaultProxy:
         self.forwarded = 0
         self.history: deque[tuple[str, str, str | None]] = deque(maxlen=history_size)
         self.before_forward: Callable[[ProxyRequest], None] | None = None
+        self.lying: Lie | None = None
+        self.lies: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -151,6 +188,20 @@ class FaultProxy:
             self._rates = _Rates(dict(rates), frozenset(methods) if methods else None)
             if seed is not None:
                 self._rng = random.Random(seed)
+
+    def lie(self, lie: Lie) -> None:
+        """Answer as a lying endpoint (see the module docstring) until ``honest()``."""
+        with self._lock:
+            self.lying = lie
+
+    def honest(self) -> None:
+        """Stop lying (``lies`` is kept)."""
+        with self._lock:
+            self.lying = None
+
+    def _count_lie(self, kind: str) -> None:
+        with self._lock:
+            self.lies[kind] += 1
 
     def clear(self) -> None:
         """Drop scripted faults and rates (counters are kept)."""
@@ -233,6 +284,20 @@ class FaultProxy:
         self.stop()
 
 
+def _lie_about_sizes(body: bytes, lie: Lie, owner: FaultProxy) -> bytes:
+    """A ListObjectsV2 answer whose ``<Size>`` of covered keys is ``lie.list_size``."""
+
+    def entry(m: re.Match[bytes]) -> bytes:
+        found = _KEY.search(m.group(0))
+        key = html.unescape(found.group(1).decode()) if found else ""
+        if not lie.covers(key):
+            return m.group(0)
+        owner._count_lie("list")
+        return _SIZE.sub(f"<Size>{lie.list_size}</Size>".encode(), m.group(0))
+
+    return _CONTENTS.sub(entry, body)
+
+
 class _ProxyHandler(BaseHTTPRequestHandler):
     owner: FaultProxy
     protocol_version = "HTTP/1.1"
@@ -281,6 +346,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 resp.read()
                 self.close_connection = True
                 return
+            lie = self.owner.lying
+            if lie is not None and kind is None and self._lie(resp, req, lie):
+                return
             self._relay(resp, truncate=kind == "truncate_body")
         finally:
             conn.close()
@@ -314,6 +382,41 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if truncate:
             self.wfile.flush()
             self.close_connection = True
+
+    def _lie(self, resp: http.client.HTTPResponse, req: ProxyRequest, lie: Lie) -> bool:
+        """Relay ``resp`` with the lengths ``lie`` asks for; False if it covers nothing here."""
+        if resp.status >= 300:
+            return False
+        _bucket, key, query = _split_target(req.path)
+        payload = b""
+        if req.method == "HEAD" and key and lie.covers(key) and lie.head_length is not None:
+            length = lie.head_length
+            self.owner._count_lie("head")
+        elif req.method == "GET" and not key and "list-type" in query:
+            if lie.list_size is None:
+                return False
+            payload = _lie_about_sizes(resp.read(), lie, self.owner)
+            length = len(payload)
+        elif req.method == "GET" and key and lie.covers(key) and lie.get_fraction is not None:
+            whole = resp.read()
+            payload = whole[: int(len(whole) * lie.get_fraction)]
+            length = len(payload)
+            if length < len(whole):
+                self.owner._count_lie("get")
+        else:
+            return False
+        self.send_response_only(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            # a gateway that rewrites lengths sends no checksum of the real bytes either
+            if k.lower() in _HOP_BY_HOP | {"content-length", "content-range"}:
+                continue
+            if not k.lower().startswith("x-amz-checksum"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if req.method != "HEAD":
+            self.wfile.write(payload)
+        return True
 
     def _reply_error(self, status: int, code: str, message: str) -> None:
         xml = (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import discovery, generate, ingest_vs_pyarrow, memory
+from bench import discovery, generate, ingest_vs_pyarrow, memory, verify_deep
 from bench.common import run_measured, write_config
 
 TOY = 0.0005  # 500 rows per JSON data set, 10 objects in D3
@@ -95,3 +95,9 @@ def test_dagster_latency_toy(capsys: pytest.CaptureFixture[str]) -> None:
 
     dagster_latency.main(["--objects", "2", "--gap", "1", "--skip-d3", "--no-append"])
     assert "| 2 | 1 | 30 |" in capsys.readouterr().out
+
+
+def test_verify_deep_bench_rereads_all_of_d2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert verify_deep.main(["--scale", str(TOY), "--rounds", "1", "--no-append"]) == 0
+    out = capsys.readouterr().out
+    assert "| D2 | 100 | 0.1 | 500 |" in out  # (the script raises unless all 500 rows recount)

@@ -349,7 +349,12 @@ def test_backfill_run_over_a_partition_range_keeps_every_row_once(
     assert meta["rows"] == 15 and meta["batches"] == 3
     assert meta["days"] == "2026-06-01, 2026-06-02, 2026-06-03"
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"exactly_once": True, "ledger_lag": True, "stuck_batches": True}
+    assert checks == {
+        "exactly_once": True,
+        "ledger_lag": True,
+        "stuck_batches": True,
+        "deep_verify": True,
+    }
 
     after = h.rt.tables.load(cfg.source("visits").table).scan().to_arrow()
     cols = [c for c in before.column_names if c != "_ingested_at"]
