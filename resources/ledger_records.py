@@ -282,7 +282,7 @@ class CommitRecord:
             "duplicate": self.duplicate,
             "record_counts": dict(self.record_counts) if self.record_counts is not None else None,
             **({"unread": dict(self.unread)} if self.unread else {}),
-            "bytes_read": dict(self.bytes_read) if self.bytes_read is not None else None,
+            **({"bytes_read": dict(self.bytes_read)} if self.bytes_read is not None else {}),
         }
 
     @classmethod

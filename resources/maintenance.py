@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
@@ -32,6 +33,7 @@ from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from lockgate.resources.catalog import ObjectStoreCatalog, is_tombstone, parse_metadata_version
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.iceberg_private import commit_strict
 from lockgate.resources.store import NotFound
 
@@ -43,9 +45,11 @@ log = logging.getLogger(__name__)
 VACUUM_MARGIN = timedelta(hours=1)
 
 
-class VacuumRefused(ValueError):
+class VacuumRefused(TerminalError, ValueError):
     """The safety window is shorter than the longest run plus ``VACUUM_MARGIN``: the vacuum
     could delete staged files that a run still alive is about to commit."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.USAGE
 
 
 def min_vacuum_window(max_runtime_seconds: int) -> timedelta:

@@ -73,6 +73,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                 "table": "raw.events",
                 "partition": {"pattern": r"dt=(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
                 "schema": {"id": "long", "v": "string"},
+                "min_age": 0,  # written whole before the first ingest
             }
         },
     )
@@ -91,6 +92,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ["lockgate", "ingest"], cwd=root, env=environ, capture_output=True, text=True
     )
     assert ingest.returncode == 0, ingest.stderr
+    verified = subprocess.run(
+        ["lockgate", "verify", "--json"], cwd=root, env=environ, capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)[0]["rows"] == 5 * len(DAYS)  # the docs act on real rows
     return environ
 
 

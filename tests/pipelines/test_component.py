@@ -101,7 +101,9 @@ def test_component_from_defs_yaml_yields_lockgate_definitions(tmp_path: Path) ->
     assert assets["lake/events"]["dependency_keys"] == ["landing/events"]
     assert assets["lake/events"]["is_executable"] and not assets["landing/events"]["is_executable"]
     checks = {c["key"] for c in defs["asset_checks"]}
-    assert checks == {f"lake/events:{c}" for c in ("exactly_once", "ledger_lag", "stuck_batches")}
+    assert checks == {
+        f"lake/events:{c}" for c in ("exactly_once", "ledger_lag", "stuck_batches", "deep_verify")
+    }
     sensors = {s["name"] for s in defs["sensors"]}
     assert sensors == {"events_sensor"}
     jobs = {j["name"] for j in defs["jobs"]}

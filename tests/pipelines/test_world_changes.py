@@ -241,7 +241,7 @@ class _ChangingStore(ObjectStore):
     def head(self, key: str) -> ObjectInfo:
         return self.inner.head(key)
 
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
         if key == self.target and etag is not None and not self.fired:
             self.fired = True
             if self.change == "delete":
@@ -249,7 +249,7 @@ class _ChangingStore(ObjectStore):
             else:
                 time.sleep(0.01)
                 self.inner.put(key, b'{"id": 900, "v": "r900"}\n')
-        return self.inner.open(key, etag)
+        return self.inner.open(key, etag, size)
 
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(key, data)
@@ -331,8 +331,8 @@ class _MidReadStore(_ChangingStore):
         super().__init__(inner, target, "rewrite")
         self.fail_at = fail_at
 
-    def open(self, key: str, etag: str | None = None) -> BinaryIO:
-        raw = self.inner.open(key, etag)
+    def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
+        raw = self.inner.open(key, etag, size)
         if key != self.target or self.fired:
             return raw
 

@@ -41,6 +41,7 @@ def test_hint_follows_a_commit_whose_writer_died_before_writing_it(tmp_path: Pat
     (tmp_path / "lockgate.yaml").write_text(
         "warehouse: wh\nsources:\n  ev:\n    landing: landing\n    format: jsonl\n"
         f"    table: ns.ev\n    {part}\n    schema: {{id: string, v: long}}\n"
+        "    min_age: 0\n"  # written whole before the first ingest
     )
     # put 1 creates the table (v1), put 2 is the batch's commit (v2): die right after it
     rc = lockgate(tmp_path, "ingest", crash_at="commit.after_metadata_put:2")

@@ -35,7 +35,7 @@ def test_vacuum_skips_a_source_without_table_and_vacuums_the_rest(tmp_path: Path
     part = "partition: {pattern: 'dt=(\\d{4}-\\d{2}-\\d{2})', start: 2024-01-01}"
     sources = "".join(
         f"  {s}:\n    landing: landing/{s}\n    format: jsonl\n    table: ns.{s}\n"
-        f"    {part}\n    schema: {{id: string, v: long}}\n"
+        f"    {part}\n    schema: {{id: string, v: long}}\n    min_age: 0\n"
         for s in ("a", "b")
     )
     (tmp_path / "lockgate.yaml").write_text(f"warehouse: wh\nsources:\n{sources}")
