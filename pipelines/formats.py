@@ -69,6 +69,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import IO, Any, BinaryIO
 
 import numpy as np
@@ -102,6 +103,9 @@ SOURCE_ROW = "_source_row"
 MAX_RAW_CHARS = 64 * 1024
 DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 DEFAULT_PARQUET_BATCH_ROWS = 65536
+#: JSON records nested deeper than this (objects and arrays) are quarantined before any parser
+#: sees them: pyarrow's JSON reader overflows its stack (SIGSEGV) on deep nesting.
+MAX_NESTING_DEPTH = 64
 #: The compression-ratio guard applies once this much content has been decompressed.
 RATIO_GRACE_BYTES = 4 * 1024 * 1024
 
@@ -139,6 +143,7 @@ class FormatOptions:
     parquet_batch_rows: int = DEFAULT_PARQUET_BATCH_ROWS
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
     max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
+    max_nesting_depth: int = MAX_NESTING_DEPTH
 
     @classmethod
     def from_source(cls, source: SourceConfig) -> FormatOptions:
@@ -309,10 +314,12 @@ class _RecordError(Exception):
 
 @dataclass
 class _TooLong:
-    """A record longer than ``max_record_bytes``: only its head is kept."""
+    """A record refused before parsing: longer than ``max_record_bytes`` (``reason`` None), or
+    ``reason`` (e.g. nested deeper than ``max_nesting_depth``). Only its head is kept."""
 
     head: bytes
     size: int
+    reason: str | None = None
 
 
 _Record = bytes | _TooLong
@@ -492,7 +499,8 @@ def _process_block(
                 ctx.quarantine(
                     base + i,
                     _text(rec.head),
-                    f"record of {rec.size} bytes exceeds max_record_bytes ({max_record_bytes})",
+                    rec.reason
+                    or f"record of {rec.size} bytes exceeds max_record_bytes ({max_record_bytes})",
                 )
             )
         start = i + 1
@@ -801,6 +809,13 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
     while True:
         data = stream.read_block(fmt.block_bytes)
         records = splitter.feed(data) if data else splitter.finish()
+        scan = splitter.marked
+        if (
+            records
+            and fmt.format == "jsonl"
+            and _guard_depth(records, fmt.max_nesting_depth, splitter.marked)
+        ):
+            scan = True
         if records and parser is None:
             parser, records = _CsvParser.start(records, fmt, ctx)
         if records and parser is not None:
@@ -810,12 +825,111 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
                 parser.attempt,
                 parser.explain,
                 fmt.max_record_bytes,
-                scan=splitter.marked,
+                scan=scan,
                 screen=parser.screen,
                 rescue=parser.rescue,
             )
         if not data:
             return
+
+
+_DEPTH_STEP = np.zeros(256, dtype=np.int8)
+_DEPTH_STEP[[ord("{"), ord("[")]] = 1
+_DEPTH_STEP[[ord("}"), ord("]")]] = -1
+_SCAN_WINDOW = 1 << 20
+
+
+def _guard_depth(records: list[_Record], limit: int, marked: bool) -> bool:
+    """Replace (in place) every record nested deeper than ``limit`` by a ``_TooLong`` with the
+    reason; True if any was. Cheap: C-level counts of ``{``/``[`` (over the block, then per
+    record, without a Python call per record); only records with more than ``limit`` openers
+    are scanned exactly, vectorised (``_nesting_depths``; a record over ``_SCAN_WINDOW`` bytes
+    alone, in windows, stopping at the limit). Extra memory: O(``_SCAN_WINDOW``).
+    ``marked``: ``records`` may hold ``_TooLong`` entries (left as they are)."""
+    if marked:
+        plain = [i for i, r in enumerate(records) if r.__class__ is bytes]
+        recs: list[bytes] = [records[i] for i in plain]  # type: ignore[misc]
+    else:
+        plain = range(len(records))  # type: ignore[assignment]
+        recs = records  # type: ignore[assignment]
+    counts = np.fromiter(map(bytes.count, recs, repeat(b"{")), np.int64, len(recs))
+    counts += np.fromiter(map(bytes.count, recs, repeat(b"[")), np.int64, len(recs))
+    suspects = np.flatnonzero(counts > limit).tolist()
+    deep: list[int] = []
+    group: list[int] = []
+    size = 0
+    for j in [*suspects, None]:
+        if j is not None and len(recs[j]) > _SCAN_WINDOW:
+            if _nesting_depth(recs[j], limit) > limit:
+                deep.append(j)
+            continue
+        if group and (j is None or size + len(recs[j]) > _SCAN_WINDOW):
+            depths = _nesting_depths([recs[k] for k in group])
+            deep += [k for k, d in zip(group, depths.tolist(), strict=True) if d > limit]
+            group, size = [], 0
+        if j is not None:
+            group.append(j)
+            size += len(recs[j]) + 1
+    for j in deep:
+        records[plain[j]] = _TooLong(
+            recs[j][: MAX_RAW_CHARS * 4],
+            len(recs[j]),
+            f"JSON nested deeper than max_nesting_depth ({limit}): not parsed",
+        )
+    return bool(deep)
+
+
+def _real_quotes(a: np.ndarray) -> np.ndarray:
+    """Where ``a`` holds a ``"`` that is not escaped (not after an odd run of backslashes)."""
+    quote = a == 34
+    if not quote.any():
+        return quote
+    bs = a == 92
+    if bs.any():
+        qpos = np.flatnonzero(quote)
+        last_other = np.maximum.accumulate(np.where(bs, -1, np.arange(len(a))))
+        prev = qpos - 1
+        run = np.where(prev >= 0, prev - last_other[np.maximum(prev, 0)], 0)
+        quote[qpos[run % 2 == 1]] = False
+    return quote
+
+
+def _nesting_depths(group: list[bytes]) -> np.ndarray:
+    """The nesting depth of each of a few small JSON records as a parser sees it (brackets in
+    strings do not count; an unterminated string runs to the end of its record), vectorised
+    over all of them."""
+    a = np.frombuffer(b"\n".join(group), dtype=np.uint8)
+    lengths = np.fromiter(map(len, group), dtype=np.int64, count=len(group)) + 1
+    lengths[-1] -= 1  # the last record has no newline after it
+    starts = np.concatenate(([0], np.cumsum(lengths[:-1])))
+    quotes = np.cumsum(_real_quotes(a), dtype=np.int32)
+    base = np.where(starts > 0, quotes[np.maximum(starts - 1, 0)], 0)
+    inside = ((quotes - np.repeat(base, lengths)) & 1).astype(bool)
+    running = np.cumsum(np.where(inside, 0, _DEPTH_STEP[a]), dtype=np.int32)
+    deepest = np.maximum.reduceat(running, np.minimum(starts, len(a) - 1))
+    before = np.where(starts > 0, running[np.maximum(starts - 1, 0)], 0)
+    return np.asarray(deepest - before)
+
+
+def _nesting_depth(record: bytes, limit: int) -> int:
+    """The nesting depth of one (large) JSON record as ``_nesting_depths`` counts it, scanned
+    in windows (bounded memory), or the first depth found above ``limit`` (it stops there)."""
+    depth = deepest = 0
+    inside = 0  # 1 inside a string at the end of the previous window
+    escape = False  # the previous window ended with an odd run of backslashes
+    for lo in range(0, len(record), _SCAN_WINDOW):
+        window = record[lo : lo + _SCAN_WINDOW]
+        a = np.frombuffer(b"\\" + window if escape else window, dtype=np.uint8)
+        quotes = np.cumsum(_real_quotes(a), dtype=np.int32) + inside
+        steps = np.where((quotes & 1).astype(bool), 0, _DEPTH_STEP[a])
+        running = np.cumsum(steps, dtype=np.int64) + depth
+        deepest = max(deepest, int(running.max()))
+        if deepest > limit:
+            return deepest
+        depth, inside = int(running[-1]), int(quotes[-1]) & 1
+        trailing = len(window) - len(window.rstrip(b"\\"))
+        escape = (trailing + (1 if escape and trailing == len(window) else 0)) % 2 == 1
+    return deepest
 
 
 def _check_utf8(data: bytes) -> None:
