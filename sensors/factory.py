@@ -90,6 +90,13 @@ def evaluate_tick(
             f"{info.key!r} was re-written (new etag {info.etag}); "
             + ("claimed again (allow_overwrites)" if rule.allow_overwrites else "ignored")
         )
+    if result.skipped_unsafe:
+        (log or context.log.warning)(
+            f"{sum(result.skipped_unsafe.values())} objects under {source.landing} can never be "
+            "claimed, skipped: "
+            + ", ".join(f"{n} {reason}" for reason, n in sorted(result.skipped_unsafe.items()))
+            + (f" (e.g. {', '.join(result.skipped_examples)})" if result.skipped_examples else "")
+        )
     for reason, n in result.out_of_range_counts().items():
         say(f"{n} objects not claimed: {reason} (see docs/operations.md, 'Days out of range')")
 
