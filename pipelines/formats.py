@@ -30,7 +30,11 @@ Contract of ``read_object`` (the accounting every caller relies on):
   landing key ever names a file Lockgate writes (staged files are uuid-named).
 * Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV) or one row group's
   column chunks (Parquet), never by the object's size. A record longer than
-  ``max_record_bytes`` is quarantined, not buffered.
+  ``max_record_bytes`` is quarantined, not buffered. A chunk covers at most
+  ``MAX_BLOCK_RECORDS`` records, so its quarantine entries are bounded too (the caller writes
+  them out as it goes: ``lockgate.pipelines.stage``).
+* A JSON record nested deeper than ``max_nesting_depth`` (objects and arrays) is quarantined
+  before any parser sees it.
 * With a declared schema every batch has exactly the declared columns in declared order, then
   ``_rescued_data`` (string), then ``_source_row``; values are cast strictly, a value that
   cannot be cast is null and rescued under its field name; fields not in the schema are
@@ -103,6 +107,8 @@ SOURCE_ROW = "_source_row"
 MAX_RAW_CHARS = 64 * 1024
 DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 DEFAULT_PARQUET_BATCH_ROWS = 65536
+#: Records parsed (and yielded) per pass over a block: bounds a chunk's quarantine entries.
+MAX_BLOCK_RECORDS = 65536
 #: JSON records nested deeper than this (objects and arrays) are quarantined before any parser
 #: sees them: pyarrow's JSON reader overflows its stack (SIGSEGV) on deep nesting.
 MAX_NESTING_DEPTH = 64
@@ -818,10 +824,13 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
             scan = True
         if records and parser is None:
             parser, records = _CsvParser.start(records, fmt, ctx)
-        if records and parser is not None:
+        # At most MAX_BLOCK_RECORDS records per pass: the quarantine entries of a block of
+        # tiny bad lines (millions) never pile up before the caller can write them out.
+        for lo in range(0, len(records) if parser is not None else 0, MAX_BLOCK_RECORDS):
+            assert parser is not None
             yield from _process_block(
                 ctx,
-                records,
+                records[lo : lo + MAX_BLOCK_RECORDS],
                 parser.attempt,
                 parser.explain,
                 fmt.max_record_bytes,
@@ -874,7 +883,7 @@ def _guard_depth(records: list[_Record], limit: int, marked: bool) -> bool:
         records[plain[j]] = _TooLong(
             recs[j][: MAX_RAW_CHARS * 4],
             len(recs[j]),
-            f"JSON nested deeper than max_nesting_depth ({limit}): not parsed",
+            f"JSON nested too deeply: deeper than max_nesting_depth ({limit}), not parsed",
         )
     return bool(deep)
 
@@ -1296,15 +1305,40 @@ def _from_text(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
 
 def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
     """Parquet needs random access: the object is spooled to a local temporary file (disk,
-    not memory), then read one batch at a time."""
+    not memory), then read one bounded batch at a time.
+
+    Bounded whatever the file claims: every text/binary leaf is read dictionary-encoded (a few
+    hundred bytes of dictionary pages and run-length indices can stand for gigabytes once
+    decoded), the rows of a read batch are capped by the footer's uncompressed bytes per row
+    so a batch stays near ``block_bytes``, and each row's decoded size is computed from the
+    encoded batch (``_decoded_row_sizes``) before anything is decoded: a row larger than
+    ``max_record_bytes`` is quarantined unread, and the others are decoded in runs of at most
+    ``block_bytes`` (or one row)."""
     with tempfile.TemporaryFile(prefix="lockgate-parquet-") as spool:
         _spool(stream, spool)
         spool.seek(0)
         try:
             pf = pq.ParquetFile(spool)
+            encoded = [
+                c.path
+                for c in pf.schema
+                if c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
+            ]
+            plain = _plain_schema(pf.schema_arrow)
+            meta = pf.metadata
+            per_row = max(
+                (
+                    meta.row_group(i).total_byte_size / max(1, meta.row_group(i).num_rows)
+                    for i in range(meta.num_row_groups)
+                ),
+                default=1.0,
+            )
+            spool.seek(0)
+            pf = pq.ParquetFile(spool, read_dictionary=encoded or None)
         except (*_ARROW_ERRORS, OSError) as e:
             raise _Unreadable(f"not a readable Parquet file: {e}") from e
-        batches = pf.iter_batches(batch_size=fmt.parquet_batch_rows)
+        rows = int(max(1, min(fmt.parquet_batch_rows, fmt.block_bytes // max(1.0, per_row))))
+        batches = pf.iter_batches(batch_size=rows)
         while True:
             try:
                 batch = next(batches)
@@ -1312,34 +1346,151 @@ def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterat
                 return
             except (*_ARROW_ERRORS, OSError) as e:
                 raise _Unreadable(f"corrupt Parquet data: {e}") from e
-            table = pa.Table.from_batches([batch])
+            yield from _parquet_batch(pa.Table.from_batches([batch]), plain, fmt, ctx)
 
-            def attempt(rows: list[bytes], _t: pa.Table = table) -> pa.Table:
-                lo, hi = int(rows[0]), int(rows[-1]) + 1
-                return ctx.validate(_t.slice(lo, hi - lo))
 
-            def explain(row: bytes, err: _RecordError) -> str:
-                return err.reason
+def _parquet_batch(
+    table: pa.Table, plain: pa.Schema, fmt: FormatOptions, ctx: _Context
+) -> Iterator[ReadChunk]:
+    """One read batch (text leaves still dictionary-encoded): oversized rows quarantined, the
+    rest decoded and parsed in runs of at most ``block_bytes``."""
+    try:
+        sizes = _decoded_row_sizes(table)
+    except (*_ARROW_ERRORS, ValueError) as e:
+        raise _Unreadable(f"corrupt Parquet data: {e}") from e
+    n = table.num_rows
+    lo = 0
+    while lo < n:
+        # a run: rows while their decoded sizes fit the budget (at least one row)
+        total = np.cumsum(sizes[lo:], dtype=np.int64)
+        hi = lo + max(1, int(np.searchsorted(total, fmt.block_bytes, side="right")))
+        run = table.slice(lo, hi - lo)
+        records: list[_Record] = []
+        for i in range(hi - lo):
+            size = int(sizes[lo + i])
+            if size > fmt.max_record_bytes:
+                reason = (
+                    f"Parquet row of {size} bytes (decoded) exceeds max_record_bytes "
+                    f"({fmt.max_record_bytes}): not decoded"
+                )
+                records.append(_TooLong(b"", size, reason))
+            else:
+                records.append(str(i).encode())
+        decoded: dict[tuple[int, int], pa.Table] = {}
 
-            # Records are addressed by their offset in the batch (as bytes, for the bisector);
-            # raw text of a quarantined row is its JSON rendering.
-            records: list[_Record] = [str(i).encode() for i in range(table.num_rows)]
-            base = ctx.next_index
-            chunks = _process_block(
-                ctx, records, attempt, explain, fmt.max_record_bytes, scan=False
-            )
-            for chunk in chunks:
-                chunk.quarantined = [
-                    QuarantineRecord(
-                        q.source_key,
-                        q.source_etag,
-                        q.record_index,
-                        _row_text(table, (q.record_index or 0) - base),
-                        q.reason,
-                    )
-                    for q in chunk.quarantined
-                ]
-                yield chunk
+        def attempt(
+            rows: list[bytes],
+            _run: pa.Table = run,
+            _cache: dict[tuple[int, int], pa.Table] = decoded,
+        ) -> pa.Table:
+            a, b = int(rows[0]), int(rows[-1]) + 1
+            return ctx.validate(_decode(_run, a, b, plain, _cache))
+
+        def explain(row: bytes, err: _RecordError) -> str:
+            return err.reason
+
+        base = ctx.next_index
+        chunks = _process_block(ctx, records, attempt, explain, fmt.max_record_bytes, scan=True)
+        for chunk in chunks:
+            chunk.quarantined = [
+                q
+                if q.reason.startswith("Parquet row of")
+                else QuarantineRecord(
+                    q.source_key,
+                    q.source_etag,
+                    q.record_index,
+                    _row_text(_decode(run, i, i + 1, plain, decoded), 0),
+                    q.reason,
+                )
+                for q in chunk.quarantined
+                for i in [(q.record_index or 0) - base]
+            ]
+            yield chunk
+        lo = hi
+
+
+def _decode(
+    run: pa.Table, a: int, b: int, plain: pa.Schema, cache: dict[tuple[int, int], pa.Table]
+) -> pa.Table:
+    """Rows ``a:b`` of ``run`` with dictionary-encoded leaves decoded (only rows known to fit)."""
+    if (a, b) not in cache:
+        cache.clear()  # one decoded range at a time
+        part = run.slice(a, b - a)
+        try:
+            cache[(a, b)] = part.cast(pa.schema([plain.field(name) for name in part.column_names]))
+        except _ARROW_ERRORS as e:
+            raise _RecordError(f"cannot decode Parquet values: {e}") from e
+    return cache[(a, b)]
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with every dictionary type replaced by its value type (recursively)."""
+    if pa.types.is_dictionary(t):
+        return _plain_type(t.value_type)
+    if pa.types.is_map(t):
+        return pa.map_(_plain_type(t.key_type), _plain_type(t.item_type))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_plain_type(t.value_type)))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)), t.list_size)
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_plain_type(f.type)) for f in t])
+    return t
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(_plain_type(f.type)) for f in schema])
+
+
+def _decoded_row_sizes(table: pa.Table) -> np.ndarray:
+    """Bytes each row takes once decoded (value bytes of every leaf, offsets included),
+    computed on the encoded columns: nothing is decoded."""
+    total = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        pos = 0
+        for chunk in column.chunks:
+            total[pos : pos + len(chunk)] += _element_sizes(chunk)
+            pos += len(chunk)
+    return total
+
+
+def _element_sizes(arr: pa.Array) -> np.ndarray:
+    """Decoded bytes of each element of ``arr`` (see ``_decoded_row_sizes``)."""
+    t = arr.type
+    n = len(arr)
+    if pa.types.is_dictionary(arr.type):
+        values = _element_sizes(arr.dictionary)
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        out = values[idx] if len(values) else np.zeros(n, dtype=np.int64)
+        return np.where(arr.is_null().to_numpy(zero_copy_only=False), 0, out)
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    ):
+        lengths = pc.binary_length(arr).fill_null(0)
+        return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64) + 4
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
+        child = _element_sizes(arr.values)
+        offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        cum = np.concatenate(([0], np.cumsum(child, dtype=np.int64)))
+        return cum[offsets[1:]] - cum[offsets[:-1]] + 8
+    if pa.types.is_fixed_size_list(t):
+        child = _element_sizes(arr.flatten())
+        return np.asarray(child.reshape(n, t.list_size).sum(axis=1), dtype=np.int64)
+    if pa.types.is_struct(t):
+        out = np.zeros(n, dtype=np.int64)
+        for field_array in arr.flatten():
+            out += _element_sizes(field_array)
+        return out
+    try:
+        width = max(1, t.bit_width // 8)
+    except ValueError:
+        width = 16  # other types: a bounded guess
+    return np.full(n, width, dtype=np.int64)
 
 
 def _row_text(table: pa.Table, i: int) -> str:

@@ -20,7 +20,6 @@ from lockgate.pipelines.stage import (
     ensure_main_table,
     ensure_quarantine_table,
     stage_claims,
-    stage_quarantine,
 )
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
@@ -119,10 +118,11 @@ def rebuild(
         staged = stage_claims(rt, source, claims)
         crash_point("backfill.after_stage")
         try:
-            if staged.quarantine or q_base.table_version:
+            if staged.quarantine_files or q_base.table_version:
                 ensure_quarantine_table(tables, source)
-                q_files = stage_quarantine(tables, q_ident, staged.quarantine)
-                tables.rebuild_partitions(q_ident, source.name, days, q_files, ids, q_base)
+                tables.rebuild_partitions(
+                    q_ident, source.name, days, staged.quarantine_files, ids, q_base
+                )
             ensure_main_table(tables, source)
             result = tables.rebuild_partitions(
                 source.table,

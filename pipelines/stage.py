@@ -2,8 +2,11 @@
 as Parquet files under the tables' ``data/`` (invisible to readers until a commit adds them).
 
 Contract: ``records(object) = rows + quarantined`` is counted per object
-(``Staged.record_counts``); memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus the
-quarantine entries.
+(``Staged.record_counts``). Memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus
+``STAGE_BUFFER_BYTES`` of quarantine entries (plus the reader's block), whatever the number of
+bad records: quarantine entries are staged as files of the quarantine table as they fill their
+buffer, exactly like rows (``Staged.quarantine_files``, committed by the caller before the
+rows).
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ STAGE_BUFFER_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class Staged:
+    """What staging wrote (nothing visible yet): ``files`` of the source's table and
+    ``quarantine_files`` of its quarantine table (empty when no record was bad)."""
+
     files: list[StagedFile] = field(default_factory=list)
-    quarantine: list[pa.RecordBatch] = field(default_factory=list)
+    quarantine_files: list[StagedFile] = field(default_factory=list)
     rows: int = 0
     quarantined: int = 0
     bytes: int = 0
@@ -58,8 +64,8 @@ def chunked(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[list[pa.R
 
 
 def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Staged:
-    """Read every object of ``claims`` and stage its rows (invisible until committed); keep its
-    quarantine entries in memory (bounded by the number of bad records)."""
+    """Read every object of ``claims`` and stage its rows and its quarantine entries (both
+    invisible until committed; the quarantine table is created on the first bad record)."""
     tables = rt.tables
     landing = rt.landing(source)
     fmt = FormatOptions.from_source(source)
@@ -67,19 +73,32 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Stag
     conformer = Conformer(tables, source.table, declared)
     out = Staged()
     ingested_at = datetime.now(UTC)
+    pending: list[pa.RecordBatch] = []  # quarantine entries not staged yet
+    pending_bytes = 0
+
+    def flush_quarantine() -> None:
+        nonlocal pending, pending_bytes
+        if pending:
+            ident = ensure_quarantine_table(tables, source)
+            out.quarantine_files += tables.stage(ident, pending)
+            crash_point("stage.after_quarantine_file")
+        pending, pending_bytes = [], 0
 
     def quarantine(claim: Claim, records: list[QuarantineRecord]) -> None:
+        nonlocal pending_bytes
         if not records:
             return
         qb = quarantine_batch(records)
         n = qb.num_rows
         extra = lineage_arrays(claim, n, ingested_at, key=None, etag=None)
-        out.quarantine.append(
-            pa.RecordBatch.from_arrays(
-                [*qb.columns, extra["_batch_id"], extra["_ingested_at"], extra[DAY]],
-                schema=QUARANTINE_TABLE_SCHEMA,
-            )
+        batch = pa.RecordBatch.from_arrays(
+            [*qb.columns, extra["_batch_id"], extra["_ingested_at"], extra[DAY]],
+            schema=QUARANTINE_TABLE_SCHEMA,
         )
+        pending.append(batch)
+        pending_bytes += batch.nbytes
+        if pending_bytes >= STAGE_BUFFER_BYTES:
+            flush_quarantine()
         out.quarantined += n
         out.batch_quarantined[claim.batch_id] = out.batch_quarantined.get(claim.batch_id, 0) + n
         crash_point("stage.after_quarantine")
@@ -91,7 +110,7 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Stag
                 out.bytes += obj.size
                 for chunk in read_object(landing, obj.key, obj.etag, fmt, declared):
                     crash_point("stage.after_read")
-                    bad = list(chunk.quarantined)
+                    bad = chunk.quarantined
                     records += chunk.batch.num_rows + len(bad)
                     if chunk.batch.num_rows:
                         lineage = lineage_arrays(
@@ -105,10 +124,12 @@ def stage_claims(rt: Runtime, source: SourceConfig, claims: list[Claim]) -> Stag
                             )
                             yield good
                     quarantine(claim, bad)
+                    del chunk, bad  # not kept alive while the next chunk is read
                 out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
 
     for group in chunked(rows(), STAGE_BUFFER_BYTES):
         out.files += tables.stage(source.table, group)
+    flush_quarantine()
     return out
 
 
@@ -116,12 +137,6 @@ def ensure_quarantine_table(tables: TableStore, source: SourceConfig) -> str:
     ident = quarantine_table(source)
     tables.ensure_table(ident, QUARANTINE_TABLE_SCHEMA, DAY)
     return ident
-
-
-def stage_quarantine(
-    tables: TableStore, ident: str, batches: list[pa.RecordBatch]
-) -> list[StagedFile]:
-    return tables.stage(ident, batches) if batches else []
 
 
 def ensure_main_table(tables: TableStore, source: SourceConfig) -> None:

@@ -3,11 +3,16 @@ it; readers run in a child process where the failure was a crash."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lockgate.pipelines.formats import FormatOptions, read_object
@@ -17,6 +22,7 @@ from lockgate.sensors.discovery import SKIPPED_NOT_UTF8, DiscoveryRule, discover
 from tests.reader_child import run_reader
 
 TODAY = date(2026, 3, 10)
+REPO = Path(__file__).resolve().parents[2]
 
 DEPTH = 100_000
 
@@ -42,7 +48,7 @@ def test_deep_nesting_is_quarantined_not_crash(tmp_path: Path) -> None:
         assert obj["quarantined"] == 3
         assert obj["indices_ok"]
         assert not obj["unreadable"]
-        assert all("nested deeper than max_nesting_depth (64)" in r for r in obj["reasons"])
+        assert all("deeper than max_nesting_depth (64)" in r for r in obj["reasons"])
 
 
 def _ledger(root: Path) -> Ledger:
@@ -98,3 +104,97 @@ def test_symlink_outside_landing_is_not_followed(tmp_path: Path) -> None:
         assert entry.record_index is None
         assert "symbolic link" in entry.reason
         assert "secret" not in entry.raw
+
+
+_STAGE_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from lockgate.pipelines.ingest import ingest_source
+from lockgate.pipelines.verify import verify_source
+from lockgate.resources.config import load_config
+from lockgate.resources.runtime import Runtime, quarantine_table
+from tests.platform_helpers import write_config
+
+root = Path(sys.argv[1])
+spec = {
+    "landing": str(root / "landing"),
+    "format": "jsonl",
+    "table": "lake.bad",
+    "partition": {"pattern": r"(\\d{4}-\\d{2}-\\d{2})", "start": "2026-01-01"},
+}
+path = write_config(root / "lockgate.yaml", warehouse=str(root / "wh"), sources={"bad": spec})
+rt = Runtime.from_config(load_config(str(path)))
+source = rt.source("bad")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+report = ingest_source(rt, source)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+q = rt.tables.load(quarantine_table(source)).scan(selected_fields=("_source_row",)).to_arrow()
+rows = rt.tables.load("lake.bad").scan(selected_fields=("_source_row",)).to_arrow()
+print(json.dumps({
+    "rows": report.rows, "quarantined": report.quarantined, "q_table": q.num_rows,
+    "q_files": len(rt.tables.load(quarantine_table(source)).inspect.files()),
+    "rows_table": sorted(rows.column("_source_row").to_pylist()),
+    "verify": verify_source(rt, source).ok, "before_mb": before, "peak_mb": peak,
+}))
+"""
+
+BAD_LINES = 1_000_000  # a 2 MB file: one two-byte bad line after another
+
+
+def test_quarantine_streams_with_bounded_memory(tmp_path: Path) -> None:
+    day = tmp_path / "landing" / "2026-03-01"
+    day.mkdir(parents=True)
+    (day / "bad.jsonl").write_bytes(b'{"id": 1}\n' + b"x\n" * BAD_LINES + b'{"id": 2}\n')
+    proc = subprocess.run(
+        [sys.executable, "-c", _STAGE_CHILD, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rows"] == 2
+    assert out["rows_table"] == [0, BAD_LINES + 1]
+    assert out["quarantined"] == out["q_table"] == BAD_LINES
+    assert out["verify"]
+    # before the fix the quarantine entries were held until commit: ~700 MB for this file
+    assert out["peak_mb"] - out["before_mb"] < 250, out
+
+
+def parquet_bomb(rows: int, value_bytes: int) -> bytes:
+    """A tiny Parquet file whose ``name`` column decodes to ``rows * value_bytes`` bytes: one
+    dictionary value, referenced by every row (run-length encoded indices)."""
+    values = pa.DictionaryArray.from_arrays(
+        pa.array([0] * rows, pa.int32()), pa.array(["x" * value_bytes])
+    )
+    table = pa.table({"id": pa.array(range(rows), pa.int64()), "name": values})
+    buf = io.BytesIO()
+    # no stored Arrow schema: a reader is not told to keep the column dictionary-encoded
+    pq.write_table(table, buf, compression="zstd", store_schema=False)
+    return buf.getvalue()
+
+
+def test_parquet_bomb_is_bounded(tmp_path: Path) -> None:
+    bomb = parquet_bomb(1024, 1 << 20)  # ~1 GiB decoded
+    assert len(bomb) < 4096
+    (tmp_path / "bomb.parquet").write_bytes(bomb)
+    (tmp_path / "fits.parquet").write_bytes(parquet_bomb(192, 1 << 20))  # 192 MiB decoded
+    limit = 512 * 1024
+    small = run_reader(tmp_path, "parquet", ["bomb.parquet"], max_record_bytes=limit)
+    assert small.returncode == 0, small.stderr
+    (obj,) = small.objects
+    assert (obj["rows"], obj["quarantined"], obj["unreadable"]) == (0, 1024, False)
+    assert obj["indices_ok"]
+    assert all(
+        r.startswith("Parquet row of 1048588 bytes (decoded) exceeds max_record_bytes (524288)")
+        for r in obj["reasons"]
+    )
+    # rows within max_record_bytes are decoded a few at a time, not all at once
+    fits = run_reader(tmp_path, "parquet", ["fits.parquet"])
+    assert fits.returncode == 0, fits.stderr
+    (obj,) = fits.objects
+    assert (obj["rows"], obj["quarantined"]) == (192, 0)
+    assert obj["indices_ok"]
+    for result in (small, fits):
+        assert 0 < result.peak_rss_mb < 400, result.peak_rss_mb
