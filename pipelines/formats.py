@@ -1326,27 +1326,28 @@ def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterat
             ]
             plain = _plain_schema(pf.schema_arrow)
             meta = pf.metadata
-            per_row = max(
-                (
-                    meta.row_group(i).total_byte_size / max(1, meta.row_group(i).num_rows)
-                    for i in range(meta.num_row_groups)
-                ),
-                default=1.0,
-            )
             spool.seek(0)
             pf = pq.ParquetFile(spool, read_dictionary=encoded or None)
         except (*_ARROW_ERRORS, OSError) as e:
             raise _Unreadable(f"not a readable Parquet file: {e}") from e
-        rows = int(max(1, min(fmt.parquet_batch_rows, fmt.block_bytes // max(1.0, per_row))))
-        batches = pf.iter_batches(batch_size=rows)
-        while True:
+        # One row group at a time: a batch never spans two dictionaries (pyarrow cannot read
+        # nested dictionary-encoded data across them).
+        for group in range(meta.num_row_groups):
             try:
-                batch = next(batches)
-            except StopIteration:
-                return
+                rg = meta.row_group(group)
+                per_row = rg.total_byte_size / max(1, rg.num_rows)
             except (*_ARROW_ERRORS, OSError) as e:
-                raise _Unreadable(f"corrupt Parquet data: {e}") from e
-            yield from _parquet_batch(pa.Table.from_batches([batch]), plain, fmt, ctx)
+                raise _Unreadable(f"corrupt Parquet footer: {e}") from e
+            rows = int(max(1, min(fmt.parquet_batch_rows, fmt.block_bytes // max(1.0, per_row))))
+            batches = pf.iter_batches(batch_size=rows, row_groups=[group])
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (*_ARROW_ERRORS, OSError) as e:
+                    raise _Unreadable(f"corrupt Parquet data: {e}") from e
+                yield from _parquet_batch(pa.Table.from_batches([batch]), plain, fmt, ctx)
 
 
 def _parquet_batch(

@@ -3,7 +3,7 @@ abort, the kernel's OOM killer) is observed as an exit status instead of killing
 
 Usage: ``python -m tests.reader_child ROOT FORMAT [--schema JSON] [--limit-mb N] KEY...``
 Prints one JSON line per key: ``{"key", "rows", "quarantined", "unreadable", "reasons",
-"indices"}`` and a last line ``{"peak_rss_mb": ...}`` (``ru_maxrss`` of this process).
+"indices_ok", "rss_mb"}`` and a last line ``{"peak_rss_mb": ...}`` (``peak_rss_mb``).
 ``--limit-mb`` caps the address space (``RLIMIT_AS``): an unbounded allocation fails with
 ``MemoryError`` (exit status 3) instead of swapping the machine.
 """
@@ -39,45 +39,65 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schema")
     p.add_argument("--limit-mb", type=int, default=0)
     p.add_argument("--max-record-bytes", type=int, default=0)
+    p.add_argument("--opts", help="FormatOptions fields as JSON (e.g. max_decompressed_bytes)")
     args = p.parse_args(argv)
     if args.limit_mb:
         limit = args.limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import numpy as np
+
     from lockgate.pipelines.formats import FormatOptions, read_object
     from lockgate.resources.store import LocalStore
 
     store = LocalStore(args.root)
-    fmt = FormatOptions(args.format)
+    opts: dict[str, Any] = json.loads(args.opts) if args.opts else {}
     if args.max_record_bytes:
-        fmt = FormatOptions(args.format, max_record_bytes=args.max_record_bytes)
+        opts["max_record_bytes"] = args.max_record_bytes
+    fmt = FormatOptions(args.format, **opts)
     schema = _schema(args.schema)
     try:
         for key in args.keys:
             out: dict[str, Any] = {"key": key, "rows": 0, "quarantined": 0, "unreadable": False}
             reasons: list[str] = []
-            indices: list[int | None] = []
+            indices: list[Any] = []  # numpy arrays of record indices (rows and entries)
             for chunk in read_object(store, key, store.head(key).etag, fmt, schema):
                 out["rows"] += chunk.batch.num_rows
-                indices += chunk.batch.column("_source_row").to_pylist()
+                indices.append(chunk.batch.column("_source_row").to_numpy())
                 for q in chunk.quarantined:
                     out["quarantined"] += 1
                     out["unreadable"] = out["unreadable"] or q.record_index is None
-                    reasons.append(q.reason[:200])
-                    indices.append(q.record_index)
-            out["reasons"] = reasons[:20]
+                    if len(reasons) < 20:
+                        reasons.append(q.reason[:200])
+                known = [q.record_index for q in chunk.quarantined if q.record_index is not None]
+                indices.append(np.asarray(known, dtype=np.int64))
+            out["reasons"] = reasons
             out["indices_ok"] = _indices_ok(indices)
+            out["rss_mb"] = peak_rss_mb()
             print(json.dumps(out), flush=True)
     except MemoryError:
         return 3
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mb": peak}), flush=True)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
     return 0
 
 
-def _indices_ok(indices: list[int | None]) -> bool:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image, in MiB: ``VmHWM`` (``ru_maxrss`` also
+    counts the parent's memory at fork time, which a child inherits until it execs)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _indices_ok(indices: list[Any]) -> bool:
     """Record indices 0..n-1 each once (a whole-object entry, None, covers the rest)."""
-    known = sorted(i for i in indices if i is not None)
-    return known == list(range(len(known)))
+    import numpy as np
+
+    known = np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *indices]))
+    return bool((known == np.arange(len(known))).all())
 
 
 @dataclass
@@ -96,6 +116,7 @@ def run_reader(
     limit_mb: int = 0,
     max_record_bytes: int = 0,
     timeout: float = 300,
+    opts: dict[str, int] | None = None,
 ) -> ChildResult:
     """Run ``main`` in a child interpreter over ``keys`` under ``root``."""
     cmd = [sys.executable, "-m", "tests.reader_child", str(root), fmt, *keys]
@@ -105,6 +126,8 @@ def run_reader(
         cmd += ["--limit-mb", str(limit_mb)]
     if max_record_bytes:
         cmd += ["--max-record-bytes", str(max_record_bytes)]
+    if opts:
+        cmd += ["--opts", json.dumps(opts)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     peak = next((x["peak_rss_mb"] for x in lines if "peak_rss_mb" in x), -1.0)
