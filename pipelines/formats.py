@@ -28,11 +28,13 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Keys that ``validate_key`` refuses (leading ``/``, ``.``/``..`` segments, backslash, NUL;
   S3 allows them) are never opened: the object is quarantined whole with the reason. No
   landing key ever names a file Lockgate writes (staged files are uuid-named).
-* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV) or one row group's
-  column chunks (Parquet), never by the object's size. A record longer than
-  ``max_record_bytes`` is quarantined, not buffered. A chunk covers at most
-  ``MAX_BLOCK_RECORDS`` records, so its quarantine entries are bounded too (the caller writes
-  them out as it goes: ``lockgate.pipelines.stage``).
+* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV), or for Parquet by
+  one read batch with its text leaves still dictionary-encoded (rows capped by the footer's
+  bytes per row) plus ``block_bytes`` of decoded rows, never by the object's size. A Parquet
+  row whose decoded size exceeds ``max_record_bytes`` is quarantined without being decoded. A
+  text record longer than ``max_record_bytes`` is quarantined, not buffered. A chunk covers at
+  most ``MAX_BLOCK_RECORDS`` records, so its quarantine entries are bounded too (the caller
+  writes them out as it goes: ``lockgate.pipelines.stage``).
 * A JSON record nested deeper than ``max_nesting_depth`` (objects and arrays) is quarantined
   before any parser sees it.
 * With a declared schema every batch has exactly the declared columns in declared order, then

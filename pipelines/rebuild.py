@@ -25,7 +25,7 @@ from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.ledger import Claim, CommitRecord, Ledger
 from lockgate.resources.runtime import Runtime, quarantine_table
-from lockgate.resources.store import NotFound
+from lockgate.resources.store import NotFound, NotRegularFile
 from lockgate.resources.tables import RebuildConflict
 
 REBUILD_ATTEMPTS = 5
@@ -69,10 +69,10 @@ def _check_objects_present(rt: Runtime, source: SourceConfig, claims: list[Claim
         for obj in claim.objects:
             try:
                 info = landing.head(obj.key)
-            except NotFound:
+            except (NotFound, NotRegularFile):  # a link or special file is not the object
                 info = None
             if info is None or info.etag != obj.etag:
-                what = "deleted" if info is None else "re-written"
+                what = "deleted (or replaced by a link)" if info is None else "re-written"
                 raise RebuildRefused(
                     f"source {source.name!r}: cannot rebuild {claim.partition}: object "
                     f"{obj.key!r} of batch {claim.batch_id} was {what} since it was claimed "
