@@ -11,14 +11,25 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lockgate.pipelines.assets import asset_key
 from lockgate.pipelines.formats import FormatOptions, read_object
+from lockgate.resources.config import load_config
 from lockgate.resources.ledger import Ledger
+from lockgate.resources.runtime import Runtime
 from lockgate.resources.store import SKIPPED_LINK, LocalStore, NotRegularFile
-from lockgate.sensors.discovery import SKIPPED_NOT_UTF8, DiscoveryRule, discover
+from lockgate.sensors.discovery import (
+    SKIPPED_NOT_UTF8,
+    DiscoveryRule,
+    discover,
+    rule_for_source,
+)
+from lockgate.sensors.factory import evaluate_tick
+from tests.platform_helpers import write_config
 from tests.reader_child import run_reader
 
 TODAY = date(2026, 3, 10)
@@ -198,3 +209,37 @@ def test_parquet_bomb_is_bounded(tmp_path: Path) -> None:
     assert obj["indices_ok"]
     for result in (small, fits):
         assert 0 < result.peak_rss_mb < 400, result.peak_rss_mb
+
+
+def test_unclaimable_objects_are_reported_once_per_tick(tmp_path: Path) -> None:
+    day = tmp_path / "landing" / "2026-03-01"
+    day.mkdir(parents=True)
+    (day / "good.jsonl").write_bytes(b'{"id": 1}\n')
+    with open(os.fsencode(day) + b"/bad\xff.jsonl", "wb") as f:
+        f.write(b'{"id": 2}\n')
+    (day / "link.jsonl").symlink_to(day / "good.jsonl")
+    spec = {
+        "landing": str(tmp_path / "landing"),
+        "format": "jsonl",
+        "table": "lake.t",
+        "partition": {"pattern": r"(\d{4}-\d{2}-\d{2})", "start": "2026-01-01"},
+    }
+    path = write_config(
+        tmp_path / "lockgate.yaml", warehouse=str(tmp_path / "wh"), sources={"s": spec}
+    )
+    rt = Runtime.from_config(load_config(str(path)))
+    source = rt.source("s")
+    lines: list[str] = []
+    with dg.instance_for_test() as instance:
+        for _ in range(2):
+            lines.clear()
+            ctx = dg.build_sensor_context(instance=instance)
+            result = evaluate_tick(
+                ctx, rt, source, rule_for_source(source), asset_key(source), 5, log=lines.append
+            )
+            assert [rr.run_key for rr in result.run_requests] == ["s:0"]  # not blocked
+            warnings = [line for line in lines if "can never be claimed" in line]
+            assert warnings == [
+                f"2 objects under {tmp_path / 'landing'} can never be claimed, skipped: "
+                f"1 {SKIPPED_NOT_UTF8}, 1 {SKIPPED_LINK} (e.g. '2026-03-01/bad\\udcff.jsonl')"
+            ]
