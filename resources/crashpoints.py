@@ -36,7 +36,6 @@ POINTS: frozenset[str] = frozenset(
         "stage.after_read",
         "stage.after_write_file",
         "stage.after_quarantine",
-        "stage.after_quarantine_file",
         # commit (table store / catalog)
         "commit.before_metadata_put",
         "commit.after_metadata_put",
