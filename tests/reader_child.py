@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 for q in chunk.quarantined:
                     out["quarantined"] += 1
                     out["unreadable"] = out["unreadable"] or q.record_index is None
-                    if len(reasons) < 20:
+                    if len(reasons) < 20 or q.record_index is None:
                         reasons.append(q.reason[:200])
                 known = [q.record_index for q in chunk.quarantined if q.record_index is not None]
                 indices.append(np.asarray(known, dtype=np.int64))
