@@ -31,12 +31,7 @@ from typing import Any, ClassVar
 
 from pyiceberg.exceptions import NoSuchTableError
 
-from lockgate.pipelines.stage import (
-    ensure_main_table,
-    ensure_quarantine_table,
-    stage_claims,
-    stage_quarantine,
-)
+from lockgate.pipelines.stage import ensure_main_table, stage_claims
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
@@ -214,10 +209,9 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
 
     staged = stage_claims(rt, source, [claim])
     summary = {"lockgate.rows": str(staged.rows), "lockgate.quarantined": str(staged.quarantined)}
-    if staged.quarantine:
-        q_ident = ensure_quarantine_table(tables, source)
-        q_files = stage_quarantine(tables, q_ident, staged.quarantine)
-        tables.commit_batch(q_ident, source.name, claim.batch_id, q_files, summary)
+    if staged.quarantine_files:
+        q_ident = quarantine_table(source)
+        tables.commit_batch(q_ident, source.name, claim.batch_id, staged.quarantine_files, summary)
         crash_point("commit.quarantine_committed")
     ensure_main_table(tables, source)
     result = tables.commit_batch(source.table, source.name, claim.batch_id, staged.files, summary)

@@ -32,9 +32,15 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Keys that ``validate_key`` refuses (leading ``/``, ``.``/``..`` segments, backslash, NUL;
   S3 allows them) are never opened: the object is quarantined whole with the reason. No
   landing key ever names a file Lockgate writes (staged files are uuid-named).
-* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV) or one row group's
-  column chunks (Parquet), never by the object's size. A record longer than
-  ``max_record_bytes`` is quarantined, not buffered.
+* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV), or for Parquet by
+  one read batch with its text leaves still dictionary-encoded (rows capped by the footer's
+  bytes per row) plus ``block_bytes`` of decoded rows, never by the object's size. A Parquet
+  row whose decoded size exceeds ``max_record_bytes`` is quarantined without being decoded. A
+  text record longer than ``max_record_bytes`` is quarantined, not buffered. A chunk covers at
+  most ``MAX_BLOCK_RECORDS`` records, so its quarantine entries are bounded too (the caller
+  writes them out as it goes: ``lockgate.pipelines.stage``).
+* A JSON record nested deeper than ``max_nesting_depth`` (objects and arrays) is quarantined
+  before any parser sees it.
 * With a declared schema every batch has exactly the declared columns in declared order, then
   ``_rescued_data`` (string), then ``_source_row``; values are cast strictly, a value that
   cannot be cast is null and rescued under its field name; fields not in the schema are
@@ -77,6 +83,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import IO, Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -118,6 +125,11 @@ SOURCE_ROW = "_source_row"
 MAX_RAW_CHARS = 64 * 1024
 DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 DEFAULT_PARQUET_BATCH_ROWS = 65536
+#: Records parsed (and yielded) per pass over a block: bounds a chunk's quarantine entries.
+MAX_BLOCK_RECORDS = 65536
+#: JSON records nested deeper than this (objects and arrays) are quarantined before any parser
+#: sees them: pyarrow's JSON reader overflows its stack (SIGSEGV) on deep nesting.
+MAX_NESTING_DEPTH = 64
 #: The compression-ratio guard applies once this much content has been decompressed.
 RATIO_GRACE_BYTES = 4 * 1024 * 1024
 
@@ -169,6 +181,7 @@ class FormatOptions:
     parquet_batch_rows: int = DEFAULT_PARQUET_BATCH_ROWS
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
     max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
+    max_nesting_depth: int = MAX_NESTING_DEPTH
 
     @classmethod
     def from_source(cls, source: SourceConfig) -> FormatOptions:
@@ -368,10 +381,12 @@ class _RecordError(Exception):
 
 @dataclass
 class _TooLong:
-    """A record longer than ``max_record_bytes``: only its head is kept."""
+    """A record refused before parsing: longer than ``max_record_bytes`` (``reason`` None), or
+    ``reason`` (e.g. nested deeper than ``max_nesting_depth``). Only its head is kept."""
 
     head: bytes
     size: int
+    reason: str | None = None
 
 
 _Record = bytes | _TooLong
@@ -551,7 +566,8 @@ def _process_block(
                 ctx.quarantine(
                     base + i,
                     _text(rec.head),
-                    f"record of {rec.size} bytes exceeds max_record_bytes ({max_record_bytes})",
+                    rec.reason
+                    or f"record of {rec.size} bytes exceeds max_record_bytes ({max_record_bytes})",
                 )
             )
         start = i + 1
@@ -866,21 +882,130 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
     while True:
         data = stream.read_block(fmt.block_bytes)
         records = splitter.feed(data) if data else splitter.finish()
+        scan = splitter.marked
+        if (
+            records
+            and fmt.format == "jsonl"
+            and _guard_depth(records, fmt.max_nesting_depth, splitter.marked)
+        ):
+            scan = True
         if records and parser is None:
             parser, records = _CsvParser.start(records, fmt, ctx)
-        if records and parser is not None:
+        # At most MAX_BLOCK_RECORDS records per pass: the quarantine entries of a block of
+        # tiny bad lines (millions) never pile up before the caller can write them out.
+        for lo in range(0, len(records) if parser is not None else 0, MAX_BLOCK_RECORDS):
+            assert parser is not None
             yield from _process_block(
                 ctx,
-                records,
+                records[lo : lo + MAX_BLOCK_RECORDS],
                 parser.attempt,
                 parser.explain,
                 fmt.max_record_bytes,
-                scan=splitter.marked,
+                scan=scan,
                 screen=parser.screen,
                 rescue=parser.rescue,
             )
         if not data:
             return
+
+
+_DEPTH_STEP = np.zeros(256, dtype=np.int8)
+_DEPTH_STEP[[ord("{"), ord("[")]] = 1
+_DEPTH_STEP[[ord("}"), ord("]")]] = -1
+_SCAN_WINDOW = 1 << 20
+
+
+def _guard_depth(records: list[_Record], limit: int, marked: bool) -> bool:
+    """Replace (in place) every record nested deeper than ``limit`` by a ``_TooLong`` with the
+    reason; True if any was. Cheap: C-level counts of ``{``/``[`` (over the block, then per
+    record, without a Python call per record); only records with more than ``limit`` openers
+    are scanned exactly, vectorised (``_nesting_depths``; a record over ``_SCAN_WINDOW`` bytes
+    alone, in windows, stopping at the limit). Extra memory: O(``_SCAN_WINDOW``).
+    ``marked``: ``records`` may hold ``_TooLong`` entries (left as they are)."""
+    if marked:
+        plain = [i for i, r in enumerate(records) if r.__class__ is bytes]
+        recs: list[bytes] = [records[i] for i in plain]  # type: ignore[misc]
+    else:
+        plain = range(len(records))  # type: ignore[assignment]
+        recs = records  # type: ignore[assignment]
+    counts = np.fromiter(map(bytes.count, recs, repeat(b"{")), np.int64, len(recs))
+    counts += np.fromiter(map(bytes.count, recs, repeat(b"[")), np.int64, len(recs))
+    suspects = np.flatnonzero(counts > limit).tolist()
+    deep: list[int] = []
+    group: list[int] = []
+    size = 0
+    for j in [*suspects, None]:
+        if j is not None and len(recs[j]) > _SCAN_WINDOW:
+            if _nesting_depth(recs[j], limit) > limit:
+                deep.append(j)
+            continue
+        if group and (j is None or size + len(recs[j]) > _SCAN_WINDOW):
+            depths = _nesting_depths([recs[k] for k in group])
+            deep += [k for k, d in zip(group, depths.tolist(), strict=True) if d > limit]
+            group, size = [], 0
+        if j is not None:
+            group.append(j)
+            size += len(recs[j]) + 1
+    for j in deep:
+        records[plain[j]] = _TooLong(
+            recs[j][: MAX_RAW_CHARS * 4],
+            len(recs[j]),
+            f"JSON nested too deeply: deeper than max_nesting_depth ({limit}), not parsed",
+        )
+    return bool(deep)
+
+
+def _real_quotes(a: np.ndarray) -> np.ndarray:
+    """Where ``a`` holds a ``"`` that is not escaped (not after an odd run of backslashes)."""
+    quote = a == 34
+    if not quote.any():
+        return quote
+    bs = a == 92
+    if bs.any():
+        qpos = np.flatnonzero(quote)
+        last_other = np.maximum.accumulate(np.where(bs, -1, np.arange(len(a))))
+        prev = qpos - 1
+        run = np.where(prev >= 0, prev - last_other[np.maximum(prev, 0)], 0)
+        quote[qpos[run % 2 == 1]] = False
+    return quote
+
+
+def _nesting_depths(group: list[bytes]) -> np.ndarray:
+    """The nesting depth of each of a few small JSON records as a parser sees it (brackets in
+    strings do not count; an unterminated string runs to the end of its record), vectorised
+    over all of them."""
+    a = np.frombuffer(b"\n".join(group), dtype=np.uint8)
+    lengths = np.fromiter(map(len, group), dtype=np.int64, count=len(group)) + 1
+    lengths[-1] -= 1  # the last record has no newline after it
+    starts = np.concatenate(([0], np.cumsum(lengths[:-1])))
+    quotes = np.cumsum(_real_quotes(a), dtype=np.int32)
+    base = np.where(starts > 0, quotes[np.maximum(starts - 1, 0)], 0)
+    inside = ((quotes - np.repeat(base, lengths)) & 1).astype(bool)
+    running = np.cumsum(np.where(inside, 0, _DEPTH_STEP[a]), dtype=np.int32)
+    deepest = np.maximum.reduceat(running, np.minimum(starts, len(a) - 1))
+    before = np.where(starts > 0, running[np.maximum(starts - 1, 0)], 0)
+    return np.asarray(deepest - before)
+
+
+def _nesting_depth(record: bytes, limit: int) -> int:
+    """The nesting depth of one (large) JSON record as ``_nesting_depths`` counts it, scanned
+    in windows (bounded memory), or the first depth found above ``limit`` (it stops there)."""
+    depth = deepest = 0
+    inside = 0  # 1 inside a string at the end of the previous window
+    escape = False  # the previous window ended with an odd run of backslashes
+    for lo in range(0, len(record), _SCAN_WINDOW):
+        window = record[lo : lo + _SCAN_WINDOW]
+        a = np.frombuffer(b"\\" + window if escape else window, dtype=np.uint8)
+        quotes = np.cumsum(_real_quotes(a), dtype=np.int32) + inside
+        steps = np.where((quotes & 1).astype(bool), 0, _DEPTH_STEP[a])
+        running = np.cumsum(steps, dtype=np.int64) + depth
+        deepest = max(deepest, int(running.max()))
+        if deepest > limit:
+            return deepest
+        depth, inside = int(running[-1]), int(quotes[-1]) & 1
+        trailing = len(window) - len(window.rstrip(b"\\"))
+        escape = (trailing + (1 if escape and trailing == len(window) else 0)) % 2 == 1
+    return deepest
 
 
 def _check_utf8(data: bytes) -> None:
@@ -1247,50 +1372,193 @@ def _from_text(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
 
 def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
     """Parquet needs random access: the object is spooled to a local temporary file (disk,
-    not memory), then read one batch at a time."""
+    not memory), then read one bounded batch at a time.
+
+    Bounded whatever the file claims: every text/binary leaf is read dictionary-encoded (a few
+    hundred bytes of dictionary pages and run-length indices can stand for gigabytes once
+    decoded), the rows of a read batch are capped by the footer's uncompressed bytes per row
+    so a batch stays near ``block_bytes``, and each row's decoded size is computed from the
+    encoded batch (``_decoded_row_sizes``) before anything is decoded: a row larger than
+    ``max_record_bytes`` is quarantined unread, and the others are decoded in runs of at most
+    ``block_bytes`` (or one row)."""
     with tempfile.TemporaryFile(prefix="lockgate-parquet-") as spool:
         _spool(stream, spool)
         spool.seek(0)
         try:
             pf = pq.ParquetFile(spool)
+            encoded = [
+                c.path
+                for c in pf.schema
+                if c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
+            ]
+            plain = _plain_schema(pf.schema_arrow)
+            meta = pf.metadata
+            spool.seek(0)
+            pf = pq.ParquetFile(spool, read_dictionary=encoded or None)
         except (*_ARROW_ERRORS, OSError) as e:
             raise _Unreadable(f"not a readable Parquet file: {e}") from e
-        batches = pf.iter_batches(batch_size=fmt.parquet_batch_rows)
-        while True:
+        # One row group at a time: a batch never spans two dictionaries (pyarrow cannot read
+        # nested dictionary-encoded data across them).
+        for group in range(meta.num_row_groups):
             try:
-                batch = next(batches)
-            except StopIteration:
-                return
+                rg = meta.row_group(group)
+                per_row = rg.total_byte_size / max(1, rg.num_rows)
             except (*_ARROW_ERRORS, OSError) as e:
-                raise _Unreadable(f"corrupt Parquet data: {e}") from e
-            table = pa.Table.from_batches([batch])
+                raise _Unreadable(f"corrupt Parquet footer: {e}") from e
+            rows = int(max(1, min(fmt.parquet_batch_rows, fmt.block_bytes // max(1.0, per_row))))
+            batches = pf.iter_batches(batch_size=rows, row_groups=[group])
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (*_ARROW_ERRORS, OSError) as e:
+                    raise _Unreadable(f"corrupt Parquet data: {e}") from e
+                yield from _parquet_batch(pa.Table.from_batches([batch]), plain, fmt, ctx)
 
-            def attempt(rows: list[bytes], _t: pa.Table = table) -> pa.Table:
-                lo, hi = int(rows[0]), int(rows[-1]) + 1
-                return ctx.validate(_t.slice(lo, hi - lo))
 
-            def explain(row: bytes, err: _RecordError) -> str:
-                return err.reason
+def _parquet_batch(
+    table: pa.Table, plain: pa.Schema, fmt: FormatOptions, ctx: _Context
+) -> Iterator[ReadChunk]:
+    """One read batch (text leaves still dictionary-encoded): oversized rows quarantined, the
+    rest decoded and parsed in runs of at most ``block_bytes``."""
+    try:
+        sizes = _decoded_row_sizes(table)
+    except (*_ARROW_ERRORS, ValueError) as e:
+        raise _Unreadable(f"corrupt Parquet data: {e}") from e
+    n = table.num_rows
+    lo = 0
+    while lo < n:
+        # a run: rows while their decoded sizes fit the budget (at least one row)
+        total = np.cumsum(sizes[lo:], dtype=np.int64)
+        hi = lo + max(1, int(np.searchsorted(total, fmt.block_bytes, side="right")))
+        run = table.slice(lo, hi - lo)
+        records: list[_Record] = []
+        for i in range(hi - lo):
+            size = int(sizes[lo + i])
+            if size > fmt.max_record_bytes:
+                reason = (
+                    f"Parquet row of {size} bytes (decoded) exceeds max_record_bytes "
+                    f"({fmt.max_record_bytes}): not decoded"
+                )
+                records.append(_TooLong(b"", size, reason))
+            else:
+                records.append(str(i).encode())
+        decoded: dict[tuple[int, int], pa.Table] = {}
 
-            # Records are addressed by their offset in the batch (as bytes, for the bisector);
-            # raw text of a quarantined row is its JSON rendering.
-            records: list[_Record] = [str(i).encode() for i in range(table.num_rows)]
-            base = ctx.next_index
-            chunks = _process_block(
-                ctx, records, attempt, explain, fmt.max_record_bytes, scan=False
-            )
-            for chunk in chunks:
-                chunk.quarantined = [
-                    QuarantineRecord(
-                        q.source_key,
-                        q.source_etag,
-                        q.record_index,
-                        _row_text(table, (q.record_index or 0) - base),
-                        q.reason,
-                    )
-                    for q in chunk.quarantined
-                ]
-                yield chunk
+        def attempt(
+            rows: list[bytes],
+            _run: pa.Table = run,
+            _cache: dict[tuple[int, int], pa.Table] = decoded,
+        ) -> pa.Table:
+            a, b = int(rows[0]), int(rows[-1]) + 1
+            return ctx.validate(_decode(_run, a, b, plain, _cache))
+
+        def explain(row: bytes, err: _RecordError) -> str:
+            return err.reason
+
+        base = ctx.next_index
+        chunks = _process_block(ctx, records, attempt, explain, fmt.max_record_bytes, scan=True)
+        for chunk in chunks:
+            chunk.quarantined = [
+                q
+                if q.reason.startswith("Parquet row of")
+                else QuarantineRecord(
+                    q.source_key,
+                    q.source_etag,
+                    q.record_index,
+                    _row_text(_decode(run, i, i + 1, plain, decoded), 0),
+                    q.reason,
+                )
+                for q in chunk.quarantined
+                for i in [(q.record_index or 0) - base]
+            ]
+            yield chunk
+        lo = hi
+
+
+def _decode(
+    run: pa.Table, a: int, b: int, plain: pa.Schema, cache: dict[tuple[int, int], pa.Table]
+) -> pa.Table:
+    """Rows ``a:b`` of ``run`` with dictionary-encoded leaves decoded (only rows known to fit)."""
+    if (a, b) not in cache:
+        cache.clear()  # one decoded range at a time
+        part = run.slice(a, b - a)
+        try:
+            cache[(a, b)] = part.cast(pa.schema([plain.field(name) for name in part.column_names]))
+        except _ARROW_ERRORS as e:
+            raise _RecordError(f"cannot decode Parquet values: {e}") from e
+    return cache[(a, b)]
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with every dictionary type replaced by its value type (recursively)."""
+    if pa.types.is_dictionary(t):
+        return _plain_type(t.value_type)
+    if pa.types.is_map(t):
+        return pa.map_(_plain_type(t.key_type), _plain_type(t.item_type))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_plain_type(t.value_type)))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)), t.list_size)
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_plain_type(f.type)) for f in t])
+    return t
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(_plain_type(f.type)) for f in schema])
+
+
+def _decoded_row_sizes(table: pa.Table) -> np.ndarray:
+    """Bytes each row takes once decoded (value bytes of every leaf, offsets included),
+    computed on the encoded columns: nothing is decoded."""
+    total = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        pos = 0
+        for chunk in column.chunks:
+            total[pos : pos + len(chunk)] += _element_sizes(chunk)
+            pos += len(chunk)
+    return total
+
+
+def _element_sizes(arr: pa.Array) -> np.ndarray:
+    """Decoded bytes of each element of ``arr`` (see ``_decoded_row_sizes``)."""
+    t = arr.type
+    n = len(arr)
+    if pa.types.is_dictionary(arr.type):
+        values = _element_sizes(arr.dictionary)
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        out = values[idx] if len(values) else np.zeros(n, dtype=np.int64)
+        return np.where(arr.is_null().to_numpy(zero_copy_only=False), 0, out)
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    ):
+        lengths = pc.binary_length(arr).fill_null(0)
+        return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64) + 4
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
+        child = _element_sizes(arr.values)
+        offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        cum = np.concatenate(([0], np.cumsum(child, dtype=np.int64)))
+        return cum[offsets[1:]] - cum[offsets[:-1]] + 8
+    if pa.types.is_fixed_size_list(t):
+        child = _element_sizes(arr.flatten())
+        return np.asarray(child.reshape(n, t.list_size).sum(axis=1), dtype=np.int64)
+    if pa.types.is_struct(t):
+        out = np.zeros(n, dtype=np.int64)
+        for field_array in arr.flatten():
+            out += _element_sizes(field_array)
+        return out
+    try:
+        width = max(1, t.bit_width // 8)
+    except ValueError:
+        width = 16  # other types: a bounded guess
+    return np.full(n, width, dtype=np.int64)
 
 
 def _row_text(table: pa.Table, i: int) -> str:

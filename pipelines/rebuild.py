@@ -23,14 +23,13 @@ from lockgate.pipelines.stage import (
     ensure_main_table,
     ensure_quarantine_table,
     stage_claims,
-    stage_quarantine,
 )
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.ledger import GONE_BEFORE_READ, Claim, CommitRecord, Ledger
 from lockgate.resources.runtime import Runtime, quarantine_table
-from lockgate.resources.store import NotFound
+from lockgate.resources.store import NotFound, NotRegularFile
 from lockgate.resources.store_s3 import S3Error
 from lockgate.resources.tables import RebuildConflict
 
@@ -119,7 +118,7 @@ def _check_objects_present(
                 continue
             try:
                 info = landing.head(obj.key)
-            except NotFound:
+            except (NotFound, NotRegularFile):  # a link or special file is not the object
                 info = None
             except (ValueError, S3Error) as e:
                 if isinstance(e, S3Error) and e.status != 400:
@@ -130,7 +129,8 @@ def _check_objects_present(
                     f"malformed ({e}); nothing was changed"
                 ) from e
             if info is None or info.etag != obj.etag:
-                raise _refused(source, claim, obj.key, "deleted" if info is None else "re-written")
+                what = "deleted (or replaced by a link)" if info is None else "re-written"
+                raise _refused(source, claim, obj.key, what)
 
 
 def rebuild(
@@ -179,10 +179,11 @@ def rebuild(
             raise _refused(source, claim, e.key, f"{what} while the rebuild read it") from e
         crash_point("backfill.after_stage")
         try:
-            if staged.quarantine or q_base.table_version:
+            if staged.quarantine_files or q_base.table_version:
                 ensure_quarantine_table(tables, source)
-                q_files = stage_quarantine(tables, q_ident, staged.quarantine)
-                tables.rebuild_partitions(q_ident, source.name, days, q_files, ids, q_base)
+                tables.rebuild_partitions(
+                    q_ident, source.name, days, staged.quarantine_files, ids, q_base
+                )
             ensure_main_table(tables, source)
             result = tables.rebuild_partitions(
                 source.table,

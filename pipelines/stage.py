@@ -2,8 +2,11 @@
 as Parquet files under the tables' ``data/`` (invisible to readers until a commit adds them).
 
 Contract: ``records(object) = rows + quarantined`` is counted per object
-(``Staged.record_counts``); memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus the
-quarantine entries.
+(``Staged.record_counts``). Memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus
+``STAGE_BUFFER_BYTES`` of quarantine entries (plus the reader's block), whatever the number of
+bad records: quarantine entries are staged as files of the quarantine table as they fill their
+buffer, exactly like rows (``Staged.quarantine_files``, committed by the caller before the
+rows).
 
 An object whose claimed version is gone when it is read (``VersionNotRead``) contributes
 nothing -- no row, no quarantine entry, record count 0 -- and is listed in ``Staged.unread``
@@ -51,8 +54,11 @@ STAGE_BUFFER_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class Staged:
+    """What staging wrote (nothing visible yet): ``files`` of the source's table and
+    ``quarantine_files`` of its quarantine table (empty when no record was bad)."""
+
     files: list[StagedFile] = field(default_factory=list)
-    quarantine: list[pa.RecordBatch] = field(default_factory=list)
+    quarantine_files: list[StagedFile] = field(default_factory=list)
     rows: int = 0
     quarantined: int = 0
     bytes: int = 0
@@ -98,8 +104,9 @@ def stage_claims(
     strict: bool = False,
     skip: frozenset[tuple[int, str]] = frozenset(),
 ) -> Staged:
-    """Read every object of ``claims`` and stage its rows (invisible until committed); keep its
-    quarantine entries in memory (bounded by the number of bad records). Objects ``(batch id,
+    """Read every object of ``claims`` and stage its rows and its quarantine entries (both
+    invisible until committed; the quarantine table is created on the first bad record).
+    ``SizeMismatch`` is retried (see the module contract). Objects ``(batch id,
     key)`` in ``skip`` are not read at all (a rebuild skips those recorded as not read).
     ``strict``: raise ``VersionNotRead`` instead of recording an object as not read."""
     ids = ",".join(str(c.batch_id) for c in claims)
@@ -136,19 +143,32 @@ def _stage_once(
     conformer.prepare()  # a declared schema the table cannot follow is refused before any read
     out = Staged()
     ingested_at = datetime.now(UTC)
+    pending: list[pa.RecordBatch] = []  # quarantine entries not staged yet
+    pending_bytes = 0
+
+    def flush_quarantine() -> None:
+        nonlocal pending, pending_bytes
+        if pending:
+            ident = ensure_quarantine_table(tables, source)
+            # each file written passes the crash point stage.after_write_file
+            out.quarantine_files += tables.stage(ident, pending)
+        pending, pending_bytes = [], 0
 
     def quarantine(claim: Claim, records: list[QuarantineRecord]) -> None:
+        nonlocal pending_bytes
         if not records:
             return
         qb = quarantine_batch(records)
         n = qb.num_rows
         extra = lineage_arrays(claim, n, ingested_at, key=None, etag=None)
-        out.quarantine.append(
-            pa.RecordBatch.from_arrays(
-                [*qb.columns, extra["_batch_id"], extra["_ingested_at"], extra[DAY]],
-                schema=QUARANTINE_TABLE_SCHEMA,
-            )
+        batch = pa.RecordBatch.from_arrays(
+            [*qb.columns, extra["_batch_id"], extra["_ingested_at"], extra[DAY]],
+            schema=QUARANTINE_TABLE_SCHEMA,
         )
+        pending.append(batch)
+        pending_bytes += batch.nbytes
+        if pending_bytes >= STAGE_BUFFER_BYTES:
+            flush_quarantine()
         out.quarantined += n
         out.batch_quarantined[claim.batch_id] = out.batch_quarantined.get(claim.batch_id, 0) + n
         crash_point("stage.after_quarantine")
@@ -170,7 +190,7 @@ def _stage_once(
                     chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
                     for chunk in chunks:
                         crash_point("stage.after_read")
-                        bad = list(chunk.quarantined)
+                        bad = chunk.quarantined
                         records += chunk.batch.num_rows + len(bad)
                         if chunk.batch.num_rows:
                             lineage = lineage_arrays(
@@ -184,6 +204,7 @@ def _stage_once(
                                 )
                                 yield good
                         quarantine(claim, bad)
+                        del chunk, bad  # not kept alive while the next chunk is read
                 except VersionNotRead as e:
                     if strict:
                         raise
@@ -198,6 +219,7 @@ def _stage_once(
 
     for group in chunked(rows(), STAGE_BUFFER_BYTES):
         out.files += tables.stage(source.table, group)
+    flush_quarantine()
     return out
 
 
@@ -205,12 +227,6 @@ def ensure_quarantine_table(tables: TableStore, source: SourceConfig) -> str:
     ident = quarantine_table(source)
     tables.ensure_table(ident, QUARANTINE_TABLE_SCHEMA, DAY)
     return ident
-
-
-def stage_quarantine(
-    tables: TableStore, ident: str, batches: list[pa.RecordBatch]
-) -> list[StagedFile]:
-    return tables.stage(ident, batches) if batches else []
 
 
 def ensure_main_table(tables: TableStore, source: SourceConfig) -> None:

@@ -11,15 +11,24 @@ Contract (both backends):
   raises ``ObjectChanged`` when the object is no longer that version. Given a ``size`` (the
   claim's, from the listing), the stream delivers exactly that many bytes or raises
   ``SizeMismatch``: the length an endpoint reports on HEAD is never trusted over the claim.
+  raises ``ObjectChanged`` when the object is no longer that version.
+* Local folders: only regular files are objects. Symbolic links (to files or folders, inside
+  the root or not) are never followed: ``list`` skips them and special files (FIFOs, sockets,
+  devices), counting them in ``skipped`` by reason, and ``open`` / ``head`` refuse them
+  (``NotRegularFile``), whatever the path component that is a link. (A link inside the root
+  would ingest its target twice; one outside would ingest any readable file.)
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import io
 import os
+import stat
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +39,9 @@ from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
 
 TMP_PREFIX = ".lockgate-tmp-"
+#: ``LocalStore.skipped`` reasons.
+SKIPPED_LINK = "symbolic link (not followed)"
+SKIPPED_SPECIAL = "not a regular file"
 
 
 class StoreError(LockgateError):
@@ -69,6 +81,11 @@ class SizeMismatch(StoreError, TransientError):
         self.key = key
         self.consumed = consumed
         self.claimed = claimed
+
+
+class NotRegularFile(ObjectChanged):
+    """The key names a symbolic link (or passes through one) or a special file: never followed
+    or read. A subclass of ``ObjectChanged``: what was claimed as a file is not one now."""
 
 
 class UnsafeEndpoint(StoreError, TerminalError):
@@ -255,6 +272,8 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
         self.url = str(self.root)
+        #: Entries ``list`` left out, by reason (cumulative over this store's listings).
+        self.skipped: Counter[str] = Counter()
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -276,43 +295,92 @@ class LocalStore(ObjectStore):
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
         base_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self.root / base_rel if base_rel else self.root
-        if not base.is_dir():
+        if not base.is_dir() or any(
+            p.is_symlink() for p in [base, *base.parents] if p.is_relative_to(self.root)
+        ):
             return
         found: list[tuple[str, os.stat_result]] = []
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             rel_dir = "" if rel_dir == "." else rel_dir
-            dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX)]
+            keep = []
+            for d in dirnames:
+                if d.startswith(TMP_PREFIX):
+                    continue
+                if os.path.islink(os.path.join(dirpath, d)):
+                    self.skipped[SKIPPED_LINK] += 1  # never walked (followlinks=False)
+                    continue
+                keep.append(d)
+            dirnames[:] = keep
             for name in filenames:
                 if name.startswith(TMP_PREFIX):
                     continue
                 key = f"{rel_dir}/{name}" if rel_dir else name
                 if not key.startswith(prefix) or (start_after is not None and key <= start_after):
                     continue
-                with contextlib.suppress(FileNotFoundError):
-                    found.append((key, os.stat(os.path.join(dirpath, name))))
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    self.skipped[SKIPPED_LINK] += 1
+                elif not stat.S_ISREG(st.st_mode):
+                    self.skipped[SKIPPED_SPECIAL] += 1
+                else:
+                    found.append((key, st))
         found.sort(key=lambda kv: kv[0])
         for key, st in found:
             yield self._info(key, st)
 
-    def head(self, key: str) -> ObjectInfo:
+    def _open_regular(self, key: str) -> int:
+        """A read-only descriptor of the regular file ``key``, reached without following any
+        symbolic link (each component below the root opened with ``O_NOFOLLOW``: no window
+        between a check and the open). ``NotFound`` / ``NotRegularFile``."""
+        parts = validate_key(key).split("/")
         try:
-            st = self._path(key).stat()
+            dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError as e:
             raise NotFound(key) from e
-        if not os.path.isfile(self._path(key)):
-            raise NotFound(key)
-        return self._info(key, st)
+        try:
+            for seg in parts[:-1]:
+                nxt = os.open(seg, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                os.close(dir_fd)
+                dir_fd = nxt
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            if os.path.islink(self.root / key) or any(
+                (self.root / key).parents[i].is_symlink() for i in range(len(parts) - 1)
+            ):
+                raise NotRegularFile(f"{key}: passes through a symbolic link") from e
+            raise NotFound(key) from e
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise NotRegularFile(f"{key}: a symbolic link (not followed)") from e
+            raise
+        finally:
+            os.close(dir_fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise NotFound(key)
+            raise NotRegularFile(f"{key}: not a regular file")
+        return fd
+
+    def head(self, key: str) -> ObjectInfo:
+        fd = self._open_regular(key)
+        try:
+            return self._info(key, os.fstat(fd))
+        finally:
+            os.close(fd)
 
     def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
-        path = self._path(key)
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - returned to the caller
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
-            raise NotFound(key) from e
+        fd = self._open_regular(key)
+        f = os.fdopen(fd, "rb")
         if etag is None:
             return f
-        info = self._info(key, os.fstat(f.fileno()))
+        info = self._info(key, os.fstat(fd))
         if info.etag != etag:
             f.close()
             raise ObjectChanged(f"{key}: expected etag {etag}")

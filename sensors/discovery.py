@@ -11,6 +11,11 @@ Rules (each is a contract the sensor relies on):
   caller from a tick counter it keeps (``full_listing_due``), never from wall-clock ordering.
 * **Skipped names.** A key with any path segment starting with ``.`` or ``_``, or ending with
   ``.tmp`` or ``._COPYING_``, is an in-progress or hidden file: it is never claimed.
+* **Names that cannot be claimed.** A key that is not valid Unicode (a local file name that is
+  not UTF-8 comes back with surrogate escapes) cannot be written into a claim: it is skipped
+  and counted in ``skipped_unsafe`` (with a few examples), never blocking the other objects.
+  Entries a store leaves out of its listing (a local folder's symbolic links and special
+  files: ``LocalStore.skipped``) are counted there too.
 * **Identity.** An object is ``(key, etag)``. An object already claimed is skipped. A claimed key
   listed with a new etag is *overwritten*: it is reported, and claimed again only when
   ``rule.allow_overwrites``. Except: when every claimed version of the key was recorded by its
@@ -57,6 +62,8 @@ from lockgate.resources.store import ObjectInfo, ObjectStore
 TEMP_SUFFIXES = (".tmp", "._COPYING_")
 MAX_CONFLICTS_PER_TICK = 1000
 OUT_OF_RANGE_REASONS = ("before_start", "future", "invalid_day")
+MAX_SKIPPED_EXAMPLES = 5
+SKIPPED_NOT_UTF8 = "name is not valid UTF-8"
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,9 @@ class DiscoveryResult:
     listed: int = 0  # objects returned by the listing (hidden names included)
     skipped_hidden: int = 0
     skipped_claimed: int = 0
+    #: Objects that can never be claimed, by reason (names not UTF-8, symbolic links, ...).
+    skipped_unsafe: dict[str, int] = field(default_factory=dict)
+    skipped_examples: list[str] = field(default_factory=list)  # ASCII renderings, at most 5
     overwritten: list[ObjectInfo] = field(default_factory=list)  # claimed key, new etag
     out_of_range: list[OutOfRange] = field(default_factory=list)
     deferred: int = 0  # claimable objects left for later ticks (max_claims_per_tick)
@@ -150,6 +160,12 @@ class DiscoveryResult:
     @property
     def claimed_objects(self) -> int:
         return sum(len(c.objects) for c in self.claims)
+
+    def skip(self, reason: str, key: str | None = None, n: int = 1) -> None:
+        """Count ``n`` objects that cannot be claimed for ``reason``."""
+        self.skipped_unsafe[reason] = self.skipped_unsafe.get(reason, 0) + n
+        if key is not None and len(self.skipped_examples) < MAX_SKIPPED_EXAMPLES:
+            self.skipped_examples.append(ascii(key))
 
     def out_of_range_counts(self) -> dict[str, int]:
         """``reason -> number of objects``."""
@@ -165,6 +181,15 @@ def is_hidden(key: str) -> bool:
     if key.endswith(TEMP_SUFFIXES):
         return True
     return any(part.startswith((".", "_")) for part in key.split("/"))
+
+
+def representable(key: str) -> bool:
+    """Whether ``key`` can be written into a claim (UTF-8; no surrogate escapes)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def partition_of(info: ObjectInfo, rule: DiscoveryRule) -> str | None:
@@ -232,6 +257,12 @@ def _list_count(store: ObjectStore) -> int | None:
     return n if isinstance(n, int) else None
 
 
+def _store_skipped(store: ObjectStore) -> dict[str, int]:
+    """The store's cumulative ``skipped`` counts (``LocalStore``), else none."""
+    skipped = getattr(store, "skipped", None)
+    return dict(skipped) if isinstance(skipped, dict) else {}
+
+
 class _Planner:
     """Classifies listed objects against the claim state and keeps the claimable ones per day."""
 
@@ -272,6 +303,9 @@ class _Planner:
 
     def add(self, info: ObjectInfo, state: ClaimState) -> None:
         self.result.listed += 1
+        if not representable(info.key):
+            self.result.skip(SKIPPED_NOT_UTF8, info.key)
+            return
         if is_hidden(info.key):
             self.result.skipped_hidden += 1
             return
@@ -329,8 +363,12 @@ def discover(
     window = start_after or ""
     state = ledger.claim_state(window)
     planner = _Planner(rule, today, now, result, ledger.was_read)
+    skipped_before = _store_skipped(landing)
     for info in landing.list(rule.prefix, start_after=start_after):
         planner.add(info, state)
+    for reason, n in _store_skipped(landing).items():
+        if n > skipped_before.get(reason, 0):
+            result.skip(reason, n=n - skipped_before.get(reason, 0))
     lists_after = _list_count(landing)
     if lists_before is not None and lists_after is not None:
         result.list_requests = lists_after - lists_before

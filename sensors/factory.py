@@ -162,6 +162,13 @@ def evaluate_tick(
         )
     if result.too_young:
         say(f"{result.too_young} objects changed less than min_age ago: claimed by a later tick")
+    if result.skipped_unsafe:
+        (log or context.log.warning)(
+            f"{sum(result.skipped_unsafe.values())} objects under {source.landing} can never be "
+            "claimed, skipped: "
+            + ", ".join(f"{n} {reason}" for reason, n in sorted(result.skipped_unsafe.items()))
+            + (f" (e.g. {', '.join(result.skipped_examples)})" if result.skipped_examples else "")
+        )
     for reason, n in result.out_of_range_counts().items():
         say(f"{n} objects not claimed: {reason} (see docs/operations.md, 'Days out of range')")
 
