@@ -8,7 +8,11 @@ Invariants:
   any number of times, after a crash anywhere, converges to the same table.
 * Quarantine entries of a batch are committed (with the same marker) to
   ``<table>__quarantine`` BEFORE the batch's rows, so a committed batch always has its
-  quarantine. A batch with no bad record writes nothing there.
+  quarantine. A batch with no bad record writes nothing there. A re-run after a crash between
+  the two commits may find an object's claimed version gone that the crashed attempt read:
+  that object is recorded as not read, so the entries the crashed attempt committed for it
+  are deleted from the quarantine table before the rows commit (no record of a version that
+  was not read counts, in either table).
 * The commit record is written after the table commit. A batch that is marked in the table
   but has no commit record is repaired from the table (counts re-read), never re-run.
 * Every record of every object is a row or a quarantine entry: ``records(object) = rows +
@@ -209,10 +213,16 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
 
     staged = stage_claims(rt, source, [claim])
     summary = {"lockgate.rows": str(staged.rows), "lockgate.quarantined": str(staged.quarantined)}
+    q_ident = quarantine_table(source)
     if staged.quarantine_files:
-        q_ident = quarantine_table(source)
         tables.commit_batch(q_ident, source.name, claim.batch_id, staged.quarantine_files, summary)
         crash_point("commit.quarantine_committed")
+    unread = staged.unread_of(claim.batch_id)
+    if unread and claim.batch_id in tables.committed(q_ident, source.name):
+        # An earlier attempt read these objects and committed their quarantine entries, then
+        # died before the table commit; their versions are gone now, so none of their records
+        # may count: the entries go before the rows commit (which records them as not read).
+        tables.delete_batch_objects(q_ident, source.name, claim.batch_id, unread, summary)
     ensure_main_table(tables, source)
     result = tables.commit_batch(source.table, source.name, claim.batch_id, staged.files, summary)
     if result.duplicate:

@@ -17,9 +17,12 @@ Contract:
   batch not in its plan was committed since its base (the caller re-plans).
 * The duplicate-file check of pyiceberg's ``add_files`` (O(table) per commit) is never run:
   the marker already guarantees idempotence.
-* Every commit (batch, rebuild, schema evolution) goes through ONE loop, ``TableStore._commit``:
-  reload, let the update (``AppendBatch``, ``OverwritePartitions``, ``EvolveSchema``) check its
-  own requirements against that base and plan a transaction, commit it strictly
+* ``delete_batch_objects`` removes a batch's rows of given objects (copy-on-write, marker
+  unchanged; used on the quarantine table, see ``lockgate.pipelines.batch``).
+* Every commit (batch, rebuild, delete, schema evolution) goes through ONE loop,
+  ``TableStore._commit``: reload, let the update (``AppendBatch``, ``OverwritePartitions``,
+  ``DeleteBatchObjects``, ``EvolveSchema``) check its own requirements against that base and
+  plan a transaction, commit it strictly
   (``iceberg_private.commit_strict``), and on a lost race back off (full jitter, the one
   ``RetryPolicy``) and start again from a reload.
 """
@@ -46,6 +49,7 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
     TableAlreadyExistsError,
 )
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
@@ -287,6 +291,43 @@ class OverwritePartitions:
 
 
 @dataclass(frozen=True)
+class DeleteBatchObjects:
+    """Delete the rows of ``batch_id`` whose ``_source_key`` is one of ``keys`` (copy-on-write:
+    data files holding them are rewritten without them). The marker is unchanged. Plans
+    nothing when no such row is in the table (idempotence)."""
+
+    source: str
+    batch_id: int
+    keys: tuple[str, ...]
+    summary: dict[str, str]
+
+    @property
+    def what(self) -> str:
+        return f"delete of batch {self.source}:{self.batch_id} rows of {len(self.keys)} objects"
+
+    def filter(self) -> BooleanExpression:
+        # (mypy sees the pydantic fields of these models, not their positional __init__)
+        batch = EqualTo("_batch_id", self.batch_id)  # type: ignore[call-arg, arg-type]
+        keys = In("_source_key", self.keys)  # type: ignore[call-arg, arg-type]
+        return And(batch, keys)
+
+    def plan(self, identifier: str, table: Table) -> Transaction | None:
+        if not self.keys or table.current_snapshot() is None:
+            return None
+        found = table.scan(row_filter=self.filter(), selected_fields=("_source_key",))
+        if not found.to_arrow().num_rows:
+            return None
+        props = {
+            **self.summary,
+            "lockgate.source": self.source,
+            "lockgate.batch": str(self.batch_id),
+        }
+        txn = Transaction(table)
+        txn.delete(self.filter(), snapshot_properties=props)
+        return txn
+
+
+@dataclass(frozen=True)
 class EvolveSchema:
     """Bring the schema up to ``arrow_schema`` (new columns nullable, promotions of the
     widening rule). Requires every change to be allowed (else ``IncompatibleSchema``); plans
@@ -524,6 +565,25 @@ class TableStore:
         result = _result(table, duplicate=not committed, attempts=attempts)
         if committed:
             self._after_commit(identifier, result.table_version)
+        return result
+
+    def delete_batch_objects(
+        self,
+        identifier: str,
+        source: str,
+        batch_id: int,
+        keys: Iterable[str],
+        summary: dict[str, str] | None = None,
+    ) -> CommitResult | None:
+        """Delete the rows of ``batch_id`` read from the objects ``keys`` (one commit; the
+        marker is unchanged). Returns None when there was no such row (nothing committed).
+        Raises ``CommitConflict`` after ``commit_attempts`` lost races."""
+        update = DeleteBatchObjects(source, batch_id, tuple(sorted(set(keys))), summary or {})
+        table, committed, attempts = self._commit(identifier, update)
+        if not committed:
+            return None
+        result = _result(table, duplicate=False, attempts=attempts)
+        self._after_commit(identifier, result.table_version)
         return result
 
     def rebuild_base(self, identifier: str, source: str) -> RebuildBase:

@@ -29,6 +29,7 @@ from lockgate.pipelines.batch import execute_batch
 from lockgate.pipelines.commands.status import source_status
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.pipelines.rebuild import RebuildRefused, rebuild
+from lockgate.pipelines.stage import stage_claims
 from lockgate.pipelines.verify import verify_source
 from lockgate.resources.config import (
     DEFAULT_LOCAL_MIN_AGE_S,
@@ -408,6 +409,64 @@ def test_repaired_commit_record_keeps_changed_before_read(tmp_path: Path) -> Non
     ingest_source(rt, source)
     assert table_ids(rt, "events") == Counter(new_ids)
     assert verify_source(rt, source).ok
+
+
+def _quarantined_raw(rt: Runtime, batch_id: int) -> list[str]:
+    """The ``raw`` of the quarantine entries of ``batch_id`` (none if no quarantine table)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        table = rt.tables.load(quarantine_table(rt.source("events")))
+    except NoSuchTableError:
+        return []
+    rows = table.scan(row_filter=f"_batch_id == {batch_id}", selected_fields=("raw",))
+    return sorted(rows.to_arrow().column("raw").to_pylist())
+
+
+def test_rerun_after_crash_between_quarantine_and_table_commit_drops_unread_entries(
+    config: LockgateConfig,
+) -> None:
+    """A run reads an object (one good, one bad record), commits the batch's quarantine and
+    dies before the table commit; the object is re-written before the batch is run again. The
+    re-run records it as changed before read, so the crashed run's quarantine entry of that
+    version is deleted: no record of a version that was not read counts, and the key's new
+    version is claimed and ingested whole."""
+    rt = Runtime.from_config(config)
+    source = rt.source("events")
+    store = landing_store(config, "events")
+    key, other = f"{DAY}/a.jsonl", f"{DAY}/b.jsonl"
+    store.put(key, b'{"id": 1, "v": "r1"}\n{"id": 2, "v"\n')
+    store.put(other, b'{"id": 3, "v": "r3"}\n{"id": 4, "v"\n')
+    ledger = rt.ledger(source)
+    [claim] = discover(rt.landing(source), ledger, rule_for_source(source)).claims
+    # the crashed run: staged, quarantine committed (execute_batch's first commit), killed at
+    # commit.quarantine_committed -- no table commit, no commit record
+    staged = stage_claims(rt, source, [claim])
+    assert staged.quarantine_files and not staged.unread
+    q_ident = quarantine_table(source)
+    rt.tables.commit_batch(q_ident, source.name, claim.batch_id, staged.quarantine_files)
+    assert _quarantined_raw(rt, claim.batch_id) == ['{"id": 2, "v"', '{"id": 4, "v"']
+    time.sleep(0.01)  # a new mtime (local etag) even on coarse clocks
+    store.put(key, b'{"id": 5, "v": "r5"}\n{"id": 6, "v"\n')
+
+    outcome = execute_batch(rt, source, ledger, claim)
+    assert outcome.unread == {key: CHANGED_BEFORE_READ}
+    assert (outcome.rows, outcome.quarantined) == (1, 1)
+    assert table_ids(rt, "events") == Counter([3])
+    # the entry of the version that was not read is gone; the other object's stays
+    assert _quarantined_raw(rt, claim.batch_id) == ['{"id": 4, "v"']
+    assert rt.tables.delete_batch_objects(q_ident, source.name, claim.batch_id, [key]) is None
+    v = verify_source(rt, source)
+    assert v.ok, v.violations
+    assert v.not_read == [(claim.batch_id, key, CHANGED_BEFORE_READ)]
+
+    # the new version is a new object: its good record lands, its bad one is quarantined
+    report = ingest_source(rt, source)
+    assert report.discoveries[0].reclaimed_unread == 1
+    assert table_ids(rt, "events") == Counter([3, 5])
+    assert _quarantined(rt) == 2
+    v = verify_source(rt, source)
+    assert v.ok, v.violations
 
 
 @pytest.mark.parametrize("change", ["append", "truncate"])
