@@ -7,10 +7,10 @@ Local backend: one trial per crash point, each killing a ``lockgate`` process at
 read by DuckDB and by pyiceberg -- with ``lockgate verify`` exiting 0.
 
 The kinds of issue 12 (``world``, ``config``, ``shared``: one local trial each, about 2 min
-together) are marked ``xfail(strict=True, raises=AssertionError)`` with the branch whose fix
-they wait for: they fail on the code before that fix, and once it is merged the strict mark
-fails the run -- remove the mark then. A failure other than the known bug raises
-``RuntimeError`` (not expected by the marks).
+together) must pass; their fixes are merged. A kind waiting for a fix is marked
+``xfail(strict=True, raises=AssertionError)`` with the branch that fixes it (a failure made
+only of its known invariants raises ``AssertionError``; anything else, ``RuntimeError``, which
+the mark does not expect), and the mark is removed once that branch is merged.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def run_new_kind(tmp: Path, *args: str, known: set[str]) -> list[dict[str, Any]]
 
     A failure made only of the invariants in ``known`` (the bug a fix on another branch
     removes; lost/duplicated rows and ``verify`` failures may come with it) raises
-    ``AssertionError``, which the ``xfail`` marks below expect; anything else -- a harness
-    error, another invariant -- raises ``RuntimeError``, which they do not."""
+    ``AssertionError``, which an ``xfail`` mark would expect; anything else -- a harness
+    error, another invariant -- raises ``RuntimeError``, which it does not."""
     rows = run_harness(tmp, "--backend", "local", "--workers", "1", *args, timeout=280, check=False)
     assert rows, "no trial ran"
     failed = [r for r in rows if not r["ok"]]
@@ -163,14 +163,6 @@ WORLD_KNOWN = {
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="issue 12 items 1 and 10: a version changed/deleted before its read is lost or "
-    "quarantined whole, local copies in progress are claimed (no min_age): branch `world`; "
-    "links out of the landing root are followed: branch `hostile`; appends read past the "
-    "claimed size: branch `bytes`",
-)
 def test_world_kind(tmp_path: Path) -> None:
     """One local world trial, every mutation (rewrite, append, delete, copy, symlink)."""
     rows = run_new_kind(
