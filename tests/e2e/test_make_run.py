@@ -344,6 +344,20 @@ def test_asset_page_renders_in_chromium(make_run: MakeRun, tmp_path: Path) -> No
     assert png.stat().st_size > 30_000, png.stat().st_size
     assert source.table_name in page.html and f"Iceberg table {source.table}" in page.html
 
+    # The column schema (``dagster/column_schema`` of the materialization) and the landing
+    # asset upstream of the table (the lineage) reach the page too.
+    lineage_png = ARTIFACTS / "make_run_asset_columns_lineage.png"
+    lineage_png.unlink(missing_ok=True)
+    needles = ["_source_etag", "_ingested_at", "landing"]
+    try:
+        with Chromium(tmp_path / "chromium-profile-2", log_path=tmp_path / "chromium2.log") as b:
+            page = b.capture(url, needles, lineage_png, timeout=BROWSER_TIMEOUT)
+    except BrowserError as e:
+        pytest.fail(f"the asset page shows no column schema or landing lineage: {e}")
+    (ARTIFACTS / "make_run_asset_columns_lineage.html").write_text(page.html)
+    assert lineage_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"landing / {source.name}" in page.html or f"landing/{source.name}" in page.html
+
 
 @pytest.mark.timeout(900)
 def test_ctrl_c_stops_everything(make_run: MakeRun) -> None:
