@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import date
+from typing import Any
 
 from lockgate.pipelines.commands.common import (
     CommandError,
@@ -83,19 +85,15 @@ def _run_deep(args: argparse.Namespace) -> int:
         verify_deep(rt, s, days=days, sample=args.sample, progress=_progress(s.name))
         for s in rt.selected(args.source)
     ]
-    if args.json:
-        print_json([r.to_json() for r in reports])
-    else:
-        for r in reports:
-            state = "OK" if r.ok else "FAILED"
-            print(
-                f"{r.source} -> {r.table}: deep {state}: {r.checked} of {r.objects} objects "
-                f"re-read, {r.records} records; {r.not_recounted} quarantined whole, "
-                f"{len(r.unavailable)} unavailable"
-            )
-            for v in r.violations:
-                print(f"  - {v}")
-    return 0 if all(r.ok for r in reports) else 1
+    return _report(
+        reports,
+        args.json,
+        lambda r: [
+            f"{r.source} -> {r.table}: deep {_state(r)}: {r.checked} of {r.objects} objects "
+            f"re-read, {r.records} records; {r.not_recounted} quarantined whole, "
+            f"{len(r.unavailable)} unavailable"
+        ],
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,17 +103,33 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--from, --to and --sample go with --deep")
     rt = runtime(args)
     reports = [verify_source(rt, s) for s in rt.selected(args.source)]
-    if args.json:
+    return _report(
+        reports,
+        args.json,
+        lambda r: [
+            f"{r.source} -> {r.table}: {_state(r)}: {r.rows} rows, {r.quarantined} quarantined, "
+            f"{r.committed_batches} batches committed, {r.checked_batches} accounted",
+            *(
+                f"  not read: batch {b} object {key!r}: {outcome.replace('_', ' ')}"
+                for b, key, outcome in r.not_read
+            ),
+        ],
+    )
+
+
+def _state(report: Any) -> str:
+    return "OK" if report.ok else "FAILED"
+
+
+def _report(reports: Sequence[Any], as_json: bool, lines: Callable[[Any], list[str]]) -> int:
+    """Print ``reports`` (JSON, or each one's ``lines`` and its violations); exit 0 only if
+    every report is ok."""
+    if as_json:
         print_json([r.to_json() for r in reports])
     else:
         for r in reports:
-            state = "OK" if r.ok else "FAILED"
-            print(
-                f"{r.source} -> {r.table}: {state}: {r.rows} rows, {r.quarantined} quarantined, "
-                f"{r.committed_batches} batches committed, {r.checked_batches} accounted"
-            )
-            for b, key, outcome in r.not_read:
-                print(f"  not read: batch {b} object {key!r}: {outcome.replace('_', ' ')}")
+            for line in lines(r):
+                print(line)
             for v in r.violations:
                 print(f"  - {v}")
     return 0 if all(r.ok for r in reports) else 1
