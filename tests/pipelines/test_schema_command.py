@@ -35,3 +35,20 @@ def test_schema_command_needs_no_config(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["title"] == "lockgate.yaml"
+
+
+def test_a_closed_pipe_is_not_an_error() -> None:
+    """``lockgate schema | head -c 10``: the reader leaves early; no traceback, exit 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "lockgate"
+    run = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{exe} schema | head -c 10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and run.stdout.startswith("{")
