@@ -48,7 +48,7 @@ from lockgate.resources.ledger import (
     Ledger,
 )
 from lockgate.resources.runtime import Runtime, quarantine_table
-from lockgate.resources.store import NotFound
+from lockgate.resources.store import NotFound, ObjectChanged
 from lockgate.resources.tables import TableStore
 
 
@@ -170,6 +170,8 @@ def _unread_now(rt: Runtime, source: SourceConfig, objects: list[ClaimedObject])
                 out[o.key] = CHANGED_BEFORE_READ
         except NotFound:
             out[o.key] = GONE_BEFORE_READ
+        except ObjectChanged:  # e.g. replaced by a symbolic link (NotRegularFile)
+            out[o.key] = CHANGED_BEFORE_READ
         except ValueError:
             continue  # an unsafe key is never opened: it was quarantined, not "not read"
     return out

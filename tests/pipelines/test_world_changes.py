@@ -490,3 +490,33 @@ def test_local_file_changed_in_place_while_read_is_not_mixed(tmp_path: Path, cha
     assert first == b"x" * 10
     with store.open("a.jsonl", store.head("a.jsonl").etag) as f:  # the current version reads
         assert len(f.read()) == (100_004 if change == "append" else 50_000)
+
+
+def test_repaired_commit_record_with_an_object_replaced_by_a_link(tmp_path: Path) -> None:
+    """Found by the torture harness: a crash before the commit record, then the claimed file
+    is replaced by a symbolic link. The repair must record it as changed before read (a link
+    is not the object), not fail every later ingest with ``NotRegularFile``."""
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(tmp_path / "landing"))},
+    )
+    rt = Runtime.from_config(load_config(str(path)))
+    source = rt.source("events")
+    lander = Lander(LocalStore(tmp_path / "landing"))
+    key = f"{DAY}/a.jsonl"
+    lander.land(key, 3)
+    ledger = rt.ledger(source)
+    [claim] = discover(rt.landing(source), ledger, rule_for_source(source)).claims
+    link = tmp_path / "landing" / key
+    outside = tmp_path / "outside.jsonl"
+    link.rename(outside)
+    link.symlink_to(outside)
+    execute_batch(rt, source, ledger, claim)
+    rt.ledger_store.child("events").delete(f"commits/{claim.batch_id:020d}.json")
+    ledger = rt.ledger(source)
+    repaired = execute_batch(rt, source, ledger, claim)
+    assert repaired.duplicate and repaired.unread == {key: CHANGED_BEFORE_READ}
+    ingest_source(rt, source)  # the link is never claimed nor read: no error, no rows
+    assert table_ids(rt, "events") == Counter()
+    assert verify_source(rt, source).ok
