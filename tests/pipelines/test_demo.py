@@ -122,10 +122,9 @@ def test_dagster_yaml_contents() -> None:
     assert conf["run_coordinator"]["class"] == "QueuedRunCoordinator"
 
 
-def test_demo_main_writes_a_dagster_yaml_that_loads(tmp_path: Path) -> None:
-    config = demo_config(tmp_path)
-    home = tmp_path / ".lockgate" / "dagster_home"
-    run = subprocess.run(
+def _run_demo(home: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m lockgate.pipelines.demo --home HOME --config CONFIG``, as `make run` calls it."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -141,6 +140,12 @@ def test_demo_main_writes_a_dagster_yaml_that_loads(tmp_path: Path) -> None:
         timeout=120,
         check=False,
     )
+
+
+def test_demo_main_writes_a_dagster_yaml_that_loads(tmp_path: Path) -> None:
+    config = demo_config(tmp_path)
+    home = tmp_path / ".lockgate" / "dagster_home"
+    run = _run_demo(home, config)
     assert run.returncode == 0, run.stderr
     assert "events: 8 object(s) landed" in run.stdout
     written = yaml.safe_load((home / "dagster.yaml").read_text())
@@ -169,22 +174,7 @@ def test_demo_main_writes_a_dagster_yaml_that_loads(tmp_path: Path) -> None:
     # the operator edits dagster.yaml (as the runbook tells them to): a rerun keeps it
     edited = (home / "dagster.yaml").read_text() + "# operator: postgres goes here\n"
     (home / "dagster.yaml").write_text(edited)
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lockgate.pipelines.demo",
-            "--home",
-            str(home),
-            "--config",
-            str(config),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    rerun = _run_demo(home, config)
     assert rerun.returncode == 0 and "events: 0 object(s) landed, 8 already there" in rerun.stdout
     assert "(kept as it is)" in rerun.stdout
     assert (home / "dagster.yaml").read_text() == edited

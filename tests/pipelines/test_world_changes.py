@@ -35,9 +35,10 @@ from lockgate.resources.config import (
     DEFAULT_LOCAL_MIN_AGE_S,
     ConfigError,
     LockgateConfig,
+    SourceConfig,
     load_config,
 )
-from lockgate.resources.ledger import CHANGED_BEFORE_READ, GONE_BEFORE_READ
+from lockgate.resources.ledger import CHANGED_BEFORE_READ, GONE_BEFORE_READ, Claim, Ledger
 from lockgate.resources.runtime import Runtime, quarantine_table
 from lockgate.resources.store import LocalStore, ObjectChanged, ObjectInfo, ObjectStore
 from lockgate.sensors.discovery import discover, rule_for_source
@@ -382,9 +383,8 @@ def test_object_changed_part_way_through_its_read_contributes_nothing(tmp_path: 
     assert table_ids(rt, "events") == Counter([10_000, 10_001, 900])
 
 
-def test_repaired_commit_record_keeps_changed_before_read(tmp_path: Path) -> None:
-    """A crash between the table commit and the commit record: the repaired record still says
-    the object was not read, so its current version is claimed as new (not ignored)."""
+def _one_claimed_object(tmp_path: Path) -> tuple[Runtime, SourceConfig, Lander, str, Claim]:
+    """A local source with one object (3 records) landed and claimed, not yet run."""
     path = write_config(
         tmp_path / "lockgate.yaml",
         warehouse=str(tmp_path / "wh"),
@@ -395,14 +395,26 @@ def test_repaired_commit_record_keeps_changed_before_read(tmp_path: Path) -> Non
     lander = Lander(LocalStore(tmp_path / "landing"))
     key = f"{DAY}/a.jsonl"
     lander.land(key, 3)
+    [claim] = discover(rt.landing(source), rt.ledger(source), rule_for_source(source)).claims
+    return rt, source, lander, key, claim
+
+
+def _lose_commit_record(rt: Runtime, source: SourceConfig, claim: Claim) -> Ledger:
+    """Simulate a crash between the table commit and the commit record; a fresh ledger."""
+    rt.ledger_store.child("events").delete(f"commits/{claim.batch_id:020d}.json")
+    return rt.ledger(source)
+
+
+def test_repaired_commit_record_keeps_changed_before_read(tmp_path: Path) -> None:
+    """A crash between the table commit and the commit record: the repaired record still says
+    the object was not read, so its current version is claimed as new (not ignored)."""
+    rt, source, lander, key, claim = _one_claimed_object(tmp_path)
     ledger = rt.ledger(source)
-    [claim] = discover(rt.landing(source), ledger, rule_for_source(source)).claims
     time.sleep(0.01)
     new_ids = lander.land(key, 2)
     execute_batch(rt, source, ledger, claim)
     # simulate the crash: the table holds the batch's marker, the commit record is missing
-    rt.ledger_store.child("events").delete(f"commits/{claim.batch_id:020d}.json")
-    ledger = rt.ledger(source)
+    ledger = _lose_commit_record(rt, source, claim)
     assert ledger.commit_record(claim.batch_id) is None
     repaired = execute_batch(rt, source, ledger, claim)
     assert repaired.duplicate and repaired.unread == {key: CHANGED_BEFORE_READ}
@@ -496,25 +508,14 @@ def test_repaired_commit_record_with_an_object_replaced_by_a_link(tmp_path: Path
     """Found by the torture harness: a crash before the commit record, then the claimed file
     is replaced by a symbolic link. The repair must record it as changed before read (a link
     is not the object), not fail every later ingest with ``NotRegularFile``."""
-    path = write_config(
-        tmp_path / "lockgate.yaml",
-        warehouse=str(tmp_path / "wh"),
-        sources={"events": source_spec("events", str(tmp_path / "landing"))},
-    )
-    rt = Runtime.from_config(load_config(str(path)))
-    source = rt.source("events")
-    lander = Lander(LocalStore(tmp_path / "landing"))
-    key = f"{DAY}/a.jsonl"
-    lander.land(key, 3)
+    rt, source, _lander, key, claim = _one_claimed_object(tmp_path)
     ledger = rt.ledger(source)
-    [claim] = discover(rt.landing(source), ledger, rule_for_source(source)).claims
     link = tmp_path / "landing" / key
     outside = tmp_path / "outside.jsonl"
     link.rename(outside)
     link.symlink_to(outside)
     execute_batch(rt, source, ledger, claim)
-    rt.ledger_store.child("events").delete(f"commits/{claim.batch_id:020d}.json")
-    ledger = rt.ledger(source)
+    ledger = _lose_commit_record(rt, source, claim)
     repaired = execute_batch(rt, source, ledger, claim)
     assert repaired.duplicate and repaired.unread == {key: CHANGED_BEFORE_READ}
     ingest_source(rt, source)  # the link is never claimed nor read: no error, no rows
