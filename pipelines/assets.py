@@ -18,31 +18,30 @@ from lockgate.pipelines.batch import execute_batch
 from lockgate.pipelines.rebuild import rebuild
 from lockgate.pipelines.table_metadata import table_metadata
 from lockgate.resources.config import LockgateConfig, SourceConfig
-from lockgate.resources.dagster_resources import (
-    LedgerResource,
-    ObjectStoreResource,
-    TableStoreResource,
-)
+from lockgate.resources.dagster_resources import Namespace
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.runs import BATCH_TAG
 
-IO_MANAGER_KEY = "lockgate_io_manager"
+IO_MANAGER_KEY = Namespace().io_manager
 
 
 def asset_key(source: SourceConfig) -> dg.AssetKey:
     return dg.AssetKey([source.namespace, source.table_name])
 
 
-def landing_key(source: SourceConfig) -> dg.AssetKey:
-    """The external asset of a source's landing prefix (upstream of its table)."""
-    return dg.AssetKey(["landing", source.name])
+def landing_key(source: SourceConfig, ns: Namespace | None = None) -> dg.AssetKey:
+    """The external asset of a source's landing prefix (upstream of its table):
+    ``landing/<source>``, or ``landing/<name>/<source>`` in a named component."""
+    name = ns.name if ns is not None else None
+    return dg.AssetKey(["landing", source.name] if name is None else ["landing", name, source.name])
 
 
-def landing_spec(source: SourceConfig) -> dg.AssetSpec:
+def landing_spec(source: SourceConfig, ns: Namespace | None = None) -> dg.AssetSpec:
     """The landing prefix as an external asset, observed by the source's sensor."""
+    ns = ns or Namespace()
     return dg.AssetSpec(
-        key=landing_key(source),
-        group_name=source.name,
+        key=landing_key(source, ns),
+        group_name=ns.label(source.name),
         kinds={"s3" if source.landing.startswith("s3") else "file"},
         description=f"Objects landing under {source.landing} ({source.format}).",
         metadata={"dagster/uri": source.landing, "format": source.format},
@@ -69,13 +68,17 @@ def _table_metadata(rt: Runtime, source: SourceConfig, days: list[str]) -> dict[
     return table_metadata(source, table, days)
 
 
-def build_asset(config: LockgateConfig, source: SourceConfig) -> dg.AssetsDefinition:
+def build_asset(
+    config: LockgateConfig, source: SourceConfig, ns: Namespace | None = None
+) -> dg.AssetsDefinition:
+    ns = ns or Namespace()
+
     @dg.asset(
         key=asset_key(source),
         partitions_def=partitions(source),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=pool(source),
-        group_name=source.name,
+        group_name=ns.label(source.name),
         kinds={"iceberg", "parquet"},
         description=(
             f"Iceberg table {source.table}: every record of the {source.format} objects under "
@@ -87,8 +90,9 @@ def build_asset(config: LockgateConfig, source: SourceConfig) -> dg.AssetsDefini
             "table": source.table,
             "dagster/table_name": source.table,
         },
-        deps=[landing_key(source)],
-        io_manager_key=IO_MANAGER_KEY,
+        deps=[landing_key(source, ns)],
+        io_manager_key=ns.io_manager,
+        required_resource_keys=ns.required_keys,
         owners=list(source.owners) or None,
         tags=dict(source.tags) or None,
         freshness_policy=(
@@ -99,15 +103,8 @@ def build_asset(config: LockgateConfig, source: SourceConfig) -> dg.AssetsDefini
             else None
         ),
     )
-    def _asset(
-        context: AssetExecutionContext,
-        lockgate_object_store: ObjectStoreResource,
-        lockgate_ledger: LedgerResource,
-        lockgate_table_store: TableStoreResource,
-    ) -> dg.MaterializeResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
-        )
+    def _asset(context: AssetExecutionContext) -> dg.MaterializeResult:
+        rt = Runtime.from_dagster(config, ns, context.resources)
         batch = context.run.tags.get(BATCH_TAG)
         if batch is not None:
             led = rt.ledger(source)

@@ -17,11 +17,7 @@ from lockgate.pipelines.assets import asset_key
 from lockgate.pipelines.verify import verify_source
 from lockgate.pipelines.verify_deep import verify_deep
 from lockgate.resources.config import LockgateConfig, SourceConfig
-from lockgate.resources.dagster_resources import (
-    LedgerResource,
-    ObjectStoreResource,
-    TableStoreResource,
-)
+from lockgate.resources.dagster_resources import Namespace
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.health import LEDGER_LAG, STUCK_BATCHES, Lag, stuck_metadata
 from lockgate.sensors.runs import stuck_batches
@@ -39,22 +35,20 @@ def run_days(tags: Mapping[str, str]) -> tuple[date, date] | None:
     return None
 
 
-def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetChecksDefinition]:
+def build_checks(
+    config: LockgateConfig, source: SourceConfig, ns: Namespace | None = None
+) -> list[dg.AssetChecksDefinition]:
     key = asset_key(source)
+    ns = ns or Namespace()
 
     @dg.asset_check(
         asset=key,
+        required_resource_keys=ns.required_keys,
         name="exactly_once",
         description="No duplicate lineage; every claimed record is a row or in quarantine.",
     )
-    def exactly_once(
-        lockgate_object_store: ObjectStoreResource,
-        lockgate_ledger: LedgerResource,
-        lockgate_table_store: TableStoreResource,
-    ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
-        )
+    def exactly_once(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        rt = Runtime.from_dagster(config, ns, context.resources)
         report = verify_source(rt, source)
         return dg.AssetCheckResult(
             passed=report.ok,
@@ -68,17 +62,12 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
 
     @dg.asset_check(
         asset=key,
+        required_resource_keys=ns.required_keys,
         name=LEDGER_LAG,
         description="Claimed batches not committed yet, and the age of the oldest one.",
     )
-    def ledger_lag(
-        lockgate_object_store: ObjectStoreResource,
-        lockgate_ledger: LedgerResource,
-        lockgate_table_store: TableStoreResource,
-    ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
-        )
+    def ledger_lag(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        rt = Runtime.from_dagster(config, ns, context.resources)
         lag = Lag.of(rt.ledger(source).pending(), datetime.now(UTC))
         return dg.AssetCheckResult(
             passed=lag.ok, severity=dg.AssetCheckSeverity.WARN, metadata=lag.metadata()
@@ -86,21 +75,15 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
 
     @dg.asset_check(
         asset=key,
+        required_resource_keys=ns.required_keys,
         name=STUCK_BATCHES,
         description="Pending batches whose run failed for good (no retry left); evaluated on "
         "every sensor tick. Fix the cause, then `lockgate retry`.",
     )
-    def stuck(
-        context: dg.AssetCheckExecutionContext,
-        lockgate_object_store: ObjectStoreResource,
-        lockgate_ledger: LedgerResource,
-        lockgate_table_store: TableStoreResource,
-    ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
-        )
+    def stuck(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        rt = Runtime.from_dagster(config, ns, context.resources)
         pending = [c.batch_id for c in rt.ledger(source).pending()]
-        found = stuck_batches(context.instance, source.name, pending) if pending else {}
+        found = stuck_batches(context.instance, ns.label(source.name), pending) if pending else {}
         return dg.AssetCheckResult(
             passed=not found,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -109,6 +92,7 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
 
     @dg.asset_check(
         asset=key,
+        required_resource_keys=ns.required_keys,
         name="deep_verify",
         description=(
             "Re-reads every committed object from the landing and recounts its records "
@@ -116,15 +100,8 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
             "On demand only: it reads the whole landing."
         ),
     )
-    def deep_verify(
-        context: dg.AssetCheckExecutionContext,
-        lockgate_object_store: ObjectStoreResource,
-        lockgate_ledger: LedgerResource,
-        lockgate_table_store: TableStoreResource,
-    ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
-        )
+    def deep_verify(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        rt = Runtime.from_dagster(config, ns, context.resources)
         days = run_days(context.run.tags)
         report = verify_deep(rt, source, days=days)
         return dg.AssetCheckResult(
@@ -143,15 +120,18 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
     return [exactly_once, ledger_lag, stuck, deep_verify]
 
 
-def exactly_once_schedule(source: SourceConfig, cron: str) -> dg.ScheduleDefinition:
+def exactly_once_schedule(
+    source: SourceConfig, cron: str, ns: Namespace | None = None
+) -> dg.ScheduleDefinition:
     """Runs the ``exactly_once`` check of ``source`` on ``cron`` (UTC); it scans the whole
     table, so it does not run after every batch."""
+    label = (ns or Namespace()).label(source.name)
     job = dg.define_asset_job(
-        name=f"{source.name}_exactly_once",
+        name=f"{label}_exactly_once",
         selection=dg.AssetSelection.checks(dg.AssetCheckKey(asset_key(source), "exactly_once")),
     )
     return dg.ScheduleDefinition(
-        name=f"{source.name}_exactly_once_schedule",
+        name=f"{label}_exactly_once_schedule",
         job=job,
         cron_schedule=cron,
         execution_timezone="UTC",

@@ -4,6 +4,7 @@ In a project, ``defs/<name>/defs.yaml``::
 
     type: lockgate.LockgateComponent
     attributes:
+      name: team_a                   # optional; needed when a project has several
       config: lockgate.yaml          # a path relative to this folder, or inline keys:
       # warehouse: s3://bucket/warehouse
       # ledger: s3://bucket/ledger
@@ -12,25 +13,39 @@ In a project, ``defs/<name>/defs.yaml``::
 Contract: the attributes are the keys of ``lockgate.yaml`` (``warehouse``, ``ledger``,
 ``catalog``, ``s3``, ``dagster``, ``sources``) with the same meaning, validated by the same
 model, or ``config`` naming a ``lockgate.yaml``; relative paths resolve against the
-component's folder. The component yields exactly ``build_definitions(config)``: the same
-assets, checks, jobs, sensors and schedules as the ``lockgate`` code location.
+component's folder. The component yields exactly ``build_definitions(config, name)``: the
+same assets, checks, jobs, sensors and schedules as the ``lockgate`` code location, under
+the default names when ``name`` is not given.
+
+Several Lockgate components in one project: each gets its own resource keys, job, sensor and
+schedule names and landing assets from its ``name`` (``Namespace``). Loading refuses, naming
+both components' folders, two components with the same ``name`` (or both without one) and
+two components that define the same asset key (a table declared by both).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
-from lockgate.pipelines.definitions import build_definitions
+from lockgate.pipelines.definitions import asset_keys, build_definitions
 from lockgate.resources.config import LockgateConfig, load_config, parse_config
+from lockgate.resources.dagster_resources import Namespace
 
 CONFIG_KEYS = ("warehouse", "ledger", "catalog", "s3", "dagster", "sources")
+
+
+class ComponentCollision(dg.DagsterInvalidDefinitionError):
+    """Two Lockgate components of one project would define the same Dagster object."""
 
 
 class LockgateComponent(dg.Component, dg.Model, dg.Resolvable):
     """Ingest landed files into Iceberg tables exactly once (see ``lockgate.yaml``)."""
 
+    name: str | None = None
     config: str | None = None
     warehouse: str | None = None
     ledger: str | None = None
@@ -38,6 +53,19 @@ class LockgateComponent(dg.Component, dg.Model, dg.Resolvable):
     s3: dict[str, Any] | None = None
     dagster: dict[str, Any] | None = None
     sources: dict[str, dict[str, Any]] | None = None
+    _folder: str | None = PrivateAttr(default=None)
+
+    @classmethod
+    def load(cls, attributes: Any, context: dg.ComponentLoadContext) -> LockgateComponent:
+        component = super().load(attributes, context)
+        component._folder = str(context.path)
+        return component
+
+    def namespace(self) -> Namespace:
+        try:
+            return Namespace(self.name)
+        except ValueError as err:
+            raise dg.DagsterInvalidConfigError(f"LockgateComponent: {err}", [], None) from None
 
     def lockgate_config(self, folder: str) -> LockgateConfig:
         """The validated config: from ``config`` (relative to ``folder``) or the inline keys."""
@@ -55,4 +83,50 @@ class LockgateComponent(dg.Component, dg.Model, dg.Resolvable):
         return parse_config(inline, f"{folder}/defs.yaml")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_definitions(self.lockgate_config(str(context.path)))
+        folder = str(context.path)
+        ns = self.namespace()
+        config = self.lockgate_config(folder)
+        others = [
+            c
+            for c in context.component_tree.get_all_components(of_type=LockgateComponent)
+            if c._folder is not None and c._folder != folder
+        ]
+        if others:
+            where = _relative(folder, context.defs_module_path)
+            for other in others:
+                there = _relative(other._folder or "", context.defs_module_path)
+                check_distinct(
+                    (where, ns, config),
+                    (there, other.namespace(), other.lockgate_config(other._folder or "")),
+                )
+        return build_definitions(config, ns.name)
+
+
+def _relative(folder: str, defs_root: Path) -> str:
+    try:
+        return str(Path(folder).relative_to(defs_root.parent))
+    except ValueError:
+        return folder
+
+
+def check_distinct(
+    a: tuple[str, Namespace, LockgateConfig], b: tuple[str, Namespace, LockgateConfig]
+) -> None:
+    """``ComponentCollision`` naming both components if the definitions of ``a`` and ``b``
+    (each: where it is declared, its namespace, its config) cannot live in one project."""
+    (where_a, ns_a, cfg_a), (where_b, ns_b, cfg_b) = a, b
+    if ns_a.name == ns_b.name:
+        named = f"name {ns_a.name!r}" if ns_a.name else "no name"
+        raise ComponentCollision(
+            f"Lockgate components {where_a} and {where_b} both have {named}, so their resource "
+            f"keys ({ns_a.object_store}, ...) and sensor names collide: give each a distinct "
+            "`name` attribute (at most one may have none)"
+        )
+    keys_b = asset_keys(cfg_b, ns_b)
+    for key, source in asset_keys(cfg_a, ns_a).items():
+        if key in keys_b:
+            raise ComponentCollision(
+                f"asset key {key.to_user_string()} is defined by both Lockgate components "
+                f"{where_a} (source {source}) and {where_b} (source {keys_b[key]}): a table "
+                "is one asset, declare it in one component only (or use another table name)"
+            )

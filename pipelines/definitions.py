@@ -4,7 +4,10 @@ in-process batch job, its sensor and the schedule of its ``exactly_once`` check.
 
 Contract: the definitions merge into a user's project (``dg.Definitions.merge``): every
 resource key is namespaced ``lockgate_*``, and there is no Definitions-level executor (the
-batch jobs carry their own in-process executor).
+batch jobs carry their own in-process executor). Several Lockgate configs merge too when
+each is built under its own ``name`` (``Namespace``): resource keys, job, sensor and
+schedule names, run keys and landing asset keys then differ; table asset keys do not (a
+table is one asset), so two configs may not declare the same table.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ if TYPE_CHECKING:  # type-only: dagster does not export the class
     )
 
 from lockgate.pipelines.assets import (
-    IO_MANAGER_KEY,
     asset_key,
     build_asset,
     landing_key,
@@ -31,49 +33,65 @@ from lockgate.pipelines.io_manager import LockgateIOManager
 from lockgate.resources.config import LockgateConfig, SourceConfig, load_config
 from lockgate.resources.dagster_resources import (
     LedgerResource,
+    Namespace,
     ObjectStoreResource,
     TableStoreResource,
+    catalog_env_vars,
 )
 from lockgate.sensors.factory import build_sensor
 
 
-def batch_job(source: SourceConfig) -> UnresolvedAssetJobDefinition:
+def batch_job(source: SourceConfig, ns: Namespace | None = None) -> UnresolvedAssetJobDefinition:
     """The job of ``source``'s batch runs: its table asset only (checks run on their own
     schedule), in the run worker's own process -- one step per run, so a step subprocess
     would only add its start-up time (tens of seconds on a loaded machine)."""
     return dg.define_asset_job(
-        name=f"{source.name}_batches",
+        name=f"{(ns or Namespace()).label(source.name)}_batches",
         selection=dg.AssetSelection.assets(asset_key(source)).without_checks(),
         partitions_def=partitions(source),
         executor_def=dg.in_process_executor,
     )
 
 
-def build_definitions(config: LockgateConfig) -> dg.Definitions:
+def asset_keys(config: LockgateConfig, ns: Namespace | None = None) -> dict[dg.AssetKey, str]:
+    """Every asset key the definitions of ``config`` under ``ns`` define -> its source."""
+    keys: dict[dg.AssetKey, str] = {}
+    for s in config.sources.values():
+        keys[asset_key(s)] = s.name
+        keys[landing_key(s, ns)] = s.name
+    return keys
+
+
+def build_definitions(config: LockgateConfig, name: str | None = None) -> dg.Definitions:
+    """The definitions of ``config``; ``name`` namespaces them (see ``Namespace``) so that
+    several configs live in one project. ``ValueError`` for an invalid ``name``."""
+    ns = Namespace(name)
     s3 = {"s3_endpoint_url": config.s3.endpoint_url, "s3_region": config.s3.region}
     sources = list(config.sources.values())
-    jobs = {s.name: batch_job(s) for s in sources}
+    jobs = {s.name: batch_job(s, ns) for s in sources}
     return dg.Definitions(
         assets=[
-            *(landing_spec(s) for s in sources),
-            *(build_asset(config, s) for s in sources),
+            *(landing_spec(s, ns) for s in sources),
+            *(build_asset(config, s, ns) for s in sources),
         ],
-        asset_checks=[c for s in sources for c in build_checks(config, s)],
+        asset_checks=[c for s in sources for c in build_checks(config, s, ns)],
         jobs=list(jobs.values()),
         sensors=[
-            build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s)) for s in sources
+            build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s, ns), ns)
+            for s in sources
         ],
-        schedules=[exactly_once_schedule(s, s.exactly_once_cron) for s in sources],
+        schedules=[exactly_once_schedule(s, s.exactly_once_cron, ns) for s in sources],
         resources={
-            "lockgate_object_store": ObjectStoreResource(**s3),
-            "lockgate_ledger": LedgerResource(url=config.ledger, **s3),
-            # Catalog properties may hold secrets (tokens, keys): resource config is shown in
-            # the UI and stored in the instance, so runs take them from the config instead
-            # (``Runtime.from_resources``).
-            "lockgate_table_store": TableStoreResource(
-                warehouse=config.warehouse, catalog={}, **s3
+            ns.object_store: ObjectStoreResource(**s3),
+            ns.ledger: LedgerResource(url=config.ledger, **s3),
+            # Plain catalog properties may hold secrets (tokens, keys): resource config is
+            # shown in the UI and stored in the instance, so runs take them from the config
+            # (``Runtime.from_resources``); only environment references are resource config,
+            # as ``dg.EnvVar`` (the UI shows the variable's name).
+            ns.table_store: TableStoreResource(
+                warehouse=config.warehouse, catalog=catalog_env_vars(config.catalog_env), **s3
             ),
-            IO_MANAGER_KEY: dg.IOManagerDefinition.hardcoded_io_manager(LockgateIOManager(config)),
+            ns.io_manager: dg.IOManagerDefinition.hardcoded_io_manager(LockgateIOManager(config)),
         },
     )
 

@@ -25,7 +25,10 @@ Contract:
   objects would lose or double rows.
 * Secrets never appear in a repr or an error: S3 credentials come only from the environment
   (the usual AWS variables), catalog properties are hidden from ``repr``, and error
-  messages show values only of keys that are never secret.
+  messages show values only of keys that are never secret. A catalog property may be an
+  environment reference (``{env: NAME}`` or ``"${NAME}"``, the whole value): the config
+  keeps the variable's name only, and the value is read where the catalog is opened
+  (``LockgateConfig.catalog_properties``; in Dagster, through ``dg.EnvVar``).
 """
 
 from __future__ import annotations
@@ -329,6 +332,25 @@ class LockgateConfig:
     sources: Mapping[str, SourceConfig]
     dagster: DagsterSettings = field(default_factory=DagsterSettings)
     catalog: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # catalog properties given as environment references: property -> variable name
+    catalog_env: Mapping[str, str] = field(default_factory=dict)
+
+    def catalog_properties(self, given: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every catalog property with its value: the plain ones, then each environment
+        reference from ``given`` (e.g. resolved by Dagster) else from the environment now;
+        ``ConfigError`` naming the variable (never a value) if it is not set."""
+        given = given or {}
+        props = dict(self.catalog)
+        for key, var in self.catalog_env.items():
+            value = given.get(key, os.environ.get(var))
+            if value is None:
+                raise ConfigError(
+                    f"environment variable {var} is not set",
+                    key_path=f"catalog.{key}",
+                    file=self.path,
+                )
+            props[key] = value
+        return props
 
     def source(self, name: str) -> SourceConfig:
         """The source called ``name``; ``ConfigError`` naming the known sources if absent."""
@@ -598,7 +620,41 @@ def _clean_mode(value: object) -> str:
     return value
 
 
-def _catalog_value(value: object) -> str:
+@dataclass(frozen=True)
+class EnvRef:
+    """A catalog property given as ``{env: NAME}`` or ``"${NAME}"``: its value is read from
+    the environment variable ``NAME`` where it is used, never stored in the config."""
+
+    name: str
+
+
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_REF_RE = re.compile(r"\$\{([^}]*)\}")
+
+
+def _env_ref(name: object) -> EnvRef:
+    if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+        raise ValueError(
+            "expected an environment variable name (letters, digits, _) in {env: NAME} or "
+            f"${{NAME}}, got {_kind(name) if not isinstance(name, str) else repr(name)}"
+        )
+    return EnvRef(name)
+
+
+def _catalog_value(value: object) -> str | EnvRef:
+    """A scalar (as a string), or an environment reference: ``{env: NAME}`` or ``"${NAME}"``
+    (the whole value; a reference inside a longer string is refused, never passed on as is)."""
+    if isinstance(value, Mapping):
+        if set(value) != {"env"}:
+            raise ValueError("expected a scalar value or {env: NAME}, got a mapping")
+        return _env_ref(value["env"])
+    if isinstance(value, str) and "${" in value:
+        whole = _ENV_REF_RE.fullmatch(value.strip())
+        if whole is None:
+            raise ValueError(
+                "an environment reference ${NAME} must be the whole value (no interpolation)"
+            )
+        return _env_ref(whole.group(1))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
@@ -661,9 +717,21 @@ SourceName = Annotated[
     WithJsonSchema({"type": "string", "pattern": f"^{_SOURCE_NAME_RE.pattern}$"}),
 ]
 CatalogValue = Annotated[
-    str,
+    str | EnvRef,
     PlainValidator(_catalog_value),
-    WithJsonSchema({"type": ["string", "number", "boolean"]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": ["string", "number", "boolean"]},
+                {
+                    "type": "object",
+                    "properties": {"env": {"type": "string"}},
+                    "required": ["env"],
+                    "additionalProperties": False,
+                },
+            ]
+        }
+    ),
 ]
 
 
@@ -941,7 +1009,12 @@ class _Builder:
             s3=S3Options.from_env(endpoint_url=doc.s3.endpoint_url, region=doc.s3.region),
             sources=MappingProxyType(sources),
             dagster=DagsterSettings(**doc.dagster.model_dump()),
-            catalog=MappingProxyType(dict(doc.catalog)),
+            catalog=MappingProxyType(
+                {k: v for k, v in doc.catalog.items() if not isinstance(v, EnvRef)}
+            ),
+            catalog_env=MappingProxyType(
+                {k: v.name for k, v in doc.catalog.items() if isinstance(v, EnvRef)}
+            ),
         )
 
     def source(self, name: str, spec: SourceDocument) -> SourceConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lockgate.resources.catalog import make_catalog
 from lockgate.resources.config import (
@@ -28,6 +28,7 @@ from lockgate.resources.tables import TableStore
 if TYPE_CHECKING:  # importing dagster costs the CLI seconds; only Dagster runs need these
     from lockgate.resources.dagster_resources import (
         LedgerResource,
+        Namespace,
         ObjectStoreResource,
         TableStoreResource,
     )
@@ -46,7 +47,7 @@ class Runtime:
         """From a config object, a config path, or the default config lookup."""
         if not isinstance(config, LockgateConfig):
             config = load_config(config)
-        catalog = make_catalog(config.warehouse, config.s3, dict(config.catalog))
+        catalog = make_catalog(config.warehouse, config.s3, config.catalog_properties())
         return cls(
             config=config,
             open_landing=lambda url: open_store(url, config.s3),
@@ -62,14 +63,26 @@ class Runtime:
         ledger: LedgerResource,
         table_store: TableStoreResource,
     ) -> Runtime:
-        """Catalog properties come from ``config`` (they may hold secrets, so they are not
-        resource config), merged over the resource's own."""
+        """Plain catalog properties come from ``config`` (they may hold secrets, so they are
+        not resource config); environment references from the resource, where Dagster resolved
+        them (``dg.EnvVar``), else from the environment."""
         catalog = make_catalog(
             table_store.warehouse,
             table_store.s3_options(),
-            {**table_store.catalog, **config.catalog},
+            {**table_store.catalog, **config.catalog_properties(given=table_store.catalog)},
         )
         return cls(config, object_store.open, ledger.store(), TableStore(catalog))
+
+    @classmethod
+    def from_dagster(cls, config: LockgateConfig, ns: Namespace, resources: Any) -> Runtime:
+        """From the resources of a Dagster context (``context.resources``) under ``ns``'s
+        keys (they are injected by key, so a namespaced component cannot take parameters)."""
+        return cls.from_resources(
+            config,
+            getattr(resources, ns.object_store),
+            getattr(resources, ns.ledger),
+            getattr(resources, ns.table_store),
+        )
 
     def source(self, name: str) -> SourceConfig:
         return self.config.source(name)

@@ -31,11 +31,7 @@ if TYPE_CHECKING:  # type-only: dagster does not export the class
 from dagster import SensorEvaluationContext
 
 from lockgate.resources.config import LockgateConfig, SourceConfig
-from lockgate.resources.dagster_resources import (
-    LedgerResource,
-    ObjectStoreResource,
-    TableStoreResource,
-)
+from lockgate.resources.dagster_resources import Namespace
 from lockgate.resources.ledger import Claim, Ledger
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
@@ -61,10 +57,13 @@ def build_sensor(
     asset_key: dg.AssetKey,
     job: "UnresolvedAssetJobDefinition | None" = None,
     landing_key: dg.AssetKey | None = None,
+    ns: Namespace | None = None,
 ) -> dg.SensorDefinition:
     """The sensor of ``source``. With ``job`` (an in-process job of the table asset), its runs
     execute in the run worker's own process; else they target ``asset_key`` directly. With
-    ``landing_key``, every tick also reports the landing observation and health checks."""
+    ``landing_key``, every tick also reports the landing observation and health checks.
+    ``ns`` names the sensor, its run keys and the resource keys it reads."""
+    ns = ns or Namespace()
     settings = config.dagster
     rule = rule_for_source(
         source,
@@ -73,21 +72,15 @@ def build_sensor(
     )
 
     @dg.sensor(
-        name=f"{source.name}_sensor",
+        name=f"{ns.label(source.name)}_sensor",
+        required_resource_keys=ns.required_keys,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         **({"job": job} if job is not None else {"asset_selection": [asset_key]}),
         description=f"Claims new objects under {source.landing} and requests one run per batch.",
     )
-    def _sensor(
-        context: SensorEvaluationContext,
-        lockgate_object_store: ObjectStoreResource,
-        lockgate_ledger: LedgerResource,
-        lockgate_table_store: TableStoreResource,
-    ) -> dg.SensorResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
-        )
+    def _sensor(context: SensorEvaluationContext) -> dg.SensorResult:
+        rt = Runtime.from_dagster(config, ns, context.resources)
         return evaluate_tick(
             context,
             rt,
@@ -96,6 +89,7 @@ def build_sensor(
             asset_key,
             settings.max_runs_per_tick,
             landing_key=landing_key,
+            label=ns.label(source.name),
         )
 
     return _sensor
@@ -143,7 +137,11 @@ def evaluate_tick(
     max_runs: int,
     log: Callable[[str], None] | None = None,
     landing_key: dg.AssetKey | None = None,
+    label: str | None = None,
 ) -> dg.SensorResult:
+    """One tick of ``source``'s sensor. ``label`` (default: the source's name) prefixes the
+    run keys and is the runs' source tag (``Namespace.label``)."""
+    label = label or source.name
     say = log or context.log.info
     ticks = _cursor(context.cursor)
     full = full_listing_due(ticks, rule)
@@ -178,10 +176,7 @@ def evaluate_tick(
         _report_held(held, source.name, context.log.warning)
         pending = [c for c in pending if c.batch_id not in held]
     generations = all_generations(rt.ledger_store.child(source.name))
-    keys = {
-        c.batch_id: run_key(source.name, c.batch_id, generations.get(c.batch_id, 0))
-        for c in pending
-    }
+    keys = {c.batch_id: run_key(label, c.batch_id, generations.get(c.batch_id, 0)) for c in pending}
     # Keys already launched (running, failed, ...) would be skipped by Dagster: leave their
     # slots to batches that can run, or a few stuck batches would block the source for good.
     launched = launched_run_keys(context.instance, list(keys.values())) if pending else set()
@@ -189,18 +184,14 @@ def evaluate_tick(
         dg.RunRequest(
             run_key=keys[c.batch_id],
             partition_key=c.partition,
-            tags=batch_tags(source.name, c.batch_id, rt.config.dagster.max_runtime_seconds),
+            tags=batch_tags(label, c.batch_id, rt.config.dagster.max_runtime_seconds),
             asset_selection=[asset_key],
             asset_check_keys=[],
         )
         for c in pending
         if keys[c.batch_id] not in launched
     ][:max_runs]
-    stuck = (
-        stuck_batches(context.instance, source.name, [c.batch_id for c in pending])
-        if pending
-        else {}
-    )
+    stuck = stuck_batches(context.instance, label, [c.batch_id for c in pending]) if pending else {}
     if stuck:
         for batch_id, run in stuck.items():
             context.log.warning(

@@ -1,4 +1,8 @@
-"""What Dagster knows about a batch's runs: tags, and which pending batches are stuck."""
+"""What Dagster knows about a batch's runs: tags, and which pending batches are stuck.
+
+``source`` here is the source's label (``Namespace.label``): its name, or
+``<component>__<source>`` in a named Lockgate component, so that two components with a
+source of the same name never see each other's runs."""
 
 from __future__ import annotations
 

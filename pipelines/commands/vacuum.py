@@ -110,7 +110,7 @@ def _catalog_and_tables(args: argparse.Namespace) -> tuple[Catalog, list[str], i
     else:
         cfg = load_config(getattr(args, "config", None))
         max_runtime = cfg.dagster.max_runtime_seconds
-        catalog = make_catalog(cfg.warehouse, cfg.s3, dict(cfg.catalog) or None)
+        catalog = make_catalog(cfg.warehouse, cfg.s3, cfg.catalog_properties() or None)
         if not tables:
             tables = sorted(
                 {t for src in cfg.sources.values() for t in (src.table, quarantine_table(src))}
