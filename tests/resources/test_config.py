@@ -658,3 +658,57 @@ def test_secrets_stay_out_of_errors(tmp_path: Path) -> None:
         err = refusal(tmp_path, doc)
         assert err.key_path in ("s3.secret_access_key", "catalog.credential", "catalog")
         assert "very-secret" not in str(err), str(err)
+
+
+def test_catalog_environment_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``{env: NAME}`` and ``"${NAME}"`` keep the variable's name only; the value is read when
+    the catalog properties are used, and a missing variable is named, never a value."""
+    doc = {
+        **MINIMAL,
+        "catalog": {
+            "type": "rest",
+            "uri": "https://catalog.example",
+            "token": {"env": "LG_TEST_TOKEN"},
+            "credential": "${LG_TEST_CREDENTIAL}",
+        },
+    }
+    monkeypatch.delenv("LG_TEST_TOKEN", raising=False)
+    monkeypatch.setenv("LG_TEST_CREDENTIAL", "very-secret-credential")
+    cfg = load_config(str(write(tmp_path, doc)))
+    assert dict(cfg.catalog) == {"type": "rest", "uri": "https://catalog.example"}
+    assert dict(cfg.catalog_env) == {"token": "LG_TEST_TOKEN", "credential": "LG_TEST_CREDENTIAL"}
+    with pytest.raises(ConfigError) as err:
+        cfg.catalog_properties()
+    assert err.value.key_path == "catalog.token" and "LG_TEST_TOKEN is not set" in str(err.value)
+    monkeypatch.setenv("LG_TEST_TOKEN", "very-secret-token")
+    assert cfg.catalog_properties() == {
+        "type": "rest",
+        "uri": "https://catalog.example",
+        "token": "very-secret-token",
+        "credential": "very-secret-credential",
+    }
+    # a value resolved elsewhere (Dagster's EnvVar) wins over the environment
+    assert cfg.catalog_properties(given={"token": "from-dagster"})["token"] == "from-dagster"
+    assert "very-secret" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"env": "1BAD"}, "environment variable name"),
+        ({"env": "OK", "default": "very-secret-x"}, "{env: NAME}"),
+        ("postgresql://u:${PW}@host/db", "must be the whole value"),
+        ("${}", "environment variable name"),
+    ],
+)
+def test_catalog_environment_reference_refused(tmp_path: Path, value: object, message: str) -> None:
+    err = refusal(tmp_path, {**MINIMAL, "catalog": {"uri": value}})
+    assert err.key_path == "catalog.uri" and message in str(err)
+    assert "very-secret" not in str(err)
+
+
+def test_catalog_environment_reference_in_the_json_schema() -> None:
+    validator = jsonschema.Draft202012Validator(config_json_schema())
+    ok = {**MINIMAL, "catalog": {"token": {"env": "X"}, "uri": "${Y}", "n": 3}}
+    assert not list(validator.iter_errors(ok))
+    assert list(validator.iter_errors({**MINIMAL, "catalog": {"token": {"env": "X", "y": 1}}}))
