@@ -125,9 +125,12 @@ def exactly_once_schedule(
 ) -> dg.ScheduleDefinition:
     """Runs the ``exactly_once`` check of ``source`` on ``cron`` (UTC); it scans the whole
     table, so it does not run after every batch."""
-    label = (ns or Namespace()).label(source.name)
+    ns = ns or Namespace()
+    label = ns.label(source.name)
     job = dg.define_asset_job(
-        name=f"{label}_exactly_once",
+        # named: ``<name>__<source>_exactly_once`` would be the op name of the check of an
+        # asset ``<name>/<source>`` (Dagster joins key parts with ``__``), a common table key
+        name=f"{label}_exactly_once" if ns.name is None else f"{label}_exactly_once_job",
         selection=dg.AssetSelection.checks(dg.AssetCheckKey(asset_key(source), "exactly_once")),
     )
     return dg.ScheduleDefinition(

@@ -151,3 +151,64 @@ def test_repository_is_a_dg_project() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     keys = {a["asset_key"] for a in json.loads(out.stdout)["assets"]}
     assert {"raw/events", "raw/orders", "landing/events", "landing/orders"} <= keys
+
+
+def _team(project: Path, folder: str, attributes: str) -> None:
+    """One more Lockgate component, ``defs/<folder>``, with its own ``lockgate.yaml``."""
+    team = project / "src/userproj/defs" / folder
+    team.mkdir(parents=True)
+    (team / "defs.yaml").write_text(
+        f"type: lockgate.LockgateComponent\nattributes:\n{attributes}  config: lockgate.yaml\n"
+    )
+    (team / "lockgate.yaml").write_text(LOCKGATE_YAML.replace("lake.orders", f"{folder}.orders"))
+
+
+@pytest.mark.skipif(not DG.exists(), reason="dg not installed")
+def test_two_components_in_one_project_do_not_collide(tmp_path: Path) -> None:
+    """Two named components (two config folders, the same source name ``orders``) next to
+    an unnamed one: each set of definitions under its own names; ``dg check defs`` passes."""
+    project = _project(tmp_path / "userproj")
+    _team(project, "team_a", "  name: team_a\n")
+    _team(project, "team_b", "  name: team_b\n")
+    listed = _dg(project, "list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    defs: dict[str, Any] = json.loads(listed.stdout)
+    assert {a["asset_key"] for a in defs["assets"]} == {
+        "lake/events",
+        "landing/events",
+        "team_a/orders",
+        "landing/team_a/orders",
+        "team_b/orders",
+        "landing/team_b/orders",
+    }
+    assert {s["name"] for s in defs["sensors"]} == {
+        "events_sensor",
+        "team_a__orders_sensor",
+        "team_b__orders_sensor",
+    }
+    assert {"team_a__orders_batches", "team_b__orders_batches"} <= {j["name"] for j in defs["jobs"]}
+    assert "team_b__orders_exactly_once_schedule" in {s["name"] for s in defs["schedules"]}
+    checked = _dg(project, "check", "defs")
+    assert checked.returncode == 0, checked.stderr[-3000:]
+
+
+@pytest.mark.skipif(not DG.exists(), reason="dg not installed")
+def test_colliding_components_fail_naming_both(tmp_path: Path) -> None:
+    project = _project(tmp_path / "userproj")
+    _team(project, "team_a", "")  # no name, like the inline component
+    checked = _dg(project, "check", "defs")
+    assert checked.returncode != 0
+    out = checked.stdout + checked.stderr
+    assert "defs/ingest" in out and "defs/team_a" in out and "distinct `name`" in out
+    _team(project, "team_b", "  name: team_b\n")
+    (project / "src/userproj/defs/team_a").rename(project / "src/userproj/defs/old")
+    (project / "src/userproj/defs/old/defs.yaml").unlink()
+    # team_b declares the inline component's table: one asset, two components
+    (project / "src/userproj/defs/team_b/lockgate.yaml").write_text(
+        LOCKGATE_YAML.replace("lake.orders", "lake.events")
+    )
+    checked = _dg(project, "check", "defs")
+    assert checked.returncode != 0
+    out = checked.stdout + checked.stderr
+    assert "asset key lake/events is defined by both Lockgate components" in out, out[-3000:]
+    assert "defs/ingest (source events)" in out and "defs/team_b (source orders)" in out
