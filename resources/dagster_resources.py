@@ -76,7 +76,8 @@ class Namespace:
     label ``<source>``). A ``name`` (letters, digits, single ``_``; no ``__``) gives
     ``lockgate_<name>_<kind>`` and the label ``<name>__<source>``, which prefixes the job,
     sensor and schedule names and the batch run keys and source tag; distinct names never
-    collide (the first ``__`` of a label ends the name)."""
+    collide (the first ``__`` of a label ends the name). The landing asset of a named
+    component is ``landing/<name>/<source>``; table asset keys are never namespaced."""
 
     name: str | None = None
 
