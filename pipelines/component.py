@@ -31,15 +31,11 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from lockgate.pipelines.definitions import asset_keys, build_definitions
+from lockgate.pipelines.definitions import build_definitions, check_distinct
 from lockgate.resources.config import LockgateConfig, load_config, parse_config
 from lockgate.resources.dagster_resources import Namespace
 
 CONFIG_KEYS = ("warehouse", "ledger", "catalog", "s3", "dagster", "sources")
-
-
-class ComponentCollision(dg.DagsterInvalidDefinitionError):
-    """Two Lockgate components of one project would define the same Dagster object."""
 
 
 class LockgateComponent(dg.Component, dg.Model, dg.Resolvable):
@@ -107,26 +103,3 @@ def _relative(folder: str, defs_root: Path) -> str:
         return str(Path(folder).relative_to(defs_root.parent))
     except ValueError:
         return folder
-
-
-def check_distinct(
-    a: tuple[str, Namespace, LockgateConfig], b: tuple[str, Namespace, LockgateConfig]
-) -> None:
-    """``ComponentCollision`` naming both components if the definitions of ``a`` and ``b``
-    (each: where it is declared, its namespace, its config) cannot live in one project."""
-    (where_a, ns_a, cfg_a), (where_b, ns_b, cfg_b) = a, b
-    if ns_a.name == ns_b.name:
-        named = f"name {ns_a.name!r}" if ns_a.name else "no name"
-        raise ComponentCollision(
-            f"Lockgate components {where_a} and {where_b} both have {named}, so their resource "
-            f"keys ({ns_a.object_store}, ...) and sensor names collide: give each a distinct "
-            "`name` attribute (at most one may have none)"
-        )
-    keys_b = asset_keys(cfg_b, ns_b)
-    for key, source in asset_keys(cfg_a, ns_a).items():
-        if key in keys_b:
-            raise ComponentCollision(
-                f"asset key {key.to_user_string()} is defined by both Lockgate components "
-                f"{where_a} (source {source}) and {where_b} (source {keys_b[key]}): a table "
-                "is one asset, declare it in one component only (or use another table name)"
-            )

@@ -12,6 +12,7 @@ table is one asset), so two configs may not declare the same table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -60,6 +61,45 @@ def asset_keys(config: LockgateConfig, ns: Namespace | None = None) -> dict[dg.A
         keys[asset_key(s)] = s.name
         keys[landing_key(s, ns)] = s.name
     return keys
+
+
+class ComponentCollision(dg.DagsterInvalidDefinitionError):
+    """Two Lockgate components (or configs) of one project would define the same Dagster
+    object."""
+
+
+def check_distinct(
+    a: tuple[str, Namespace, LockgateConfig], b: tuple[str, Namespace, LockgateConfig]
+) -> None:
+    """``ComponentCollision`` naming both components if the definitions of ``a`` and ``b``
+    (each: where it is declared, its namespace, its config) cannot live in one project."""
+    (where_a, ns_a, cfg_a), (where_b, ns_b, cfg_b) = a, b
+    if ns_a.name == ns_b.name:
+        named = f"name {ns_a.name!r}" if ns_a.name else "no name"
+        raise ComponentCollision(
+            f"Lockgate components {where_a} and {where_b} both have {named}, so their resource "
+            f"keys ({ns_a.object_store}, ...) and sensor names collide: give each a distinct "
+            "`name` attribute (at most one may have none)"
+        )
+    keys_b = asset_keys(cfg_b, ns_b)
+    for key, source in asset_keys(cfg_a, ns_a).items():
+        if key in keys_b:
+            raise ComponentCollision(
+                f"asset key {key.to_user_string()} is defined by both Lockgate components "
+                f"{where_a} (source {source}) and {where_b} (source {keys_b[key]}): a table "
+                "is one asset, declare it in one component only (or use another table name)"
+            )
+
+
+def build_named_definitions(configs: Mapping[str, LockgateConfig]) -> dg.Definitions:
+    """The definitions of several configs in one project, each under its name (the keys of
+    ``configs``); ``ComponentCollision`` naming both configs' files if two define the same
+    asset key (``dg.Definitions.merge`` would only name the key)."""
+    parts = [(f"{cfg.path} (name {name})", Namespace(name), cfg) for name, cfg in configs.items()]
+    for i, a in enumerate(parts):
+        for b in parts[i + 1 :]:
+            check_distinct(a, b)
+    return dg.Definitions.merge(*(build_definitions(cfg, name) for name, cfg in configs.items()))
 
 
 def build_definitions(config: LockgateConfig, name: str | None = None) -> dg.Definitions:

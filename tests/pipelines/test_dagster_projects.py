@@ -12,8 +12,12 @@ import yaml
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
-from lockgate.pipelines.component import ComponentCollision, check_distinct
-from lockgate.pipelines.definitions import build_definitions
+from lockgate.pipelines.definitions import (
+    ComponentCollision,
+    build_definitions,
+    build_named_definitions,
+    check_distinct,
+)
 from lockgate.resources.config import LockgateConfig, load_config
 from lockgate.resources.dagster_resources import Namespace
 from lockgate.resources.runtime import Runtime
@@ -119,6 +123,12 @@ def test_colliding_components_are_refused_naming_both(tmp_path: Path) -> None:
     text = str(same_table.value)
     assert "lake/events" in text and "defs/a (source events)" in text and "defs/b" in text
     check_distinct(("defs/a", Namespace("a"), a), ("defs/c", Namespace(), c))  # no error
+    # the same through Python: both config files are named, not only the key
+    with pytest.raises(ComponentCollision) as merged:
+        build_named_definitions({"a": a, "b": b})
+    assert f"{a.path} (name a) (source events)" in str(merged.value) and b.path in str(merged.value)
+    repo = build_named_definitions({"a": a, "c": c}).get_repository_def()
+    assert repo.get_sensor_def("c__events_sensor").name == "c__events_sensor"
 
 
 def test_catalog_secrets_are_env_vars_never_values(
