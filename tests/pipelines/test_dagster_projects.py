@@ -12,6 +12,7 @@ import yaml
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
+from lockgate.pipelines.component import LockgateComponent
 from lockgate.pipelines.definitions import (
     ComponentCollision,
     build_definitions,
@@ -109,6 +110,12 @@ def test_default_names_are_unchanged() -> None:
     for bad in ("a__b", "_a", "1a", "a-b", "", "a_"):
         with pytest.raises(ValueError, match="invalid Lockgate component name"):
             Namespace(bad)
+
+
+def test_an_invalid_component_name_is_a_clear_error() -> None:
+    with pytest.raises(dg.DagsterInvalidConfigError, match="invalid Lockgate component name"):
+        LockgateComponent(name="team__a").namespace()
+    assert LockgateComponent(name="team_a").namespace().table_store == "lockgate_team_a_table_store"
 
 
 def test_colliding_components_are_refused_naming_both(tmp_path: Path) -> None:
