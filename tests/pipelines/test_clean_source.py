@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from lockgate.pipelines.commands.status import source_status
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.pipelines.rebuild import RebuildRefused, rebuild
 from lockgate.pipelines.verify import verify_source
@@ -94,6 +95,8 @@ def test_archive_empties_the_landing_and_a_rebuild_reads_the_archive(
     assert table_ids(rt, SOURCE) == land.landed
     counts = clean_counts(rt.ledger(source), source.clean_source)
     assert (counts.cleaned, counts.left, counts.pending) == (4, 0, 0)
+    status = source_status(rt, source)["clean"]
+    assert status == {"mode": "archive", "cleaned": 4, "left": 0, "pending": 0}
     for _ in range(2):  # idempotent: the same rows, read from the archive
         out = rebuild(rt, source, [date.fromisoformat(DAY)])
         assert out.rows == 6 and out.objects == 3
@@ -209,3 +212,23 @@ def test_a_crash_mid_clean_is_finished_by_the_next_tick(tmp_path: Path, point: s
     assert Counter(table_ids(rt2, SOURCE)) == land.landed
     assert rebuild(rt2, source2, [date.fromisoformat(DAY)]).rows == 6
     assert table_ids(rt2, SOURCE) == land.landed
+
+
+def test_status_counts_objects_pending_clean(tmp_path: Path) -> None:
+    from lockgate.pipelines.batch import execute_batch
+
+    rt = _runtime(tmp_path, str(tmp_path / "landing"), "delete")
+    landing = LocalStore(tmp_path / "landing")
+    Lander(landing).land(f"{DAY}/a.jsonl", 2)
+    source = rt.source(SOURCE)
+    ledger = rt.ledger(source)
+    execute_batch(rt, source, ledger, ledger.claim(DAY, [landing.head(f"{DAY}/a.jsonl")]))
+    assert source_status(rt, source)["clean"] == {
+        "mode": "delete",
+        "cleaned": 0,
+        "left": 0,
+        "pending": 1,
+    }
+    clean_committed(source, ledger, landing, rt.open_landing)
+    assert source_status(rt, source)["clean"]["cleaned"] == 1
+    assert _keys(landing) == []
