@@ -66,9 +66,10 @@ def ingest_source(
             report.batches.append(outcome)
             if on_batch is not None:
                 on_batch(outcome)
-        if source.clean_source != "off":
-            while clean_committed(source, ledger, rt.landing(source), rt.open_landing).deferred:
-                pass
+        while source.clean_source != "off":
+            cleaning = clean_committed(source, ledger, rt.landing(source), rt.open_landing)
+            if not (cleaning.deferred and cleaning.batches):
+                break
         if not result.claims and not result.deferred and not pending:
             return report
         if not result.claims and not pending:

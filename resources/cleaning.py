@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.ledger import (
     Claim,
+    ClaimedObject,
     CommitRecord,
     Ledger,
     LedgerCorrupt,
@@ -57,6 +59,9 @@ from lockgate.resources.store import (
     ObjectStore,
     validate_key,
 )
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 ARCHIVED_LOG = "archived/"
 CLEANED_LOG = "cleaned/"
@@ -224,19 +229,24 @@ class CleanLog:
         )
 
 
-def _present_as_claimed(landing: ObjectStore, key: str, etag: str) -> str | None:
-    """None if ``key`` is there as version ``etag``, else the outcome to record."""
+#: Objects of one batch copied / deleted at a time (I/O bound store requests).
+CLEAN_WORKERS = 8
+
+
+def _each(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(i) for i in items]``, up to ``CLEAN_WORKERS`` at a time."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(CLEAN_WORKERS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _unsafe(key: str) -> bool:
     try:
         validate_key(key)
     except ValueError:
-        return UNSAFE_KEY
-    try:
-        info = landing.head(key)
-    except NotFound:
-        return ABSENT
-    except ObjectChanged:  # e.g. replaced by a symbolic link
-        return CHANGED
-    return None if info.etag == etag else CHANGED
+        return True
+    return False
 
 
 def clean_batch(
@@ -266,22 +276,31 @@ def clean_batch(
     if arec is not None:
         outcomes.update(arec.left)
         etags = {o.key: o.etag for o in claim.objects}
-        for key in arec.copies:
+
+        def delete_copied(key: str) -> None:
             # gone, or re-written after the copy (the new version is not ours): nothing to do
             with contextlib.suppress(NotFound, ObjectChanged):
                 landing.delete_version(key, etags[key])
             crash_point("clean.after_delete")
-            outcomes[key] = ARCHIVED
+
+        _each(delete_copied, sorted(arec.copies))
+        outcomes.update(dict.fromkeys(arec.copies, ARCHIVED))
     elif mode == "delete":
-        for o in claim.objects:
-            outcome = NOT_READ if o.key in unread else _present_as_claimed(landing, o.key, o.etag)
-            if outcome is None:
-                try:
-                    outcome = DELETED if landing.delete_version(o.key, o.etag) else ABSENT
-                except ObjectChanged:
-                    outcome = CHANGED
-                crash_point("clean.after_delete")
-            outcomes[o.key] = outcome
+
+        def delete(o: ClaimedObject) -> str:
+            if o.key in unread:
+                return NOT_READ
+            if _unsafe(o.key):
+                return UNSAFE_KEY
+            try:
+                outcome = DELETED if landing.delete_version(o.key, o.etag) else ABSENT
+            except ObjectChanged:  # another version (or a link) under the key: left alone
+                return CHANGED
+            crash_point("clean.after_delete")
+            return outcome
+
+        keys = [o.key for o in claim.objects]
+        outcomes.update(zip(keys, _each(delete, claim.objects), strict=True))
     else:
         raise ValueError(f"clean_batch with clean_source {mode!r}")
     rec = CleanedRecord(
@@ -304,19 +323,29 @@ def _archive_copies(
     unread: set[str],
 ) -> ArchiveRecord:
     """Phase 1: copy every object present as claimed, then write the archive record."""
+
+    def copy(o: ClaimedObject) -> tuple[str | None, str | None]:
+        """(the copy's etag, None) or (None, the outcome of an object not copied)."""
+        if o.key in unread:
+            return None, NOT_READ
+        if _unsafe(o.key):
+            return None, UNSAFE_KEY
+        try:
+            etag = landing.copy_version(o.key, o.etag, archive, o.key).etag
+        except NotFound:
+            return None, ABSENT
+        except ObjectChanged:  # another version (or a link) under the key: left alone
+            return None, CHANGED
+        crash_point("clean.after_copy")
+        return etag, None
+
     copies: dict[str, str] = {}
     left: dict[str, str] = {}
-    for o in claim.objects:
-        outcome = NOT_READ if o.key in unread else _present_as_claimed(landing, o.key, o.etag)
-        if outcome is None:
-            try:
-                copies[o.key] = landing.copy_version(o.key, o.etag, archive, o.key).etag
-            except NotFound:
-                outcome = ABSENT
-            except ObjectChanged:
-                outcome = CHANGED
-            crash_point("clean.after_copy")
-        if outcome is not None:
+    for o, (etag, outcome) in zip(claim.objects, _each(copy, claim.objects), strict=True):
+        if etag is not None:
+            copies[o.key] = etag
+        else:
+            assert outcome is not None
             left[o.key] = outcome
     rec = log.add_archive_record(ArchiveRecord(claim.batch_id, archive_to, copies, left))
     crash_point("clean.after_archive_record")

@@ -6,15 +6,18 @@ Contract (``clean_committed``):
   record exists (``lockgate.resources.cleaning.clean_batch``), in batch order.
 * Starts at the durable hint (``CleanHint``: ``through`` and the uncommitted ``waiting`` ids
   below it), so a tick reads O(batches since the hint + waiting), not the history; it examines
-  at most ``max_batches`` batches and cleans at most ``max_objects`` objects (at least one
-  batch), then writes the hint forward. The rest follow on later ticks.
+  at most ``max_batches`` batches, and starts no further batch once it has cleaned
+  ``max_objects`` objects or spent ``max_seconds`` (it always cleans at least one), then writes
+  the hint forward. The rest follow on later ticks. Batch ids the caller knows to be
+  uncommitted (``uncommitted``) wait without a read.
 * A crash anywhere leaves a batch without its cleaned marker: the next tick cleans it again
   (idempotently) from the same hint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from lockgate.resources.cleaning import CleanHint, CleanLog, clean_batch
@@ -24,6 +27,8 @@ from lockgate.resources.store import ObjectStore
 
 MAX_CLEAN_OBJECTS_PER_TICK = 1000
 MAX_CLEAN_BATCHES_PER_TICK = 500
+#: A tick stops starting batches after this long (it finishes the one it is in).
+MAX_CLEAN_SECONDS_PER_TICK = 20.0
 
 
 @dataclass
@@ -45,23 +50,34 @@ def clean_committed(
     open_archive: Callable[[str], ObjectStore],
     max_objects: int = MAX_CLEAN_OBJECTS_PER_TICK,
     max_batches: int = MAX_CLEAN_BATCHES_PER_TICK,
+    max_seconds: float = MAX_CLEAN_SECONDS_PER_TICK,
+    uncommitted: Collection[int] = (),
 ) -> CleanTick:
-    """Clean the committed batches of ``source`` that have no cleaned marker (see above)."""
+    """Clean the committed batches of ``source`` that have no cleaned marker (see above).
+    ``uncommitted``: batch ids the caller just found without a commit record (the tick's
+    pending batches); they wait without a read and do not count against ``max_batches``."""
     out = CleanTick()
     if source.clean_source == "off":
         return out
+    started = time.monotonic()
     log = CleanLog(ledger)
     hint = log.hint()
     end = ledger.next_batch_id()
     candidates = [*sorted(hint.waiting), *range(hint.through, end)]
+    known_pending = set(uncommitted)
     waiting: list[int] = []
     cleaned, left = hint.cleaned, hint.left
     stop = len(candidates)
-    objects = 0
+    objects = examined = 0
     for i, b in enumerate(candidates):
-        if i >= max_batches or (objects >= max_objects and out.batches):
+        if b in known_pending:
+            waiting.append(b)
+            continue
+        over_time = time.monotonic() - started >= max_seconds
+        if examined >= max_batches or ((objects >= max_objects or over_time) and out.batches):
             stop, out.deferred = i, True
             break
+        examined += 1
         marker = log.cleaned(b)
         if marker is None:
             commit = ledger.commit_record(b)

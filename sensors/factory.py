@@ -138,12 +138,19 @@ def _report_held(held: dict[int, str], source: str, warn: Callable[[str], None])
 
 
 def _clean(
-    rt: Runtime, source: SourceConfig, led: Ledger, warn: Callable[[str], None]
+    rt: Runtime,
+    source: SourceConfig,
+    led: Ledger,
+    uncommitted: list[int],
+    warn: Callable[[str], None],
 ) -> CleanTick:
     """The tick's bounded cleaning step (``clean_source``); a failure is reported and left to
-    the next tick, never allowed to stop the tick's run requests."""
+    the next tick, never allowed to stop the tick's run requests. ``uncommitted``: the
+    tick's pending batch ids (no commit record a moment ago)."""
     try:
-        return clean_committed(source, led, rt.landing(source), rt.open_landing)
+        return clean_committed(
+            source, led, rt.landing(source), rt.open_landing, uncommitted=uncommitted
+        )
     except (LockgateError, OSError) as e:
         warn(f"cleaning the landing of {source.name} failed, the next tick retries: {e}")
         return CleanTick()
@@ -188,6 +195,7 @@ def evaluate_tick(
         say(f"{n} objects not claimed: {reason} (see docs/operations.md, 'Days out of range')")
 
     pending = led.pending()
+    uncommitted = [c.batch_id for c in pending]
     held = held_back(led, source, pending)
     if held:
         _report_held(held, source.name, context.log.warning)
@@ -223,7 +231,7 @@ def evaluate_tick(
                 f"no retry left; fix the cause, then `lockgate retry --source {source.name} "
                 f"--batch {batch_id}`"
             )
-    cleaning = _clean(rt, source, led, context.log.warning)
+    cleaning = _clean(rt, source, led, uncommitted, context.log.warning)
     say(
         f"listed {result.listed} (full={full}), claimed {len(result.claims)} batches "
         f"({result.claimed_objects} objects), pending {len(pending)}, deferred {result.deferred}"

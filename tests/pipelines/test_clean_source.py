@@ -202,7 +202,8 @@ def test_a_crash_mid_clean_is_finished_by_the_next_tick(tmp_path: Path, point: s
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     log = CleanLog(rt.ledger(source))
     assert log.cleaned(0) is None  # the crash left the batch unfinished
-    assert _keys(landing) != []  # ... with objects still to delete
+    if point != "clean.after_delete:2":  # no object is deleted before the archive record
+        assert _keys(landing) == sorted(keys)
     rt2 = Runtime.from_config(str(config))
     source2 = rt2.source(SOURCE)
     out = clean_committed(source2, rt2.ledger(source2), rt2.landing(source2), rt2.open_landing)
