@@ -20,6 +20,7 @@ from lockgate.pipelines.commands.status import source_status
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.pipelines.rebuild import RebuildRefused, rebuild
 from lockgate.pipelines.verify import verify_source
+from lockgate.pipelines.verify_deep import verify_deep
 from lockgate.resources.cleaning import CleanLog, clean_counts
 from lockgate.resources.config import load_config
 from lockgate.resources.runtime import Runtime
@@ -97,6 +98,8 @@ def test_archive_empties_the_landing_and_a_rebuild_reads_the_archive(
     assert (counts.cleaned, counts.left, counts.pending) == (4, 0, 0)
     status = source_status(rt, source)["clean"]
     assert status == {"mode": "archive", "cleaned": 4, "left": 0, "pending": 0}
+    deep = verify_deep(rt, source)  # re-reads every object, from the archive
+    assert (deep.ok, deep.checked, deep.records, deep.unavailable) == (True, 4, 10, [])
     for _ in range(2):  # idempotent: the same rows, read from the archive
         out = rebuild(rt, source, [date.fromisoformat(DAY)])
         assert out.rows == 6 and out.objects == 3
