@@ -126,8 +126,6 @@ def _archive_aware(
                 "rows, so nothing was changed (use clean_source: {mode: archive, archive_to: "
                 "...} to keep rebuildable copies)"
             )
-    if where.landing is rt.landing(source):
-        return rt
     return dataclasses.replace(rt, open_landing=lambda _url: where.landing, _landing={})
 
 

@@ -358,35 +358,72 @@ def _archive_copies(
 class RebuildLanding(ObjectStore):
     """The landing as a rebuild reads it: an object its batch archived is read from its copy
     (pinned to the copy's recorded etag, and reported under its claimed etag), every other
-    object from the landing. ``(key, claimed etag)`` selects the copy."""
+    object from the landing. ``(key, claimed etag)`` selects the copy. An object missing from
+    the landing (or found there in another version) is looked up once more with ``late``: a
+    tick may archive its batch while the rebuild runs."""
 
     def __init__(
-        self, landing: ObjectStore, copies: Mapping[tuple[str, str], tuple[ObjectStore, str]]
+        self,
+        landing: ObjectStore,
+        copies: Mapping[tuple[str, str], tuple[ObjectStore, str]],
+        late: Callable[[str, str], tuple[ObjectStore, str] | None] = lambda _k, _e: None,
+        claimed: Mapping[str, str] | None = None,
     ):
         self.landing = landing
         self.url = landing.url
         self.copies = dict(copies)
-        self._by_key: dict[str, tuple[str, ObjectStore, str]] = {
-            key: (etag, store, copy) for (key, etag), (store, copy) in self.copies.items()
-        }
+        self._late = late
+        #: key -> claimed etag of the objects not archived when the rebuild started
+        self._claimed = dict(claimed or {})
 
-    def list(self, prefix: str = "", start_after: str | None = None) -> Any:
-        return self.landing.list(prefix, start_after)
+    def _copy(self, key: str, etag: str) -> tuple[ObjectStore, str] | None:
+        if (key, etag) not in self.copies:
+            found = self._late(key, etag)
+            if found is None:
+                return None
+            self.copies[(key, etag)] = found
+        return self.copies[(key, etag)]
 
-    def head(self, key: str) -> ObjectInfo:
-        if key not in self._by_key:
-            return self.landing.head(key)
-        etag, store, copy = self._by_key[key]
+    def _head_copy(self, key: str, etag: str, store: ObjectStore, copy: str) -> ObjectInfo:
         info = store.head(key)
         if info.etag != copy:
             raise ObjectChanged(f"{store.uri(key)}: the archived copy changed (etag {info.etag})")
         return ObjectInfo(key, info.size, etag, info.last_modified)
 
+    def list(self, prefix: str = "", start_after: str | None = None) -> Any:
+        return self.landing.list(prefix, start_after)
+
+    def head(self, key: str) -> ObjectInfo:
+        for (k, archived_etag), (store, copy) in self.copies.items():
+            if k == key:
+                return self._head_copy(key, archived_etag, store, copy)
+        claimed = self._claimed.get(key)
+        try:
+            info = self.landing.head(key)
+        except (NotFound, ObjectChanged):
+            found = self._copy(key, claimed) if claimed is not None else None
+            if claimed is None or found is None:
+                raise
+            return self._head_copy(key, claimed, *found)
+        if claimed is not None and info.etag != claimed:
+            found = self._copy(key, claimed)
+            if found is not None:
+                return self._head_copy(key, claimed, *found)
+        return info
+
     def open(self, key: str, etag: str | None = None, size: int | None = None) -> BinaryIO:
-        if etag is not None and (key, etag) in self.copies:
-            store, copy = self.copies[(key, etag)]
-            return store.open(key, etag=copy, size=size)
-        return self.landing.open(key, etag=etag, size=size)
+        if etag is None:
+            return self.landing.open(key, etag=etag, size=size)
+        found = self.copies.get((key, etag))
+        if found is None:
+            try:
+                return self.landing.open(key, etag=etag, size=size)
+            except (NotFound, ObjectChanged):
+                found = self._copy(key, etag)
+                if found is None:
+                    raise
+        store, copy = found
+        return store.open(key, etag=copy, size=size)
 
     def put(self, key: str, data: bytes) -> None:
         raise PermissionError("a rebuild never writes to the landing")
@@ -420,25 +457,41 @@ def landing_for_rebuild(
     claims: Sequence[Claim],
 ) -> RebuildSources:
     """The archive-aware landing of ``claims`` (one archive record read per batch, one cleaned
-    marker read per batch without one)."""
+    marker read per batch without one; a batch archived meanwhile is read again on demand)."""
     log = CleanLog(ledger)
     stores: dict[str, ObjectStore] = {}
     copies: dict[tuple[str, str], tuple[ObjectStore, str]] = {}
     deleted: dict[int, tuple[str, ...]] = {}
+    unarchived: dict[tuple[str, str], int] = {}
+
+    def store_of(url: str) -> ObjectStore:
+        if url not in stores:
+            stores[url] = open_archive(url)
+        return stores[url]
+
     for claim in claims:
         arec = log.archive_record(claim.batch_id)
         if arec is not None:
-            store = stores.setdefault(arec.archive_to, open_archive(arec.archive_to))
             etags = {o.key: o.etag for o in claim.objects}
             for key, copy in arec.copies.items():
-                copies[(key, etags[key])] = (store, copy)
+                copies[(key, etags[key])] = (store_of(arec.archive_to), copy)
             continue
+        unarchived.update(((o.key, o.etag), claim.batch_id) for o in claim.objects)
         marker = log.cleaned(claim.batch_id)
         if marker is not None and marker.mode == "delete":
             gone = tuple(k for k, o in marker.outcomes.items() if o in (DELETED, ABSENT))
             if gone:
                 deleted[claim.batch_id] = gone
-    return RebuildSources(RebuildLanding(landing, copies) if copies else landing, deleted)
+
+    def late(key: str, etag: str) -> tuple[ObjectStore, str] | None:
+        batch = unarchived.get((key, etag))
+        arec = log.archive_record(batch) if batch is not None else None
+        if arec is None or key not in arec.copies:
+            return None
+        return store_of(arec.archive_to), arec.copies[key]
+
+    claimed = {key: etag for (key, etag) in unarchived}
+    return RebuildSources(RebuildLanding(landing, copies, late, claimed), deleted)
 
 
 # -- counts (status) ---------------------------------------------------------------------------
@@ -458,17 +511,18 @@ class CleanCounts:
 
 def clean_counts(ledger: Ledger, mode: str) -> CleanCounts:
     """The counts from the hint plus the batches after it (O(batches since the last tick's
-    cleaning), not the history). With ``mode`` off and nothing ever cleaned, all zero."""
+    cleaning), not the history). With ``mode`` off: the hint's counts (as of the last
+    cleaning; all zero if the source was never cleaned), nothing pending."""
     log = CleanLog(ledger)
     hint = log.hint()
     cleaned, left, pending = hint.cleaned, hint.left, 0
-    if mode == "off" and hint == CleanHint():
-        return CleanCounts(mode)
+    if mode == "off":  # nothing is cleaned any more: the counts as of the last cleaning
+        return CleanCounts(mode, cleaned, left)
     for b in [*hint.waiting, *range(hint.through, ledger.next_batch_id())]:
         marker = log.cleaned(b)
         if marker is not None:
             cleaned += marker.cleaned
             left += len(marker.outcomes) - marker.cleaned
-        elif mode != "off" and ledger.commit_record(b) is not None:
+        elif ledger.commit_record(b) is not None:
             pending += len(ledger.get_claim(b).objects)
     return CleanCounts(mode, cleaned, left, pending)

@@ -236,3 +236,27 @@ def test_status_counts_objects_pending_clean(tmp_path: Path) -> None:
     clean_committed(source, ledger, landing, rt.open_landing)
     assert source_status(rt, source)["clean"]["cleaned"] == 1
     assert _keys(landing) == []
+
+
+def test_a_batch_archived_while_a_rebuild_reads_is_read_from_the_archive(tmp_path: Path) -> None:
+    from lockgate.pipelines.batch import execute_batch
+    from lockgate.resources.cleaning import landing_for_rebuild
+
+    archive = tmp_path / "archive"
+    rt = _runtime(
+        tmp_path, str(tmp_path / "landing"), {"mode": "archive", "archive_to": str(archive)}
+    )
+    landing = LocalStore(tmp_path / "landing")
+    Lander(landing).land(f"{DAY}/a.jsonl", 2)
+    source = rt.source(SOURCE)
+    ledger = rt.ledger(source)
+    claim = ledger.claim(DAY, [landing.head(f"{DAY}/a.jsonl")])
+    execute_batch(rt, source, ledger, claim)
+    obj = claim.objects[0]
+    view = landing_for_rebuild(ledger, landing, rt.open_landing, [claim]).landing
+    body = landing.get(obj.key)
+    clean_committed(source, ledger, landing, rt.open_landing)  # meanwhile, a tick archives it
+    assert _keys(landing) == []
+    assert view.head(obj.key).etag == obj.etag
+    with view.open(obj.key, etag=obj.etag, size=obj.size) as f:
+        assert f.read() == body
