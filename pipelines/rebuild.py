@@ -27,7 +27,7 @@ from lockgate.pipelines.stage import (
     ensure_quarantine_table,
     stage_claims,
 )
-from lockgate.resources.cleaning import landing_for_rebuild
+from lockgate.resources.cleaning import head_version, landing_for_rebuild
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
@@ -141,7 +141,7 @@ def _check_objects_present(
             if (claim.batch_id, obj.key) in skip:
                 continue
             try:
-                info = landing.head(obj.key)
+                info = head_version(landing, obj.key, obj.etag)
             except (NotFound, NotRegularFile):  # a link or special file is not the object
                 info = None
             except (ValueError, S3Error) as e:

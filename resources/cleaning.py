@@ -33,6 +33,7 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,12 +83,20 @@ CLEANED_OUTCOMES = (ARCHIVED, DELETED, ABSENT)
 @dataclass(frozen=True)
 class ArchiveRecord:
     """Phase 1 of archiving a batch: ``copies`` maps each copied key to its copy's etag under
-    ``archive_to`` (same key); ``left`` maps the keys not copied to their outcome."""
+    ``archive_to`` (same key); ``left`` maps the keys not copied to their outcome. ``renamed``
+    maps a key whose archive name already held another version (a key claimed again, e.g.
+    with ``allow_overwrites``) to the sub-prefix its copy went under instead
+    (``_versions/<hash of the claimed etag>/``), so no archived version is ever replaced."""
 
     batch_id: int
     archive_to: str
     copies: Mapping[str, str]
     left: Mapping[str, str]
+    renamed: Mapping[str, str] = field(default_factory=dict)
+
+    def store(self, archive: ObjectStore, key: str) -> ObjectStore:
+        """The store (``archive`` = the store of ``archive_to``) holding the copy of ``key``."""
+        return archive.child(self.renamed[key]) if key in self.renamed else archive
 
     def to_json(self, source: str) -> dict[str, object]:
         return {
@@ -97,6 +106,7 @@ class ArchiveRecord:
             "archive_to": self.archive_to,
             "copies": dict(self.copies),
             "left": dict(self.left),
+            "renamed": dict(self.renamed),
         }
 
     @classmethod
@@ -104,7 +114,10 @@ class ArchiveRecord:
         copies, left, where = d.get("copies"), d.get("left"), d.get("archive_to")
         if not isinstance(copies, dict) or not isinstance(left, dict) or not isinstance(where, str):
             raise LedgerCorrupt(f"{what}: malformed archive record")
-        return cls(int(d["batch_id"]), where, dict(copies), dict(left))
+        renamed = d.get("renamed") or {}
+        if not isinstance(renamed, dict):
+            raise LedgerCorrupt(f"{what}: malformed archive record")
+        return cls(int(d["batch_id"]), where, dict(copies), dict(left), dict(renamed))
 
 
 @dataclass(frozen=True)
@@ -314,6 +327,25 @@ def clean_batch(
     return stored
 
 
+VERSIONS = "_versions"
+
+
+def version_prefix(etag: str) -> str:
+    """The archive sub-prefix of a claimed version whose key's archive name is taken."""
+    return f"{VERSIONS}/{hashlib.sha256(etag.encode()).hexdigest()[:20]}"
+
+
+def _free_for(archive: ObjectStore, key: str, etag: str) -> bool:
+    """Whether ``key`` may hold the copy of version ``etag``: nothing is there, or a copy
+    with that etag (an earlier attempt's; local links and single-part S3 copies keep it)."""
+    try:
+        return archive.head(key).etag == etag
+    except NotFound:
+        return True
+    except ObjectChanged:  # not a regular file (a link): never written through
+        return False
+
+
 def _archive_copies(
     log: CleanLog,
     landing: ObjectStore,
@@ -324,30 +356,37 @@ def _archive_copies(
 ) -> ArchiveRecord:
     """Phase 1: copy every object present as claimed, then write the archive record."""
 
-    def copy(o: ClaimedObject) -> tuple[str | None, str | None]:
-        """(the copy's etag, None) or (None, the outcome of an object not copied)."""
+    def copy(o: ClaimedObject) -> tuple[str | None, str | None, str | None]:
+        """(the copy's etag, its sub-prefix or None, None), or (None, None, the outcome of an
+        object not copied)."""
         if o.key in unread:
-            return None, NOT_READ
+            return None, None, NOT_READ
         if _unsafe(o.key):
-            return None, UNSAFE_KEY
+            return None, None, UNSAFE_KEY
+        prefix = None if _free_for(archive, o.key, o.etag) else version_prefix(o.etag)
+        target = archive if prefix is None else archive.child(prefix)
         try:
-            etag = landing.copy_version(o.key, o.etag, archive, o.key).etag
+            etag = landing.copy_version(o.key, o.etag, target, o.key).etag
         except NotFound:
-            return None, ABSENT
+            return None, None, ABSENT
         except ObjectChanged:  # another version (or a link) under the key: left alone
-            return None, CHANGED
+            return None, None, CHANGED
         crash_point("clean.after_copy")
-        return etag, None
+        return etag, prefix, None
 
     copies: dict[str, str] = {}
     left: dict[str, str] = {}
-    for o, (etag, outcome) in zip(claim.objects, _each(copy, claim.objects), strict=True):
+    renamed: dict[str, str] = {}
+    done = _each(copy, claim.objects)
+    for o, (etag, prefix, outcome) in zip(claim.objects, done, strict=True):
         if etag is not None:
             copies[o.key] = etag
+            if prefix is not None:
+                renamed[o.key] = prefix
         else:
             assert outcome is not None
             left[o.key] = outcome
-    rec = log.add_archive_record(ArchiveRecord(claim.batch_id, archive_to, copies, left))
+    rec = log.add_archive_record(ArchiveRecord(claim.batch_id, archive_to, copies, left, renamed))
     crash_point("clean.after_archive_record")
     return rec
 
@@ -392,6 +431,14 @@ class RebuildLanding(ObjectStore):
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Any:
         return self.landing.list(prefix, start_after)
+
+    def head_version(self, key: str, etag: str) -> ObjectInfo:
+        """The info of claimed version ``etag`` of ``key``: its copy's if it was archived
+        (reported under ``etag``), else the landing's."""
+        found = self.copies.get((key, etag))
+        if found is not None:
+            return self._head_copy(key, etag, *found)
+        return self.head(key)
 
     def head(self, key: str) -> ObjectInfo:
         for (k, archived_etag), (store, copy) in self.copies.items():
@@ -441,6 +488,14 @@ class RebuildLanding(ObjectStore):
         raise NotImplementedError("a rebuild landing has no children")
 
 
+def head_version(store: ObjectStore, key: str, etag: str) -> ObjectInfo:
+    """``store.head(key)``; for a rebuild's landing, the info of claimed version ``etag`` (a key
+    can have several versions archived)."""
+    if isinstance(store, RebuildLanding):
+        return store.head_version(key, etag)
+    return store.head(key)
+
+
 @dataclass(frozen=True)
 class RebuildSources:
     """Where a rebuild reads the claims of some days: ``landing`` (archive-aware), and the
@@ -474,7 +529,7 @@ def landing_for_rebuild(
         if arec is not None:
             etags = {o.key: o.etag for o in claim.objects}
             for key, copy in arec.copies.items():
-                copies[(key, etags[key])] = (store_of(arec.archive_to), copy)
+                copies[(key, etags[key])] = (arec.store(store_of(arec.archive_to), key), copy)
             continue
         unarchived.update(((o.key, o.etag), claim.batch_id) for o in claim.objects)
         marker = log.cleaned(claim.batch_id)
@@ -488,7 +543,7 @@ def landing_for_rebuild(
         arec = log.archive_record(batch) if batch is not None else None
         if arec is None or key not in arec.copies:
             return None
-        return store_of(arec.archive_to), arec.copies[key]
+        return arec.store(store_of(arec.archive_to), key), arec.copies[key]
 
     claimed = {key: etag for (key, etag) in unarchived}
     return RebuildSources(RebuildLanding(landing, copies, late, claimed), deleted)

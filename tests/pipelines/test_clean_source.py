@@ -260,3 +260,30 @@ def test_a_batch_archived_while_a_rebuild_reads_is_read_from_the_archive(tmp_pat
     assert view.head(obj.key).etag == obj.etag
     with view.open(obj.key, etag=obj.etag, size=obj.size) as f:
         assert f.read() == body
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_key_claimed_again_keeps_both_archived_versions(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    from lockgate.pipelines.batch import execute_batch
+    from lockgate.resources.cleaning import version_prefix
+
+    rt, land, landing, archive = _setup(tmp_path, kind, "archive", request)
+    assert archive is not None
+    source = rt.source(SOURCE)
+    key = f"{DAY}/a.jsonl"
+    etags = []
+    for _ in range(2):  # the same key, two versions, each claimed and committed
+        land.land(key, 2)
+        ledger = rt.ledger(source)
+        info = landing.head(key)
+        etags.append(info.etag)
+        execute_batch(rt, source, ledger, ledger.claim(DAY, [info]))
+        clean_committed(source, ledger, landing, rt.open_landing)
+        assert _keys(landing) == []
+    assert _keys(archive) == sorted([key, f"{version_prefix(etags[1])}/{key}"])
+    assert table_ids(rt, SOURCE) == land.landed
+    for _ in range(2):  # both versions read back from the archive, rows unchanged
+        assert rebuild(rt, source, [date.fromisoformat(DAY)]).rows == 4
+        assert table_ids(rt, SOURCE) == land.landed
