@@ -20,7 +20,9 @@ Contract:
   Phase 2 deletes the claimed versions, then writes the cleaned marker (create-only). A crash
   anywhere is finished by the next call: before the archive record, phase 1 runs again (copies
   are idempotent: same key, same bytes); after it, phase 2 runs again (deletes are idempotent).
-  Concurrent cleaners of one batch converge on the first archive record written.
+  Concurrent cleaners of one batch converge on the first archive record written. An archive
+  name that holds another version (the key was claimed again) is never overwritten: that copy
+  goes under ``_versions/<hash of the claimed etag>/`` (``ArchiveRecord.renamed``).
 * The archive record is the truth for rebuilds: ``landing_for_rebuild`` opens an archived
   object at its recorded copy (etag checked), so a copy that changed is never read as the
   claimed version. With ``delete``, the cleaned marker names the objects deleted, and a rebuild
