@@ -287,3 +287,36 @@ def test_a_key_claimed_again_keeps_both_archived_versions(
     for _ in range(2):  # both versions read back from the archive, rows unchanged
         assert rebuild(rt, source, [date.fromisoformat(DAY)]).rows == 4
         assert table_ids(rt, SOURCE) == land.landed
+
+
+def test_a_crash_mid_clean_on_s3_is_finished_by_the_next_tick(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from lockgate.pipelines.batch import execute_batch
+
+    rt, land, landing, archive = _setup(tmp_path, "s3", "archive", request)
+    assert archive is not None
+    keys = [f"{DAY}/a.jsonl", f"{DAY}/b.jsonl"]
+    for k in keys:
+        land.land(k, 2)
+    source = rt.source(SOURCE)
+    ledger = rt.ledger(source)
+    execute_batch(rt, source, ledger, ledger.claim(DAY, [landing.head(k) for k in keys]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_CRASH")}
+    child = subprocess.run(
+        [sys.executable, "-c", _CLEAN_IN_CHILD, str(tmp_path / "lockgate.yaml")],
+        env={**env, "LOCKGATE_CRASH_AT": "clean.after_archive_record"},
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert _keys(landing) == keys and _keys(archive) == keys  # copied, nothing deleted yet
+    assert CleanLog(ledger).cleaned(0) is None
+    out = clean_committed(source, rt.ledger(source), landing, rt.open_landing)
+    assert (out.batches, out.cleaned) == (1, 2)
+    assert _keys(landing) == [] and _keys(archive) == keys
+    assert rebuild(rt, source, [date.fromisoformat(DAY)]).rows == 4
+    assert table_ids(rt, SOURCE) == land.landed
