@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from lockgate.pipelines.batch import BatchOutcome, execute_batch
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.runtime import Runtime
+from lockgate.sensors.cleaning import clean_committed
 from lockgate.sensors.discovery import DiscoveryResult, discover, rule_for_source
 
 
@@ -49,7 +50,8 @@ def ingest_source(
     on_batch: Callable[[BatchOutcome], None] | None = None,
 ) -> IngestReport:
     """Run discovery and every pending batch until a discovery claims nothing new and no
-    batch is pending. Idempotent: batches committed by anyone else are skipped."""
+    batch is pending, cleaning committed batches after each round (``clean_source``).
+    Idempotent: batches committed (or cleaned) by anyone else are skipped."""
     report = IngestReport(source.name)
     rule = rule_for_source(source)
     ledger = rt.ledger(source)
@@ -64,6 +66,10 @@ def ingest_source(
             report.batches.append(outcome)
             if on_batch is not None:
                 on_batch(outcome)
+        while source.clean_source != "off":
+            cleaning = clean_committed(source, ledger, rt.landing(source), rt.open_landing)
+            if not (cleaning.deferred and cleaning.batches):
+                break
         if not result.claims and not result.deferred and not pending:
             return report
         if not result.claims and not pending:

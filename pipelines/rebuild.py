@@ -6,11 +6,14 @@ meanwhile makes the commit conflict, and the rebuild re-plans), and never silent
 partition (an object that cannot be read exactly as claimed -- gone or changed before the
 presence check, or between it and the read -- makes it refuse, changing nothing). Objects that
 their batch's commit record lists as not read (changed/gone before read) contributed no rows:
-the rebuild does not expect them and does not read them.
+the rebuild does not expect them and does not read them. Objects archived by
+``clean_source: archive`` are read from their recorded copies (etag checked); objects deleted by
+``clean_source: delete`` make it refuse, naming the day and the mode.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from lockgate.pipelines.stage import (
     ensure_quarantine_table,
     stage_claims,
 )
+from lockgate.resources.cleaning import head_version, landing_for_rebuild
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
@@ -105,6 +109,26 @@ def _refused(source: SourceConfig, claim: Claim, key: str, what: str) -> Rebuild
     )
 
 
+def _archive_aware(
+    rt: Runtime, source: SourceConfig, ledger: Ledger, claims: list[Claim]
+) -> Runtime:
+    """``rt`` whose landing reads archived objects from their recorded copies
+    (``clean_source: archive``); refuses when objects of a batch were deleted by
+    ``clean_source: delete``."""
+    where = landing_for_rebuild(ledger, rt.landing(source), rt.open_landing, claims)
+    for claim in claims:
+        gone = where.deleted.get(claim.batch_id)
+        if gone:
+            raise RebuildRefused(
+                f"source {source.name!r}: cannot rebuild {claim.partition}: {len(gone)} objects "
+                f"of batch {claim.batch_id} (e.g. {gone[0]!r}) were deleted from the landing by "
+                "clean_source: delete after their commit; a rebuild would silently drop their "
+                "rows, so nothing was changed (use clean_source: {mode: archive, archive_to: "
+                "...} to keep rebuildable copies)"
+            )
+    return dataclasses.replace(rt, open_landing=lambda _url: where.landing, _landing={})
+
+
 def _check_objects_present(
     rt: Runtime, source: SourceConfig, claims: list[Claim], skip: frozenset[tuple[int, str]]
 ) -> None:
@@ -117,7 +141,7 @@ def _check_objects_present(
             if (claim.batch_id, obj.key) in skip:
                 continue
             try:
-                info = landing.head(obj.key)
+                info = head_version(landing, obj.key, obj.etag)
             except (NotFound, NotRegularFile):  # a link or special file is not the object
                 info = None
             except (ValueError, S3Error) as e:
@@ -168,9 +192,10 @@ def rebuild(
             )
         _check_same_declaration(source, ledger, claims)
         skip = _not_read(ledger, claims)
-        _check_objects_present(rt, source, claims, skip)
+        read_rt = _archive_aware(rt, source, ledger, claims)
+        _check_objects_present(read_rt, source, claims, skip)
         try:
-            staged = stage_claims(rt, source, claims, strict=True, skip=skip)
+            staged = stage_claims(read_rt, source, claims, strict=True, skip=skip)
         except VersionNotRead as e:
             claim = next(
                 c for c in claims if any((o.key, o.etag) == (e.key, e.etag) for o in c.objects)

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import NoSuchTableError
 
+from lockgate.resources.cleaning import landing_for_rebuild
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.ledger import Claim, ClaimedObject, UnknownBatch
 from lockgate.resources.runtime import Runtime, quarantine_table
@@ -114,7 +115,7 @@ def verify_deep(
     rows = _lineage_counts(rt, source.table, days, report)
     quarantined = _lineage_counts(rt, quarantine_table(source), days, report)
     whole = _quarantined_whole(rt, quarantine_table(source), days)
-    landing = rt.landing(source)
+    landing = _readable_landing(rt, source, objects)
     for done, (batch_id, _key, obj) in enumerate(objects, start=1):
         ident = (batch_id, obj.key, obj.etag)
         if ident in whole:
@@ -124,6 +125,17 @@ def verify_deep(
         if progress is not None:
             progress(done, len(objects))
     return report
+
+
+def _readable_landing(
+    rt: Runtime, source: SourceConfig, objects: list[tuple[int, str, ClaimedObject]]
+) -> ObjectStore:
+    """The landing, reading objects archived by ``clean_source: archive`` from their recorded
+    copies, whatever the mode is now (objects deleted by ``clean_source: delete`` stay
+    unavailable). One archive-record read per batch."""
+    ledger = rt.ledger(source)
+    claims = [ledger.get_claim(b) for b in sorted({b for b, _k, _o in objects})]
+    return landing_for_rebuild(ledger, rt.landing(source), rt.open_landing, claims).landing
 
 
 def _committed_objects(

@@ -262,6 +262,9 @@ class SourceConfig:
     max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
     allow_overwrites: bool = False
     clean_source: CleanSource = "off"
+    # ``clean_source.archive_to`` (absolute path or s3:// URL): where ``archive`` copies the
+    # objects of committed batches (set exactly when ``clean_source`` is ``archive``).
+    clean_archive_to: str | None = None
     # ``min_age`` in lockgate.yaml (seconds): an object is claimable only once it has not
     # changed for this long. None: DEFAULT_LOCAL_MIN_AGE_S for a local landing, 0 for S3.
     min_age_s: float | None = None
@@ -870,6 +873,55 @@ class ChecksDocument(_Section):
     )
 
 
+class CleanSourceDocument(_Section):
+    model_config = ConfigDict(title="clean_source")
+
+    mode: Annotated[str, PlainValidator(_clean_mode)] = Field(description="off | archive | delete")
+    archive_to: Location | None = Field(
+        default=None,
+        description="archive only: s3://bucket/prefix/ or a local folder (relative to this "
+        "file); each object is kept under its key below it",
+    )
+
+    @model_validator(mode="after")
+    def _archive_needs_location(self) -> CleanSourceDocument:
+        if self.mode == "archive" and self.archive_to is None:
+            raise ValueError("mode archive needs archive_to (s3://bucket/prefix/ or a folder)")
+        if self.mode != "archive" and self.archive_to is not None:
+            raise ValueError(f"archive_to is only used by mode archive, not {self.mode}")
+        return self
+
+
+def _clean_source(value: object) -> object:
+    """The scalar form (``off`` / ``delete``) as ``{mode: ...}``; ``archive`` has no sensible
+    default location, so its scalar form is refused with the form to write instead."""
+    if not isinstance(value, Mapping):
+        mode = "off" if value is None else _clean_mode(value)
+        if mode == "archive":
+            raise ValueError(
+                "archive needs a location: write clean_source: {mode: archive, "
+                "archive_to: s3://bucket/prefix/} (or a local folder)"
+            )
+        return {"mode": mode}
+    return value
+
+
+_CLEAN_SOURCE_JSON: dict[str, Any] = {
+    "anyOf": [
+        {"enum": ["off", "delete", False]},
+        {
+            "type": "object",
+            "properties": {
+                "mode": {"enum": list(CLEAN_MODES)},
+                "archive_to": {"type": "string", "minLength": 1},
+            },
+            "required": ["mode"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
 class SourceDocument(_Section):
     model_config = ConfigDict(title="source")
 
@@ -928,8 +980,14 @@ class SourceDocument(_Section):
         default=False, description="claim a claimed key again when it is re-written (new etag)"
     )
     clean_source: Annotated[
-        str, PlainValidator(_clean_mode), WithJsonSchema({"enum": [*CLEAN_MODES, False]})
-    ] = Field(default="off", description="after commit: leave, archive or delete ingested objects")
+        CleanSourceDocument,
+        BeforeValidator(_clean_source),
+        WithJsonSchema(_CLEAN_SOURCE_JSON),
+    ] = Field(
+        default_factory=lambda: CleanSourceDocument(mode="off"),
+        description="after the commit record: leave (off), archive (copy under archive_to, "
+        "then delete) or delete the batch's objects; {mode: archive, archive_to: ...}",
+    )
     owners: list[Annotated[str, PlainValidator(_tag)]] | None = Field(
         default=None, description="owners of the table asset (user emails or team:name)"
     )
@@ -999,6 +1057,7 @@ class _Builder:
         for name, spec in doc.sources.items():
             src = self.source(name, spec)
             self.check_against_state(src, doc.warehouse, ledger)
+            self.check_archive(src, doc.warehouse, ledger)
             for other in sources.values():
                 self.check_against_source(src, other)
             sources[name] = src
@@ -1043,7 +1102,8 @@ class _Builder:
             max_decompressed_bytes=spec.max_decompressed_bytes,
             max_compression_ratio=spec.max_compression_ratio,
             allow_overwrites=spec.allow_overwrites,
-            clean_source=typing.cast(CleanSource, spec.clean_source),
+            clean_source=typing.cast(CleanSource, spec.clean_source.mode),
+            clean_archive_to=spec.clean_source.archive_to,
             min_age_s=spec.min_age,
             owners=tuple(spec.owners or ()),
             tags=tuple(sorted((spec.tags or {}).items())),
@@ -1061,6 +1121,21 @@ class _Builder:
                     f"sources.{src.name}.landing",
                     f"the {what} ({where}) lies inside this landing prefix",
                 )
+
+    def check_archive(self, src: SourceConfig, warehouse: str, ledger: str) -> None:
+        """``clean_source.archive_to`` is in the landing's kind of store (copies are made by
+        the store) and shares no location with the landing, the warehouse or the ledger."""
+        archive = src.clean_archive_to
+        if archive is None:
+            return
+        kp = f"sources.{src.name}.clean_source.archive_to"
+        if _is_s3(archive) != _is_s3(src.landing):
+            self.fail(kp, "must be in the same kind of store as the landing (both s3:// or local)")
+        for where, what in ((src.landing, "the landing prefix"), (warehouse, "the warehouse")):
+            if _inside(archive, where) or _inside(where, archive):
+                self.fail(kp, f"{archive} overlaps {what} ({where}): choose a separate location")
+        if _inside(archive, ledger) or _inside(ledger, archive):
+            self.fail(kp, f"{archive} overlaps the ledger ({ledger}): choose a separate location")
 
     def check_against_source(self, src: SourceConfig, other: SourceConfig) -> None:
         """``src`` (declared after ``other``) must read other objects and write another table
@@ -1080,6 +1155,15 @@ class _Builder:
                     f"{other.name!r} ({other.landing}); {both} would both read the objects "
                     f"under {inner.landing}",
                 )
+        for a, b in ((src, other), (other, src)):
+            archive = a.clean_archive_to
+            for where, what in ((b.landing, "landing prefix"), (b.clean_archive_to, "archive")):
+                if archive and where and (_inside(archive, where) or _inside(where, archive)):
+                    self.fail(
+                        f"sources.{a.name}.clean_source.archive_to",
+                        f"{archive} overlaps the {what} of source {b.name!r} ({where}); "
+                        f"{both} must not share objects",
+                    )
         if _same_table(src.table, other.table):
             self.fail(
                 f"sources.{src.name}.table",

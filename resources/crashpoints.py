@@ -46,6 +46,11 @@ POINTS: frozenset[str] = frozenset(
         "maintenance.before_delete_metadata",
         "vacuum.before_delete",
         "vacuum.mid_delete",
+        # cleaning the landing (clean_source)
+        "clean.after_copy",
+        "clean.after_archive_record",
+        "clean.after_delete",
+        "clean.after_marker",
         # backfill
         "backfill.after_stage",
         "backfill.after_commit",

@@ -68,6 +68,9 @@ DEFAULT_READ_BUFFER = 1 * MiB
 DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB
+#: Largest object one ``CopyObject`` copies (S3's limit); larger ones are copied in parts.
+MAX_SINGLE_COPY = 5 * 1024 * MiB
+COPY_PART_SIZE = 512 * MiB
 _COMPARE_CHUNK = 1 * MiB
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
@@ -594,6 +597,112 @@ class S3Store(ObjectStore):
         self._guard()
         with contextlib.suppress(NotFound):
             self._call("delete", key, "delete_object", Bucket=self.bucket, Key=full)
+
+    # -- cleaning (copy, conditional delete) ----------------------------------------------
+
+    def copy_version(self, key: str, etag: str, dest: ObjectStore, dest_key: str) -> ObjectInfo:
+        """Into another ``S3Store`` (same endpoint): a server-side ``CopyObject`` (multipart
+        ``UploadPartCopy`` above ``MAX_SINGLE_COPY``) with ``x-amz-copy-source-if-match``, so
+        only version ``etag`` is copied. A single-part object's copy keeps its etag (the MD5 of
+        its bytes); a copy whose etag differs from a single-part ``etag`` means the endpoint
+        ignored the condition and copied another version: ``ObjectChanged``."""
+        if not isinstance(dest, S3Store):
+            return super().copy_version(key, etag, dest, dest_key)
+        dest._guard()
+        info = self.head(key)
+        if info.etag != etag:
+            raise ObjectChanged(f"{self.uri(key)}: expected etag {etag}, found {info.etag}")
+        source = {"Bucket": self.bucket, "Key": self._full(key)}
+        try:
+            if info.size <= MAX_SINGLE_COPY:
+                r = self._call(
+                    "copy",
+                    key,
+                    "copy_object",
+                    Bucket=dest.bucket,
+                    Key=dest._full(dest_key),
+                    CopySource=source,
+                    CopySourceIfMatch=f'"{etag}"',
+                )
+                copied = self._etag(str(r.get("CopyObjectResult", {}).get("ETag", "")))
+            else:
+                copied = dest._copy_multipart(source, etag, info.size, dest_key)
+        except S3Error as e:
+            if e.status == 412:
+                raise ObjectChanged(f"{self.uri(key)}: no longer version {etag}") from e
+            raise
+        if "-" not in etag and copied != etag:
+            raise ObjectChanged(
+                f"{self.uri(key)}: the copy has etag {copied}, not {etag}: the endpoint copied "
+                "another version"
+            )
+        return dest.head(dest_key)
+
+    def _copy_multipart(self, source: dict[str, str], etag: str, size: int, key: str) -> str:
+        """``UploadPartCopy`` of ``source`` (each part conditional on ``etag``) into ``key``;
+        aborted unless it completes. Returns the copy's etag."""
+        full = self._full(key)
+        upload_id = self._call(
+            "copy", key, "create_multipart_upload", Bucket=self.bucket, Key=full
+        )["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=1):
+                end = min(start + COPY_PART_SIZE, size) - 1
+                r = self._call(
+                    "copy",
+                    key,
+                    "upload_part_copy",
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{end}",
+                    CopySourceIfMatch=f'"{etag}"',
+                )
+                parts.append({"ETag": r["CopyPartResult"]["ETag"], "PartNumber": number})
+            done = self._call(
+                "copy",
+                key,
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+            return self._etag(str(done.get("ETag", "")))
+        except BaseException:
+            self._abort_upload(full, upload_id)
+            raise
+
+    def delete_version(self, key: str, etag: str) -> bool:
+        """A ``DeleteObject`` with ``If-Match: etag`` (after a HEAD, so an endpoint that ignores
+        the header still only deletes what was just checked: the window is then the time
+        between the two requests)."""
+        self._guard()
+        try:
+            info = self.head(key)
+        except NotFound:
+            return False
+        if info.etag != etag:
+            raise ObjectChanged(f"{self.uri(key)}: expected etag {etag}, found {info.etag}")
+        try:
+            self._call(
+                "delete",
+                key,
+                "delete_object",
+                Bucket=self.bucket,
+                Key=self._full(key),
+                IfMatch=f'"{etag}"',
+            )
+        except NotFound:
+            return False  # gone meanwhile (or our earlier attempt deleted it: lost response)
+        except S3Error as e:
+            if e.status == 412:
+                raise ObjectChanged(f"{self.uri(key)}: no longer version {etag}") from e
+            raise
+        return True
 
     # -- doctor ---------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ A tick (the ledger, not the cursor, is the truth):
    ``run_key="<source>:<batch>"`` (``...:retry<n>`` after ``lockgate retry``), at most
    ``max_runs_per_tick`` of them; Dagster skips keys it already launched, so a crash between
    claim and request is repaired by the next tick;
-3. pending batches whose runs have failed for good are reported as stuck;
+3. pending batches whose runs have failed for good are reported as stuck; committed batches
+   are cleaned (``clean_source``, bounded: ``lockgate.sensors.cleaning``);
 4. pending batches that cannot run as Dagster runs are held back and reported on every tick,
    never requested (a request for a day outside the partitions would fail the whole tick):
    a day before ``partition.start`` (moved after they were claimed), or a claim made under
@@ -32,8 +33,10 @@ from dagster import SensorEvaluationContext
 
 from lockgate.resources.config import LockgateConfig, SourceConfig
 from lockgate.resources.dagster_resources import Namespace
+from lockgate.resources.errors import LockgateError
 from lockgate.resources.ledger import Claim, Ledger
 from lockgate.resources.runtime import Runtime
+from lockgate.sensors.cleaning import CleanTick, clean_committed
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
 from lockgate.sensors.health import Lag, tick_events
 from lockgate.sensors.retries import all_generations, run_key
@@ -128,6 +131,25 @@ def _report_held(held: dict[int, str], source: str, warn: Callable[[str], None])
         warn(f"{len(ids)} pending batches of {source} not requested (batch {named}): {reason}")
 
 
+def _clean(
+    rt: Runtime,
+    source: SourceConfig,
+    led: Ledger,
+    uncommitted: list[int],
+    warn: Callable[[str], None],
+) -> CleanTick:
+    """The tick's bounded cleaning step (``clean_source``); a failure is reported and left to
+    the next tick, never allowed to stop the tick's run requests. ``uncommitted``: the
+    tick's pending batch ids (no commit record a moment ago)."""
+    try:
+        return clean_committed(
+            source, led, rt.landing(source), rt.open_landing, uncommitted=uncommitted
+        )
+    except (LockgateError, OSError) as e:
+        warn(f"cleaning the landing of {source.name} failed, the next tick retries: {e}")
+        return CleanTick()
+
+
 def evaluate_tick(
     context: SensorEvaluationContext,
     rt: Runtime,
@@ -171,6 +193,7 @@ def evaluate_tick(
         say(f"{n} objects not claimed: {reason} (see docs/operations.md, 'Days out of range')")
 
     pending = led.pending()
+    uncommitted = [c.batch_id for c in pending]
     held = held_back(led, source, pending)
     if held:
         _report_held(held, source.name, context.log.warning)
@@ -199,10 +222,20 @@ def evaluate_tick(
                 f"no retry left; fix the cause, then `lockgate retry --source {source.name} "
                 f"--batch {batch_id}`"
             )
+    cleaning = _clean(rt, source, led, uncommitted, context.log.warning)
     say(
         f"listed {result.listed} (full={full}), claimed {len(result.claims)} batches "
         f"({result.claimed_objects} objects), pending {len(pending)}, deferred {result.deferred}"
         + (f", held back {len(held)}" if held else "")
+        + (
+            f", cleaned {cleaning.cleaned} objects of {cleaning.batches} committed batches "
+            f"({source.clean_source}"
+            + (f", {cleaning.left} left: another version or not read" if cleaning.left else "")
+            + (", more next tick" if cleaning.deferred else "")
+            + ")"
+            if cleaning.batches
+            else ""
+        )
         + (
             f", skipped {result.skipped_hidden} hidden/temporary names (. or _ segments, .tmp)"
             if result.skipped_hidden

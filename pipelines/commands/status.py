@@ -1,17 +1,20 @@
 """``lockgate status [--source S] [--json]``: per source, batches claimed / committed /
 pending, the oldest pending batch, stuck batches (from the Dagster instance when
 $DAGSTER_HOME is set), the objects of the latest ``NOT_READ_WINDOW`` committed batches whose
-claimed version was changed/gone before read, and the table's version."""
+claimed version was changed/gone before read, the table's version, and the objects cleaned /
+pending clean (``clean_source``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
+from lockgate.resources.cleaning import clean_counts
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
@@ -70,6 +73,7 @@ def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
         "table_version": rt.tables.current_version(source.table),
         "stuck_batches": _stuck(source.name, [c.batch_id for c in pending]),
         "not_read": _not_read(ledger, summary.claims, list(summary.pending)),
+        "clean": dataclasses.asdict(clean_counts(ledger, source.clean_source)),
     }
 
 
@@ -87,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
             f"{len(pending)} pending"
             + (f" (oldest {r['oldest_pending_age_s']}s)" if pending else "")
         )
+        if r["clean"]["mode"] != "off" or r["clean"]["cleaned"]:
+            c = r["clean"]
+            print(
+                f"  clean_source {c['mode']}: {c['cleaned']} objects cleaned, "
+                f"{c['pending']} pending clean"
+                + (f", {c['left']} left in the landing" if c["left"] else "")
+            )
         for n in r["not_read"]:
             print(
                 f"  not read: batch {n['batch_id']} object {n['key']!r}: "

@@ -349,9 +349,45 @@ def test_off_parses_as_false_and_modes(tmp_path: Path) -> None:
     )
     assert "clean_source: off" in path.read_text()
     assert load_config(str(path)).source("events").clean_source == "off"
-    for mode in ("archive", "delete"):
-        cfg = load_config(str(write(tmp_path, with_source(clean_source=mode))))
-        assert cfg.source("events").clean_source == mode
+    cfg = load_config(str(write(tmp_path, with_source(clean_source="delete"))))
+    assert (cfg.source("events").clean_source, cfg.source("events").clean_archive_to) == (
+        "delete",
+        None,
+    )
+    archive = {"mode": "archive", "archive_to": "archive/"}
+    src = load_config(str(write(tmp_path, with_source(clean_source=archive)))).source("events")
+    assert (src.clean_source, src.clean_archive_to) == ("archive", str(tmp_path / "archive"))
+
+
+@pytest.mark.parametrize(
+    ("clean", "key_path", "reason"),
+    [
+        ("archive", "sources.events.clean_source", "{mode: archive, archive_to:"),
+        ({"mode": "archive"}, "sources.events.clean_source", "needs archive_to"),
+        ({"mode": "delete", "archive_to": "a"}, "sources.events.clean_source", "only used by"),
+        ({"mode": "archive", "archive_to": "landing/old"}, "archive_to", "overlaps the landing"),
+        ({"mode": "archive", "archive_to": "."}, "archive_to", "overlaps the landing"),
+        ({"mode": "archive", "archive_to": "warehouse/a"}, "archive_to", "overlaps the warehouse"),
+        ({"mode": "archive", "archive_to": "s3://bkt/a"}, "archive_to", "same kind of store"),
+        ({"mode": "purge"}, "sources.events.clean_source.mode", "off | archive | delete"),
+    ],
+)
+def test_clean_source_refusals(tmp_path: Path, clean: Any, key_path: str, reason: str) -> None:
+    doc = with_source(clean_source=clean)
+    doc["sources"]["events"]["landing"] = "landing"
+    doc["warehouse"] = "warehouse"
+    err = refusal(tmp_path, doc)
+    assert err.key_path is not None and err.key_path.endswith(key_path), err
+    assert reason in str(err), err
+
+
+def test_an_archive_inside_another_sources_landing_is_refused(tmp_path: Path) -> None:
+    doc = with_source(landing="in/a", clean_source={"mode": "archive", "archive_to": "in/b/x"})
+    other = dict(doc["sources"]["events"], landing="in/b", table="lake.other")
+    other.pop("clean_source")
+    doc["sources"]["other"] = other
+    err = refusal(tmp_path, doc)
+    assert "overlaps the landing prefix of source 'other'" in str(err), err
 
 
 @pytest.mark.parametrize(
@@ -643,7 +679,7 @@ def write_full_example() -> str:
             max_decompressed_bytes: 2 GiB
             max_compression_ratio: 100
             allow_overwrites: true
-            clean_source: archive
+            clean_source: {mode: archive, archive_to: s3://archive/orders/}
         """
     )
 

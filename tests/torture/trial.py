@@ -418,6 +418,10 @@ class TrialEnv:
             assert self.ctx.proxy is not None
             s3 = f"s3:\n  endpoint_url: {self.ctx.proxy.url}\n  region: us-east-1\n"
         part = "partition: {pattern: 'dt=(\\d{4}-\\d{2}-\\d{2})', start: 2024-01-01}"
+        # cs archives its committed objects (clean_source): the clean.* crash points, and
+        # backfills / verify --deep reading the archive
+        archive = self.landing_url["cs"].rsplit("/landing/", 1)[0] + "/archive/cs"
+        clean_cs = f"    clean_source: {{mode: archive, archive_to: {archive}}}\n"
         text = (
             f"warehouse: {self.warehouse}\n{s3}sources:\n"
             f"  ev:\n    landing: {self.landing_url['ev']}\n    format: jsonl\n"
@@ -426,7 +430,7 @@ class TrialEnv:
             f"{limits('ev')}"
             f"  cs:\n    landing: {self.landing_url['cs']}\n    format: csv\n"
             f"    table: tt.cs\n    {part}\n    schema: {schema('cs', 'id: string, v: long')}\n"
-            f"{limits('cs')}{extra_sources}"
+            f"{limits('cs')}{clean_cs}{extra_sources}"
         )
         self.config.write_text(text)
 
