@@ -136,7 +136,6 @@ def _stage_once(
     known: dict[tuple[int, str], str],
 ) -> Staged:
     tables = rt.tables
-    landing = rt.landing(source)
     fmt = FormatOptions.from_source(source)
     declared = source.arrow_schema()
     conformer = Conformer(tables, source.table, declared)
@@ -187,6 +186,7 @@ def _stage_once(
                 out.bytes += obj.size
                 meter = ReadMeter()
                 try:
+                    landing = rt.claim_landing(source, claim)  # where it was claimed
                     chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
                     for chunk in chunks:
                         crash_point("stage.after_read")

@@ -16,7 +16,11 @@ gone is reported by name instead of failing the audit. Objects that cannot be re
 (deleted or re-written since their claim) are listed as unavailable, not counted as
 mismatches; objects the run quarantined whole (an unreadable object or rest: a
 ``_source_row`` null entry) are not recounted, since no independent count can say how many
-records an unreadable object holds. Every mismatch names its batch and key.
+records an unreadable object holds. Objects that the batch's latest accounting (its latest
+rebuild record, else its commit record) lists as changed/gone before read contributed nothing
+and are counted as ``not_read``, not re-read. Each object is read in the landing its claim
+was made in (a moved source's earlier objects in the earlier landing). Every mismatch names
+its batch and key.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class DeepReport:
     checked: int = 0  # objects re-read and recounted
     records: int = 0  # records counted in the checked objects
     not_recounted: int = 0  # quarantined whole by the run: no independent count
+    not_read: int = 0  # recorded as changed/gone before read by the batch's latest accounting
     unavailable: list[str] = field(default_factory=list)  # gone or re-written since claimed
     violations: list[str] = field(default_factory=list)
 
@@ -85,6 +90,7 @@ class DeepReport:
             "checked": self.checked,
             "records": self.records,
             "not_recounted": self.not_recounted,
+            "not_read": self.not_read,
             "unavailable": self.unavailable,
             "violations": self.violations,
         }
@@ -114,12 +120,19 @@ def verify_deep(
     rows = _lineage_counts(rt, source.table, days, report)
     quarantined = _lineage_counts(rt, quarantine_table(source), days, report)
     whole = _quarantined_whole(rt, quarantine_table(source), days)
-    landing = rt.landing(source)
+    ledger = rt.ledger(source)
+    claims: dict[int, Claim] = {}
     for done, (batch_id, _key, obj) in enumerate(objects, start=1):
         ident = (batch_id, obj.key, obj.etag)
-        if ident in whole:
+        if batch_id not in claims:
+            claims[batch_id] = ledger.get_claim(batch_id)
+        account = ledger.account(batch_id)
+        if account is not None and obj.key in (account.unread or {}):
+            report.not_read += 1  # that version contributed nothing: no count to compare
+        elif ident in whole:
             report.not_recounted += 1
         else:
+            landing = rt.claim_landing(source, claims[batch_id])  # where it was claimed
             _check_object(landing, source, batch_id, obj, rows[ident], quarantined[ident], report)
         if progress is not None:
             progress(done, len(objects))

@@ -20,7 +20,8 @@ from lockgate.resources.config import (
     SourceConfig,
     load_config,
 )
-from lockgate.resources.ledger import Ledger
+from lockgate.resources.fingerprint import read_version
+from lockgate.resources.ledger import Claim, Ledger, LedgerCorrupt
 from lockgate.resources.store import ObjectStore
 from lockgate.resources.stores import open_store
 from lockgate.resources.tables import TableStore
@@ -40,6 +41,7 @@ class Runtime:
     ledger_store: ObjectStore
     tables: TableStore
     _landing: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+    _claimed_at: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: LockgateConfig | str | None = None) -> Runtime:
@@ -82,6 +84,28 @@ class Runtime:
         if source.name not in self._landing:
             self._landing[source.name] = self.open_landing(source.landing)
         return self._landing[source.name]
+
+    def claim_landing(self, source: SourceConfig, claim: Claim) -> ObjectStore:
+        """The landing store ``claim``'s objects were listed in: the landing URL of the
+        fingerprint version it was made under. After a move of the source (a new ``landing``,
+        then ``lockgate ledger reset``) a claim made before it is still read where it was
+        claimed, never under its relative key in the new landing. ``LedgerCorrupt`` if the
+        claim's fingerprint version is not stored."""
+        where = (source.name, claim.fingerprint_version)
+        if where not in self._claimed_at:
+            fp = read_version(self.ledger_store, source.name, claim.fingerprint_version)
+            if fp is None:
+                raise LedgerCorrupt(
+                    f"{source.name}: batch {claim.batch_id} names fingerprint version "
+                    f"{claim.fingerprint_version}, which is not stored"
+                )
+            self._claimed_at[where] = fp.values.get("landing", source.landing)
+        url = self._claimed_at[where]
+        if url == source.landing:
+            return self.landing(source)
+        if url not in self._landing:
+            self._landing[url] = self.open_landing(url)
+        return self._landing[url]
 
     def ledger(self, source: SourceConfig, reset: bool = False) -> Ledger:
         """A fresh ``Ledger`` of ``source`` (``FingerprintMismatch`` if the source changed)."""
