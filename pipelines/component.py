@@ -55,4 +55,6 @@ class LockgateComponent(dg.Component, dg.Model, dg.Resolvable):
         return parse_config(inline, f"{folder}/defs.yaml")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_definitions(self.lockgate_config(str(context.path)))
+        # inline keys live in defs.yaml, not in a lockgate.yaml that runs could re-read
+        config = self.lockgate_config(str(context.path))
+        return build_definitions(config, live=self.config is not None)

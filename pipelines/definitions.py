@@ -49,19 +49,22 @@ def batch_job(source: SourceConfig) -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_definitions(config: LockgateConfig) -> dg.Definitions:
+def build_definitions(config: LockgateConfig, live: bool = True) -> dg.Definitions:
+    """``live``: ``config`` came from a ``lockgate.yaml`` that sensors and runs re-read on every
+    tick and run (``lockgate.resources.live_config``); False for a config held elsewhere."""
     s3 = {"s3_endpoint_url": config.s3.endpoint_url, "s3_region": config.s3.region}
     sources = list(config.sources.values())
     jobs = {s.name: batch_job(s) for s in sources}
     return dg.Definitions(
         assets=[
             *(landing_spec(s) for s in sources),
-            *(build_asset(config, s) for s in sources),
+            *(build_asset(config, s, live) for s in sources),
         ],
         asset_checks=[c for s in sources for c in build_checks(config, s)],
         jobs=list(jobs.values()),
         sensors=[
-            build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s)) for s in sources
+            build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s), live)
+            for s in sources
         ],
         schedules=[exactly_once_schedule(s, s.exactly_once_cron) for s in sources],
         resources={

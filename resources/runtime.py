@@ -20,8 +20,8 @@ from lockgate.resources.config import (
     SourceConfig,
     load_config,
 )
-from lockgate.resources.fingerprint import read_version
-from lockgate.resources.ledger import Claim, Ledger, LedgerCorrupt
+from lockgate.resources.fingerprint import blocking, read_version
+from lockgate.resources.ledger import Claim, FingerprintMismatch, Ledger, LedgerCorrupt
 from lockgate.resources.store import ObjectStore
 from lockgate.resources.stores import open_store
 from lockgate.resources.tables import TableStore
@@ -110,6 +110,21 @@ class Runtime:
     def ledger(self, source: SourceConfig, reset: bool = False) -> Ledger:
         """A fresh ``Ledger`` of ``source`` (``FingerprintMismatch`` if the source changed)."""
         return Ledger.open(self.ledger_store, source.name, source.fingerprint(), reset=reset)
+
+    def run_ledger(self, source: SourceConfig) -> Ledger:
+        """The ``Ledger`` a batch run executes a claim with. Like ``ledger``, except that a
+        declaration whose only change is a moved ``landing`` (edited, ``lockgate ledger reset``
+        not run yet) opens the ledger at its stored fingerprint: a run claims nothing, and
+        reads each claim where it was claimed (``claim_landing``). Discovery never uses it: it
+        must not claim until the move is accepted."""
+        try:
+            return self.ledger(source)
+        except FingerprintMismatch as e:
+            if blocking(e.changes):
+                raise
+            stored = Ledger.read_fingerprint(self.ledger_store, source.name)
+            assert stored is not None  # a mismatch means there is a stored fingerprint
+            return Ledger(self.ledger_store, source.name, stored)
 
 
 def quarantine_table(source: SourceConfig) -> str:

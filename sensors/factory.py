@@ -11,8 +11,12 @@ A tick (the ledger, not the cursor, is the truth):
 4. pending batches that cannot run as Dagster runs are held back and reported on every tick,
    never requested (a request for a day outside the partitions would fail the whole tick):
    a day before ``partition.start`` (moved after they were claimed), or a claim made under
-   another source fingerprint (``execute_batch`` would refuse it). ``lockgate ingest`` runs
-   the former; the latter need the earlier declaration back.
+   another format or table (``execute_batch`` would refuse it). ``lockgate ingest`` runs
+   the former; the latter need the earlier declaration back. A claim made in an earlier
+   landing (the source was moved) is requested as usual: its run reads it where it was
+   claimed.
+
+Every tick acts on ``lockgate.yaml`` as it is on disk now (``live_config.current_source``).
 
 The cursor only counts ticks since the last full listing.
 """
@@ -36,7 +40,9 @@ from lockgate.resources.dagster_resources import (
     ObjectStoreResource,
     TableStoreResource,
 )
+from lockgate.resources.fingerprint import blocking
 from lockgate.resources.ledger import Claim, Ledger
+from lockgate.resources.live_config import current_source
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
 from lockgate.sensors.health import Lag, tick_events
@@ -61,16 +67,15 @@ def build_sensor(
     asset_key: dg.AssetKey,
     job: "UnresolvedAssetJobDefinition | None" = None,
     landing_key: dg.AssetKey | None = None,
+    live: bool = True,
 ) -> dg.SensorDefinition:
     """The sensor of ``source``. With ``job`` (an in-process job of the table asset), its runs
     execute in the run worker's own process; else they target ``asset_key`` directly. With
-    ``landing_key``, every tick also reports the landing observation and health checks."""
+    ``landing_key``, every tick also reports the landing observation and health checks.
+    ``live`` (``config`` came from a file): every tick acts on the file as it is now
+    (``lockgate.resources.live_config``), e.g. a moved landing is listed from the next tick on;
+    a change the loaded definitions cannot follow fails the tick with what to do."""
     settings = config.dagster
-    rule = rule_for_source(
-        source,
-        max_claims_per_tick=settings.max_runs_per_tick,
-        full_listing_every=FULL_LISTING_EVERY_TICKS,
-    )
 
     @dg.sensor(
         name=f"{source.name}_sensor",
@@ -85,16 +90,22 @@ def build_sensor(
         lockgate_ledger: LedgerResource,
         lockgate_table_store: TableStoreResource,
     ) -> dg.SensorResult:
+        cfg, src = current_source(config, source) if live else (config, source)
         rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+            cfg, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        )
+        rule = rule_for_source(
+            src,
+            max_claims_per_tick=cfg.dagster.max_runs_per_tick,
+            full_listing_every=FULL_LISTING_EVERY_TICKS,
         )
         return evaluate_tick(
             context,
             rt,
-            source,
+            src,
             rule,
             asset_key,
-            settings.max_runs_per_tick,
+            cfg.dagster.max_runs_per_tick,
             landing_key=landing_key,
         )
 
@@ -106,7 +117,7 @@ def held_back(ledger: Ledger, source: SourceConfig, pending: list[Claim]) -> dic
     start = source.partition_start.isoformat()
     held: dict[int, str] = {}
     for c in pending:
-        changes = ledger.fingerprint_changes(c)
+        changes = blocking(ledger.fingerprint_changes(c))  # a moved landing alone runs
         if changes:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
             held[c.batch_id] = (
