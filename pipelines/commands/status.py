@@ -1,7 +1,10 @@
 """``lockgate status [--source S] [--json]``: per source, batches claimed / committed /
 pending, the oldest pending batch, stuck batches (from the Dagster instance when
 $DAGSTER_HOME is set), the objects of the latest ``NOT_READ_WINDOW`` committed batches whose
-claimed version was changed/gone before read, and the table's version."""
+claimed version was changed/gone before read, and the table's version. A source that cannot
+be read (e.g. its declaration changed and awaits ``lockgate ledger reset``) gets a row with
+``error`` and ``exit_code`` instead; the others are shown as usual, and the command exits
+with the highest such code (0 when every source could be read)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 
 from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
 from lockgate.resources.config import SourceConfig
+from lockgate.resources.errors import LockgateError
 from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
 
@@ -73,13 +77,33 @@ def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
     }
 
 
+def status_or_error(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
+    """``source_status``, or, when the source cannot be read (its declaration changed, its
+    ledger or table is unreadable, ...), a row with ``error`` (the message) and
+    ``exit_code``: one broken source never hides the others."""
+    try:
+        return source_status(rt, source)
+    except LockgateError as e:
+        return {
+            "source": source.name,
+            "table": source.table,
+            "error": f"{type(e).__name__}: {e}",
+            "exit_code": int(e.exit_code),
+        }
+
+
 def run(args: argparse.Namespace) -> int:
+    """Exit 0, or the highest exit code of the sources that could not be read."""
     rt = runtime(args)
-    rows = [source_status(rt, s) for s in rt.selected(args.source)]
+    rows = [status_or_error(rt, s) for s in rt.selected(args.source)]
+    worst = max((int(r.get("exit_code", 0)) for r in rows), default=0)
     if args.json:
         print_json(rows)
-        return 0
+        return worst
     for r in rows:
+        if "error" in r:
+            print(f"{r['source']} -> {r['table']}: ERROR {r['error']}")
+            continue
         pending = r["pending_batches"]
         print(
             f"{r['source']} -> {r['table']} (v{r['table_version']}): "
@@ -103,4 +127,4 @@ def run(args: argparse.Namespace) -> int:
                     f"  STUCK batch {b}: run {run_id} failed with no retry left -> "
                     f"lockgate retry --source {r['source']} --batch {b}"
                 )
-    return 0
+    return worst
