@@ -22,6 +22,7 @@ from lockgate.resources.dagster_resources import (
     ObjectStoreResource,
     TableStoreResource,
 )
+from lockgate.resources.live_config import current_source
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.health import LEDGER_LAG, STUCK_BATCHES, Lag, stuck_metadata
 from lockgate.sensors.runs import stuck_batches
@@ -39,7 +40,23 @@ def run_days(tags: Mapping[str, str]) -> tuple[date, date] | None:
     return None
 
 
-def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetChecksDefinition]:
+def _live(
+    config: LockgateConfig,
+    source: SourceConfig,
+    live: bool,
+    object_store: ObjectStoreResource,
+    ledger: LedgerResource,
+    table_store: TableStoreResource,
+) -> tuple[Runtime, SourceConfig]:
+    """The runtime and source a check acts on: ``lockgate.yaml`` as it is now when ``live``
+    (``lockgate.resources.live_config``), else ``config`` as loaded."""
+    cfg, src = current_source(config, source) if live else (config, source)
+    return Runtime.from_resources(cfg, object_store, ledger, table_store), src
+
+
+def build_checks(
+    config: LockgateConfig, source: SourceConfig, live: bool = True
+) -> list[dg.AssetChecksDefinition]:
     key = asset_key(source)
 
     @dg.asset_check(
@@ -52,10 +69,10 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
         lockgate_ledger: LedgerResource,
         lockgate_table_store: TableStoreResource,
     ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        rt, src = _live(
+            config, source, live, lockgate_object_store, lockgate_ledger, lockgate_table_store
         )
-        report = verify_source(rt, source)
+        report = verify_source(rt, src)
         return dg.AssetCheckResult(
             passed=report.ok,
             metadata={
@@ -76,10 +93,10 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
         lockgate_ledger: LedgerResource,
         lockgate_table_store: TableStoreResource,
     ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        rt, src = _live(
+            config, source, live, lockgate_object_store, lockgate_ledger, lockgate_table_store
         )
-        lag = Lag.of(rt.ledger(source).pending(), datetime.now(UTC))
+        lag = Lag.of(rt.ledger(src).pending(), datetime.now(UTC))
         return dg.AssetCheckResult(
             passed=lag.ok, severity=dg.AssetCheckSeverity.WARN, metadata=lag.metadata()
         )
@@ -96,10 +113,10 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
         lockgate_ledger: LedgerResource,
         lockgate_table_store: TableStoreResource,
     ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        rt, src = _live(
+            config, source, live, lockgate_object_store, lockgate_ledger, lockgate_table_store
         )
-        pending = [c.batch_id for c in rt.ledger(source).pending()]
+        pending = [c.batch_id for c in rt.ledger(src).pending()]
         found = stuck_batches(context.instance, source.name, pending) if pending else {}
         return dg.AssetCheckResult(
             passed=not found,
@@ -122,11 +139,11 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
         lockgate_ledger: LedgerResource,
         lockgate_table_store: TableStoreResource,
     ) -> dg.AssetCheckResult:
-        rt = Runtime.from_resources(
-            config, lockgate_object_store, lockgate_ledger, lockgate_table_store
+        rt, src = _live(
+            config, source, live, lockgate_object_store, lockgate_ledger, lockgate_table_store
         )
         days = run_days(context.run.tags)
-        report = verify_deep(rt, source, days=days)
+        report = verify_deep(rt, src, days=days)
         return dg.AssetCheckResult(
             passed=report.ok,
             metadata={
@@ -135,6 +152,7 @@ def build_checks(config: LockgateConfig, source: SourceConfig) -> list[dg.AssetC
                 "checked": report.checked,
                 "records": report.records,
                 "not_recounted": report.not_recounted,
+                "not_read": report.not_read,
                 "unavailable": len(report.unavailable),
                 "violations": "\n".join(report.violations[:20]) or "none",
             },

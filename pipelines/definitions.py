@@ -60,7 +60,7 @@ def build_definitions(config: LockgateConfig, live: bool = True) -> dg.Definitio
             *(landing_spec(s) for s in sources),
             *(build_asset(config, s, live) for s in sources),
         ],
-        asset_checks=[c for s in sources for c in build_checks(config, s)],
+        asset_checks=[c for s in sources for c in build_checks(config, s, live)],
         jobs=list(jobs.values()),
         sensors=[
             build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s), live)
