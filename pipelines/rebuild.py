@@ -134,7 +134,11 @@ def _check_objects_present(
             if (claim.batch_id, obj.key) in not_read:
                 try:
                     back = landing.head(obj.key).etag == obj.etag
-                except (NotFound, NotRegularFile, ValueError, S3Error):
+                except (NotFound, NotRegularFile, ValueError):
+                    back = False
+                except S3Error as e:
+                    if e.status != 400:
+                        raise  # not about the object (throttling, permissions): no decision
                     back = False
                 if back:
                     del skip[(claim.batch_id, obj.key)]
@@ -273,12 +277,13 @@ def _account(
         objects=len(claim.objects),
         duplicate=True,
         record_counts={
-            o.key: 0 if o.key in unread else staged.record_counts.get(o.key, 0)
-            for o in claim.objects
+            o.key: staged.object_records.get((claim.batch_id, o.key), 0) for o in claim.objects
         },
         unread=unread or None,
         bytes_read={
-            o.key: staged.bytes_read[o.key] for o in claim.objects if o.key in staged.bytes_read
+            o.key: staged.object_bytes_read[(claim.batch_id, o.key)]
+            for o in claim.objects
+            if (claim.batch_id, o.key) in staged.object_bytes_read
         },
     )
 

@@ -12,8 +12,20 @@ from lockgate.pipelines.batch import execute_batch
 from lockgate.pipelines.rebuild import rebuild
 from lockgate.pipelines.verify import verify_source
 from lockgate.pipelines.verify_deep import verify_deep
+from lockgate.resources.config import load_config
 from lockgate.resources.ledger import GONE_BEFORE_READ
-from tests.pipelines.helpers import DAY, claim_keys, lander, local_runtime, src, table_ids
+from lockgate.resources.runtime import Runtime
+from lockgate.resources.store import LocalStore
+from tests.pipelines.helpers import (
+    DAY,
+    SOURCE,
+    claim_keys,
+    lander,
+    local_runtime,
+    src,
+    table_ids,
+)
+from tests.platform_helpers import Lander, source_spec, write_config
 
 D = date.fromisoformat(DAY)
 OTHER = "2026-01-06"
@@ -133,3 +145,29 @@ def test_batch_of_the_rebuilt_day_forces_exactly_one_replan(tmp_path: Path) -> N
     assert len(conflicts) == 1 and "batches 2 of ev" in conflicts[0]
     assert table_ids(rt) == {i: 1 for i in ids + late}
     assert verify_source(rt, src(rt)).ok
+
+
+def test_rebuild_record_counts_two_versions_of_one_key_per_batch(tmp_path: Path) -> None:
+    """A source moved to a new landing with ``allow_overwrites``: two batches of a day hold one
+    relative key, one in each landing. The rebuild reads each in its own landing and its record
+    accounts each version to its own batch; ``verify`` stays green."""
+    rt, land = local_runtime(tmp_path, allow_overwrites=True), lander(tmp_path)
+    key = f"{DAY}/a.jsonl"
+    first = land.land(key, 3)
+    execute_batch(rt, src(rt), rt.ledger(src(rt)), claim_keys(rt, [key]))
+    spec = source_spec(SOURCE, str(tmp_path / "moved"), allow_overwrites=True)
+    path = write_config(
+        tmp_path / "lockgate.yaml", warehouse=str(tmp_path / "wh"), sources={SOURCE: spec}
+    )
+    rt = Runtime.from_config(load_config(str(path)))
+    rt.ledger(src(rt), reset=True)  # the move is accepted
+    second = Lander(LocalStore(tmp_path / "moved"), start=100).land(key, 4)
+    execute_batch(rt, src(rt), rt.ledger(src(rt)), claim_keys(rt, [key]))
+    out = rebuild(rt, src(rt), [D])
+    assert out.rows == 7 and table_ids(rt) == {i: 1 for i in first + second}
+    ledger = rt.ledger(src(rt))
+    accounts = [ledger.account(b) for b in (0, 1)]
+    counts = [dict(a.record_counts or {}) for a in accounts if a is not None]
+    assert counts == [{key: 3}, {key: 4}]
+    report = verify_source(rt, src(rt))
+    assert report.ok, report.violations
