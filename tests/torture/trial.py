@@ -55,7 +55,12 @@ DAYS = [date(2024, 5, d).isoformat() for d in range(1, 6)]
 RUN_TIMEOUT = 900.0
 SOURCES = ("ev", "cs")
 
-BACKFILL_POINTS = ("backfill.after_stage", "backfill.after_commit")
+BACKFILL_POINTS = (
+    "backfill.after_stage",
+    "backfill.after_commit",
+    "ledger.rebuild_record.before_put",
+    "ledger.rebuild_record.after_put",
+)
 VACUUM_POINTS = ("vacuum.before_delete", "vacuum.mid_delete")
 DEEP_POINTS = (
     "ledger.compact.before_put",
