@@ -43,10 +43,12 @@ def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
 
 def _not_read(ledger: Ledger, claims: int, pending: list[int]) -> list[dict[str, Any]]:
     """Objects recorded as changed/gone before read by the latest ``NOT_READ_WINDOW``
-    committed batches."""
+    committed batches (by their latest accounting: a rebuild that read a restored object
+    supersedes the commit record)."""
     ids = [b for b in range(max(0, claims - NOT_READ_WINDOW), claims) if b not in pending]
+    ledger.rebuilt_accounts()  # a later rebuild's accounting supersedes: read once, up front
     with ThreadPoolExecutor(max_workers=8) as pool:  # I/O bound GETs
-        records = list(pool.map(ledger.commit_record, ids))
+        records = list(pool.map(ledger.account, ids))
     out: list[dict[str, Any]] = []
     for b, rec in zip(ids, records, strict=True):
         if rec is not None and rec.unread:

@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from lockgate.pipelines.batch import execute_batch
+from lockgate.pipelines.commands.status import source_status
 from lockgate.pipelines.rebuild import rebuild
 from lockgate.pipelines.verify import verify_source
 from lockgate.pipelines.verify_deep import verify_deep
@@ -45,6 +46,7 @@ def test_restored_object_and_rebuilt_day_leave_verify_green(tmp_path: Path) -> N
     assert out.unread == {f"{DAY}/b.jsonl": GONE_BEFORE_READ} and out.rows == 2
     first = verify_source(rt, src(rt))
     assert first.ok and first.not_read == [(0, f"{DAY}/b.jsonl", GONE_BEFORE_READ)]
+    assert [n["key"] for n in source_status(rt, src(rt))["not_read"]] == [f"{DAY}/b.jsonl"]
 
     os.rename(tmp_path / "b.jsonl.away", landing / "b.jsonl")  # restored: the claimed version
     result = rebuild(rt, src(rt), [D])
@@ -67,6 +69,7 @@ def test_restored_object_and_rebuilt_day_leave_verify_green(tmp_path: Path) -> N
     report = verify_source(rt, src(rt))
     assert report.ok, report.violations
     assert report.rows == 5 and report.not_read == []
+    assert source_status(rt, src(rt))["not_read"] == []  # status agrees with verify
     deep = verify_deep(rt, src(rt))
     assert deep.ok, deep.violations
     assert (deep.checked, deep.records, deep.not_read) == (2, 5, 0)
