@@ -60,6 +60,12 @@ class FingerprintMismatch(LedgerError, TerminalError):
             f"`lockgate ledger reset --source {source}`): every existing claim is kept, so an "
             "object (key, etag) already claimed is never ingested again. To re-ingest from "
             "scratch, use a new source name or a new ledger root instead."
+            + (
+                " A moved landing: the reset also claims what is left in the earlier one, whose "
+                "batches keep reading it (docs/operations.md, 'Moving a source')."
+                if "landing" in changes
+                else ""
+            )
         )
 
 
