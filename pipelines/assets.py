@@ -19,6 +19,7 @@ from lockgate.pipelines.rebuild import rebuild
 from lockgate.pipelines.table_metadata import table_metadata
 from lockgate.resources.config import LockgateConfig, SourceConfig
 from lockgate.resources.dagster_resources import Namespace
+from lockgate.resources.live_config import current_source
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.runs import BATCH_TAG
 
@@ -69,8 +70,14 @@ def _table_metadata(rt: Runtime, source: SourceConfig, days: list[str]) -> dict[
 
 
 def build_asset(
-    config: LockgateConfig, source: SourceConfig, ns: Namespace | None = None
+    config: LockgateConfig,
+    source: SourceConfig,
+    ns: Namespace | None = None,
+    live: bool = True,
 ) -> dg.AssetsDefinition:
+    """``live`` (``config`` came from a file): every run acts on the file as it is now
+    (``lockgate.resources.live_config``); a batch run executes its claim even while a moved
+    landing awaits ``lockgate ledger reset`` (the claim is read where it was made)."""
     ns = ns or Namespace()
 
     @dg.asset(
@@ -104,23 +111,24 @@ def build_asset(
         ),
     )
     def _asset(context: AssetExecutionContext) -> dg.MaterializeResult:
-        rt = Runtime.from_dagster(config, ns, context.resources)
+        cfg, src = current_source(config, source) if live else (config, source)
+        rt = Runtime.from_dagster(cfg, ns, context.resources)
         batch = context.run.tags.get(BATCH_TAG)
         if batch is not None:
-            led = rt.ledger(source)
+            led = rt.run_ledger(src)
             claim = led.get_claim(int(batch))
-            outcome = execute_batch(rt, source, led, claim)
+            outcome = execute_batch(rt, src, led, claim)
             context.log.info(
                 f"batch {claim.batch_id}: {outcome.rows} rows, {outcome.quarantined} quarantined"
                 + (" (already committed)" if outcome.already_committed else "")
             )
             meta = {**outcome.metadata(), "batch_rows": outcome.rows}
-            meta.update(_table_metadata(rt, source, [claim.partition]))
+            meta.update(_table_metadata(rt, src, [claim.partition]))
             return dg.MaterializeResult(metadata=meta)
         days = [date.fromisoformat(k) for k in context.partition_keys]
-        result = rebuild(rt, source, days, progress=context.log.info)
+        result = rebuild(rt, src, days, progress=context.log.info)
         meta = dict(result.metadata())
-        meta.update(_table_metadata(rt, source, list(context.partition_keys)))
+        meta.update(_table_metadata(rt, src, list(context.partition_keys)))
         return dg.MaterializeResult(metadata=meta)
 
     return _asset

@@ -39,6 +39,7 @@ from lockgate.pipelines.stage import ensure_main_table, stage_claims
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
+from lockgate.resources.fingerprint import blocking
 from lockgate.resources.ledger import (
     CHANGED_BEFORE_READ,
     GONE_BEFORE_READ,
@@ -53,9 +54,10 @@ from lockgate.resources.tables import TableStore
 
 
 class ClaimFingerprintChanged(TerminalError):
-    """A pending batch was claimed under another source fingerprint (landing, format, table)
-    than the current one: running it under the new declaration could read its objects
-    wrongly (another format, another landing), so it is not run."""
+    """A pending batch was claimed under another source fingerprint than the current one, and
+    a field other than ``landing`` changed (format, table): running it under the new
+    declaration could read its objects wrongly or write them elsewhere, so it is not run. (A
+    changed landing alone is not refused: the claim is read in the landing it was made in.)"""
 
     exit_code: ClassVar[ExitCode] = ExitCode.FINGERPRINT_MISMATCH
 
@@ -141,7 +143,7 @@ def _repair_record(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Cla
     rows, per_key = _count_in_table(tables, source.table, claim.batch_id)
     quarantined, q_per_key = _count_in_table(tables, quarantine_table(source), claim.batch_id)
     counts = {o.key: per_key.get(o.key, 0) + q_per_key.get(o.key, 0) for o in claim.objects}
-    unread = _unread_now(rt, source, [o for o in claim.objects if not counts[o.key]])
+    unread = _unread_now(rt, source, claim, [o for o in claim.objects if not counts[o.key]])
     table = tables.load(source.table)
     snap = table.current_snapshot()
     return ledger.record_commit(
@@ -160,9 +162,12 @@ def _repair_record(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Cla
     )
 
 
-def _unread_now(rt: Runtime, source: SourceConfig, objects: list[ClaimedObject]) -> dict[str, str]:
-    """``key -> outcome`` of the ``objects`` whose claimed version is no longer in the landing."""
-    landing = rt.landing(source)
+def _unread_now(
+    rt: Runtime, source: SourceConfig, claim: Claim, objects: list[ClaimedObject]
+) -> dict[str, str]:
+    """``key -> outcome`` of the ``objects`` of ``claim`` whose claimed version is no longer in
+    the landing they were claimed in."""
+    landing = rt.claim_landing(source, claim)
     out: dict[str, str] = {}
     for o in objects:
         try:
@@ -201,7 +206,8 @@ def _from_record(
 def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Claim) -> BatchOutcome:
     """Bring one claimed batch to committed (idempotent; safe to run concurrently). A batch
     already committed is reported as it is; an uncommitted one claimed under a fingerprint
-    that differs from the current one raises ``ClaimFingerprintChanged`` before any read."""
+    whose format or table differ from the current one raises ``ClaimFingerprintChanged``
+    before any read; one claimed in an earlier landing is read there."""
     started = time.monotonic()
     rec = ledger.commit_record(claim.batch_id)
     if rec is not None:
@@ -209,8 +215,8 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
     tables = rt.tables
     if claim.batch_id in tables.committed(source.table, source.name):
         return _from_record(claim, _repair_record(rt, source, ledger, claim), started)
-    changes = ledger.fingerprint_changes(claim)
-    if changes:
+    changes = blocking(ledger.fingerprint_changes(claim))
+    if changes:  # a moved landing alone is no obstacle: the claim is read where it was made
         raise ClaimFingerprintChanged(source.name, claim, changes)
 
     staged = stage_claims(rt, source, [claim])

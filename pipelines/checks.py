@@ -10,6 +10,7 @@ that includes it) it re-reads only the run's days."""
 
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -18,6 +19,7 @@ from lockgate.pipelines.verify import verify_source
 from lockgate.pipelines.verify_deep import verify_deep
 from lockgate.resources.config import LockgateConfig, SourceConfig
 from lockgate.resources.dagster_resources import Namespace
+from lockgate.resources.live_config import current_source
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.health import LEDGER_LAG, STUCK_BATCHES, Lag, stuck_metadata
 from lockgate.sensors.runs import stuck_batches
@@ -35,8 +37,17 @@ def run_days(tags: Mapping[str, str]) -> tuple[date, date] | None:
     return None
 
 
+def _live(
+    config: LockgateConfig, source: SourceConfig, live: bool, ns: Namespace, resources: Any
+) -> tuple[Runtime, SourceConfig]:
+    """The runtime and source a check acts on: ``lockgate.yaml`` as it is now when ``live``
+    (``lockgate.resources.live_config``), else ``config`` as loaded."""
+    cfg, src = current_source(config, source) if live else (config, source)
+    return Runtime.from_dagster(cfg, ns, resources), src
+
+
 def build_checks(
-    config: LockgateConfig, source: SourceConfig, ns: Namespace | None = None
+    config: LockgateConfig, source: SourceConfig, ns: Namespace | None = None, live: bool = True
 ) -> list[dg.AssetChecksDefinition]:
     key = asset_key(source)
     ns = ns or Namespace()
@@ -48,8 +59,8 @@ def build_checks(
         description="No duplicate lineage; every claimed record is a row or in quarantine.",
     )
     def exactly_once(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        rt = Runtime.from_dagster(config, ns, context.resources)
-        report = verify_source(rt, source)
+        rt, src = _live(config, source, live, ns, context.resources)
+        report = verify_source(rt, src)
         return dg.AssetCheckResult(
             passed=report.ok,
             metadata={
@@ -67,8 +78,8 @@ def build_checks(
         description="Claimed batches not committed yet, and the age of the oldest one.",
     )
     def ledger_lag(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        rt = Runtime.from_dagster(config, ns, context.resources)
-        lag = Lag.of(rt.ledger(source).pending(), datetime.now(UTC))
+        rt, src = _live(config, source, live, ns, context.resources)
+        lag = Lag.of(rt.ledger(src).pending(), datetime.now(UTC))
         return dg.AssetCheckResult(
             passed=lag.ok, severity=dg.AssetCheckSeverity.WARN, metadata=lag.metadata()
         )
@@ -81,8 +92,8 @@ def build_checks(
         "every sensor tick. Fix the cause, then `lockgate retry`.",
     )
     def stuck(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        rt = Runtime.from_dagster(config, ns, context.resources)
-        pending = [c.batch_id for c in rt.ledger(source).pending()]
+        rt, src = _live(config, source, live, ns, context.resources)
+        pending = [c.batch_id for c in rt.ledger(src).pending()]
         found = stuck_batches(context.instance, ns.label(source.name), pending) if pending else {}
         return dg.AssetCheckResult(
             passed=not found,
@@ -101,9 +112,9 @@ def build_checks(
         ),
     )
     def deep_verify(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        rt = Runtime.from_dagster(config, ns, context.resources)
+        rt, src = _live(config, source, live, ns, context.resources)
         days = run_days(context.run.tags)
-        report = verify_deep(rt, source, days=days)
+        report = verify_deep(rt, src, days=days)
         return dg.AssetCheckResult(
             passed=report.ok,
             metadata={
@@ -112,6 +123,7 @@ def build_checks(
                 "checked": report.checked,
                 "records": report.records,
                 "not_recounted": report.not_recounted,
+                "not_read": report.not_read,
                 "unavailable": len(report.unavailable),
                 "violations": "\n".join(report.violations[:20]) or "none",
             },

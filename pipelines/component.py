@@ -81,6 +81,7 @@ class LockgateComponent(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = str(context.path)
         ns = self.namespace()
+        # inline keys live in defs.yaml, not in a lockgate.yaml that runs could re-read
         config = self.lockgate_config(folder)
         others = [
             c
@@ -95,7 +96,7 @@ class LockgateComponent(dg.Component, dg.Model, dg.Resolvable):
                     (where, ns, config),
                     (there, other.namespace(), other.lockgate_config(other._folder or "")),
                 )
-        return build_definitions(config, ns.name)
+        return build_definitions(config, ns.name, live=self.config is not None)
 
 
 def _relative(folder: str, defs_root: Path) -> str:

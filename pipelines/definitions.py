@@ -102,9 +102,13 @@ def build_named_definitions(configs: Mapping[str, LockgateConfig]) -> dg.Definit
     return dg.Definitions.merge(*(build_definitions(cfg, name) for name, cfg in configs.items()))
 
 
-def build_definitions(config: LockgateConfig, name: str | None = None) -> dg.Definitions:
+def build_definitions(
+    config: LockgateConfig, name: str | None = None, live: bool = True
+) -> dg.Definitions:
     """The definitions of ``config``; ``name`` namespaces them (see ``Namespace``) so that
-    several configs live in one project. ``ValueError`` for an invalid ``name``."""
+    several configs live in one project. ``ValueError`` for an invalid ``name``. ``live``:
+    ``config`` came from a ``lockgate.yaml`` that sensors and runs re-read on every tick and
+    run (``lockgate.resources.live_config``); False for a config held elsewhere."""
     ns = Namespace(name)
     s3 = {"s3_endpoint_url": config.s3.endpoint_url, "s3_region": config.s3.region}
     sources = list(config.sources.values())
@@ -112,12 +116,12 @@ def build_definitions(config: LockgateConfig, name: str | None = None) -> dg.Def
     return dg.Definitions(
         assets=[
             *(landing_spec(s, ns) for s in sources),
-            *(build_asset(config, s, ns) for s in sources),
+            *(build_asset(config, s, ns, live) for s in sources),
         ],
-        asset_checks=[c for s in sources for c in build_checks(config, s, ns)],
+        asset_checks=[c for s in sources for c in build_checks(config, s, ns, live)],
         jobs=list(jobs.values()),
         sensors=[
-            build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s, ns), ns)
+            build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s, ns), ns, live)
             for s in sources
         ],
         schedules=[exactly_once_schedule(s, s.exactly_once_cron, ns) for s in sources],

@@ -69,6 +69,10 @@ class Staged:
     batch_quarantined: dict[int, int] = field(default_factory=dict)
     # (batch id, key) -> outcome (changed_before_read / gone_before_read): read nothing
     unread: dict[tuple[int, str], str] = field(default_factory=dict)
+    #: records and bytes consumed per ``(batch id, key)`` (two batches of a rebuild may hold
+    #: two versions of one key)
+    object_records: dict[tuple[int, str], int] = field(default_factory=dict)
+    object_bytes_read: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def unread_of(self, batch_id: int) -> dict[str, str]:
         """``key -> outcome`` of the objects of ``batch_id`` whose claimed version was not read
@@ -136,7 +140,6 @@ def _stage_once(
     known: dict[tuple[int, str], str],
 ) -> Staged:
     tables = rt.tables
-    landing = rt.landing(source)
     fmt = FormatOptions.from_source(source)
     declared = source.arrow_schema()
     conformer = Conformer(tables, source.table, declared)
@@ -187,6 +190,7 @@ def _stage_once(
                 out.bytes += obj.size
                 meter = ReadMeter()
                 try:
+                    landing = rt.claim_landing(source, claim)  # where it was claimed
                     chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
                     for chunk in chunks:
                         crash_point("stage.after_read")
@@ -214,8 +218,10 @@ def _stage_once(
                     out.record_counts.setdefault(obj.key, 0)
                     continue
                 out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
+                out.object_records[where] = records
                 if meter.complete:
                     out.bytes_read[obj.key] = out.bytes_read.get(obj.key, 0) + meter.consumed
+                    out.object_bytes_read[where] = meter.consumed
 
     for group in chunked(rows(), STAGE_BUFFER_BYTES):
         out.files += tables.stage(source.table, group)

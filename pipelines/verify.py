@@ -14,6 +14,10 @@ For one source, at the table's current version:
 6. for every commit record that holds ``bytes_read``, each object read consumed exactly the
    size its claim holds (a lying endpoint cannot make a batch look complete).
 
+A batch's accounting (record counts, not read, bytes read) is its latest rebuild record's, if a
+rebuild re-read it (``Ledger.account``), else its commit record: after a rebuild (e.g. of a day
+whose object was restored) the table is checked against what the rebuild read.
+
 ``lockgate.pipelines.verify_deep`` (``lockgate verify --deep``) re-reads the source objects
 instead.
 
@@ -145,7 +149,7 @@ def verify_source(rt: Runtime, source: SourceConfig) -> VerifyReport:
         stray = [k for (bb, k) in per_key if bb == b and k not in keys]
         if stray:
             report.violations.append(f"batch {b}: rows of unclaimed objects {stray[:MAX_EXAMPLES]}")
-        rec = ledger.commit_record(b)
+        rec = ledger.account(b)  # the latest rebuild's accounting, else the commit record
         if rec is not None and rec.bytes_read is not None:
             _check_bytes(b, claim, rec.bytes_read, report)
         if rec is None or rec.record_counts is None:

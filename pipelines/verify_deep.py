@@ -16,7 +16,11 @@ gone is reported by name instead of failing the audit. Objects that cannot be re
 (deleted or re-written since their claim) are listed as unavailable, not counted as
 mismatches; objects the run quarantined whole (an unreadable object or rest: a
 ``_source_row`` null entry) are not recounted, since no independent count can say how many
-records an unreadable object holds. Every mismatch names its batch and key.
+records an unreadable object holds. Objects that the batch's latest accounting (its latest
+rebuild record, else its commit record) lists as changed/gone before read contributed nothing
+and are counted as ``not_read``, not re-read. Each object is read in the landing its claim
+was made in (a moved source's earlier objects in the earlier landing). Every mismatch names
+its batch and key.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import NoSuchTableError
 
-from lockgate.resources.cleaning import landing_for_rebuild
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.ledger import Claim, ClaimedObject, UnknownBatch
 from lockgate.resources.runtime import Runtime, quarantine_table
@@ -64,6 +67,7 @@ class DeepReport:
     checked: int = 0  # objects re-read and recounted
     records: int = 0  # records counted in the checked objects
     not_recounted: int = 0  # quarantined whole by the run: no independent count
+    not_read: int = 0  # recorded as changed/gone before read by the batch's latest accounting
     unavailable: list[str] = field(default_factory=list)  # gone or re-written since claimed
     violations: list[str] = field(default_factory=list)
 
@@ -86,6 +90,7 @@ class DeepReport:
             "checked": self.checked,
             "records": self.records,
             "not_recounted": self.not_recounted,
+            "not_read": self.not_read,
             "unavailable": self.unavailable,
             "violations": self.violations,
         }
@@ -115,27 +120,23 @@ def verify_deep(
     rows = _lineage_counts(rt, source.table, days, report)
     quarantined = _lineage_counts(rt, quarantine_table(source), days, report)
     whole = _quarantined_whole(rt, quarantine_table(source), days)
-    landing = _readable_landing(rt, source, objects)
+    ledger = rt.ledger(source)
+    claims = {b: ledger.get_claim(b) for b in sorted({b for b, _k, _o in objects})}
+    read_rt, _deleted = rt.archive_aware(source, ledger, list(claims.values()))
     for done, (batch_id, _key, obj) in enumerate(objects, start=1):
         ident = (batch_id, obj.key, obj.etag)
-        if ident in whole:
+        account = ledger.account(batch_id)
+        if account is not None and obj.key in (account.unread or {}):
+            report.not_read += 1  # that version contributed nothing: no count to compare
+        elif ident in whole:
             report.not_recounted += 1
         else:
+            # where it was claimed; archived objects from their recorded copies
+            landing = read_rt.claim_landing(source, claims[batch_id])
             _check_object(landing, source, batch_id, obj, rows[ident], quarantined[ident], report)
         if progress is not None:
             progress(done, len(objects))
     return report
-
-
-def _readable_landing(
-    rt: Runtime, source: SourceConfig, objects: list[tuple[int, str, ClaimedObject]]
-) -> ObjectStore:
-    """The landing, reading objects archived by ``clean_source: archive`` from their recorded
-    copies, whatever the mode is now (objects deleted by ``clean_source: delete`` stay
-    unavailable). One archive-record read per batch."""
-    ledger = rt.ledger(source)
-    claims = [ledger.get_claim(b) for b in sorted({b for b, _k, _o in objects})]
-    return landing_for_rebuild(ledger, rt.landing(source), rt.open_landing, claims).landing
 
 
 def _committed_objects(

@@ -30,6 +30,8 @@ POINTS: frozenset[str] = frozenset(
         "ledger.compact.after_put",
         "ledger.commit_record.before_put",
         "ledger.commit_record.after_put",
+        "ledger.rebuild_record.before_put",
+        "ledger.rebuild_record.after_put",
         "ledger.fingerprint.before_put",
         "ledger.fingerprint.after_put",
         # stage

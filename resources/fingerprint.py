@@ -32,6 +32,33 @@ SOURCE_FILE = "_source.json"
 FINGERPRINTS = "fingerprints/"
 
 
+#: Fields whose change a claim made before it survives: its objects are still read where they
+#: were listed (the landing of the claim's fingerprint version, ``Runtime.claim_landing``), so
+#: the claim means the same objects. A change of any other field (format, table) means a claim
+#: made before it cannot run under the new declaration.
+MOVABLE = frozenset({"landing"})
+
+
+Changes = dict[str, tuple[str | None, str | None]]
+
+
+def blocking(changes: Mapping[str, tuple[str | None, str | None]]) -> Changes:
+    """The ``changes`` (``fingerprint_changes``) that keep a claim from running now: all but
+    the ``MOVABLE`` fields."""
+    return {k: v for k, v in changes.items() if k not in MOVABLE}
+
+
+def read_version(store: ObjectStore, source: str, version: int) -> Fingerprint | None:
+    """Fingerprint ``version`` of ``source`` (``store`` is the ledger root), or None if it is
+    not stored."""
+    sub = store.child(check_source(source))
+    name = SOURCE_FILE if version == 0 else f"{FINGERPRINTS}{version:06d}.json"
+    try:
+        return Fingerprint.from_json(_loads(sub.get(name), f"{source}/{name}"))
+    except NotFound:
+        return None
+
+
 def read_fingerprint(store: ObjectStore, source: str) -> Fingerprint | None:
     """The latest fingerprint version of ``source`` (``store`` is the ledger root), or None if
     the source has no ledger. Checks nothing (for inspection tools)."""

@@ -6,6 +6,8 @@ Layout under the ledger root (``store``), for one ``source``::
     <source>/fingerprints/<version:06d>.json   fingerprint versions written by a reset (1, 2, ...)
     <source>/offsets/<batch:020d>.json     claims (write-ahead: what a batch will ingest)
     <source>/commits/<batch:020d>.json     commit records (what a batch produced)
+    <source>/rebuilds/<version:020d>.json  rebuild records (what a rebuild committed at that
+                                           table version re-read; supersede commit records)
     <source>/compact/<upto:020d>.json      compact snapshot (manifest) of the claims 0..upto
     <source>/segments/<from:020d>-<upto:020d>.json   claimed keys of the batches from..upto
 
@@ -45,7 +47,14 @@ from lockgate.resources.days import check_day
 from lockgate.resources.fingerprint import FINGERPRINTS, SOURCE_FILE
 from lockgate.resources.ledger_compaction import COMPACT, SEGMENTS, Compaction
 from lockgate.resources.ledger_index import ClaimIndex, ClaimState
-from lockgate.resources.ledger_log import COMMITS, OFFSETS, ClaimLog, CommitLog
+from lockgate.resources.ledger_log import (
+    COMMITS,
+    OFFSETS,
+    REBUILDS,
+    ClaimLog,
+    CommitLog,
+    RebuildLog,
+)
 from lockgate.resources.ledger_records import (
     CHANGED_BEFORE_READ,
     DEFAULT_COMPACT_INTERVAL,
@@ -62,6 +71,7 @@ from lockgate.resources.ledger_records import (
     LedgerCorrupt,
     LedgerError,
     LedgerSummary,
+    RebuildRecord,
     UnknownBatch,
     _dumps,
     _loads,
@@ -72,7 +82,7 @@ from lockgate.resources.ledger_records import (
     check_source,
     utcnow,
 )
-from lockgate.resources.store import NotFound, ObjectInfo, ObjectStore
+from lockgate.resources.store import ObjectInfo, ObjectStore
 
 # The facade re-exports the ledger's vocabulary and layout (callers import from here).
 __all__ = [
@@ -84,6 +94,7 @@ __all__ = [
     "FORMAT_VERSION",
     "GONE_BEFORE_READ",
     "OFFSETS",
+    "REBUILDS",
     "SEGMENTS",
     "SOURCE_FILE",
     "UNREAD_OUTCOMES",
@@ -99,6 +110,7 @@ __all__ = [
     "LedgerCorrupt",
     "LedgerError",
     "LedgerSummary",
+    "RebuildRecord",
     "UnknownBatch",
     "_dumps",
     "_loads",
@@ -132,8 +144,11 @@ class Ledger:
         self.compact_interval = compact_interval
         self._claims = ClaimLog(self.store, self.source)
         self._commits = CommitLog(self.store, self.source)
+        self._rebuild_log = RebuildLog(self.store, self.source)
+        self._accounts: dict[int, CommitRecord] | None = None  # batch -> latest rebuild's
         self._index = ClaimIndex()
         self._fingerprint = fingerprint
+        self._versions: dict[int, Fingerprint] = {}  # earlier fingerprint versions read
         self._manifest: _Manifest | None = None
         self._manifest_read = False
         self._next = 0
@@ -185,16 +200,24 @@ class Ledger:
         to the same declaration). ``LedgerCorrupt`` if the claim's version is not stored."""
         if claim.fingerprint_version == self._fingerprint.version:
             return {}
-        v = claim.fingerprint_version
-        name = SOURCE_FILE if v == 0 else f"{FINGERPRINTS}{v:06d}.json"
-        try:
-            then = Fingerprint.from_json(_loads(self.store.get(name), f"{self.source}/{name}"))
-        except NotFound:
-            raise LedgerCorrupt(
-                f"{self.source}: batch {claim.batch_id} names fingerprint version {v}, which "
-                f"is not stored ({name})"
-            ) from None
+        then = self.fingerprint_of(claim)
         return fingerprints.changes(then.values, self._fingerprint.values)
+
+    def fingerprint_of(self, claim: Claim) -> Fingerprint:
+        """The fingerprint version ``claim`` was made under (``LedgerCorrupt`` if it is not
+        stored)."""
+        v = claim.fingerprint_version
+        if v == self._fingerprint.version:
+            return self._fingerprint
+        if v not in self._versions:
+            then = fingerprints.read_version(self.root, self.source, v)
+            if then is None:
+                raise LedgerCorrupt(
+                    f"{self.source}: batch {claim.batch_id} names fingerprint version {v}, "
+                    "which is not stored"
+                )
+            self._versions[v] = then
+        return self._versions[v]
 
     # -- reading claims --------------------------------------------------------------------
 
@@ -372,18 +395,52 @@ class Ledger:
             self._committed.add(batch_id)
         return rec
 
+    # -- rebuild records ---------------------------------------------------------------------
+
+    def record_rebuild(self, rec: RebuildRecord) -> RebuildRecord:
+        """Write ``rebuilds/<table version>.json`` create-only and return the stored record
+        (an existing one is returned unchanged)."""
+        crash_point("ledger.rebuild_record.before_put")
+        stored = self._rebuild_log.add(rec)
+        if stored is rec:
+            crash_point("ledger.rebuild_record.after_put")
+        self._accounts = None
+        return stored
+
+    def rebuild_records(self) -> list[RebuildRecord]:
+        """Every rebuild record, by ascending table version (O(rebuilds))."""
+        recs = [self._rebuild_log.get(v) for v in self._rebuild_log.versions()]
+        return [r for r in recs if r is not None]
+
+    def rebuilt_accounts(self) -> dict[int, CommitRecord]:
+        """``batch id -> accounting`` from the latest rebuild record (highest table version)
+        that re-read the batch; batches never rebuilt are absent. Read once per instance."""
+        if self._accounts is None:
+            accounts: dict[int, CommitRecord] = {}
+            for rec in self.rebuild_records():
+                accounts.update(rec.batches)
+            self._accounts = accounts
+        return self._accounts
+
+    def account(self, batch_id: int) -> CommitRecord | None:
+        """What the batch's objects contributed as the table holds them now: the latest
+        rebuild record's accounting of the batch, else its commit record, else None."""
+        rebuilt = self.rebuilt_accounts().get(batch_id)
+        return rebuilt if rebuilt is not None else self.commit_record(batch_id)
+
     def was_read(self, key: str, etag: str) -> bool | None:
         """Whether the claimed version ``(key, etag)`` was read by its batch: None if it is not
         claimed (as of the last read of the claims) or its batch has no commit record yet;
-        False if the batch recorded it as changed/gone before read. Commit records never
-        change, so answers are cached."""
+        False if the batch (or the latest rebuild that re-read it) recorded it as changed/gone
+        before read. Answers are cached per instance."""
         batch = self._index.batch_of(key, etag)
         if batch is None:
             return None
         if batch not in self._unread:
-            rec = self.commit_record(batch)
-            if rec is None:
+            if self.commit_record(batch) is None:
                 return None
+            rec = self.account(batch)
+            assert rec is not None
             self._unread[batch] = frozenset(rec.unread or ())
         return key not in self._unread[batch]
 

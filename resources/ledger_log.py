@@ -1,8 +1,9 @@
 """The ledger's logs: batch id -> one immutable JSON record, like Spark's ``HDFSMetadataLog``.
 
 ``ClaimLog`` is ``<source>/offsets/<batch:020d>.json`` (what a batch will ingest) and
-``CommitLog`` is ``<source>/commits/<batch:020d>.json`` (what a batch produced), both on the
-source's sub-store of the ledger root.
+``CommitLog`` is ``<source>/commits/<batch:020d>.json`` (what a batch produced), and
+``RebuildLog`` is ``<source>/rebuilds/<table version:020d>.json`` (what a rebuild's overwrite
+commit re-read), all on the source's sub-store of the ledger root.
 
 Contract:
 
@@ -21,6 +22,7 @@ from lockgate.resources.ledger_records import (
     Claim,
     CommitRecord,
     LedgerCorrupt,
+    RebuildRecord,
     _dumps,
     _loads,
     batch_name,
@@ -29,6 +31,7 @@ from lockgate.resources.store import AlreadyExists, NotFound, ObjectStore
 
 OFFSETS = "offsets/"
 COMMITS = "commits/"
+REBUILDS = "rebuilds/"
 
 
 class _BatchLog:
@@ -110,3 +113,37 @@ class CommitLog(_BatchLog):
                 f"source {self.source!r}: commit record {rec.batch_id} vanished after a 412"
             )
         return existing
+
+
+class RebuildLog(_BatchLog):
+    """The rebuild records, named by the table version of their overwrite commit (one commit
+    per version, so a name is never contended by two rebuilds)."""
+
+    prefix = REBUILDS
+
+    def get(self, table_version: int) -> RebuildRecord | None:
+        data = self._get_raw(table_version)
+        if data is None:
+            return None
+        return RebuildRecord.from_json(_loads(data, f"{self.source}/{self.name(table_version)}"))
+
+    def add(self, rec: RebuildRecord) -> RebuildRecord:
+        """Create-only put of ``rec``; returns the stored record (``rec``, or the one that was
+        there first, unchanged)."""
+        if self._add_raw(rec.table_version, _dumps(rec.to_json(self.source))):
+            return rec
+        existing = self.get(rec.table_version)
+        if existing is None:
+            raise LedgerCorrupt(
+                f"source {self.source!r}: rebuild record {rec.table_version} vanished after a 412"
+            )
+        return existing
+
+    def versions(self) -> list[int]:
+        """The table versions of every rebuild record, ascending (one LIST: rebuilds are rare)."""
+        out = []
+        for info in self.store.list(self.prefix):
+            stem = info.key[len(self.prefix) :].removesuffix(".json")
+            if stem.isdigit():
+                out.append(int(stem))
+        return sorted(out)

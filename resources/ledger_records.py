@@ -60,6 +60,12 @@ class FingerprintMismatch(LedgerError, TerminalError):
             f"`lockgate ledger reset --source {source}`): every existing claim is kept, so an "
             "object (key, etag) already claimed is never ingested again. To re-ingest from "
             "scratch, use a new source name or a new ledger root instead."
+            + (
+                " A moved landing: the reset also claims what is left in the earlier one, whose "
+                "batches keep reading it (docs/operations.md, 'Moving a source')."
+                if "landing" in changes
+                else ""
+            )
         )
 
 
@@ -312,6 +318,48 @@ class CommitRecord:
             record_counts={str(k): _int(v, str(k)) for k, v in rc.items()} if rc else rc,
             unread={str(k): str(v) for k, v in unread.items()} if unread else None,
             bytes_read={str(k): _int(v, str(k)) for k, v in br.items()} if br is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class RebuildRecord:
+    """What one rebuild (backfill) of ``days`` committed, written after its overwrite commit
+    (create-only, named by the table version of that commit). ``batches`` maps every batch the
+    rebuild read to its accounting as a ``CommitRecord`` (rows, quarantined, record_counts,
+    unread, bytes_read of that re-read): for those batches it supersedes their own commit
+    record and every earlier rebuild record (ordered by ``table_version``, never by clock)."""
+
+    table_version: int
+    snapshot_id: int | None
+    days: tuple[str, ...]
+    batches: Mapping[int, CommitRecord]
+    created_at: datetime = field(default_factory=utcnow)
+
+    def to_json(self, source: str) -> dict[str, object]:
+        return {
+            "format": FORMAT_VERSION,
+            "source": source,
+            "table_version": self.table_version,
+            "snapshot_id": self.snapshot_id,
+            "days": list(self.days),
+            "batches": [r.to_json(source) for _, r in sorted(self.batches.items())],
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> RebuildRecord:
+        batches, days = d.get("batches"), d.get("days")
+        if not isinstance(batches, list) or not isinstance(days, list):
+            raise LedgerCorrupt(f"malformed rebuild record: {d!r}"[:300])
+        recs = [CommitRecord.from_json(b) for b in batches if isinstance(b, dict)]
+        if len(recs) != len(batches):
+            raise LedgerCorrupt(f"rebuild record: malformed batch entry in {batches!r}"[:300])
+        return cls(
+            table_version=_int(d.get("table_version"), "table_version"),
+            snapshot_id=_opt_int(d.get("snapshot_id"), "snapshot_id"),
+            days=tuple(str(x) for x in days),
+            batches={r.batch_id: r for r in recs},
+            created_at=_dt(d.get("created_at"), "created_at"),
         )
 
 

@@ -9,18 +9,21 @@ one per call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lockgate.resources.catalog import make_catalog
+from lockgate.resources.cleaning import landing_for_rebuild
 from lockgate.resources.config import (
     QUARANTINE_SUFFIX,
     LockgateConfig,
     SourceConfig,
     load_config,
 )
-from lockgate.resources.ledger import Ledger
+from lockgate.resources.fingerprint import blocking, read_version
+from lockgate.resources.ledger import Claim, FingerprintMismatch, Ledger, LedgerCorrupt
 from lockgate.resources.store import ObjectStore
 from lockgate.resources.stores import open_store
 from lockgate.resources.tables import TableStore
@@ -41,6 +44,8 @@ class Runtime:
     ledger_store: ObjectStore
     tables: TableStore
     _landing: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+    _claimed_at: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)
+    _read_from: dict[tuple[str, int], ObjectStore] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: LockgateConfig | str | None = None) -> Runtime:
@@ -96,9 +101,68 @@ class Runtime:
             self._landing[source.name] = self.open_landing(source.landing)
         return self._landing[source.name]
 
+    def claim_landing(self, source: SourceConfig, claim: Claim) -> ObjectStore:
+        """The landing store ``claim``'s objects were listed in: the landing URL of the
+        fingerprint version it was made under. After a move of the source (a new ``landing``,
+        then ``lockgate ledger reset``) a claim made before it is still read where it was
+        claimed, never under its relative key in the new landing. ``LedgerCorrupt`` if the
+        claim's fingerprint version is not stored."""
+        override = self._read_from.get((source.name, claim.batch_id))
+        if override is not None:
+            return override
+        where = (source.name, claim.fingerprint_version)
+        if where not in self._claimed_at:
+            fp = read_version(self.ledger_store, source.name, claim.fingerprint_version)
+            if fp is None:
+                raise LedgerCorrupt(
+                    f"{source.name}: batch {claim.batch_id} names fingerprint version "
+                    f"{claim.fingerprint_version}, which is not stored"
+                )
+            self._claimed_at[where] = fp.values.get("landing", source.landing)
+        url = self._claimed_at[where]
+        if url == source.landing:
+            return self.landing(source)
+        if url not in self._landing:
+            self._landing[url] = self.open_landing(url)
+        return self._landing[url]
+
+    def archive_aware(
+        self, source: SourceConfig, ledger: Ledger, claims: Sequence[Claim]
+    ) -> tuple[Runtime, dict[int, tuple[str, ...]]]:
+        """A runtime whose ``claim_landing`` of each of ``claims`` reads the landing the claim
+        was made in, with objects archived by ``clean_source: archive`` read from their recorded
+        copies (etag checked), whatever the mode is now; and the objects deleted by
+        ``clean_source: delete`` (batch id -> keys), which cannot be read."""
+        groups: dict[int, tuple[ObjectStore, list[Claim]]] = {}
+        for claim in claims:
+            base = self.claim_landing(source, claim)
+            groups.setdefault(id(base), (base, []))[1].append(claim)
+        read_from: dict[tuple[str, int], ObjectStore] = {}
+        deleted: dict[int, tuple[str, ...]] = {}
+        for base, group in groups.values():
+            where = landing_for_rebuild(ledger, base, self.open_landing, group)
+            deleted.update(where.deleted)
+            read_from.update(((source.name, c.batch_id), where.landing) for c in group)
+        return dataclasses.replace(self, _read_from={**self._read_from, **read_from}), deleted
+
     def ledger(self, source: SourceConfig, reset: bool = False) -> Ledger:
         """A fresh ``Ledger`` of ``source`` (``FingerprintMismatch`` if the source changed)."""
         return Ledger.open(self.ledger_store, source.name, source.fingerprint(), reset=reset)
+
+    def run_ledger(self, source: SourceConfig) -> Ledger:
+        """The ``Ledger`` a batch run executes a claim with. Like ``ledger``, except that a
+        declaration whose only change is a moved ``landing`` (edited, ``lockgate ledger reset``
+        not run yet) opens the ledger at its stored fingerprint: a run claims nothing, and
+        reads each claim where it was claimed (``claim_landing``). Discovery never uses it: it
+        must not claim until the move is accepted."""
+        try:
+            return self.ledger(source)
+        except FingerprintMismatch as e:
+            if blocking(e.changes):
+                raise
+            stored = Ledger.read_fingerprint(self.ledger_store, source.name)
+            assert stored is not None  # a mismatch means there is a stored fingerprint
+            return Ledger(self.ledger_store, source.name, stored)
 
 
 def quarantine_table(source: SourceConfig) -> str:

@@ -14,7 +14,8 @@ Contract:
   every commit asserts the base snapshot of ``main``: catalogs that re-validate requirements
   against a newer version (SQL, REST) therefore can never rebase a stale marker either.
 * ``rebuild_partitions`` overwrites exactly the given days; it raises ``RebuildConflict`` if a
-  batch not in its plan was committed since its base (the caller re-plans).
+  batch not in its plan was committed to one of those days since its base (the caller
+  re-plans); batches of other days committed meanwhile survive untouched.
 * The duplicate-file check of pyiceberg's ``add_files`` (O(table) per commit) is never run:
   the marker already guarantees idempotence.
 * ``delete_batch_objects`` removes a batch's rows of given objects (copy-on-write, marker
@@ -34,7 +35,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -239,7 +240,10 @@ class AppendBatch:
 class OverwritePartitions:
     """Replace every data file of ``days`` by ``staged``; the marker becomes ``marker |
     batch_ids``. Requires that the marker gained no id outside ``batch_ids`` since ``base``
-    (else ``RebuildConflict``: a batch the rebuild did not read may touch these days)."""
+    that touches ``days`` (else ``RebuildConflict``: a batch the rebuild did not read has rows
+    in these days). ``day_of(batch id)`` names a batch's day (``YYYY-MM-DD``); without it,
+    every id gained since ``base`` conflicts. A batch of another day keeps its files (only
+    files of ``days`` are replaced) and its marker id (the marker is a union)."""
 
     source: str
     days: list[date]
@@ -248,6 +252,7 @@ class OverwritePartitions:
     base: RebuildBase
     summary: dict[str, str]
     what: str = "rebuild"
+    day_of: Callable[[int], str] | None = None
 
     def __post_init__(self) -> None:
         marker_property(self.source)
@@ -262,6 +267,9 @@ class OverwritePartitions:
         planned = IdRanges.of(self.batch_ids)
         marker = _marker(table, self.source)
         foreign = marker.difference(self.base.marker).difference(planned)
+        if foreign and self.day_of is not None:
+            rebuilt = {d.isoformat() for d in self.days}
+            foreign = IdRanges.of(b for b in foreign if self.day_of(b) in rebuilt)
         if foreign:
             raise RebuildConflict(
                 f"{identifier}: batches {foreign.format()} of {self.source} committed since the "
@@ -608,16 +616,20 @@ class TableStore:
         batch_ids: list[int],
         base: RebuildBase,
         summary: dict[str, str] | None = None,
+        day_of: Callable[[int], str] | None = None,
     ) -> CommitResult:
         """ONE overwrite: delete every data file of ``days`` and add ``staged``; the marker
         becomes ``marker | batch_ids`` (union).
 
         Raises ``RebuildConflict`` if the marker gained an id outside ``batch_ids`` since
-        ``base`` (a batch the rebuild did not read may touch these days). Concurrent commits
+        ``base`` whose day (``day_of``; every such id without it) is one of ``days`` (a batch
+        the rebuild did not read has rows in these days). Concurrent commits
         that only add ids in ``batch_ids`` are retried against. ``staged`` files must all
         belong to ``days``.
         """
-        update = OverwritePartitions(source, days, staged, batch_ids, base, summary or {})
+        update = OverwritePartitions(
+            source, days, staged, batch_ids, base, summary or {}, day_of=day_of
+        )
         table, _committed, attempts = self._commit(identifier, update)
         result = _result(table, duplicate=False, attempts=attempts)
         self._after_commit(identifier, result.table_version)

@@ -12,8 +12,12 @@ A tick (the ledger, not the cursor, is the truth):
 4. pending batches that cannot run as Dagster runs are held back and reported on every tick,
    never requested (a request for a day outside the partitions would fail the whole tick):
    a day before ``partition.start`` (moved after they were claimed), or a claim made under
-   another source fingerprint (``execute_batch`` would refuse it). ``lockgate ingest`` runs
-   the former; the latter need the earlier declaration back.
+   another format or table (``execute_batch`` would refuse it). ``lockgate ingest`` runs
+   the former; the latter need the earlier declaration back. A claim made in an earlier
+   landing (the source was moved) is requested as usual: its run reads it where it was
+   claimed.
+
+Every tick acts on ``lockgate.yaml`` as it is on disk now (``live_config.current_source``).
 
 The cursor only counts ticks since the last full listing.
 """
@@ -34,7 +38,9 @@ from dagster import SensorEvaluationContext
 from lockgate.resources.config import LockgateConfig, SourceConfig
 from lockgate.resources.dagster_resources import Namespace
 from lockgate.resources.errors import LockgateError
+from lockgate.resources.fingerprint import blocking
 from lockgate.resources.ledger import Claim, Ledger
+from lockgate.resources.live_config import current_source
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.cleaning import CleanTick, clean_committed
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
@@ -61,18 +67,17 @@ def build_sensor(
     job: "UnresolvedAssetJobDefinition | None" = None,
     landing_key: dg.AssetKey | None = None,
     ns: Namespace | None = None,
+    live: bool = True,
 ) -> dg.SensorDefinition:
     """The sensor of ``source``. With ``job`` (an in-process job of the table asset), its runs
     execute in the run worker's own process; else they target ``asset_key`` directly. With
     ``landing_key``, every tick also reports the landing observation and health checks.
-    ``ns`` names the sensor, its run keys and the resource keys it reads."""
+    ``ns`` names the sensor, its run keys and the resource keys it reads.
+    ``live`` (``config`` came from a file): every tick acts on the file as it is now
+    (``lockgate.resources.live_config``), e.g. a moved landing is listed from the next tick on;
+    a change the loaded definitions cannot follow fails the tick with what to do."""
     ns = ns or Namespace()
     settings = config.dagster
-    rule = rule_for_source(
-        source,
-        max_claims_per_tick=settings.max_runs_per_tick,
-        full_listing_every=FULL_LISTING_EVERY_TICKS,
-    )
 
     @dg.sensor(
         name=f"{ns.label(source.name)}_sensor",
@@ -83,14 +88,20 @@ def build_sensor(
         description=f"Claims new objects under {source.landing} and requests one run per batch.",
     )
     def _sensor(context: SensorEvaluationContext) -> dg.SensorResult:
-        rt = Runtime.from_dagster(config, ns, context.resources)
+        cfg, src = current_source(config, source) if live else (config, source)
+        rt = Runtime.from_dagster(cfg, ns, context.resources)
+        rule = rule_for_source(
+            src,
+            max_claims_per_tick=cfg.dagster.max_runs_per_tick,
+            full_listing_every=FULL_LISTING_EVERY_TICKS,
+        )
         return evaluate_tick(
             context,
             rt,
-            source,
+            src,
             rule,
             asset_key,
-            settings.max_runs_per_tick,
+            cfg.dagster.max_runs_per_tick,
             landing_key=landing_key,
             label=ns.label(source.name),
         )
@@ -103,7 +114,7 @@ def held_back(ledger: Ledger, source: SourceConfig, pending: list[Claim]) -> dic
     start = source.partition_start.isoformat()
     held: dict[int, str] = {}
     for c in pending:
-        changes = ledger.fingerprint_changes(c)
+        changes = blocking(ledger.fingerprint_changes(c))  # a moved landing alone runs
         if changes:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
             held[c.batch_id] = (

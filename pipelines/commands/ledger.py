@@ -7,7 +7,9 @@ the batch's objects and commit record. ``show`` never writes.
 ``lockgate ledger reset --source S --yes`` accepts a changed source declaration (landing URL,
 format, table): it writes a new fingerprint version and keeps every claim, so an object
 ``(key, etag)`` already claimed is never ingested again. Needs the config (the new fingerprint
-comes from it).
+comes from it). When the change moved the landing alone, it then claims what is left in the
+earlier landing (``lockgate.pipelines.move``); running it again (fingerprint unchanged) claims
+what landed there since.
 
 The ledger root is ``--ledger URL`` if given, else the ``ledger`` of the config file.
 """
@@ -151,7 +153,7 @@ def reset(args: argparse.Namespace, store: ObjectStore, config: Any | None) -> i
     current = Ledger.read_fingerprint(store, args.source)
     if current is not None and dict(current.values) == fingerprint:
         print(f"source {args.source!r}: fingerprint unchanged (v{current.version}); nothing to do")
-        return 0
+        return _finish_move(args, store, config) if args.yes else 0
     if not args.yes:
         raise CommandError(
             f"source {args.source!r}: would write a new fingerprint {fingerprint} keeping every "
@@ -162,6 +164,33 @@ def reset(args: argparse.Namespace, store: ObjectStore, config: Any | None) -> i
         f"source {args.source!r}: fingerprint v{led.fingerprint.version} from batch "
         f"{led.fingerprint.from_batch}; every claim kept"
     )
+    return _finish_move(args, store, config)
+
+
+def _finish_move(args: argparse.Namespace, store: ObjectStore, config: Any) -> int:
+    """When the latest fingerprint change moved the landing alone: claim what is left in the
+    earlier landing (``lockgate.pipelines.move``) and say where its batches are read."""
+    from dataclasses import replace
+
+    from lockgate.pipelines.move import drain_earlier_landing
+    from lockgate.resources.runtime import Runtime
+
+    rt = replace(Runtime.from_config(config), ledger_store=store)
+    report = drain_earlier_landing(rt, config.source(args.source))
+    if report is None:
+        return 0
+    print(
+        f"source {args.source!r}: moved from {report.landing}: claimed {report.objects} objects "
+        f"left there ({len(report.batches)} batches, under fingerprint v{report.version}). "
+        "Batches claimed there run and rebuild from there: keep it until they are committed, "
+        "and for as long as you may rebuild their days. Objects landing there from now on are "
+        "not listed: run this command again to claim them."
+    )
+    if report.too_young:
+        print(
+            f"source {args.source!r}: {report.too_young} objects there are still changing "
+            "(min_age): run this command again once they are complete"
+        )
     return 0
 
 

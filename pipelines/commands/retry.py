@@ -1,11 +1,18 @@
 """``lockgate retry --source S --batch N``: ask the sensor to request a stuck batch again
-(under a new run key mapped to the same batch; it still commits at most once)."""
+(under a new run key mapped to the same batch; it still commits at most once).
+
+A batch claimed under another format or table than the current declaration is refused
+(``ClaimFingerprintChanged``, exit 5, saying what to restore): its run could only refuse it.
+A batch claimed before the source's landing moved is requested as usual: its run reads it in
+the landing it was claimed in, never its key in the new landing."""
 
 from __future__ import annotations
 
 import argparse
 
+from lockgate.pipelines.batch import ClaimFingerprintChanged
 from lockgate.pipelines.commands.common import runtime
+from lockgate.resources.fingerprint import blocking
 from lockgate.sensors.retries import request_retry, run_key
 
 
@@ -19,10 +26,13 @@ def run(args: argparse.Namespace) -> int:
     rt = runtime(args)
     source = rt.source(args.source)
     ledger = rt.ledger(source)
-    ledger.get_claim(args.batch)  # UnknownBatch (a usage error) if there is no such batch
+    claim = ledger.get_claim(args.batch)  # UnknownBatch (a usage error) if there is none
     if ledger.commit_record(args.batch) is not None:
         print(f"{source.name}: batch {args.batch} is already committed; nothing to retry")
         return 0
+    changes = blocking(ledger.fingerprint_changes(claim))
+    if changes:  # its run would refuse it: say what to do instead of requesting a doomed run
+        raise ClaimFingerprintChanged(source.name, claim, changes)
     n = request_retry(rt.ledger_store.child(source.name), args.batch, args.reason)
     print(
         f"{source.name}: batch {args.batch} will be requested as run key "

@@ -2,7 +2,10 @@
 pending, the oldest pending batch, stuck batches (from the Dagster instance when
 $DAGSTER_HOME is set), the objects of the latest ``NOT_READ_WINDOW`` committed batches whose
 claimed version was changed/gone before read, the table's version, and the objects cleaned /
-pending clean (``clean_source``)."""
+pending clean (``clean_source``). A source that cannot be read (e.g. its declaration changed
+and awaits ``lockgate ledger reset``) gets a row with ``error`` and ``exit_code`` instead; the
+others are shown as usual, and the command exits with the highest such code (0 when every
+source could be read)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Any
 from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
 from lockgate.resources.cleaning import clean_counts
 from lockgate.resources.config import SourceConfig
+from lockgate.resources.errors import LockgateError
 from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
 
@@ -42,10 +46,12 @@ def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
 
 def _not_read(ledger: Ledger, claims: int, pending: list[int]) -> list[dict[str, Any]]:
     """Objects recorded as changed/gone before read by the latest ``NOT_READ_WINDOW``
-    committed batches."""
+    committed batches (by their latest accounting: a rebuild that read a restored object
+    supersedes the commit record)."""
     ids = [b for b in range(max(0, claims - NOT_READ_WINDOW), claims) if b not in pending]
+    ledger.rebuilt_accounts()  # a later rebuild's accounting supersedes: read once, up front
     with ThreadPoolExecutor(max_workers=8) as pool:  # I/O bound GETs
-        records = list(pool.map(ledger.commit_record, ids))
+        records = list(pool.map(ledger.account, ids))
     out: list[dict[str, Any]] = []
     for b, rec in zip(ids, records, strict=True):
         if rec is not None and rec.unread:
@@ -77,13 +83,33 @@ def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
     }
 
 
+def status_or_error(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
+    """``source_status``, or, when the source cannot be read (its declaration changed, its
+    ledger or table is unreadable, ...), a row with ``error`` (the message) and
+    ``exit_code``: one broken source never hides the others."""
+    try:
+        return source_status(rt, source)
+    except LockgateError as e:
+        return {
+            "source": source.name,
+            "table": source.table,
+            "error": f"{type(e).__name__}: {e}",
+            "exit_code": int(e.exit_code),
+        }
+
+
 def run(args: argparse.Namespace) -> int:
+    """Exit 0, or the highest exit code of the sources that could not be read."""
     rt = runtime(args)
-    rows = [source_status(rt, s) for s in rt.selected(args.source)]
+    rows = [status_or_error(rt, s) for s in rt.selected(args.source)]
+    worst = max((int(r.get("exit_code", 0)) for r in rows), default=0)
     if args.json:
         print_json(rows)
-        return 0
+        return worst
     for r in rows:
+        if "error" in r:
+            print(f"{r['source']} -> {r['table']}: ERROR {r['error']}")
+            continue
         pending = r["pending_batches"]
         print(
             f"{r['source']} -> {r['table']} (v{r['table_version']}): "
@@ -114,4 +140,4 @@ def run(args: argparse.Namespace) -> int:
                     f"  STUCK batch {b}: run {run_id} failed with no retry left -> "
                     f"lockgate retry --source {r['source']} --batch {b}"
                 )
-    return 0
+    return worst

@@ -55,7 +55,12 @@ DAYS = [date(2024, 5, d).isoformat() for d in range(1, 6)]
 RUN_TIMEOUT = 900.0
 SOURCES = ("ev", "cs")
 
-BACKFILL_POINTS = ("backfill.after_stage", "backfill.after_commit")
+BACKFILL_POINTS = (
+    "backfill.after_stage",
+    "backfill.after_commit",
+    "ledger.rebuild_record.before_put",
+    "ledger.rebuild_record.after_put",
+)
 VACUUM_POINTS = ("vacuum.before_delete", "vacuum.mid_delete")
 DEEP_POINTS = (
     "ledger.compact.before_put",
@@ -621,12 +626,17 @@ class Writer:
         return claimed, committed
 
     def commit_records(self, src: SourceData) -> dict[int, dict[str, Any]]:
-        """The source's commit records (JSON), by batch id."""
+        """The source's commit records (JSON), by batch id, each superseded by the latest
+        rebuild record that re-read its batch (what ``Ledger.account`` answers)."""
         led = self.env.ledger
         out: dict[int, dict[str, Any]] = {}
         for info in led.list(f"{src.name}/commits/"):
             if info.key.endswith(".json"):
                 rec = json.loads(led.get(info.key))
+                out[int(rec["batch_id"])] = rec
+        rebuilds = [i.key for i in led.list(f"{src.name}/rebuilds/") if i.key.endswith(".json")]
+        for key in sorted(rebuilds):  # zero-padded table versions: ascending
+            for rec in json.loads(led.get(key))["batches"]:
                 out[int(rec["batch_id"])] = rec
         return out
 
