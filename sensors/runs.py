@@ -11,6 +11,9 @@ RETRY_NUMBER_TAG = "dagster/retry_number"
 WILL_RETRY_TAG = "dagster/will_retry"
 RUN_KEY_TAG = "dagster/run_key"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+#: Set (to the error's class name) on a run that failed with a ``TerminalError``: together
+#: with ``dagster/max_retries=0`` it keeps run retries from repeating that failure.
+TERMINAL_TAG = "lockgate/terminal"
 DEFAULT_MAX_RETRIES = 2
 
 _FINISHED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
