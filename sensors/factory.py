@@ -189,7 +189,7 @@ def evaluate_tick(
         dg.RunRequest(
             run_key=keys[c.batch_id],
             partition_key=c.partition,
-            tags=batch_tags(source.name, c.batch_id, rt.config.dagster.max_runtime_seconds),
+            tags=batch_tags(source.name, c.batch_id, rt.config.dagster.batch_max_runtime_s(source)),
             asset_selection=[asset_key],
             asset_check_keys=[],
         )
