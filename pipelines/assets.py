@@ -14,7 +14,10 @@ do not repeat a failure that cannot change; the batch is then reported stuck unt
 ``lockgate retry``.
 """
 
-from collections.abc import Mapping
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -34,7 +37,13 @@ from lockgate.resources.dagster_resources import (
 from lockgate.resources.days import DayOutOfRange, check_days_in_range, parse_day
 from lockgate.resources.errors import TerminalError
 from lockgate.resources.runtime import Runtime
-from lockgate.sensors.runs import BATCH_TAG, MAX_RETRIES_TAG, TERMINAL_TAG
+from lockgate.sensors.runs import (
+    BATCH_TAG,
+    HEARTBEAT_S,
+    HEARTBEAT_TAG,
+    MAX_RETRIES_TAG,
+    TERMINAL_TAG,
+)
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -73,6 +82,32 @@ def partitions(source: SourceConfig) -> dg.DailyPartitionsDefinition:
 def pool(source: SourceConfig) -> str:
     """The concurrency pool of the source's table: bounds commit contention per table."""
     return f"lockgate/{source.table}"
+
+
+@contextlib.contextmanager
+def heartbeat(instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
+    """While the body runs, a thread sets the run's ``lockgate/heartbeat`` tag to the current
+    Unix time every ``HEARTBEAT_S`` seconds (``lockgate status`` reports a STARTED run whose
+    heartbeat stopped as hung). A failed beat is skipped, never raised."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                run = instance.get_run_by_id(run_id)
+                if run is None or run.status != dg.DagsterRunStatus.STARTED:
+                    return  # finished (e.g. failed by run monitoring): leave its tags alone
+                instance.add_run_tags(run_id, {HEARTBEAT_TAG: str(int(time.time()))})
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=beat, name=f"lockgate-heartbeat-{run_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=HEARTBEAT_S)
 
 
 def run_days(source: SourceConfig, tags: Mapping[str, str], today: date | None = None) -> list[str]:
@@ -148,14 +183,15 @@ def build_asset(config: LockgateConfig, source: SourceConfig) -> dg.AssetsDefini
         lockgate_table_store: TableStoreResource,
     ) -> dg.MaterializeResult:
         try:
-            return _materialize(
-                context,
-                config,
-                source,
-                lockgate_object_store,
-                lockgate_ledger,
-                lockgate_table_store,
-            )
+            with heartbeat(context.instance, context.run_id):
+                return _materialize(
+                    context,
+                    config,
+                    source,
+                    lockgate_object_store,
+                    lockgate_ledger,
+                    lockgate_table_store,
+                )
         except TerminalError as e:
             # retrying cannot help: make the failure final (no run retry) and say why
             context.instance.add_run_tags(
