@@ -117,6 +117,13 @@ def test_a_frozen_batch_worker_releases_its_table_and_its_batch_commits_once(
                 hung = seen["dagster"]["runs"]["hung"]
                 time.sleep(POLL_S)
             assert "no heartbeat" in hung[0]["reason"], hung
+            # the sensor's tick says so too (not "waiting", like a normal wait)
+            while not (seen["dagster"]["last_tick"] or {}).get("result", "").startswith("HUNG"):
+                assert time.monotonic() < frozen_at + LIMIT_S, (
+                    f"no HUNG tick: {seen['dagster']}\n{_tail(log)}"
+                )
+                time.sleep(POLL_S)
+                seen = _status(rt, instance)
             batch = hung[0]["batch_id"]
             assert batch in seen["pending_batches"]
             text = run_lockgate(
