@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("lockgate.pipelines.commands.doctor", "check the environment and the S3 endpoint"),
     "ledger": ("lockgate.pipelines.commands.ledger", "inspect a source's ledger"),
     "schema": ("lockgate.pipelines.commands.schema", "print the JSON Schema of lockgate.yaml"),
+    "quarantine": ("lockgate.pipelines.commands.quarantine", "show a source's quarantine entries"),
 }
 
 

@@ -12,12 +12,15 @@ What it sets, and why:
 * ``run_retries`` (2): a run that dies is retried by Dagster with the same batch; the ledger
   and the table marker make the retry idempotent. (A failed run's ``run_key`` is never
   re-launched by a sensor, so retries must come from here.)
-* ``run_monitoring``: a run whose worker was killed (kill -9, OOM, a lost node) stays
-  STARTED and would hold its table's pool forever; the default run launcher cannot probe
+* ``run_monitoring``: a run whose worker was killed (kill -9, OOM, a lost node) or froze
+  stays STARTED and would hold its table's pool forever; the default run launcher cannot probe
   worker health, so such a run is failed once it exceeds its ``dagster/max_runtime`` tag
-  (batch runs: ``dagster.max_runtime_seconds`` of lockgate.yaml, default 900 s) or else the
-  instance's ``max_runtime_seconds`` (a backstop for other runs), and then retried like any
-  failed run. Runs stuck while starting fail after ``start_timeout_seconds``.
+  (batch runs: ``dagster.max_runtime_seconds`` of lockgate.yaml, by default derived from the
+  source's bytes budget, 120-240 s) or else the instance's ``max_runtime_seconds`` (a
+  backstop for other runs, e.g. rebuilds), and then retried like any failed run. The daemon
+  checks every ``poll_interval_seconds`` (15), so a hung batch run releases its table within
+  its limit + 15 s (under 5 minutes by default). Runs stuck while starting fail after
+  ``start_timeout_seconds``.
 * Telemetry and the first-visit dialog off.
 """
 
@@ -28,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+#: Seconds between two checks of run monitoring (see the module docstring).
+MONITORING_POLL_S = 15
 
 HEADER = (
     "# Written by `python -m lockgate.pipelines.demo` (dagster_yaml.py) because no dagster.yaml\n"
@@ -58,7 +64,7 @@ def dagster_instance_config(
             "enabled": True,
             "start_timeout_seconds": 300,
             "max_runtime_seconds": 3600,
-            "poll_interval_seconds": 30,
+            "poll_interval_seconds": MONITORING_POLL_S,
         },
     }
 

@@ -227,15 +227,41 @@ class CsvOptions:
     quote_char: str | None = '"'
 
 
+#: The default hung-run limit of a batch run: its bytes budget read at this (conservative)
+#: throughput, at least ``HUNG_RUN_MIN_S`` and at most ``HUNG_RUN_MAX_S``; run monitoring
+#: (polling every 15 s) then releases a hung run's table within 5 minutes.
+HUNG_RUN_BYTES_PER_S = 1024**2
+HUNG_RUN_MIN_S = 120
+HUNG_RUN_MAX_S = 240
+
+
 @dataclass(frozen=True)
 class DagsterSettings:
-    """``dagster:`` in lockgate.yaml. ``max_runtime_seconds`` is set on every batch run
-    (``dagster/max_runtime``): run monitoring fails a run still STARTED after it (e.g. its
-    worker was killed) so that run retries take over and the table's pool is released."""
+    """``dagster:`` in lockgate.yaml. A batch run's limit (``batch_max_runtime_s``) is set on
+    every batch run (``dagster/max_runtime``): run monitoring fails a run still STARTED after
+    it (a worker killed or frozen) so that run retries take over and the table's pool is
+    released. ``max_runtime_seconds`` None: derived per source from its bytes budget."""
 
     sensor_interval_seconds: int = 30
     max_runs_per_tick: int = 20
-    max_runtime_seconds: int = 900
+    max_runtime_seconds: int | None = None
+
+    def batch_max_runtime_s(self, source: SourceConfig) -> int:
+        """The hung-run limit of ``source``'s batch runs: ``max_runtime_seconds`` if set,
+        else ``max_bytes_per_batch / HUNG_RUN_BYTES_PER_S`` clamped to
+        ``[HUNG_RUN_MIN_S, HUNG_RUN_MAX_S]``."""
+        if self.max_runtime_seconds is not None:
+            return self.max_runtime_seconds
+        derived = -(-source.max_bytes_per_batch // HUNG_RUN_BYTES_PER_S)
+        return max(HUNG_RUN_MIN_S, min(HUNG_RUN_MAX_S, derived))
+
+    def longest_batch_runtime_s(self, sources: typing.Iterable[SourceConfig] = ()) -> int:
+        """The longest limit of any of ``sources``' batch runs (``HUNG_RUN_MAX_S`` for none,
+        unless ``max_runtime_seconds`` is set)."""
+        limits = [self.batch_max_runtime_s(s) for s in sources]
+        if self.max_runtime_seconds is not None:
+            return self.max_runtime_seconds
+        return max(limits, default=HUNG_RUN_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -792,10 +818,11 @@ class DagsterDocument(_Section):
     max_runs_per_tick: PositiveInt = Field(
         default=DagsterSettings.max_runs_per_tick, description="run requests one tick may emit"
     )
-    max_runtime_seconds: Seconds = Field(
+    max_runtime_seconds: Seconds | None = Field(
         default=DagsterSettings.max_runtime_seconds,
         description="run monitoring fails a batch run still going after this many seconds "
-        "(or a duration: 15m, 1h)",
+        "(or a duration: 15m, 1h); default: the source's max_bytes_per_batch at 1 MiB/s, "
+        f"between {HUNG_RUN_MIN_S} and {HUNG_RUN_MAX_S} s",
     )
 
 

@@ -4,8 +4,11 @@
 (default 1st) execution reaches ``crash_point(<point>)``. With ``LOCKGATE_CRASH_ONCE=<path>``
 too, only the first process to get there crashes (it creates ``path`` exclusively): one crash
 among many processes sharing the environment, e.g. Dagster run workers and their retries.
-Unset, a crash point is one dictionary lookup. Every name must be registered in ``POINTS``
-so the harness can enumerate them and a typo fails loudly instead of never firing.
+With ``LOCKGATE_CRASH_SIGNAL=STOP`` the process freezes instead (SIGSTOP to itself, after writing
+its PID into the ``LOCKGATE_CRASH_ONCE`` file if given): a hung worker, to be continued or killed
+by whoever reads that PID. Unset, a crash point is one dictionary lookup. Every name must be
+registered in ``POINTS`` so the harness can enumerate them and a typo fails loudly instead of
+never firing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 
 ENV = "LOCKGATE_CRASH_AT"
 ONCE_ENV = "LOCKGATE_CRASH_ONCE"
+SIGNAL_ENV = "LOCKGATE_CRASH_SIGNAL"
 
 POINTS: frozenset[str] = frozenset(
     {
@@ -83,6 +87,13 @@ def crash_point(name: str) -> None:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == _TARGET[1] and _first_to_crash():
+        if os.environ.get(SIGNAL_ENV, "KILL").upper() == "STOP":
+            once = os.environ.get(ONCE_ENV)
+            if once:
+                with open(once, "w", encoding="ascii") as f:
+                    f.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -394,3 +394,28 @@ def discover(
         result.deferred += len(objs)
     ledger.maybe_compact()
     return result
+
+
+def survey(
+    landing: ObjectStore,
+    ledger: Ledger,
+    rule: DiscoveryRule,
+    today: date | None = None,
+    now: datetime | None = None,
+) -> DiscoveryResult:
+    """What a full listing finds, claiming nothing (for ``lockgate status``): the same
+    classification as ``discover`` (hidden, unsafe, too young, re-written, out of range by
+    reason), with the objects a tick would claim counted in ``deferred``. O(objects listed)."""
+    now = now or datetime.now(UTC)
+    today = today or now.astimezone(UTC).date()
+    result = DiscoveryResult(full_listing=True)
+    state = ledger.claim_state("")
+    planner = _Planner(rule, today, now, result, ledger.was_read)
+    skipped_before = _store_skipped(landing)
+    for info in landing.list(rule.prefix):
+        planner.add(info, state)
+    for reason, n in _store_skipped(landing).items():
+        if n > skipped_before.get(reason, 0):
+            result.skip(reason, n=n - skipped_before.get(reason, 0))
+    result.deferred = sum(len(objs) for objs in planner.by_day.values())
+    return result

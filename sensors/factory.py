@@ -7,8 +7,10 @@ A tick (the ledger, not the cursor, is the truth):
    ``run_key="<source>:<batch>"`` (``...:retry<n>`` after ``lockgate retry``), at most
    ``max_runs_per_tick`` of them; Dagster skips keys it already launched, so a crash between
    claim and request is repaired by the next tick;
-3. pending batches whose runs have failed for good are reported as stuck; committed batches
-   are cleaned (``clean_source``, bounded: ``lockgate.sensors.cleaning``);
+3. pending batches whose runs have failed for good are reported as stuck, and a tick that
+   requests nothing says ``HUNG`` while a batch run is silent or past its limit (see
+   ``lockgate.sensors.runs.hang_reason``); committed batches are cleaned (``clean_source``,
+   bounded: ``lockgate.sensors.cleaning``);
 4. pending batches that cannot run as Dagster runs are held back and reported on every tick,
    never requested (a request for a day outside the partitions would fail the whole tick):
    a day before ``partition.start`` (moved after they were claimed), or a claim made under
@@ -23,6 +25,7 @@ The cursor only counts ticks since the last full listing.
 """
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -46,7 +49,7 @@ from lockgate.sensors.cleaning import CleanTick, clean_committed
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
 from lockgate.sensors.health import Lag, tick_events
 from lockgate.sensors.retries import all_generations, run_key
-from lockgate.sensors.runs import batch_tags, launched_run_keys, stuck_batches
+from lockgate.sensors.runs import batch_tags, launched_run_keys, source_runs, stuck_batches
 
 FULL_LISTING_EVERY_TICKS = 20
 
@@ -218,7 +221,7 @@ def evaluate_tick(
         dg.RunRequest(
             run_key=keys[c.batch_id],
             partition_key=c.partition,
-            tags=batch_tags(label, c.batch_id, rt.config.dagster.max_runtime_seconds),
+            tags=batch_tags(label, c.batch_id, rt.config.dagster.batch_max_runtime_s(source)),
             asset_selection=[asset_key],
             asset_check_keys=[],
         )
@@ -272,6 +275,12 @@ def evaluate_tick(
             if held
             else f"idle: no new objects under {source.landing}"
         )
+        hung = source_runs(context.instance, source.name, time.time())["hung"] if pending else []
+        if hung:
+            reason = (
+                f"HUNG: {len(hung)} batch runs silent or past their limit (batches "
+                f"{', '.join(str(h['batch_id']) for h in hung)}: {hung[0]['reason']})"
+            )
         if stuck:
             reason = (
                 f"STUCK: {len(stuck)} of {len(pending)} pending batches failed for good "

@@ -1,7 +1,8 @@
 """``lockgate backfill --source S --from DAY --to DAY``: rebuild those days from every claimed
 object (one overwrite commit; idempotent; never duplicates incremental batches).
 
-Exits 6 (``RebuildRefused``) when a claimed object is gone or re-written, 7
+Exits 2 (``DayOutOfRange``) when a day is before the source's ``partition.start`` or in the
+future, 6 (``RebuildRefused``) when a claimed object is gone or re-written, 7
 (``RebuildConflict``, transient) when incremental batches won every re-plan."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import date, timedelta
 
 from lockgate.pipelines.commands.common import CommandError, print_json, runtime
 from lockgate.pipelines.rebuild import rebuild
+from lockgate.resources.days import check_days_in_range
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if end < start:
         raise CommandError(f"--to {end} is before --from {start}")
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    # days before partition.start or in the future are no partition: refuse (exit 2)
+    check_days_in_range(source.name, source.partition_start, days)
     # RebuildRefused and RebuildConflict reach the CLI as one line and their exit codes
     out = rebuild(rt, source, days, progress=lambda m: print(m, file=sys.stderr))
     if args.json:

@@ -1,20 +1,40 @@
-"""``lockgate status [--source S] [--json]``: per source, batches claimed / committed /
-pending, the oldest pending batch, stuck batches (from the Dagster instance when
-$DAGSTER_HOME is set), the objects of the latest ``NOT_READ_WINDOW`` committed batches whose
-claimed version was changed/gone before read, the table's version, and the objects cleaned /
-pending clean (``clean_source``). A source that cannot be read (e.g. its declaration changed
-and awaits ``lockgate ledger reset``) gets a row with ``error`` and ``exit_code`` instead; the
-others are shown as usual, and the command exits with the highest such code (0 when every
-source could be read)."""
+"""``lockgate status [--source S] [--json] [--no-landing]``: per source, what the ledger, the
+table, the landing and the Dagster instance say -- so that "healthy" is never claimed while
+something is blocked.
+
+Contract (the ``--json`` schema is documented in docs/operations.md, *Is it healthy?*):
+
+* From the ledger (one read, so counts and pending agree): batches claimed / committed /
+  pending, the oldest pending claim's age, the last commit (batch, time, age, rows), and the
+  objects of the latest ``NOT_READ_WINDOW`` committed batches whose claimed version was
+  changed/gone before read.
+* From the table: its version and rows per day (data files' record counts, no scan).
+* From the landing (one full listing, claiming nothing; skipped with ``--no-landing``):
+  unclaimed objects by reason -- ``before_start``, ``future``, ``invalid_day``, ``rewritten``,
+  ``too_young``, ``hidden_name``, the unsafe names' reasons -- and ``claimable`` (the next tick
+  claims them).
+* From the Dagster instance (``$DAGSTER_HOME``): the sensor's last tick and its result, the
+  source's batch runs queued / running / hung (``lockgate.sensors.runs.hang_reason``), and
+  stuck batches. Without an instance, every such field is null and ``unknown_reason`` says why
+  (stuck batches are still known, as none, when nothing is pending).
+* From the ledger's clean log: objects cleaned / pending clean (``clean_source``).
+* One source's failure never hides the others: its entry carries ``error`` (one line) and
+  ``exit_code``, and the command exits with the highest such code after printing every source.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import Any
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pyiceberg.exceptions import NoSuchTableError
 
 from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
 from lockgate.resources.cleaning import clean_counts
@@ -23,25 +43,96 @@ from lockgate.resources.errors import LockgateError
 from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
 
+if TYPE_CHECKING:
+    import dagster as dg
+
 #: How many of the latest batches ``status`` reads commit records of (bounded, not history).
 NOT_READ_WINDOW = 100
+#: Days of ``rows_per_day`` the text output shows (the JSON has every day).
+TEXT_DAYS = 7
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.add_argument(
+        "--no-landing",
+        action="store_true",
+        help="do not list the landing (unclaimed objects by reason are then not reported)",
+    )
 
 
-def _stuck(source: str, pending: list[int]) -> dict[int, str] | None:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home or not os.path.isdir(home) or not pending:
-        return None  # no Dagster instance to ask: stuck batches are unknown
-    import dagster as dg
+class DagsterView:
+    """The Dagster instance of ``$DAGSTER_HOME``, or the reason there is none to ask."""
 
+    def __init__(self, instance: dg.DagsterInstance | None, unknown_reason: str | None):
+        self.instance = instance
+        self.unknown_reason = unknown_reason
+
+    @classmethod
+    @contextmanager
+    def open(cls) -> Iterator[DagsterView]:
+        home = os.environ.get("DAGSTER_HOME")
+        if not home:
+            yield cls(None, "no DAGSTER_HOME: the Dagster instance (runs, ticks) is unknown")
+            return
+        if not os.path.isdir(home):
+            yield cls(None, f"DAGSTER_HOME={home} is not a folder: runs and ticks are unknown")
+            return
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            yield cls(instance, None)
+
+    def last_tick(self, source: str) -> dict[str, Any] | None:
+        """The latest tick of ``<source>_sensor``: time, age, status and its result."""
+        assert self.instance is not None
+        from dagster._core.scheduler.instigation import InstigatorType
+
+        name = f"{source}_sensor"
+        states = self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        for state in states:
+            if state.instigator_name != name:
+                continue
+            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+            if not ticks:
+                return None
+            tick = ticks[0]
+            if tick.error is not None:
+                result = "error: " + " ".join(tick.error.message.split())[:300]
+            elif tick.run_ids:
+                result = f"requested {len(tick.run_ids)} runs"
+            else:
+                result = tick.skip_reason or ""
+            return {
+                "at": datetime.fromtimestamp(tick.timestamp, UTC).isoformat(),
+                "age_s": round(time.time() - tick.timestamp, 1),
+                "status": tick.status.value,
+                "result": result,
+            }
+        return None
+
+
+def _stuck(view: DagsterView, source: str, pending: list[int]) -> dict[int, str] | None:
+    if not pending:
+        return {}  # nothing pending: nothing can be stuck, with or without an instance
+    if view.instance is None:
+        return None
     from lockgate.sensors.runs import stuck_batches
 
-    with dg.DagsterInstance.get() as instance:
-        return {b: r.run_id for b, r in stuck_batches(instance, source, pending).items()}
+    return {b: r.run_id for b, r in stuck_batches(view.instance, source, pending).items()}
+
+
+def _dagster(view: DagsterView, source: str) -> dict[str, Any]:
+    if view.instance is None:
+        return {"unknown_reason": view.unknown_reason, "last_tick": None, "runs": None}
+    from lockgate.sensors.runs import source_runs
+
+    return {
+        "unknown_reason": None,
+        "last_tick": view.last_tick(source),
+        "runs": source_runs(view.instance, source, time.time()),
+    }
 
 
 def _not_read(ledger: Ledger, claims: int, pending: list[int]) -> list[dict[str, Any]]:
@@ -59,85 +150,198 @@ def _not_read(ledger: Ledger, claims: int, pending: list[int]) -> list[dict[str,
     return out
 
 
-def source_status(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
-    """Counts and pending batches from one read of the ledger, so they agree with each other
-    (the table's version is read after it and may be newer)."""
+def _last_commit(ledger: Ledger, claims: int, pending: set[int]) -> dict[str, Any] | None:
+    """The commit record of the highest committed batch id (batch ids order commits' claims;
+    its ``committed_at`` is the writer's clock)."""
+    for b in range(claims - 1, -1, -1):
+        if b in pending:
+            continue
+        rec = ledger.commit_record(b)
+        if rec is None:
+            continue
+        return {
+            "batch_id": b,
+            "committed_at": rec.committed_at.isoformat(),
+            "age_s": round((datetime.now(UTC) - rec.committed_at).total_seconds(), 1),
+            "rows": rec.rows,
+            "quarantined": rec.quarantined,
+        }
+    return None
+
+
+def _rows_per_day(rt: Runtime, source: SourceConfig) -> dict[str, int]:
+    """Rows per ``_day`` of the current snapshot, from the data files' record counts."""
+    try:
+        table = rt.tables.load(source.table)
+    except NoSuchTableError:
+        return {}
+    if table.current_snapshot() is None:
+        return {}
+    spec = table.spec()
+    pos = next((i for i, f in enumerate(spec.fields) if f.name == "_day"), None)
+    counts: dict[str, int] = {}
+    for task in table.scan().plan_files():
+        value = task.file.partition[pos] if pos is not None else None
+        if isinstance(value, int):  # days since the epoch
+            day = (date(1970, 1, 1) + timedelta(days=value)).isoformat()
+        elif isinstance(value, date):
+            day = value.isoformat()
+        else:
+            day = "unknown"
+        counts[day] = counts.get(day, 0) + task.file.record_count
+    return dict(sorted(counts.items()))
+
+
+def _unclaimed(rt: Runtime, source: SourceConfig, ledger: Ledger) -> dict[str, int]:
+    from lockgate.sensors.discovery import rule_for_source, survey
+
+    found = survey(rt.landing(source), ledger, rule_for_source(source))
+    counts = found.out_of_range_counts()
+    if found.overwritten:
+        counts["rewritten"] = len(found.overwritten)
+    if found.too_young:
+        counts["too_young"] = found.too_young
+    if found.skipped_hidden:
+        counts["hidden_name"] = found.skipped_hidden
+    counts.update(found.skipped_unsafe)
+    counts["claimable"] = found.deferred
+    return counts
+
+
+def source_status(
+    rt: Runtime,
+    source: SourceConfig,
+    view: DagsterView | None = None,
+    list_landing: bool = True,
+) -> dict[str, Any]:
+    """The status of one source (see the module docstring); raises what reading it raises."""
+    view = view or DagsterView(None, "no Dagster instance given")
     ledger = rt.ledger(source)
     summary = ledger.summary()
     pending = [ledger.get_claim(b) for b in summary.pending]
+    pending_ids = [c.batch_id for c in pending]
     oldest = min((c.created_at for c in pending), default=None)
+    stuck = _stuck(view, source.name, pending_ids)
     return {
         "source": source.name,
         "table": source.table,
+        "error": None,
         "claimed_batches": summary.claims,
         "committed_batches": summary.committed,
-        "pending_batches": [c.batch_id for c in pending],
+        "pending_batches": pending_ids,
         "oldest_pending_age_s": (
             round((datetime.now(UTC) - oldest).total_seconds(), 1) if oldest else None
         ),
+        "last_commit": _last_commit(ledger, summary.claims, set(summary.pending)),
         "high_water_key": summary.high_water_key,
         "table_version": rt.tables.current_version(source.table),
-        "stuck_batches": _stuck(source.name, [c.batch_id for c in pending]),
+        "rows_per_day": _rows_per_day(rt, source),
+        "unclaimed": _unclaimed(rt, source, ledger) if list_landing else None,
+        "dagster": _dagster(view, source.name),
+        "stuck_batches": stuck,
+        "stuck_batches_unknown_reason": view.unknown_reason if stuck is None else None,
         "not_read": _not_read(ledger, summary.claims, list(summary.pending)),
         "clean": dataclasses.asdict(clean_counts(ledger, source.clean_source)),
     }
 
 
-def status_or_error(rt: Runtime, source: SourceConfig) -> dict[str, Any]:
-    """``source_status``, or, when the source cannot be read (its declaration changed, its
-    ledger or table is unreadable, ...), a row with ``error`` (the message) and
-    ``exit_code``: one broken source never hides the others."""
-    try:
-        return source_status(rt, source)
-    except LockgateError as e:
-        return {
-            "source": source.name,
-            "table": source.table,
-            "error": f"{type(e).__name__}: {e}",
-            "exit_code": int(e.exit_code),
-        }
+def _failed(source: SourceConfig, err: LockgateError) -> dict[str, Any]:
+    return {
+        "source": source.name,
+        "table": source.table,
+        "error": f"{type(err).__name__}: {err.one_line()}",
+        "exit_code": int(err.exit_code),
+    }
+
+
+def _print(r: dict[str, Any], no_landing: bool) -> None:
+    if r["error"] is not None:
+        print(f"{r['source']} -> {r['table']}: ERROR {r['error']}")
+        return
+    pending = r["pending_batches"]
+    print(
+        f"{r['source']} -> {r['table']} (v{r['table_version']}): "
+        f"{r['committed_batches']}/{r['claimed_batches']} batches committed, "
+        f"{len(pending)} pending" + (f" (oldest {r['oldest_pending_age_s']}s)" if pending else "")
+    )
+    last = r["last_commit"]
+    print(
+        f"  last commit: batch {last['batch_id']} at {last['committed_at']} "
+        f"({last['age_s']}s ago, {last['rows']} rows, {last['quarantined']} quarantined)"
+        if last
+        else "  last commit: none"
+    )
+    d = r["dagster"]
+    if d["unknown_reason"]:
+        print(f"  dagster: unknown ({d['unknown_reason']})")
+    else:
+        tick = d["last_tick"]
+        print(
+            f"  last tick: {tick['status']} {tick['age_s']}s ago: {tick['result']}"
+            if tick
+            else "  last tick: none (the sensor has not ticked in this instance)"
+        )
+        runs = d["runs"]
+        print(
+            f"  runs: {runs['queued']} queued, {runs['running']} running, {len(runs['hung'])} hung"
+        )
+        for h in runs["hung"]:
+            print(f"  HUNG run {h['run_id']} (batch {h['batch_id']}): {h['reason']}")
+    if r["stuck_batches"] is None:
+        print(f"  stuck batches: unknown ({r['stuck_batches_unknown_reason']})")
+    elif not r["stuck_batches"]:
+        print("  stuck batches: none")
+    else:
+        for b, run_id in r["stuck_batches"].items():
+            print(
+                f"  STUCK batch {b}: run {run_id} failed with no retry left -> "
+                f"lockgate retry --source {r['source']} --batch {b}"
+            )
+    if r["unclaimed"] is None:
+        print("  unclaimed: not listed (--no-landing)")
+    else:
+        parts = [f"{n} {k}" for k, n in r["unclaimed"].items() if n and k != "claimable"]
+        print(
+            f"  unclaimed: {r['unclaimed']['claimable']} claimable"
+            + (f"; never claimed as they are: {', '.join(parts)}" if parts else "")
+        )
+    c = r["clean"]
+    if c["mode"] != "off" or c["cleaned"]:
+        print(
+            f"  clean_source {c['mode']}: {c['cleaned']} objects cleaned, "
+            f"{c['pending']} pending clean"
+            + (f", {c['left']} left in the landing" if c["left"] else "")
+        )
+    days = list(r["rows_per_day"].items())[-TEXT_DAYS:]
+    if days:
+        print("  rows per day: " + ", ".join(f"{day} {n}" for day, n in days))
+    for n in r["not_read"]:
+        print(
+            f"  not read: batch {n['batch_id']} object {n['key']!r}: "
+            f"{n['outcome'].replace('_', ' ')}"
+            + (
+                " (its current version is claimed as a new object)"
+                if n["outcome"] == CHANGED_BEFORE_READ
+                else ""
+            )
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0, or the highest exit code of the sources that could not be read."""
     rt = runtime(args)
-    rows = [status_or_error(rt, s) for s in rt.selected(args.source)]
-    worst = max((int(r.get("exit_code", 0)) for r in rows), default=0)
+    rows: list[dict[str, Any]] = []
+    errors: list[LockgateError] = []
+    with DagsterView.open() as view:
+        for source in rt.selected(args.source):
+            try:
+                rows.append(source_status(rt, source, view, not args.no_landing))
+            except LockgateError as e:  # one source's failure never hides the others
+                errors.append(e)
+                rows.append(_failed(source, e))
     if args.json:
         print_json(rows)
-        return worst
-    for r in rows:
-        if "error" in r:
-            print(f"{r['source']} -> {r['table']}: ERROR {r['error']}")
-            continue
-        pending = r["pending_batches"]
-        print(
-            f"{r['source']} -> {r['table']} (v{r['table_version']}): "
-            f"{r['committed_batches']}/{r['claimed_batches']} batches committed, "
-            f"{len(pending)} pending"
-            + (f" (oldest {r['oldest_pending_age_s']}s)" if pending else "")
-        )
-        if r["clean"]["mode"] != "off" or r["clean"]["cleaned"]:
-            c = r["clean"]
-            print(
-                f"  clean_source {c['mode']}: {c['cleaned']} objects cleaned, "
-                f"{c['pending']} pending clean"
-                + (f", {c['left']} left in the landing" if c["left"] else "")
-            )
-        for n in r["not_read"]:
-            print(
-                f"  not read: batch {n['batch_id']} object {n['key']!r}: "
-                f"{n['outcome'].replace('_', ' ')}"
-                + (
-                    " (its current version is claimed as a new object)"
-                    if n["outcome"] == CHANGED_BEFORE_READ
-                    else ""
-                )
-            )
-        if r["stuck_batches"]:
-            for b, run_id in r["stuck_batches"].items():
-                print(
-                    f"  STUCK batch {b}: run {run_id} failed with no retry left -> "
-                    f"lockgate retry --source {r['source']} --batch {b}"
-                )
-    return worst
+    else:
+        for r in rows:
+            _print(r, args.no_landing)
+    return max((int(e.exit_code) for e in errors), default=0)

@@ -140,5 +140,5 @@ def test_dagster_daemon_ingests_two_waves_exactly_once(tmp_path: Path, moto_serv
     )
     assert st.returncode == 0, st.stderr
     (status,) = json.loads(st.stdout)
-    assert status["pending_batches"] == [] and status["stuck_batches"] is None
+    assert status["pending_batches"] == [] and status["stuck_batches"] == {}
     assert status["committed_batches"] == status["claimed_batches"]

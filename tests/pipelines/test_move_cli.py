@@ -100,7 +100,7 @@ def test_status_shows_every_source_when_one_is_broken(
     code = lockgate_main(["--config", str(path), "status", "--json"])
     rows = {r["source"]: r for r in json.loads(capsys.readouterr().out)}
     assert code == ExitCode.FINGERPRINT_MISMATCH
-    assert "error" not in rows["ok"] and rows["ok"]["claimed_batches"] == 0
+    assert rows["ok"]["error"] is None and rows["ok"]["claimed_batches"] == 0
     assert rows["broken"]["exit_code"] == ExitCode.FINGERPRINT_MISMATCH
     assert "lockgate ledger reset --source broken" in rows["broken"]["error"]
     assert lockgate_main(["--config", str(path), "status"]) == ExitCode.FINGERPRINT_MISMATCH
