@@ -623,6 +623,11 @@ class TableStore:
         self._after_commit(identifier, result.table_version)
         return result
 
+    def commit_update(self, identifier: str, update: TableUpdate) -> tuple[Table, bool, int]:
+        """Commit ``update`` through the one commit loop (see ``_commit``); for updates defined
+        outside this module (e.g. ``lockgate.resources.compaction``)."""
+        return self._commit(identifier, update)
+
     def _commit(self, identifier: str, update: TableUpdate) -> tuple[Table, bool, int]:
         """The one commit loop: reload the table, let ``update`` check its requirements and
         plan a transaction, commit it strictly against that base; on a lost race back off
