@@ -4,6 +4,7 @@ compaction makes it re-plan; sort order written and recorded."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def test_sort_by_writes_sorted_files_and_records_sort_order(tables: TableStore) 
         assert ts.to_pylist() == sorted(ts.to_pylist())
         ranges.append((pc.min(ts).as_py(), pc.max(ts).as_py()))
     ranges.sort()
-    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ranges))
 
 
 def test_unknown_sort_column_is_a_clear_error(tables: TableStore) -> None:
