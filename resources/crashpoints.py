@@ -46,6 +46,7 @@ POINTS: frozenset[str] = frozenset(
         "compact.after_commit",
         # maintenance / vacuum
         "maintenance.after_expire",
+        "maintenance.after_state",
         "maintenance.before_delete_metadata",
         "vacuum.before_delete",
         "vacuum.mid_delete",
