@@ -908,7 +908,11 @@ class Trial:
                 writer.add_new(src, late=round_no > 0 and rng.random() < 0.3)
             if rng.random() < 0.15:
                 writer.add_hidden(src)
-            if round_no > 0 and self.kind not in ("backfill", "world") and rng.random() < 0.4:
+            if (
+                round_no > 0
+                and self.kind not in ("backfill", "world", "compact")
+                and rng.random() < 0.4
+            ):
                 writer.rewrite_one(src)
 
     def run(self) -> TrialResult:
