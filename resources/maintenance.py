@@ -138,14 +138,16 @@ def maintained_sequence(table: Table) -> int:
 def maintenance_due(table: Table, turn: int, every: int) -> bool:
     """Whether the committer that produced ``table`` runs maintenance: ``turn`` (its metadata
     version on the object-store catalog, else the table's last sequence number, so exactly one
-    committer per interval whatever the processes) is a multiple of ``every``, or the recorded
-    maintenance is ``OVERDUE_INTERVALS`` intervals behind. ``every`` <= 0: never."""
+    committer per interval whatever the processes) is a multiple of ``every``; or, when the
+    recorded maintenance is ``OVERDUE_INTERVALS`` intervals behind, it is the middle of the
+    interval (one more committer per interval, never a crowd under contention). ``every`` <= 0:
+    never."""
     if every <= 0:
         return False
     if turn % every == 0:
         return True
     behind = sequence_of(table) - maintained_sequence(table)
-    return behind >= OVERDUE_INTERVALS * every
+    return behind >= OVERDUE_INTERVALS * every and turn % every == every // 2
 
 
 def _state(table: Table) -> dict[str, str]:
