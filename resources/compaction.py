@@ -328,7 +328,7 @@ def _compact_once(
             data = scan.to_table([FileScanTask(f) for f in group])
             disk = sum(f.file_size_in_bytes for f in group)
             if policy.sort_by:
-                data = data.sort_by([(c, "ascending") for c in policy.sort_by])
+                data = data.sort_by([(c, "ascending", "at_start") for c in policy.sort_by])
                 for piece in _cut(data, disk, target):
                     writer.write(piece)
             else:
