@@ -29,6 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backfill": ("lockgate.pipelines.commands.backfill", "rebuild the partitions of a day range"),
     "retry": ("lockgate.pipelines.commands.retry", "re-request a stuck batch"),
     "vacuum": ("lockgate.pipelines.commands.vacuum", "delete unreferenced data files"),
+    "compact": (
+        "lockgate.pipelines.commands.compact",
+        "rewrite each day's small data files into few large ones",
+    ),
+    "maintain": (
+        "lockgate.pipelines.commands.maintain",
+        "expire snapshots, retire metadata, delete orphan files",
+    ),
     "doctor": ("lockgate.pipelines.commands.doctor", "check the environment and the S3 endpoint"),
     "ledger": ("lockgate.pipelines.commands.ledger", "inspect a source's ledger"),
     "schema": ("lockgate.pipelines.commands.schema", "print the JSON Schema of lockgate.yaml"),

@@ -1,6 +1,7 @@
 """Dagster definitions, grown from ``lockgate.yaml`` ($LOCKGATE_CONFIG, else ./lockgate.yaml):
 per source the landing (an external asset), one partitioned table asset, its checks, an
-in-process batch job, its sensor and the schedule of its ``exactly_once`` check.
+in-process batch job, its sensor and the schedule of its ``exactly_once`` check, and its
+compaction and maintenance jobs with their schedules (``lockgate.pipelines.upkeep_jobs``).
 
 Contract: the definitions merge into a user's project (``dg.Definitions.merge``): every
 resource key is namespaced ``lockgate_*``, and there is no Definitions-level executor (the
@@ -31,6 +32,7 @@ from lockgate.pipelines.assets import (
 )
 from lockgate.pipelines.checks import build_checks, exactly_once_schedule
 from lockgate.pipelines.io_manager import LockgateIOManager
+from lockgate.pipelines.upkeep_jobs import upkeep_jobs, upkeep_schedules
 from lockgate.resources.config import LockgateConfig, SourceConfig, load_config
 from lockgate.resources.dagster_resources import (
     LedgerResource,
@@ -113,18 +115,22 @@ def build_definitions(
     s3 = {"s3_endpoint_url": config.s3.endpoint_url, "s3_region": config.s3.region}
     sources = list(config.sources.values())
     jobs = {s.name: batch_job(s, ns) for s in sources}
+    upkeep = {s.name: upkeep_jobs(config, s, ns, live) for s in sources}
     return dg.Definitions(
         assets=[
             *(landing_spec(s, ns) for s in sources),
             *(build_asset(config, s, ns, live) for s in sources),
         ],
         asset_checks=[c for s in sources for c in build_checks(config, s, ns, live)],
-        jobs=list(jobs.values()),
+        jobs=[*jobs.values(), *(j for js in upkeep.values() for j in js)],
         sensors=[
             build_sensor(config, s, asset_key(s), jobs[s.name], landing_key(s, ns), ns, live)
             for s in sources
         ],
-        schedules=[exactly_once_schedule(s, s.exactly_once_cron, ns) for s in sources],
+        schedules=[
+            *(exactly_once_schedule(s, s.exactly_once_cron, ns) for s in sources),
+            *(sch for s in sources for sch in upkeep_schedules(s, upkeep[s.name])),
+        ],
         resources={
             ns.object_store: ObjectStoreResource(**s3),
             ns.ledger: LedgerResource(url=config.ledger, **s3),

@@ -101,6 +101,16 @@ DEFAULT_LOCAL_MIN_AGE_S = 5.0
 MAX_MIN_AGE_S = 86400.0
 #: When the ``exactly_once`` check (a full table scan) runs by default: daily, 03:00 UTC.
 DEFAULT_EXACTLY_ONCE_CRON = "0 3 * * *"
+#: Compaction and maintenance (per source; ``compaction:`` / ``maintenance:`` in lockgate.yaml):
+#: when they run (cron, UTC), the compacted file size (on-disk bytes), how many small files a
+#: day needs before it is compacted, and how old an unreferenced file must be before the
+#: maintenance deletes it (at least the longest run plus VACUUM_MARGIN, one hour).
+DEFAULT_COMPACTION_CRON = "0 * * * *"
+DEFAULT_COMPACTION_TARGET = 128 * 1024 * 1024
+DEFAULT_COMPACTION_MIN_FILES = 8
+DEFAULT_MAINTENANCE_CRON = "30 * * * *"
+DEFAULT_ORPHAN_OLDER_THAN_S = 3 * 86400
+ORPHAN_MARGIN_S = 3600  # = lockgate.resources.maintenance.VACUUM_MARGIN
 #: Column names Lockgate owns besides the lineage columns; declared schemas may not use them.
 RESERVED_COLUMNS: tuple[str, ...] = ("_day", "_rescued_data")
 
@@ -233,6 +243,8 @@ class CsvOptions:
 HUNG_RUN_BYTES_PER_S = 1024**2
 HUNG_RUN_MIN_S = 120
 HUNG_RUN_MAX_S = 240
+#: The limit of compaction and maintenance runs when ``dagster.max_runtime_seconds`` is unset.
+UPKEEP_RUNTIME_S = 3600
 
 
 @dataclass(frozen=True)
@@ -255,6 +267,16 @@ class DagsterSettings:
         derived = -(-source.max_bytes_per_batch // HUNG_RUN_BYTES_PER_S)
         return max(HUNG_RUN_MIN_S, min(HUNG_RUN_MAX_S, derived))
 
+    def upkeep_runtime_s(self) -> int:
+        """The limit of compaction and maintenance runs: ``max_runtime_seconds`` if set, else
+        ``UPKEEP_RUNTIME_S`` (they rewrite a day's files, which can take long)."""
+        return self.max_runtime_seconds or UPKEEP_RUNTIME_S
+
+    def longest_run_s(self, sources: typing.Iterable[SourceConfig] = ()) -> int:
+        """The longest any run that stages files may last (a batch of ``sources`` or an upkeep
+        run): what orphan cleanup and vacuum windows must outlast."""
+        return max(self.longest_batch_runtime_s(sources), self.upkeep_runtime_s())
+
     def longest_batch_runtime_s(self, sources: typing.Iterable[SourceConfig] = ()) -> int:
         """The longest limit of any of ``sources``' batch runs (``HUNG_RUN_MAX_S`` for none,
         unless ``max_runtime_seconds`` is set)."""
@@ -262,6 +284,27 @@ class DagsterSettings:
         if self.max_runtime_seconds is not None:
             return self.max_runtime_seconds
         return max(limits, default=HUNG_RUN_MAX_S)
+
+
+@dataclass(frozen=True)
+class CompactionSettings:
+    """``compaction:`` of a source. ``cron`` None: no compaction schedule (``lockgate compact``
+    still works). ``sort_by`` is the source's ``sort_by``: compacted files are sorted by it."""
+
+    cron: str | None = DEFAULT_COMPACTION_CRON
+    target_file_size: int = DEFAULT_COMPACTION_TARGET
+    min_files: int = DEFAULT_COMPACTION_MIN_FILES
+    sort_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """``maintenance:`` of a source: when the maintenance of its table and quarantine table
+    runs (``cron`` None: never on a schedule) and the age after which an unreferenced file is
+    deleted (``orphan_older_than_s``)."""
+
+    cron: str | None = DEFAULT_MAINTENANCE_CRON
+    orphan_older_than_s: int = DEFAULT_ORPHAN_OLDER_THAN_S
 
 
 @dataclass(frozen=True)
@@ -300,6 +343,9 @@ class SourceConfig:
     tags: tuple[tuple[str, str], ...] = ()
     freshness_max_lag_s: int | None = None
     exactly_once_cron: str = DEFAULT_EXACTLY_ONCE_CRON
+    # Tables stay fast to read (not part of the fingerprint).
+    compaction: CompactionSettings = field(default_factory=CompactionSettings)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
 
     @property
     def effective_min_age_s(self) -> float:
@@ -882,6 +928,55 @@ def _tag(value: object) -> str:
 Cron = Annotated[str, PlainValidator(_cron), WithJsonSchema({"type": "string"})]
 
 
+def _cron_or_off(value: object) -> str:
+    """A cron expression, or ``off`` / false (no schedule; returned as ``off``)."""
+    if value is False or value == "off":
+        return "off"
+    return _cron(value)
+
+
+CronOrOff = Annotated[
+    str,
+    PlainValidator(_cron_or_off),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"enum": [False, "off"]}]}),
+]
+
+
+class CompactionDocument(_Section):
+    model_config = ConfigDict(title="compaction")
+
+    schedule: CronOrOff = Field(
+        default=DEFAULT_COMPACTION_CRON,
+        description="cron (UTC) of the table's compaction job, or off",
+    )
+    target_file_size: Size = Field(
+        default=DEFAULT_COMPACTION_TARGET,
+        description="size of a compacted file (on-disk bytes, e.g. 128MiB); smaller files "
+        "are compacted",
+    )
+    min_files: Annotated[
+        int, PlainValidator(_positive_int), WithJsonSchema({"type": "integer", "minimum": 2})
+    ] = Field(
+        default=DEFAULT_COMPACTION_MIN_FILES,
+        description="a day is compacted once it has at least this many small files (>= 2)",
+    )
+
+
+class MaintenanceDocument(_Section):
+    model_config = ConfigDict(title="maintenance")
+
+    schedule: CronOrOff = Field(
+        default=DEFAULT_MAINTENANCE_CRON,
+        description="cron (UTC) of the table's maintenance job (snapshot expiry, metadata "
+        "retirement, orphan-file cleanup), or off",
+    )
+    orphan_older_than: Seconds = Field(
+        default=DEFAULT_ORPHAN_OLDER_THAN_S,
+        description="unreferenced files older than this are deleted (a duration: 3d; at least "
+        "dagster.max_runtime_seconds + 1h)",
+    )
+
+
 class FreshnessDocument(_Section):
     model_config = ConfigDict(title="freshness")
 
@@ -1025,6 +1120,17 @@ class SourceDocument(_Section):
         default=None, description="a freshness policy for the table asset"
     )
     checks: ChecksDocument | None = Field(default=None, description="when checks run")
+    compaction: CompactionDocument | None = Field(
+        default=None, description="compaction of the table's small files (on by default)"
+    )
+    maintenance: MaintenanceDocument | None = Field(
+        default=None, description="scheduled maintenance of the table (on by default)"
+    )
+    sort_by: list[NonEmptyStr] | None = Field(
+        default=None,
+        description="columns compacted files are sorted by (recorded as the "
+        "table's sort order), e.g. [ts]",
+    )
     min_age: (
         Annotated[
             float,
@@ -1088,13 +1194,16 @@ class _Builder:
             for other in sources.values():
                 self.check_against_source(src, other)
             sources[name] = src
+        dagster = DagsterSettings(**doc.dagster.model_dump())
+        for src in sources.values():
+            self.check_upkeep(src, dagster)
         return LockgateConfig(
             path=self.file,
             warehouse=doc.warehouse,
             ledger=ledger,
             s3=S3Options.from_env(endpoint_url=doc.s3.endpoint_url, region=doc.s3.region),
             sources=MappingProxyType(sources),
-            dagster=DagsterSettings(**doc.dagster.model_dump()),
+            dagster=dagster,
             catalog=MappingProxyType(
                 {k: v for k, v in doc.catalog.items() if not isinstance(v, EnvRef)}
             ),
@@ -1138,7 +1247,48 @@ class _Builder:
             exactly_once_cron=(
                 spec.checks.exactly_once if spec.checks else DEFAULT_EXACTLY_ONCE_CRON
             ),
+            compaction=self.compaction(kp, spec),
+            maintenance=self.maintenance(spec),
         )
+
+    def compaction(self, kp: str, spec: SourceDocument) -> CompactionSettings:
+        doc = spec.compaction or CompactionDocument()
+        if doc.min_files < 2:
+            self.fail(f"{kp}.compaction.min_files", "must be at least 2")
+        sort_by = tuple(spec.sort_by or ())
+        if len(set(sort_by)) != len(sort_by):
+            self.fail(f"{kp}.sort_by", f"a column is named twice: {list(sort_by)}")
+        if spec.schema_ is not None:
+            known = {*spec.schema_, *LINEAGE_COLUMNS, *RESERVED_COLUMNS}
+            unknown = [c for c in sort_by if c not in known]
+            if unknown:
+                self.fail(f"{kp}.sort_by", f"columns {unknown} are not in the declared schema")
+        return CompactionSettings(
+            cron=None if doc.schedule == "off" else doc.schedule,
+            target_file_size=doc.target_file_size,
+            min_files=doc.min_files,
+            sort_by=sort_by,
+        )
+
+    def maintenance(self, spec: SourceDocument) -> MaintenanceSettings:
+        doc = spec.maintenance or MaintenanceDocument()
+        return MaintenanceSettings(
+            cron=None if doc.schedule == "off" else doc.schedule,
+            orphan_older_than_s=doc.orphan_older_than,
+        )
+
+    def check_upkeep(self, src: SourceConfig, dagster: DagsterSettings) -> None:
+        """The orphan window must outlast any run: a run's staged files are unreferenced
+        until it commits."""
+        least = dagster.longest_run_s([src]) + ORPHAN_MARGIN_S
+        if src.maintenance.orphan_older_than_s < least:
+            self.fail(
+                f"sources.{src.name}.maintenance.orphan_older_than",
+                f"{src.maintenance.orphan_older_than_s}s is shorter than the longest run "
+                f"({dagster.longest_run_s([src])}s: dagster.max_runtime_seconds, else the "
+                "batch limit or the upkeep jobs' limit) plus an hour: "
+                f"at least {least}s, else a file a live run is about to commit could be deleted",
+            )
 
     def check_against_state(self, src: SourceConfig, warehouse: str, ledger: str) -> None:
         """The warehouse and the ledger must not lie inside a landing prefix."""

@@ -47,8 +47,12 @@ POINTS: frozenset[str] = frozenset(
         "commit.after_metadata_put",
         "commit.after_version_hint",
         "commit.quarantine_committed",
+        # compaction
+        "compact.after_stage",
+        "compact.after_commit",
         # maintenance / vacuum
         "maintenance.after_expire",
+        "maintenance.after_state",
         "maintenance.before_delete_metadata",
         "vacuum.before_delete",
         "vacuum.mid_delete",

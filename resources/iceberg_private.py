@@ -1,8 +1,9 @@
 """Every use of pyiceberg's private API, in one place (written against pyiceberg 0.12.x).
 
-Lockgate needs three things pyiceberg does not expose: a commit without pyiceberg's internal
+Lockgate needs four things pyiceberg does not expose: a commit without pyiceberg's internal
 retry (it would re-apply a stale marker over a newer one), whether a transaction staged any
-update, and the arrow -> Iceberg schema conversion that ``create_table`` uses.
+update, the arrow -> Iceberg schema conversion that ``create_table`` uses, and a ``replace``
+snapshot (files rewritten, data unchanged: compaction), which pyiceberg 0.12 cannot produce.
 
 Contract: nothing else in Lockgate touches a private pyiceberg name. ``PRIVATE_NAMES`` lists
 each one; ``tests/resources/test_iceberg_private.py`` checks that they all still exist, so an
@@ -14,9 +15,13 @@ from __future__ import annotations
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
+from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update import AssertTableUUID
+from pyiceberg.table.update.snapshot import _OverwriteFiles
+from pyiceberg.typedef import EMPTY_DICT
 
 # (owner, name): the owner is a class, or "Transaction" for instance attributes of one.
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
@@ -27,6 +32,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("Transaction", "_snapshot_producers"),
     ("Table", "_do_commit"),
     ("_SnapshotProducer", "_clean_all_uncommitted"),
+    ("_SnapshotProducer", "_summary"),
+    ("_OverwriteFiles", "_deleted_entries"),
 )
 
 
@@ -59,3 +66,41 @@ def iceberg_schema(schema: pa.Schema) -> Schema:
     """``schema`` as an Iceberg v2 schema, the conversion ``Catalog.create_table`` applies
     (field ids not yet assigned)."""
     return Catalog._convert_schema_if_needed(schema, 2)
+
+
+class _ReplaceFiles(_OverwriteFiles):
+    """pyiceberg's overwrite producer, recorded as a ``replace`` snapshot.
+
+    The overwrite producer already does what a rewrite needs: it deletes exactly the given
+    data files (``ValidationException`` if one is no longer live in the base snapshot), keeps
+    every other entry, and adds the new files. Only pyiceberg's summary update refuses the
+    ``replace`` operation, so the totals are computed as for an overwrite and the operation
+    is then renamed (totals are identical: the same rows are removed and added).
+    """
+
+    def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
+        summary = super()._summary(snapshot_properties)
+        return Summary(Operation.REPLACE, **summary.additional_properties)
+
+
+def replace_files(
+    txn: Transaction,
+    deleted: list[DataFile],
+    added: list[DataFile],
+    snapshot_properties: dict[str, str],
+) -> None:
+    """Stage in ``txn`` ONE ``replace`` snapshot on ``main`` that deletes exactly ``deleted``
+    and adds ``added``. Raises ``ValidationException`` (at staging) if a file of ``deleted``
+    is not live in ``txn``'s base snapshot; the snapshot asserts ``main``'s head, so a
+    concurrent commit makes ``commit_strict`` fail (re-plan from a reload)."""
+    producer = _ReplaceFiles(
+        operation=Operation.OVERWRITE,
+        transaction=txn,
+        io=txn._table.io,
+        snapshot_properties=snapshot_properties,
+    )
+    for f in deleted:
+        producer.delete_data_file(f)
+    for f in added:
+        producer.append_data_file(f)
+    producer.commit()

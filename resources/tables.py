@@ -112,7 +112,9 @@ class TableSettings:
     ``commit_attempts`` bounds retries on conflicts, sleeping ``retry_base_s * 2**k`` (capped
     at ``retry_max_s``) with full jitter. Maintenance runs in the process whose commit
     produced a table version divisible by ``maintenance_every`` (object-store catalog; other
-    catalogs: every ``maintenance_every`` commits of this instance; 0: never automatically).
+    catalogs: a last sequence number divisible by it; both are the table's own counters, so
+    any process may be the one; 0: never automatically), or when the maintenance state the
+    table records is several intervals behind (``maintenance.maintenance_due``).
     Tables are created with merge-append (manifests merged once ``manifest_min_merge_count``
     accumulate) and a metadata log of ``metadata_log_max`` entries.
     """
@@ -362,7 +364,6 @@ class TableStore:
     def __init__(self, catalog: Catalog, settings: TableSettings | None = None) -> None:
         self.catalog = catalog
         self.settings = settings or TableSettings()
-        self._commits: dict[str, int] = {}
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -572,7 +573,7 @@ class TableStore:
         table, committed, attempts = self._commit(identifier, update)
         result = _result(table, duplicate=not committed, attempts=attempts)
         if committed:
-            self._after_commit(identifier, result.table_version)
+            self._after_commit(identifier, table)
         return result
 
     def delete_batch_objects(
@@ -591,7 +592,7 @@ class TableStore:
         if not committed:
             return None
         result = _result(table, duplicate=False, attempts=attempts)
-        self._after_commit(identifier, result.table_version)
+        self._after_commit(identifier, table)
         return result
 
     def rebuild_base(self, identifier: str, source: str) -> RebuildBase:
@@ -632,8 +633,13 @@ class TableStore:
         )
         table, _committed, attempts = self._commit(identifier, update)
         result = _result(table, duplicate=False, attempts=attempts)
-        self._after_commit(identifier, result.table_version)
+        self._after_commit(identifier, table)
         return result
+
+    def commit_update(self, identifier: str, update: TableUpdate) -> tuple[Table, bool, int]:
+        """Commit ``update`` through the one commit loop (see ``_commit``); for updates defined
+        outside this module (e.g. ``lockgate.resources.compaction``)."""
+        return self._commit(identifier, update)
 
     def _commit(self, identifier: str, update: TableUpdate) -> tuple[Table, bool, int]:
         """The one commit loop: reload the table, let ``update`` check its requirements and
@@ -658,15 +664,18 @@ class TableStore:
 
     # ---- maintenance -------------------------------------------------------------------
 
-    def _after_commit(self, identifier: str, version: int) -> None:
-        """Run maintenance when this commit's version is a multiple of ``maintenance_every``
-        (exactly one committer per interval), never failing the landed commit."""
-        every = self.settings.maintenance_every
-        if every <= 0:
-            return
-        if not isinstance(self.catalog, ObjectStoreCatalog):
-            self._commits[identifier] = version = self._commits.get(identifier, 0) + 1
-        if version % every != 0:
+    def _after_commit(self, identifier: str, table: Table) -> None:
+        """Run maintenance when ``maintenance_due`` says this commit's turn came (the table's
+        own counters: its metadata version on the object-store catalog, else its last
+        sequence number; so exactly one committer per interval, in whatever process), never
+        failing the landed commit."""
+        from lockgate.resources.maintenance import maintenance_due, sequence_of
+
+        if isinstance(self.catalog, ObjectStoreCatalog):
+            turn = _version_of(table)
+        else:
+            turn = sequence_of(table)
+        if not maintenance_due(table, turn, self.settings.maintenance_every):
             return
         try:
             self.maintain(identifier)

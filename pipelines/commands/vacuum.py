@@ -97,7 +97,7 @@ class _Bar:
 def _catalog_and_tables(args: argparse.Namespace) -> tuple[Catalog, list[str], int]:
     """The catalog, the tables to vacuum, and the longest run (``max_runtime_seconds``)."""
     tables: list[str] = [args.table] if args.table else []
-    max_runtime = DagsterSettings().longest_batch_runtime_s()
+    max_runtime = DagsterSettings().longest_run_s()
     if args.warehouse:
         s3 = S3Options.from_env(endpoint_url=args.endpoint_url)
         catalog = make_catalog(args.warehouse, s3)
@@ -107,10 +107,10 @@ def _catalog_and_tables(args: argparse.Namespace) -> tuple[Catalog, list[str], i
             path = None
         if path is not None:
             found = load_config(path)
-            max_runtime = found.dagster.longest_batch_runtime_s(found.sources.values())
+            max_runtime = found.dagster.longest_run_s(found.sources.values())
     else:
         cfg = load_config(getattr(args, "config", None))
-        max_runtime = cfg.dagster.longest_batch_runtime_s(cfg.sources.values())
+        max_runtime = cfg.dagster.longest_run_s(cfg.sources.values())
         catalog = make_catalog(cfg.warehouse, cfg.s3, cfg.catalog_properties() or None)
         if not tables:
             tables = sorted(

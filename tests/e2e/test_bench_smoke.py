@@ -101,3 +101,12 @@ def test_verify_deep_bench_rereads_all_of_d2(capsys: pytest.CaptureFixture[str])
     assert verify_deep.main(["--scale", str(TOY), "--rounds", "1", "--no-append"]) == 0
     out = capsys.readouterr().out
     assert "| D2 | 100 | 0.1 | 500 |" in out  # (the script raises unless all 500 rows recount)
+
+
+def test_compaction_toy(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import compaction
+
+    compaction.main(["--batches", "20", "--days", "2", "--rounds", "1", "--no-append"])
+    out = capsys.readouterr().out
+    assert "| before compaction | 20 | 10 |" in out
+    assert "| after compaction | 2 | 1 |" in out

@@ -109,7 +109,11 @@ def test_component_from_defs_yaml_yields_lockgate_definitions(tmp_path: Path) ->
     jobs = {j["name"] for j in defs["jobs"]}
     assert "events_batches" in jobs
     schedules = {s["name"] for s in defs["schedules"]}
-    assert schedules == {"events_exactly_once_schedule"}
+    assert schedules == {
+        "events_exactly_once_schedule",
+        "events_compaction_schedule",
+        "events_maintenance_schedule",
+    }
     # relative paths resolve against the component's folder
     assert str(project / "landing" / "events") in assets["landing/events"]["description"]
     checked = _dg(project, "check", "defs")

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table, Transaction
-from pyiceberg.table.update.snapshot import _SnapshotProducer
+from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
 
 from lockgate.resources.catalog import ObjectStoreCatalog
 from lockgate.resources.iceberg_private import PRIVATE_NAMES, has_updates, iceberg_schema
@@ -19,6 +19,7 @@ OWNERS: dict[str, type] = {
     "Catalog": Catalog,
     "Table": Table,
     "_SnapshotProducer": _SnapshotProducer,
+    "_OverwriteFiles": _OverwriteFiles,
 }
 
 

@@ -102,3 +102,37 @@ def test_killed_maintenance_then_rerun(tmp_path: Path, point: str) -> None:
     assert rows_per_batch(wh) == {b: 25 for b in range(8)}
     assert commit_in_process(wh, 3, 8) == [True, False]  # still committable, still once
     assert rows_per_batch(wh) == {b: 25 for b in range(9)}
+
+
+@pytest.mark.parametrize("point", ["compact.after_stage", "compact.after_commit"])
+def test_killed_compaction_then_rerun_keeps_every_row(tmp_path: Path, point: str) -> None:
+    """Killed after writing its files (nothing committed: orphans) or after its replace commit
+    (done): the rows are the same, and a re-run leaves each day one file."""
+    from lockgate.resources.compaction import files_per_day
+
+    wh = str(tmp_path / "wh")
+    TableStore(make_catalog(wh)).ensure_table(IDENT, SCHEMA)
+    assert worker(wh, *range(6)).returncode == 0  # 6 batches over 3 days: 2 files a day
+    before = rows_per_batch(wh)
+    compact = [
+        "-c",
+        "import sys; from lockgate.resources.catalog import make_catalog; "
+        "from lockgate.resources.compaction import CompactionPolicy, compact_table; "
+        "from lockgate.resources.tables import TableStore; "
+        f"compact_table(TableStore(make_catalog({wh!r})), {IDENT!r}, "
+        "CompactionPolicy(min_files=2))",
+    ]
+    crashed = run(compact, crash_at=point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    assert rows_per_batch(wh) == before
+    per_day = {
+        d: len(f) for d, f in files_per_day(TableStore(make_catalog(wh)).load(IDENT)).items()
+    }
+    # killed in the first day's compaction: that day compacted iff its commit landed
+    assert sorted(per_day.values()) == ([1, 2, 2] if point == "compact.after_commit" else [2, 2, 2])
+    rerun = run(compact)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rows_per_batch(wh) == before
+    table = TableStore(make_catalog(wh)).load(IDENT)
+    assert {len(f) for f in files_per_day(table).values()} == {1}
+    assert TableStore(make_catalog(wh)).committed(IDENT, "src") == IdRanges.parse("0-5")

@@ -22,7 +22,9 @@ Kinds (``--kinds``; by default the cycle ``KINDS``): ``crash``, ``concurrent``, 
 (``tests.torture.world``), ``config`` (``Trial._edit_config``: between rounds a field the data
 already carries is declared, and ``max_files_per_batch`` / ``max_bytes_per_batch`` change;
 every value of such a field must be in its column or in ``_rescued_data``) and ``shared``
-(``tests.torture.shared``: configs with two sources on one table must be refused).
+(``tests.torture.shared``: configs with two sources on one table must be refused); and of
+issue 16: ``compact`` (``lockgate compact`` racing two ingests and sometimes a backfill on the
+same days, then ``lockgate maintain``, each crash-killed like any run).
 
 Local landing files written whole get an mtime an hour old (as from ``cp -p``), so a
 ``min_age`` never holds them back; only ``world`` trials write fresh mtimes.
@@ -69,10 +71,21 @@ DEEP_POINTS = (
     "maintenance.after_expire",
     "maintenance.before_delete_metadata",
 )
+#: compaction (``lockgate compact`` racing ingests and a backfill) and scheduled maintenance
+#: (``lockgate maintain``): the ``compact`` kind
+COMPACT_POINTS = ("compact.after_stage", "compact.after_commit")
+MAINTAIN_POINTS = ("maintenance.after_state",)
 QUARANTINE_POINTS = ("stage.after_quarantine", "commit.quarantine_committed")
 FIRST_RUN_POINTS = ("ledger.fingerprint.before_put", "ledger.fingerprint.after_put")
 INGEST_POINTS = tuple(
-    sorted(set(POINTS) - set(BACKFILL_POINTS) - set(VACUUM_POINTS) - set(DEEP_POINTS))
+    sorted(
+        set(POINTS)
+        - set(BACKFILL_POINTS)
+        - set(VACUUM_POINTS)
+        - set(DEEP_POINTS)
+        - set(COMPACT_POINTS)
+        - set(MAINTAIN_POINTS)
+    )
 )
 FREQUENT = (
     "store.put_if_absent.before",
@@ -104,7 +117,7 @@ KINDS = (
 #: the kinds of issue 12 (``--kinds``): see ``tests.torture.world``, ``Trial._edit_config``
 #: and ``tests.torture.shared``
 NEW_KINDS = ("world", "config", "shared")
-ALL_KINDS = ("crash", "deep", "backfill", "vacuum", "concurrent", *NEW_KINDS)
+ALL_KINDS = ("crash", "deep", "backfill", "vacuum", "concurrent", *NEW_KINDS, "compact")
 EDITS = ("fields", "limits")
 #: per source: a field the config trials' data carries from the start, undeclared at first
 EXTRA_FIELDS = {"ev": ("tag", "string"), "cs": ("w", "long")}
@@ -168,6 +181,8 @@ def trial_kind(
             return "vacuum"
         if force_point in DEEP_POINTS:
             return "deep"
+        if force_point in COMPACT_POINTS or force_point in MAINTAIN_POINTS:
+            return "compact"
         return "crash"
     cycle = kinds or KINDS
     kind = cycle[trial % len(cycle)]
@@ -707,6 +722,10 @@ class Trial:
             return command == "backfill"
         if p in VACUUM_POINTS:
             return command == "vacuum"
+        if p in COMPACT_POINTS:
+            return command == "compact"
+        if p in MAINTAIN_POINTS:
+            return command == "maintain"
         return command == "ingest"
 
     def _pick_target(self, command: str) -> tuple[str | None, int]:
@@ -719,6 +738,10 @@ class Trial:
             pool: tuple[str, ...] = BACKFILL_POINTS if rng.random() < 0.7 else INGEST_POINTS
         elif command == "vacuum":
             pool = VACUUM_POINTS
+        elif command == "compact":
+            pool = COMPACT_POINTS
+        elif command == "maintain":
+            pool = (*MAINTAIN_POINTS, "maintenance.after_expire")
         elif self.kind == "deep" and rng.random() < 0.8:
             pool = DEEP_POINTS
         elif self.first_run and rng.random() < 0.2:
@@ -810,6 +833,22 @@ class Trial:
                 self._wait_all(env, [self._chaos_run(env, ingest)])
             vac = ["vacuum", "--older-than", "0s", "--no-run-alive", "--no-progress"]
             self._wait_all(env, [self._chaos_run(env, vac, mode="crash")])
+        elif self.kind == "compact":
+            # compaction racing two ingests (and sometimes a backfill) on the same days, then
+            # the scheduled maintenance; both crash-killed like any run. The first round is
+            # ingested first: 6+ objects of ev over 5 days in batches of one object leave some
+            # day with 2+ small files, so the first compaction has work (a forced point hits).
+            if not env.claimed_any:
+                self._wait_all(env, [self._chaos_run(env, ingest, mode="clean")])
+            compact = ["compact", "--source", "ev", "--min-files", "2"]
+            procs = [self._chaos_run(env, compact), *(self._chaos_run(env, ingest) for _ in "ab")]
+            if rng.random() < 0.4:
+                first, last = sorted(rng.sample(DAYS, 2))
+                bf = ["backfill", "--source", "ev", "--from", first, "--to", last]
+                procs.append(self._chaos_run(env, bf))
+            self._wait_all(env, procs)
+            maintain = ["maintain", "--no-orphans"]
+            self._wait_all(env, [self._chaos_run(env, maintain)])
         else:
             for _ in range(rng.randint(1, 2)):
                 self._wait_all(env, [self._chaos_run(env, ingest)])
@@ -875,13 +914,19 @@ class Trial:
         for src in data.values():
             if self.kind == "deep" and src.name == "ev":
                 n = rng.randint(2, 4)
+            elif self.kind == "compact" and src.name == "ev":
+                n = rng.randint(6, 8)
             else:
                 n = rng.randint(1, 2) if small else rng.randint(1, 3)
             for _ in range(n):
                 writer.add_new(src, late=round_no > 0 and rng.random() < 0.3)
             if rng.random() < 0.15:
                 writer.add_hidden(src)
-            if round_no > 0 and self.kind not in ("backfill", "world") and rng.random() < 0.4:
+            if (
+                round_no > 0
+                and self.kind not in ("backfill", "world", "compact")
+                and rng.random() < 0.4
+            ):
                 writer.rewrite_one(src)
 
     def run(self) -> TrialResult:
@@ -897,6 +942,8 @@ class Trial:
             shutil.rmtree(ctx.root / "work", ignore_errors=True)
             data = {"ev": SourceData("ev", "jsonl"), "cs": SourceData("cs", "csv")}
             max_files = {s: self.rng.randint(1, 3) for s in SOURCES}
+            if self.kind == "compact":
+                max_files["ev"] = 1  # one small file per object: days to compact
         # min_age: 0 (objects are put whole, with old mtimes anyway), world: WORLD_MIN_AGE_S
         from tests.torture.world import WORLD_MIN_AGE_S
 
