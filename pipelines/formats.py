@@ -32,7 +32,9 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Keys that ``validate_key`` refuses (leading ``/``, ``.``/``..`` segments, backslash, NUL;
   S3 allows them) are never opened: the object is quarantined whole with the reason. No
   landing key ever names a file Lockgate writes (staged files are uuid-named).
-* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV), or for Parquet by
+* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL: ``1 + PARSE_AHEAD``
+  blocks of an equal share of ``block_bytes`` are in flight, one parsed ahead on another
+  thread), or for Parquet by
   one read batch with its text leaves still dictionary-encoded (rows capped by the footer's
   bytes per row) plus ``block_bytes`` of decoded rows, never by the object's size. A Parquet
   row whose decoded size exceeds ``max_record_bytes`` is quarantined without being decoded. A
@@ -58,16 +60,18 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Parquet objects are spooled to a local temporary file (disk) for random access.
 
 Parsing: a block (``block_bytes`` of complete records) is parsed by ONE pyarrow call (the fast
-path). Only if that fails: JSON lines that are not JSON objects are taken out in one Python
-pass (``json.loads``), the rest is parsed as one block again, and whatever still fails is
-bisected down to single records. A single JSON record that fails is parsed again field by
-field (``_JsonParser.rescue``): fields that do not parse alone (as their declared type, or at
-all) are rescued, the rest is parsed; duplicate keys: the last occurrence is parsed, earlier
-ones rescued (``name``, ``name#2``, ...). Casting to a declared schema happens column-wise in
-``_Coercer`` (failing values found by bisecting the column): text is trimmed, empty text is
-null for non-string types, timestamps accept ``Z`` / ``+hh:mm`` / ``+hhmm`` / ``+hh`` offsets
-(stored in UTC) and text without an offset is taken as UTC. NaN / Infinity parse into float
-columns; into other columns they are rescued as text.
+path). JSON lines reach it without a Python pass per record: the block is cut at its last
+newline and checked by vectorised scans (``_fast_lines``), and parsed and cast on a worker
+thread while the caller works on the previous block. Only if that fails (per block): JSON lines
+that are not JSON objects are taken out in one Python pass (``json.loads``), the rest is parsed
+as one block again, and whatever still fails is bisected down to single records. A single JSON
+record that fails is parsed again field by field (``_JsonParser.rescue``): fields that do not
+parse alone (as their declared type, or at all) are rescued, the rest is parsed; duplicate
+keys: the last occurrence is parsed, earlier ones rescued (``name``, ``name#2``, ...). Casting
+to a declared schema happens column-wise in ``_Coercer`` (failing values found by bisecting the
+column): text is trimmed, empty text is null for non-string types, timestamps accept ``Z`` /
+``+hh:mm`` / ``+hhmm`` / ``+hh`` offsets (stored in UTC) and text without an offset is taken as
+UTC. NaN / Infinity parse into float columns; into other columns they are rescued as text.
 """
 
 from __future__ import annotations
@@ -78,10 +82,14 @@ import gzip
 import io
 import json
 import operator
+import os
 import re
 import tempfile
+import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import IO, Any, BinaryIO, ClassVar
@@ -777,13 +785,14 @@ class _Splitter:
             if nl < 0:
                 self.skipping.size += len(seg)
                 return b""
-            self.skipping.size += len(seg) + 1
+            self.skipping.size += len(seg)
             pos = nl + 1
-            if self.skip_parity == 0:
+            if self.skip_parity == 0:  # the newline ends the record: not part of it
                 out.append(self.skipping)
                 self.marked = True
                 self.skipping = None
                 return data[pos:]
+            self.skipping.size += 1  # a quoted newline inside the record
 
     def _records(self, lines: list[bytes]) -> list[bytes]:
         """The non-blank lines."""
@@ -848,6 +857,55 @@ class _Splitter:
             self.carry = b""
         return out
 
+    def cut(self, data: bytes) -> tuple[list[_Record], bytes]:
+        """JSON lines without a Python pass per line: ``data`` (not empty) cut after its last
+        newline. Returns the end of an oversized record being skipped (if it ends in ``data``)
+        and the complete lines that follow it, as ONE bytes without the final newline
+        (possibly empty; blank lines included); the rest is carried (or skipped, when longer
+        than ``max_bytes``). ``split_lines`` turns the lines into records."""
+        assert self.quote is None
+        self.marked = False
+        if self.first:
+            self.first = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
+        out: list[_Record] = []
+        if self.skipping is not None:
+            data = self._skip(data, out)
+            if self.skipping is not None:
+                return out, b""
+        buf = self.carry + data if self.carry else data
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            block, self.carry = b"", buf
+        else:
+            block, self.carry = buf[:cut], buf[cut + 1 :]
+        if len(self.carry) > self.max_bytes:
+            self.skipping = _TooLong(self.carry[: MAX_RAW_CHARS * 4], len(self.carry))
+            self.skip_parity = 0
+            self.carry = b""
+        return out, block
+
+    def end(self) -> tuple[list[_Record], bytes]:
+        """``cut`` at the end of the stream: the oversized record being skipped, or the
+        carried last line (which had no newline)."""
+        if self.skipping is not None:
+            rec, self.skipping = self.skipping, None
+            return [rec], b""
+        carry, self.carry = self.carry, b""
+        return [], carry
+
+    def split_lines(self, block: bytes) -> list[_Record]:
+        """The records of ``cut``'s lines: the non-blank ones, those over ``max_bytes`` as
+        ``_TooLong``."""
+        out = self._records(block.split(b"\n")) if block else []
+        if out and max(map(len, out)) > self.max_bytes:
+            return [
+                _TooLong(r[: MAX_RAW_CHARS * 4], len(r)) if len(r) > self.max_bytes else r
+                for r in out
+            ]
+        return list(out)
+
     def finish(self) -> list[_Record]:
         self.marked = self.skipping is not None
         if self.skipping is not None:
@@ -873,22 +931,15 @@ _CSV_NONBLANK = operator.methodcaller("rstrip", b"\r")
 
 def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
     if fmt.format == "jsonl":
-        splitter = _Splitter(fmt.max_record_bytes, None, _json_blank, bytes.strip)
-        parser: _JsonParser | _CsvParser | None = _JsonParser(ctx.schema)
-    else:
-        q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
-        splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
-        parser = None
+        yield from _read_jsonl(stream, fmt, ctx)
+        return
+    q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
+    splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
+    parser: _CsvParser | None = None
     while True:
         data = stream.read_block(fmt.block_bytes)
         records = splitter.feed(data) if data else splitter.finish()
         scan = splitter.marked
-        if (
-            records
-            and fmt.format == "jsonl"
-            and _guard_depth(records, fmt.max_nesting_depth, splitter.marked)
-        ):
-            scan = True
         if records and parser is None:
             parser, records = _CsvParser.start(records, fmt, ctx)
         # At most MAX_BLOCK_RECORDS records per pass: the quarantine entries of a block of
@@ -907,6 +958,118 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
             )
         if not data:
             return
+
+
+#: JSON blocks parsed ahead of the one the caller holds, each by a thread of ``_parse_pool``:
+#: the next block parses on another core while the caller conforms and stages the previous
+#: one. Each costs a block of memory (and its parsed rows).
+PARSE_AHEAD = 1
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _parse_pool() -> ThreadPoolExecutor:
+    """The process-wide pool that parses JSON blocks (pyarrow releases the GIL while it
+    parses and casts): one thread per core (at most 4), shared by concurrent readers."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            workers = max(1, min(4, os.cpu_count() or 1))
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockgate-parse")
+        return _pool
+
+
+def _fast_lines(block: bytes, max_record_bytes: int, max_depth: int) -> int | None:
+    """The number of records of ``block`` (complete JSON lines, no final newline) when the
+    fast path may parse it whole, else None: every line starts with ``{`` (so none is blank
+    or a non-object), none is longer than ``max_record_bytes``, and none holds more than
+    ``max_depth`` ``{``/``[`` (so none can nest deeper). Vectorised over the buffer (numpy
+    releases the GIL): no Python call per line."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    if not len(a) or a[0] != 0x7B or a[-1] == 0x0A:
+        return None
+    newlines = np.flatnonzero(a == 0x0A)
+    if len(newlines) and not bool((a[newlines + 1] == 0x7B).all()):
+        return None
+    bounds = np.concatenate(([-1], newlines, [len(a)]))
+    if len(a) > max_record_bytes and int(np.diff(bounds).max()) - 1 > max_record_bytes:
+        return None
+    openers = (a == 0x7B) | (a == 0x5B)
+    if np.count_nonzero(openers) > max_depth:
+        per_line = np.add.reduceat(openers.view(np.int8), bounds[:-1] + 1, dtype=np.int32)
+        if int(per_line.max()) > max_depth:
+            return None
+    return len(newlines) + 1
+
+
+def _parse_fast(parser: _JsonParser, block: bytes, fmt: FormatOptions) -> pa.RecordBatch | None:
+    """``block`` parsed whole (one ``read_json``, one coercion), or None: the block needs the
+    per-record path (it has blank, non-object, oversized or deep lines, or failed to parse)."""
+    n = _fast_lines(block, fmt.max_record_bytes, fmt.max_nesting_depth)
+    if n is None:
+        return None
+    try:
+        return _one_batch(parser.parse(block, n))
+    except _RecordError:
+        return None
+
+
+def _read_jsonl(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
+    """JSON lines: each block of complete lines is parsed whole on ``_parse_pool`` (up to
+    ``PARSE_AHEAD`` blocks ahead, results taken in order); a block that the fast path refuses
+    goes through the per-record path (``_process_block``: screen, bisect, rescue) here."""
+    splitter = _Splitter(fmt.max_record_bytes, None, _json_blank, bytes.strip)
+    parser = _JsonParser(ctx.schema)
+    pending: deque[tuple[Future[pa.RecordBatch | None] | None, list[_Record], bytes]] = deque()
+    # the blocks in flight share the block budget: memory stays that of one block
+    step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))
+
+    def settle() -> Iterator[ReadChunk]:
+        future, prefix, block = pending.popleft()
+        batch = future.result() if future is not None else None
+        if batch is not None:
+            base = ctx.next_index
+            ctx.next_index += batch.num_rows
+            rows = np.arange(base, ctx.next_index, dtype=np.int64)
+            yield ReadChunk(batch.append_column(pa.field(SOURCE_ROW, pa.int64()), pa.array(rows)))
+            return
+        records = prefix + splitter.split_lines(block)
+        if not records:
+            return
+        _guard_depth(records, fmt.max_nesting_depth, True)
+        for lo in range(0, len(records), MAX_BLOCK_RECORDS):
+            yield from _process_block(
+                ctx,
+                records[lo : lo + MAX_BLOCK_RECORDS],
+                parser.attempt,
+                parser.explain,
+                fmt.max_record_bytes,
+                screen=parser.screen,
+                rescue=parser.rescue,
+            )
+
+    try:
+        while True:
+            try:
+                data = stream.read_block(step)
+            except _Unreadable:
+                while pending:  # records completed before the unreadable rest stand
+                    yield from settle()
+                raise
+            prefix, block = splitter.cut(data) if data else splitter.end()
+            if prefix or block:
+                future = None
+                if not prefix:
+                    future = _parse_pool().submit(_parse_fast, parser, block, fmt)
+                pending.append((future, prefix, block))
+            while len(pending) > (PARSE_AHEAD if data else 0):
+                yield from settle()
+            if not data:
+                return
+    finally:
+        for future, _, _ in pending:
+            if future is not None:
+                future.cancel()
 
 
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)
@@ -1053,9 +1216,14 @@ class _JsonParser:
 
     def attempt(self, records: list[bytes]) -> pa.Table:
         data = b"\n".join(records)
-        _check_utf8(data)  # pyarrow's JSON reader does not validate UTF-8
         if _NOT_OBJECT_FIRST.match(data) or _NOT_OBJECT_LINE.search(data):
             raise _RecordError("a line is not a JSON object")
+        return self.parse(data, len(records))
+
+    def parse(self, data: bytes, n: int) -> pa.Table:
+        """``data``, ``n`` JSON lines that each start with ``{``, as a table of ``n`` rows
+        (validated); ``_RecordError`` if they do not parse as that."""
+        _check_utf8(data)  # pyarrow's JSON reader does not validate UTF-8
         try:
             table = pa_json.read_json(
                 io.BytesIO(data),
@@ -1064,8 +1232,8 @@ class _JsonParser:
             )
         except _ARROW_ERRORS as e:
             raise _RecordError(str(e)) from e
-        if table.num_rows != len(records):
-            raise _RecordError(f"{len(records)} line(s) held {table.num_rows} JSON values")
+        if table.num_rows != n:
+            raise _RecordError(f"{n} line(s) held {table.num_rows} JSON values")
         if self.coercer is not None:
             return self.coercer.coerce(self._extras_as_text(table, data))
         return _finish_inferred(table)
