@@ -265,6 +265,21 @@ def read_object(
     unreadable rest), and a count that differs from ``size`` raises ``SizeMismatch`` (a
     transient read error, like the store's own), never a short read. ``meter`` receives the
     count."""
+    return _read_opened(
+        lambda: store.open(key, etag=etag, size=size), key, etag, fmt, schema, size, meter
+    )
+
+
+def _read_opened(
+    opener: Callable[[], BinaryIO],
+    key: str,
+    etag: str,
+    fmt: FormatOptions,
+    schema: pa.Schema | None,
+    size: int | None,
+    meter: ReadMeter | None,
+) -> Iterator[ReadChunk]:
+    """``read_object`` of the stream ``opener`` returns."""
     meter = meter if meter is not None else ReadMeter()
     ctx = _Context(key, etag, schema)
     try:
@@ -278,7 +293,7 @@ def read_object(
         )
         return
     try:
-        raw = store.open(key, etag=etag, size=size)
+        raw = opener()
     except (NotFound, ObjectChanged) as e:
         raise VersionNotRead(key, etag, e) from e
     source = _TaggedReader(raw)
@@ -312,6 +327,182 @@ def read_object(
     finally:
         meter.consumed = source.count
         raw.close()
+
+
+#: Objects up to this size (uncompressed JSON lines) are read by ``read_small_objects``.
+SMALL_OBJECT_BYTES = 256 * 1024
+#: Objects read and parsed together by one ``read_small_objects`` call, at most.
+SMALL_GROUP_OBJECTS = 2048
+#: GETs in flight while small objects are fetched.
+FETCH_CONCURRENCY = 16
+
+
+def is_small_object(key: str, size: int, fmt: FormatOptions) -> bool:
+    """Whether ``read_small_objects`` reads this object (uncompressed JSON lines of at most
+    ``SMALL_OBJECT_BYTES``)."""
+    return (
+        fmt.format == "jsonl"
+        and 0 <= size <= min(SMALL_OBJECT_BYTES, fmt.block_bytes, fmt.max_decompressed_bytes)
+        and compression_for_key(key) is None
+    )
+
+
+@dataclass
+class SmallObjectsRead:
+    """Small objects read together. ``batch``: the rows of the objects parsed as ONE block, in
+    object order (``rows[i]`` of them from object ``i``, ``_source_row`` counted per object);
+    the other objects were read one by one: ``chunks[i]``, or ``errors[i]`` when the claimed
+    version was not read. ``meters[i]``: bytes consumed. For every object, ``rows[i]`` + the
+    rows and quarantine entries of ``chunks[i]`` = its records."""
+
+    batch: pa.RecordBatch | None
+    rows: list[int]
+    chunks: list[list[ReadChunk]]
+    errors: list[VersionNotRead | None]
+    meters: list[ReadMeter]
+
+
+_fetch_pool: ThreadPoolExecutor | None = None
+
+
+def _fetcher() -> ThreadPoolExecutor:
+    global _fetch_pool
+    with _pool_lock:
+        if _fetch_pool is None:
+            _fetch_pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="lockgate-get")
+        return _fetch_pool
+
+
+def _fetch(store: ObjectStore, key: str, etag: str, size: int) -> bytes | VersionNotRead | None:
+    """The whole object (``size`` checked), ``VersionNotRead``, or None for a key that must
+    not be opened (``read_object`` quarantines it)."""
+    try:
+        validate_key(key)
+    except ValueError:
+        return None
+    try:
+        raw = store.open(key, etag=etag, size=size)
+    except (NotFound, ObjectChanged) as e:
+        return VersionNotRead(key, etag, e)
+    try:
+        parts: list[bytes] = []
+        while True:
+            part = raw.read(1 << 20)
+            if not part:
+                break
+            parts.append(part)
+    except (NotFound, ObjectChanged) as e:
+        return VersionNotRead(key, etag, e)
+    finally:
+        raw.close()
+    data = b"".join(parts)
+    if len(data) != size:
+        raise SizeMismatch(key, len(data), size)
+    return data
+
+
+def read_small_objects(
+    store: ObjectStore,
+    objects: Sequence[tuple[str, str, int]],
+    fmt: FormatOptions,
+    schema: pa.Schema | None,
+) -> SmallObjectsRead:
+    """Read small objects (``(key, etag, size)``, each ``is_small_object``) with the contract of
+    ``read_object`` per object: fetched concurrently (``FETCH_CONCURRENCY`` GETs in flight),
+    then the clean ones (every line a JSON object, see ``_fast_lines``) parsed as ONE block
+    with one coercion; a group that fails to parse is bisected by object, and an object that
+    fails alone (or is not clean) is read on its own from the fetched bytes
+    (``read_object``'s per-record path). Transient errors (and ``SizeMismatch``) are raised."""
+    n = len(objects)
+    fetched = list(_fetcher().map(lambda o: _fetch(store, *o), objects))
+    out = SmallObjectsRead(None, [0] * n, [[] for _ in range(n)], [None] * n, [])
+    out.meters = [ReadMeter() for _ in range(n)]
+    clean: list[tuple[int, bytes, int]] = []  # (object, its lines, records)
+    for i, ((key, etag, size), data) in enumerate(zip(objects, fetched, strict=True)):
+        if isinstance(data, VersionNotRead):
+            out.errors[i] = data
+            continue
+        lines = _clean_lines(data, fmt) if data is not None else None
+        if lines is not None:
+            out.meters[i] = ReadMeter(consumed=size, complete=True)
+            if lines[1]:
+                clean.append((i, *lines))
+            continue
+        out.chunks[i] = _read_alone(key, etag, data, fmt, schema, size, out.meters[i])
+    parser = _JsonParser(schema)
+    pieces: list[tuple[list[tuple[int, bytes, int]], pa.Table]] = []
+    stack = [clean] if clean else []
+    while stack:
+        group = stack.pop()
+        try:
+            table = parser.parse(b"\n".join(g[1] for g in group), sum(g[2] for g in group))
+            pieces.append((group, table))
+            continue
+        except _RecordError:
+            if len(group) > 1:
+                mid = len(group) // 2
+                stack += [group[mid:], group[:mid]]
+                continue
+        i, _, _ = group[0]
+        key, etag, size = objects[i]
+        data = fetched[i]
+        assert isinstance(data, bytes)
+        out.chunks[i] = _read_alone(key, etag, data, fmt, schema, size, out.meters[i])
+    if len(pieces) > 1:
+        pieces.sort(key=lambda p: p[0][0][0])
+        try:
+            pa.concat_tables(
+                [t.schema.empty_table() for _, t in pieces], promote_options="permissive"
+            )
+        except _ARROW_ERRORS:  # inferred types that do not unify: each object on its own
+            for group, _ in pieces:
+                for i, _, _ in group:
+                    key, etag, size = objects[i]
+                    data = fetched[i]
+                    assert isinstance(data, bytes)
+                    out.chunks[i] = _read_alone(key, etag, data, fmt, schema, size, out.meters[i])
+            pieces = []
+    if pieces:
+        merged = pa.concat_tables([t for _, t in pieces], promote_options="permissive")
+        counts = [g[2] for group, _ in pieces for g in group]
+        for group, _ in pieces:
+            for i, _, records in group:
+                out.rows[i] = records
+        starts = np.repeat(np.cumsum([0, *counts[:-1]]), counts)
+        rows = np.arange(len(starts), dtype=np.int64) - starts
+        out.batch = _one_batch(_with_rows(merged, rows))
+    return out
+
+
+def _clean_lines(data: bytes, fmt: FormatOptions) -> tuple[bytes, int] | None:
+    """An object's content as clean lines for one block with others (no final newline) and
+    their count, or None when it must be read on its own."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        return (data, 0)
+    try:
+        _check_magic("", data[:16], None, fmt.format)
+    except _Unreadable:
+        return None
+    n = _fast_lines(data, fmt.max_record_bytes, fmt.max_nesting_depth)
+    return None if n is None else (data, n)
+
+
+def _read_alone(
+    key: str,
+    etag: str,
+    data: bytes | None,
+    fmt: FormatOptions,
+    schema: pa.Schema | None,
+    size: int,
+    meter: ReadMeter,
+) -> list[ReadChunk]:
+    """One small object through ``read_object``'s path, from its fetched bytes."""
+    content = data if data is not None else b""
+    return list(_read_opened(lambda: io.BytesIO(content), key, etag, fmt, schema, size, meter))
 
 
 #: Arrow schema of quarantine entries (for writing them out).
@@ -1745,14 +1936,18 @@ def _spool(stream: _Decoded, out: IO[bytes]) -> None:
 __all__ = [
     "COMPRESSION_SUFFIXES",
     "QUARANTINE_SCHEMA",
+    "SMALL_OBJECT_BYTES",
     "SOURCE_ROW",
     "FormatOptions",
     "ObjectCounts",
     "QuarantineRecord",
     "ReadChunk",
     "ReadMeter",
+    "SmallObjectsRead",
     "compression_for_key",
     "count_accounting",
+    "is_small_object",
     "quarantine_batch",
     "read_object",
+    "read_small_objects",
 ]

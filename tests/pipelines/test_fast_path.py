@@ -115,3 +115,84 @@ def test_fast_path_takes_clean_blocks_whole(
     monkeypatch.setattr(formats, "_parse_fast", lambda *_args: None)
     assert _read(store, fmt, SCHEMA)[0] == rows
     assert calls  # the per-record path did parse
+
+
+SMALL_OBJECTS: dict[str, bytes] = {
+    "a-2026-01-05.jsonl": b'{"id": 1, "v": "a"}\n{"id": 2, "v": "b", "x": [1]}\n',
+    "b-2026-01-05.jsonl": b'{"id": 3, "v": "c"}',  # no final newline
+    "c-2026-01-05.jsonl": b"",  # empty: no records
+    "d-2026-01-05.jsonl": b'{"id": 4}\n{"id": ,}\n[5]\n\n{"id": 6}\n',  # bad lines
+    "e-2026-01-05.jsonl": b'{"id": "seven", "v": "d"}\n',  # rescued value
+    "f-2026-01-05.jsonl": b"\xef\xbb\xbf" + b'{"id": 8}\r\n{"id": 9}\r\n',  # BOM, CRLF
+    "g-2026-01-05.jsonl": b"\x1f\x8b\x08\x00 not really gzip",  # magic bytes: unreadable
+    "h-2026-01-05.jsonl": b'{"id": 10, "v": "e"}\n',
+}
+
+
+def _staged(tmp_path: Path, grouped: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from lockgate.pipelines import stage
+    from tests.pipelines.helpers import claim_keys, local_runtime, src
+
+    rt = local_runtime(tmp_path, max_files_per_batch=100)
+    landing = LocalStore(tmp_path / "landing")
+    for key, body in SMALL_OBJECTS.items():
+        landing.put(key, body)
+    claim = claim_keys(rt, sorted(SMALL_OBJECTS))
+    with monkeypatch.context() as m:
+        if not grouped:
+            m.setattr(stage, "is_small_object", lambda *_args: False)
+        out = stage.stage_claims(rt, src(rt), [claim])
+    etags = {k: landing.head(k).etag for k in SMALL_OBJECTS}
+    rows = sorted(
+        (r for f in out.files for r in pq.read_table(f.path.removeprefix("file://")).to_pylist()),
+        key=lambda r: (r["_source_key"], r["_source_row"]),
+    )
+    quarantined = sorted(
+        (
+            (r["_source_key"], r["_source_row"], r["reason"])
+            for f in out.quarantine_files
+            for r in pq.read_table(f.path.removeprefix("file://")).to_pylist()
+        ),
+        key=repr,
+    )
+    assert all(r["_source_etag"] == etags[r["_source_key"]] for r in rows)
+    return {
+        "rows": [
+            {k: v for k, v in r.items() if k not in ("_ingested_at", "_source_etag")} for r in rows
+        ],
+        "lineage": [(r["_source_key"], r["_source_row"]) for r in rows],
+        "quarantined": quarantined,
+        "records": out.record_counts,
+        "bytes_read": out.bytes_read,
+        "counts": (out.rows, out.quarantined, out.bytes),
+    }
+
+
+def test_small_objects_read_together_equal_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small objects fetched concurrently and parsed as one block: the same rows, lineage,
+    quarantine, record counts and bytes as reading them one by one."""
+    calls: list[int] = []
+    real = formats.read_small_objects
+
+    def counting(*args: Any) -> formats.SmallObjectsRead:
+        result = real(*args)
+        calls.append(result.batch.num_rows if result.batch is not None else 0)
+        return result
+
+    from lockgate.pipelines import stage
+
+    monkeypatch.setattr(stage, "read_small_objects", counting)
+    grouped = _staged(tmp_path / "grouped", True, monkeypatch)
+    assert calls == [6]  # a, b, e, f, h parsed together (d and g read on their own)
+    alone = _staged(tmp_path / "alone", False, monkeypatch)
+    assert grouped == alone
+    assert grouped["bytes_read"] == {k: len(v) for k, v in SMALL_OBJECTS.items()}
+    assert grouped["records"]["d-2026-01-05.jsonl"] == 4
+    assert grouped["records"]["c-2026-01-05.jsonl"] == 0
+    keys = [k for k, _ in grouped["lineage"]]
+    assert keys.count("a-2026-01-05.jsonl") == 2 and keys.count("f-2026-01-05.jsonl") == 2
+    assert [row for k, row in grouped["lineage"] if k.startswith("d-")] == [0, 3]
