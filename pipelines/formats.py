@@ -32,9 +32,9 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Keys that ``validate_key`` refuses (leading ``/``, ``.``/``..`` segments, backslash, NUL;
   S3 allows them) are never opened: the object is quarantined whole with the reason. No
   landing key ever names a file Lockgate writes (staged files are uuid-named).
-* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL: ``1 + PARSE_AHEAD``
-  blocks of an equal share of ``block_bytes`` are in flight, one parsed ahead on another
-  thread), or for Parquet by
+* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV: ``1 +
+  PARSE_AHEAD`` blocks of an equal share of ``block_bytes`` are in flight, one parsed ahead on
+  another thread), or for Parquet by
   one read batch with its text leaves still dictionary-encoded (rows capped by the footer's
   bytes per row) plus ``block_bytes`` of decoded rows, never by the object's size. A Parquet
   row whose decoded size exceeds ``max_record_bytes`` is quarantined without being decoded. A
@@ -1121,22 +1121,35 @@ _CSV_NONBLANK = operator.methodcaller("rstrip", b"\r")
 
 
 def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
+    """CSV (JSON lines: ``_read_jsonl``): the splitter cuts records here; a block without
+    oversized records is parsed whole on ``_parse_pool`` one block ahead (results taken in
+    order), and a block that fails goes through the per-record path (``_process_block``)."""
     if fmt.format == "jsonl":
         yield from _read_jsonl(stream, fmt, ctx)
         return
     q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
     splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
     parser: _CsvParser | None = None
-    while True:
-        data = stream.read_block(fmt.block_bytes)
-        records = splitter.feed(data) if data else splitter.finish()
-        scan = splitter.marked
-        if records and parser is None:
-            parser, records = _CsvParser.start(records, fmt, ctx)
+    pending: deque[tuple[Future[pa.Table] | None, list[_Record], bool]] = deque()
+    step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))  # the blocks in flight share the budget
+
+    def settle() -> Iterator[ReadChunk]:
+        future, records, scan = pending.popleft()
+        if future is not None:
+            try:
+                table = future.result()
+            except _RecordError:
+                pass
+            else:
+                base = ctx.next_index
+                ctx.next_index += len(records)
+                rows = np.arange(base, ctx.next_index, dtype=np.int64)
+                yield ReadChunk(_one_batch(_with_rows(table, rows)))
+                return
+        assert parser is not None
         # At most MAX_BLOCK_RECORDS records per pass: the quarantine entries of a block of
         # tiny bad lines (millions) never pile up before the caller can write them out.
-        for lo in range(0, len(records) if parser is not None else 0, MAX_BLOCK_RECORDS):
-            assert parser is not None
+        for lo in range(0, len(records), MAX_BLOCK_RECORDS):
             yield from _process_block(
                 ctx,
                 records[lo : lo + MAX_BLOCK_RECORDS],
@@ -1147,8 +1160,33 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
                 screen=parser.screen,
                 rescue=parser.rescue,
             )
-        if not data:
-            return
+
+    try:
+        while True:
+            try:
+                data = stream.read_block(step)
+            except _Unreadable:
+                while pending:  # records completed before the unreadable rest stand
+                    yield from settle()
+                raise
+            records = splitter.feed(data) if data else splitter.finish()
+            scan = splitter.marked
+            if records and parser is None:
+                parser, records = _CsvParser.start(records, fmt, ctx)
+            if records:
+                assert parser is not None
+                future = None
+                if not scan and len(records) <= MAX_BLOCK_RECORDS:
+                    future = _parse_pool().submit(parser.attempt, records)  # type: ignore[arg-type]
+                pending.append((future, records, scan))
+            while len(pending) > (PARSE_AHEAD if data else 0):
+                yield from settle()
+            if not data:
+                return
+    finally:
+        for future, _, _ in pending:
+            if future is not None:
+                future.cancel()
 
 
 #: JSON blocks parsed ahead of the one the caller holds, each by a thread of ``_parse_pool``:
