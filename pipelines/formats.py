@@ -32,7 +32,9 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Keys that ``validate_key`` refuses (leading ``/``, ``.``/``..`` segments, backslash, NUL;
   S3 allows them) are never opened: the object is quarantined whole with the reason. No
   landing key ever names a file Lockgate writes (staged files are uuid-named).
-* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV), or for Parquet by
+* Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV: ``1 +
+  PARSE_AHEAD`` blocks of an equal share of ``block_bytes`` are in flight, one parsed ahead on
+  another thread), or for Parquet by
   one read batch with its text leaves still dictionary-encoded (rows capped by the footer's
   bytes per row) plus ``block_bytes`` of decoded rows, never by the object's size. A Parquet
   row whose decoded size exceeds ``max_record_bytes`` is quarantined without being decoded. A
@@ -58,16 +60,18 @@ Contract of ``read_object`` (the accounting every caller relies on):
 * Parquet objects are spooled to a local temporary file (disk) for random access.
 
 Parsing: a block (``block_bytes`` of complete records) is parsed by ONE pyarrow call (the fast
-path). Only if that fails: JSON lines that are not JSON objects are taken out in one Python
-pass (``json.loads``), the rest is parsed as one block again, and whatever still fails is
-bisected down to single records. A single JSON record that fails is parsed again field by
-field (``_JsonParser.rescue``): fields that do not parse alone (as their declared type, or at
-all) are rescued, the rest is parsed; duplicate keys: the last occurrence is parsed, earlier
-ones rescued (``name``, ``name#2``, ...). Casting to a declared schema happens column-wise in
-``_Coercer`` (failing values found by bisecting the column): text is trimmed, empty text is
-null for non-string types, timestamps accept ``Z`` / ``+hh:mm`` / ``+hhmm`` / ``+hh`` offsets
-(stored in UTC) and text without an offset is taken as UTC. NaN / Infinity parse into float
-columns; into other columns they are rescued as text.
+path). JSON lines reach it without a Python pass per record: the block is cut at its last
+newline and checked by vectorised scans (``_fast_lines``), and parsed and cast on a worker
+thread while the caller works on the previous block. Only if that fails (per block): JSON lines
+that are not JSON objects are taken out in one Python pass (``json.loads``), the rest is parsed
+as one block again, and whatever still fails is bisected down to single records. A single JSON
+record that fails is parsed again field by field (``_JsonParser.rescue``): fields that do not
+parse alone (as their declared type, or at all) are rescued, the rest is parsed; duplicate
+keys: the last occurrence is parsed, earlier ones rescued (``name``, ``name#2``, ...). Casting
+to a declared schema happens column-wise in ``_Coercer`` (failing values found by bisecting the
+column): text is trimmed, empty text is null for non-string types, timestamps accept ``Z`` /
+``+hh:mm`` / ``+hhmm`` / ``+hh`` offsets (stored in UTC) and text without an offset is taken as
+UTC. NaN / Infinity parse into float columns; into other columns they are rescued as text.
 """
 
 from __future__ import annotations
@@ -78,10 +82,14 @@ import gzip
 import io
 import json
 import operator
+import os
 import re
 import tempfile
+import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import IO, Any, BinaryIO, ClassVar
@@ -257,6 +265,21 @@ def read_object(
     unreadable rest), and a count that differs from ``size`` raises ``SizeMismatch`` (a
     transient read error, like the store's own), never a short read. ``meter`` receives the
     count."""
+    return _read_opened(
+        lambda: store.open(key, etag=etag, size=size), key, etag, fmt, schema, size, meter
+    )
+
+
+def _read_opened(
+    opener: Callable[[], BinaryIO],
+    key: str,
+    etag: str,
+    fmt: FormatOptions,
+    schema: pa.Schema | None,
+    size: int | None,
+    meter: ReadMeter | None,
+) -> Iterator[ReadChunk]:
+    """``read_object`` of the stream ``opener`` returns."""
     meter = meter if meter is not None else ReadMeter()
     ctx = _Context(key, etag, schema)
     try:
@@ -270,7 +293,7 @@ def read_object(
         )
         return
     try:
-        raw = store.open(key, etag=etag, size=size)
+        raw = opener()
     except (NotFound, ObjectChanged) as e:
         raise VersionNotRead(key, etag, e) from e
     source = _TaggedReader(raw)
@@ -304,6 +327,182 @@ def read_object(
     finally:
         meter.consumed = source.count
         raw.close()
+
+
+#: Objects up to this size (uncompressed JSON lines) are read by ``read_small_objects``.
+SMALL_OBJECT_BYTES = 256 * 1024
+#: Objects read and parsed together by one ``read_small_objects`` call, at most.
+SMALL_GROUP_OBJECTS = 2048
+#: GETs in flight while small objects are fetched.
+FETCH_CONCURRENCY = 16
+
+
+def is_small_object(key: str, size: int, fmt: FormatOptions) -> bool:
+    """Whether ``read_small_objects`` reads this object (uncompressed JSON lines of at most
+    ``SMALL_OBJECT_BYTES``)."""
+    return (
+        fmt.format == "jsonl"
+        and 0 <= size <= min(SMALL_OBJECT_BYTES, fmt.block_bytes, fmt.max_decompressed_bytes)
+        and compression_for_key(key) is None
+    )
+
+
+@dataclass
+class SmallObjectsRead:
+    """Small objects read together. ``batch``: the rows of the objects parsed as ONE block, in
+    object order (``rows[i]`` of them from object ``i``, ``_source_row`` counted per object);
+    the other objects were read one by one: ``chunks[i]``, or ``errors[i]`` when the claimed
+    version was not read. ``meters[i]``: bytes consumed. For every object, ``rows[i]`` + the
+    rows and quarantine entries of ``chunks[i]`` = its records."""
+
+    batch: pa.RecordBatch | None
+    rows: list[int]
+    chunks: list[list[ReadChunk]]
+    errors: list[VersionNotRead | None]
+    meters: list[ReadMeter]
+
+
+_fetch_pool: ThreadPoolExecutor | None = None
+
+
+def _fetcher() -> ThreadPoolExecutor:
+    global _fetch_pool
+    with _pool_lock:
+        if _fetch_pool is None:
+            _fetch_pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="lockgate-get")
+        return _fetch_pool
+
+
+def _fetch(store: ObjectStore, key: str, etag: str, size: int) -> bytes | VersionNotRead | None:
+    """The whole object (``size`` checked), ``VersionNotRead``, or None for a key that must
+    not be opened (``read_object`` quarantines it)."""
+    try:
+        validate_key(key)
+    except ValueError:
+        return None
+    try:
+        raw = store.open(key, etag=etag, size=size)
+    except (NotFound, ObjectChanged) as e:
+        return VersionNotRead(key, etag, e)
+    try:
+        parts: list[bytes] = []
+        while True:
+            part = raw.read(1 << 20)
+            if not part:
+                break
+            parts.append(part)
+    except (NotFound, ObjectChanged) as e:
+        return VersionNotRead(key, etag, e)
+    finally:
+        raw.close()
+    data = b"".join(parts)
+    if len(data) != size:
+        raise SizeMismatch(key, len(data), size)
+    return data
+
+
+def read_small_objects(
+    store: ObjectStore,
+    objects: Sequence[tuple[str, str, int]],
+    fmt: FormatOptions,
+    schema: pa.Schema | None,
+) -> SmallObjectsRead:
+    """Read small objects (``(key, etag, size)``, each ``is_small_object``) with the contract of
+    ``read_object`` per object: fetched concurrently (``FETCH_CONCURRENCY`` GETs in flight),
+    then the clean ones (every line a JSON object, see ``_fast_lines``) parsed as ONE block
+    with one coercion; a group that fails to parse is bisected by object, and an object that
+    fails alone (or is not clean) is read on its own from the fetched bytes
+    (``read_object``'s per-record path). Transient errors (and ``SizeMismatch``) are raised."""
+    n = len(objects)
+    fetched = list(_fetcher().map(lambda o: _fetch(store, *o), objects))
+    out = SmallObjectsRead(None, [0] * n, [[] for _ in range(n)], [None] * n, [])
+    out.meters = [ReadMeter() for _ in range(n)]
+    clean: list[tuple[int, bytes, int]] = []  # (object, its lines, records)
+    for i, ((key, etag, size), data) in enumerate(zip(objects, fetched, strict=True)):
+        if isinstance(data, VersionNotRead):
+            out.errors[i] = data
+            continue
+        lines = _clean_lines(data, fmt) if data is not None else None
+        if lines is not None:
+            out.meters[i] = ReadMeter(consumed=size, complete=True)
+            if lines[1]:
+                clean.append((i, *lines))
+            continue
+        out.chunks[i] = _read_alone(key, etag, data, fmt, schema, size, out.meters[i])
+    parser = _JsonParser(schema)
+    pieces: list[tuple[list[tuple[int, bytes, int]], pa.Table]] = []
+    stack = [clean] if clean else []
+    while stack:
+        group = stack.pop()
+        try:
+            table = parser.parse(b"\n".join(g[1] for g in group), sum(g[2] for g in group))
+            pieces.append((group, table))
+            continue
+        except _RecordError:
+            if len(group) > 1:
+                mid = len(group) // 2
+                stack += [group[mid:], group[:mid]]
+                continue
+        i, _, _ = group[0]
+        key, etag, size = objects[i]
+        data = fetched[i]
+        assert isinstance(data, bytes)
+        out.chunks[i] = _read_alone(key, etag, data, fmt, schema, size, out.meters[i])
+    if len(pieces) > 1:
+        pieces.sort(key=lambda p: p[0][0][0])
+        try:
+            pa.concat_tables(
+                [t.schema.empty_table() for _, t in pieces], promote_options="permissive"
+            )
+        except _ARROW_ERRORS:  # inferred types that do not unify: each object on its own
+            for group, _ in pieces:
+                for i, _, _ in group:
+                    key, etag, size = objects[i]
+                    data = fetched[i]
+                    assert isinstance(data, bytes)
+                    out.chunks[i] = _read_alone(key, etag, data, fmt, schema, size, out.meters[i])
+            pieces = []
+    if pieces:
+        merged = pa.concat_tables([t for _, t in pieces], promote_options="permissive")
+        counts = [g[2] for group, _ in pieces for g in group]
+        for group, _ in pieces:
+            for i, _, records in group:
+                out.rows[i] = records
+        starts = np.repeat(np.cumsum([0, *counts[:-1]]), counts)
+        rows = np.arange(len(starts), dtype=np.int64) - starts
+        out.batch = _one_batch(_with_rows(merged, rows))
+    return out
+
+
+def _clean_lines(data: bytes, fmt: FormatOptions) -> tuple[bytes, int] | None:
+    """An object's content as clean lines for one block with others (no final newline) and
+    their count, or None when it must be read on its own."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        return (data, 0)
+    try:
+        _check_magic("", data[:16], None, fmt.format)
+    except _Unreadable:
+        return None
+    n = _fast_lines(data, fmt.max_record_bytes, fmt.max_nesting_depth)
+    return None if n is None else (data, n)
+
+
+def _read_alone(
+    key: str,
+    etag: str,
+    data: bytes | None,
+    fmt: FormatOptions,
+    schema: pa.Schema | None,
+    size: int,
+    meter: ReadMeter,
+) -> list[ReadChunk]:
+    """One small object through ``read_object``'s path, from its fetched bytes."""
+    content = data if data is not None else b""
+    return list(_read_opened(lambda: io.BytesIO(content), key, etag, fmt, schema, size, meter))
 
 
 #: Arrow schema of quarantine entries (for writing them out).
@@ -777,13 +976,14 @@ class _Splitter:
             if nl < 0:
                 self.skipping.size += len(seg)
                 return b""
-            self.skipping.size += len(seg) + 1
+            self.skipping.size += len(seg)
             pos = nl + 1
-            if self.skip_parity == 0:
+            if self.skip_parity == 0:  # the newline ends the record: not part of it
                 out.append(self.skipping)
                 self.marked = True
                 self.skipping = None
                 return data[pos:]
+            self.skipping.size += 1  # a quoted newline inside the record
 
     def _records(self, lines: list[bytes]) -> list[bytes]:
         """The non-blank lines."""
@@ -848,6 +1048,55 @@ class _Splitter:
             self.carry = b""
         return out
 
+    def cut(self, data: bytes) -> tuple[list[_Record], bytes]:
+        """JSON lines without a Python pass per line: ``data`` (not empty) cut after its last
+        newline. Returns the end of an oversized record being skipped (if it ends in ``data``)
+        and the complete lines that follow it, as ONE bytes without the final newline
+        (possibly empty; blank lines included); the rest is carried (or skipped, when longer
+        than ``max_bytes``). ``split_lines`` turns the lines into records."""
+        assert self.quote is None
+        self.marked = False
+        if self.first:
+            self.first = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
+        out: list[_Record] = []
+        if self.skipping is not None:
+            data = self._skip(data, out)
+            if self.skipping is not None:
+                return out, b""
+        buf = self.carry + data if self.carry else data
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            block, self.carry = b"", buf
+        else:
+            block, self.carry = buf[:cut], buf[cut + 1 :]
+        if len(self.carry) > self.max_bytes:
+            self.skipping = _TooLong(self.carry[: MAX_RAW_CHARS * 4], len(self.carry))
+            self.skip_parity = 0
+            self.carry = b""
+        return out, block
+
+    def end(self) -> tuple[list[_Record], bytes]:
+        """``cut`` at the end of the stream: the oversized record being skipped, or the
+        carried last line (which had no newline)."""
+        if self.skipping is not None:
+            rec, self.skipping = self.skipping, None
+            return [rec], b""
+        carry, self.carry = self.carry, b""
+        return [], carry
+
+    def split_lines(self, block: bytes) -> list[_Record]:
+        """The records of ``cut``'s lines: the non-blank ones, those over ``max_bytes`` as
+        ``_TooLong``."""
+        out = self._records(block.split(b"\n")) if block else []
+        if out and max(map(len, out)) > self.max_bytes:
+            return [
+                _TooLong(r[: MAX_RAW_CHARS * 4], len(r)) if len(r) > self.max_bytes else r
+                for r in out
+            ]
+        return list(out)
+
     def finish(self) -> list[_Record]:
         self.marked = self.skipping is not None
         if self.skipping is not None:
@@ -872,29 +1121,35 @@ _CSV_NONBLANK = operator.methodcaller("rstrip", b"\r")
 
 
 def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
+    """CSV (JSON lines: ``_read_jsonl``): the splitter cuts records here; a block without
+    oversized records is parsed whole on ``_parse_pool`` one block ahead (results taken in
+    order), and a block that fails goes through the per-record path (``_process_block``)."""
     if fmt.format == "jsonl":
-        splitter = _Splitter(fmt.max_record_bytes, None, _json_blank, bytes.strip)
-        parser: _JsonParser | _CsvParser | None = _JsonParser(ctx.schema)
-    else:
-        q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
-        splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
-        parser = None
-    while True:
-        data = stream.read_block(fmt.block_bytes)
-        records = splitter.feed(data) if data else splitter.finish()
-        scan = splitter.marked
-        if (
-            records
-            and fmt.format == "jsonl"
-            and _guard_depth(records, fmt.max_nesting_depth, splitter.marked)
-        ):
-            scan = True
-        if records and parser is None:
-            parser, records = _CsvParser.start(records, fmt, ctx)
+        yield from _read_jsonl(stream, fmt, ctx)
+        return
+    q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
+    splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
+    parser: _CsvParser | None = None
+    pending: deque[tuple[Future[pa.Table] | None, list[_Record], bool]] = deque()
+    step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))  # the blocks in flight share the budget
+
+    def settle() -> Iterator[ReadChunk]:
+        future, records, scan = pending.popleft()
+        if future is not None:
+            try:
+                table = future.result()
+            except _RecordError:
+                pass
+            else:
+                base = ctx.next_index
+                ctx.next_index += len(records)
+                rows = np.arange(base, ctx.next_index, dtype=np.int64)
+                yield ReadChunk(_one_batch(_with_rows(table, rows)))
+                return
+        assert parser is not None
         # At most MAX_BLOCK_RECORDS records per pass: the quarantine entries of a block of
         # tiny bad lines (millions) never pile up before the caller can write them out.
-        for lo in range(0, len(records) if parser is not None else 0, MAX_BLOCK_RECORDS):
-            assert parser is not None
+        for lo in range(0, len(records), MAX_BLOCK_RECORDS):
             yield from _process_block(
                 ctx,
                 records[lo : lo + MAX_BLOCK_RECORDS],
@@ -905,8 +1160,145 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
                 screen=parser.screen,
                 rescue=parser.rescue,
             )
-        if not data:
+
+    try:
+        while True:
+            try:
+                data = stream.read_block(step)
+            except _Unreadable:
+                while pending:  # records completed before the unreadable rest stand
+                    yield from settle()
+                raise
+            records = splitter.feed(data) if data else splitter.finish()
+            scan = splitter.marked
+            if records and parser is None:
+                parser, records = _CsvParser.start(records, fmt, ctx)
+            if records:
+                assert parser is not None
+                future = None
+                if not scan and len(records) <= MAX_BLOCK_RECORDS:
+                    future = _parse_pool().submit(parser.attempt, records)  # type: ignore[arg-type]
+                pending.append((future, records, scan))
+            while len(pending) > (PARSE_AHEAD if data else 0):
+                yield from settle()
+            if not data:
+                return
+    finally:
+        for future, _, _ in pending:
+            if future is not None:
+                future.cancel()
+
+
+#: JSON blocks parsed ahead of the one the caller holds, each by a thread of ``_parse_pool``:
+#: the next block parses on another core while the caller conforms and stages the previous
+#: one. Each costs a block of memory (and its parsed rows).
+PARSE_AHEAD = 1
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _parse_pool() -> ThreadPoolExecutor:
+    """The process-wide pool that parses JSON blocks (pyarrow releases the GIL while it
+    parses and casts): one thread per core (at most 4), shared by concurrent readers."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            workers = max(1, min(4, os.cpu_count() or 1))
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockgate-parse")
+        return _pool
+
+
+def _fast_lines(block: bytes, max_record_bytes: int, max_depth: int) -> int | None:
+    """The number of records of ``block`` (complete JSON lines, no final newline) when the
+    fast path may parse it whole, else None: every line starts with ``{`` (so none is blank
+    or a non-object), none is longer than ``max_record_bytes``, and none holds more than
+    ``max_depth`` ``{``/``[`` (so none can nest deeper). Vectorised over the buffer (numpy
+    releases the GIL): no Python call per line."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    if not len(a) or a[0] != 0x7B or a[-1] == 0x0A:
+        return None
+    newlines = np.flatnonzero(a == 0x0A)
+    if len(newlines) and not bool((a[newlines + 1] == 0x7B).all()):
+        return None
+    bounds = np.concatenate(([-1], newlines, [len(a)]))
+    if len(a) > max_record_bytes and int(np.diff(bounds).max()) - 1 > max_record_bytes:
+        return None
+    openers = (a == 0x7B) | (a == 0x5B)
+    if np.count_nonzero(openers) > max_depth:
+        per_line = np.add.reduceat(openers.view(np.int8), bounds[:-1] + 1, dtype=np.int32)
+        if int(per_line.max()) > max_depth:
+            return None
+    return len(newlines) + 1
+
+
+def _parse_fast(parser: _JsonParser, block: bytes, fmt: FormatOptions) -> pa.RecordBatch | None:
+    """``block`` parsed whole (one ``read_json``, one coercion), or None: the block needs the
+    per-record path (it has blank, non-object, oversized or deep lines, or failed to parse)."""
+    n = _fast_lines(block, fmt.max_record_bytes, fmt.max_nesting_depth)
+    if n is None:
+        return None
+    try:
+        return _one_batch(parser.parse(block, n))
+    except _RecordError:
+        return None
+
+
+def _read_jsonl(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[ReadChunk]:
+    """JSON lines: each block of complete lines is parsed whole on ``_parse_pool`` (up to
+    ``PARSE_AHEAD`` blocks ahead, results taken in order); a block that the fast path refuses
+    goes through the per-record path (``_process_block``: screen, bisect, rescue) here."""
+    splitter = _Splitter(fmt.max_record_bytes, None, _json_blank, bytes.strip)
+    parser = _JsonParser(ctx.schema)
+    pending: deque[tuple[Future[pa.RecordBatch | None] | None, list[_Record], bytes]] = deque()
+    # the blocks in flight share the block budget: memory stays that of one block
+    step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))
+
+    def settle() -> Iterator[ReadChunk]:
+        future, prefix, block = pending.popleft()
+        batch = future.result() if future is not None else None
+        if batch is not None:
+            base = ctx.next_index
+            ctx.next_index += batch.num_rows
+            rows = np.arange(base, ctx.next_index, dtype=np.int64)
+            yield ReadChunk(batch.append_column(pa.field(SOURCE_ROW, pa.int64()), pa.array(rows)))
             return
+        records = prefix + splitter.split_lines(block)
+        if not records:
+            return
+        _guard_depth(records, fmt.max_nesting_depth, True)
+        for lo in range(0, len(records), MAX_BLOCK_RECORDS):
+            yield from _process_block(
+                ctx,
+                records[lo : lo + MAX_BLOCK_RECORDS],
+                parser.attempt,
+                parser.explain,
+                fmt.max_record_bytes,
+                screen=parser.screen,
+                rescue=parser.rescue,
+            )
+
+    try:
+        while True:
+            try:
+                data = stream.read_block(step)
+            except _Unreadable:
+                while pending:  # records completed before the unreadable rest stand
+                    yield from settle()
+                raise
+            prefix, block = splitter.cut(data) if data else splitter.end()
+            if prefix or block:
+                future = None
+                if not prefix:
+                    future = _parse_pool().submit(_parse_fast, parser, block, fmt)
+                pending.append((future, prefix, block))
+            while len(pending) > (PARSE_AHEAD if data else 0):
+                yield from settle()
+            if not data:
+                return
+    finally:
+        for future, _, _ in pending:
+            if future is not None:
+                future.cancel()
 
 
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)
@@ -1053,9 +1445,14 @@ class _JsonParser:
 
     def attempt(self, records: list[bytes]) -> pa.Table:
         data = b"\n".join(records)
-        _check_utf8(data)  # pyarrow's JSON reader does not validate UTF-8
         if _NOT_OBJECT_FIRST.match(data) or _NOT_OBJECT_LINE.search(data):
             raise _RecordError("a line is not a JSON object")
+        return self.parse(data, len(records))
+
+    def parse(self, data: bytes, n: int) -> pa.Table:
+        """``data``, ``n`` JSON lines that each start with ``{``, as a table of ``n`` rows
+        (validated); ``_RecordError`` if they do not parse as that."""
+        _check_utf8(data)  # pyarrow's JSON reader does not validate UTF-8
         try:
             table = pa_json.read_json(
                 io.BytesIO(data),
@@ -1064,8 +1461,8 @@ class _JsonParser:
             )
         except _ARROW_ERRORS as e:
             raise _RecordError(str(e)) from e
-        if table.num_rows != len(records):
-            raise _RecordError(f"{len(records)} line(s) held {table.num_rows} JSON values")
+        if table.num_rows != n:
+            raise _RecordError(f"{n} line(s) held {table.num_rows} JSON values")
         if self.coercer is not None:
             return self.coercer.coerce(self._extras_as_text(table, data))
         return _finish_inferred(table)
@@ -1577,14 +1974,18 @@ def _spool(stream: _Decoded, out: IO[bytes]) -> None:
 __all__ = [
     "COMPRESSION_SUFFIXES",
     "QUARANTINE_SCHEMA",
+    "SMALL_OBJECT_BYTES",
     "SOURCE_ROW",
     "FormatOptions",
     "ObjectCounts",
     "QuarantineRecord",
     "ReadChunk",
     "ReadMeter",
+    "SmallObjectsRead",
     "compression_for_key",
     "count_accounting",
+    "is_small_object",
     "quarantine_batch",
     "read_object",
+    "read_small_objects",
 ]

@@ -28,22 +28,26 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
 from lockgate.pipelines.conform import Conformer
 from lockgate.pipelines.formats import (
+    SMALL_GROUP_OBJECTS,
     FormatOptions,
     QuarantineRecord,
     ReadMeter,
     VersionNotRead,
+    is_small_object,
     quarantine_batch,
     read_object,
+    read_small_objects,
 )
 from lockgate.pipelines.lineage import DAY, LINEAGE_SCHEMA, QUARANTINE_TABLE_SCHEMA, lineage_arrays
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
-from lockgate.resources.ledger import Claim
+from lockgate.resources.ledger import Claim, ClaimedObject
 from lockgate.resources.retry import RetryPolicy, retry_call
 from lockgate.resources.runtime import Runtime, quarantine_table
 from lockgate.resources.store import SizeMismatch
@@ -176,8 +180,93 @@ def _stage_once(
         out.batch_quarantined[claim.batch_id] = out.batch_quarantined.get(claim.batch_id, 0) + n
         crash_point("stage.after_quarantine")
 
+    def add_rows(claim: Claim, batch: pa.RecordBatch) -> None:
+        out.rows += batch.num_rows
+        out.batch_rows[claim.batch_id] = out.batch_rows.get(claim.batch_id, 0) + batch.num_rows
+
+    def small(claim: Claim, objs: list[ClaimedObject]) -> Iterator[pa.RecordBatch]:
+        """Small objects read and parsed together (``read_small_objects``): one conform for
+        the rows of all of them, lineage per row."""
+        landing = rt.claim_landing(source, claim)  # where it was claimed
+        read = read_small_objects(landing, [(o.key, o.etag, o.size) for o in objs], fmt, declared)
+        for obj, rows, chunks, err, meter in zip(
+            objs, read.rows, read.chunks, read.errors, read.meters, strict=True
+        ):
+            out.bytes += obj.size
+            if err is not None:
+                if strict:
+                    raise err
+                out.unread[(claim.batch_id, obj.key)] = err.outcome
+                out.record_counts.setdefault(obj.key, 0)
+                continue
+            records = rows
+            for chunk in chunks:
+                crash_point("stage.after_read")
+                records += chunk.batch.num_rows + len(chunk.quarantined)
+                if chunk.batch.num_rows:
+                    lineage = lineage_arrays(
+                        claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
+                    )
+                    good = conformer.conform(chunk.batch, lineage)
+                    if good.num_rows:
+                        add_rows(claim, good)
+                        yield good
+                quarantine(claim, chunk.quarantined)
+            out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
+            out.object_records[(claim.batch_id, obj.key)] = records
+            if meter.complete:
+                out.bytes_read[obj.key] = out.bytes_read.get(obj.key, 0) + meter.consumed
+                out.object_bytes_read[(claim.batch_id, obj.key)] = meter.consumed
+        if read.batch is not None and read.batch.num_rows:
+            crash_point("stage.after_read")
+            lineage = lineage_arrays(claim, read.batch.num_rows, ingested_at, None, None)
+            which = np.repeat(np.arange(len(objs)), read.rows)
+            lineage["_source_key"] = pa.array([o.key for o in objs], pa.string()).take(which)
+            lineage["_source_etag"] = pa.array([o.etag for o in objs], pa.string()).take(which)
+            good = conformer.conform(read.batch, lineage)
+            add_rows(claim, good)
+            yield good
+
+    def one(claim: Claim, obj: ClaimedObject) -> Iterator[pa.RecordBatch]:
+        where = (claim.batch_id, obj.key)
+        records = 0
+        out.bytes += obj.size
+        meter = ReadMeter()
+        try:
+            landing = rt.claim_landing(source, claim)  # where it was claimed
+            chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
+            for chunk in chunks:
+                crash_point("stage.after_read")
+                bad = chunk.quarantined
+                records += chunk.batch.num_rows + len(bad)
+                if chunk.batch.num_rows:
+                    lineage = lineage_arrays(
+                        claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
+                    )
+                    good = conformer.conform(chunk.batch, lineage)
+                    if good.num_rows:
+                        add_rows(claim, good)
+                        yield good
+                quarantine(claim, bad)
+                del chunk, bad  # not kept alive while the next chunk is read
+        except VersionNotRead as e:
+            if strict:
+                raise
+            if records:
+                raise _Restage(claim.batch_id, e) from e
+            out.unread[where] = e.outcome
+            out.record_counts.setdefault(obj.key, 0)
+            return
+        out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
+        out.object_records[where] = records
+        if meter.complete:
+            out.bytes_read[obj.key] = out.bytes_read.get(obj.key, 0) + meter.consumed
+            out.object_bytes_read[where] = meter.consumed
+
     def rows() -> Iterator[pa.RecordBatch]:
         for claim in claims:
+            group: list[ClaimedObject] = []
+            group_bytes = 0
             for obj in claim.objects:
                 where = (claim.batch_id, obj.key)
                 if where in skip:
@@ -186,42 +275,18 @@ def _stage_once(
                     out.unread[where] = known[where]
                     out.record_counts.setdefault(obj.key, 0)
                     continue
-                records = 0
-                out.bytes += obj.size
-                meter = ReadMeter()
-                try:
-                    landing = rt.claim_landing(source, claim)  # where it was claimed
-                    chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
-                    for chunk in chunks:
-                        crash_point("stage.after_read")
-                        bad = chunk.quarantined
-                        records += chunk.batch.num_rows + len(bad)
-                        if chunk.batch.num_rows:
-                            lineage = lineage_arrays(
-                                claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
-                            )
-                            good = conformer.conform(chunk.batch, lineage)
-                            if good.num_rows:
-                                out.rows += good.num_rows
-                                out.batch_rows[claim.batch_id] = (
-                                    out.batch_rows.get(claim.batch_id, 0) + good.num_rows
-                                )
-                                yield good
-                        quarantine(claim, bad)
-                        del chunk, bad  # not kept alive while the next chunk is read
-                except VersionNotRead as e:
-                    if strict:
-                        raise
-                    if records:
-                        raise _Restage(claim.batch_id, e) from e
-                    out.unread[where] = e.outcome
-                    out.record_counts.setdefault(obj.key, 0)
+                if not is_small_object(obj.key, obj.size, fmt):
+                    yield from one(claim, obj)
                     continue
-                out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
-                out.object_records[where] = records
-                if meter.complete:
-                    out.bytes_read[obj.key] = out.bytes_read.get(obj.key, 0) + meter.consumed
-                    out.object_bytes_read[where] = meter.consumed
+                if group and (
+                    len(group) >= SMALL_GROUP_OBJECTS or group_bytes + obj.size > fmt.block_bytes
+                ):
+                    yield from small(claim, group)
+                    group, group_bytes = [], 0
+                group.append(obj)
+                group_bytes += obj.size
+            if group:
+                yield from small(claim, group)
 
     for group in chunked(rows(), STAGE_BUFFER_BYTES):
         out.files += tables.stage(source.table, group)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from lockgate.pipelines.batch import BatchOutcome
 from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
-from lockgate.pipelines.ingest import ingest_source
+from lockgate.pipelines.startup import without_pandas
+
+if TYPE_CHECKING:
+    from lockgate.pipelines.batch import BatchOutcome
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rt = runtime(args)
+    with without_pandas():  # pyiceberg -> pyarrow.dataset would load it: ~1 s of start-up
+        from lockgate.pipelines.ingest import ingest_source
+
+        rt = runtime(args)
     summary = []
     for source in rt.selected(args.source):
 

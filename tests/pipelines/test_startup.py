@@ -1,0 +1,48 @@
+"""Start-up: ``lockgate ingest`` does not import pandas (pyiceberg -> pyarrow.dataset would load
+it, about a second per process), and pandas still works afterwards in the same process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.platform_helpers import REPO, source_spec, write_config
+
+CODE = """
+import json, sys
+from lockgate.pipelines.cli import main
+rc = main(["--config", sys.argv[1], "ingest"])
+loaded = "pandas" in sys.modules
+import pyarrow as pa
+frame = pa.table({"a": [1, 2]}).to_pandas()  # imported on first use
+print("RESULT", json.dumps({"rc": rc, "pandas_at_ingest": loaded, "frame_rows": len(frame)}))
+"""
+
+
+def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "events-2026-03-01.jsonl").write_bytes(b'{"id": 1, "v": "a"}\n{"id": 2}\n')
+    config = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(landing))},
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    assert json.loads(result[len("RESULT ") :]) == {
+        "rc": 0,
+        "pandas_at_ingest": False,
+        "frame_rows": 2,
+    }
+    assert "idle after 1 batches, 2 rows, 0 quarantined" in proc.stdout, proc.stdout
