@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("lockgate.pipelines.commands.doctor", "check the environment and the S3 endpoint"),
     "ledger": ("lockgate.pipelines.commands.ledger", "inspect a source's ledger"),
     "schema": ("lockgate.pipelines.commands.schema", "print the JSON Schema of lockgate.yaml"),
+    "notifications": (
+        "lockgate.pipelines.commands.notifications",
+        "print (or --apply) the S3 event notification and queue policy of a source",
+    ),
 }
 
 
