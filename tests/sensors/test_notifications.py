@@ -514,3 +514,50 @@ def test_queue_errors_are_clear(s3_options: S3Options, moto_server: str) -> None
     q = SqsQueue(f"{moto_server}/123456789012/no-such-queue-{uuid.uuid4().hex[:6]}", s3_options)
     with pytest.raises(QueueRefused, match="no such queue"):
         q.receive()
+
+
+def test_sensor_tick_in_notification_mode(tmp_path: Path, moto_server: str, bucket: str) -> None:
+    import dagster as dg
+
+    from lockgate.pipelines.assets import asset_key
+    from lockgate.resources.config import load_config
+    from lockgate.resources.runtime import Runtime
+    from lockgate.sensors.discovery import rule_for_source
+    from lockgate.sensors.factory import evaluate_tick
+    from tests.platform_helpers import source_spec, write_config
+
+    sqs = boto3.client("sqs", endpoint_url=moto_server, region_name="us-east-1")
+    url = sqs.create_queue(QueueName=f"lg-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    landing = f"s3://{bucket}/landing/ev"
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=f"s3://{bucket}/warehouse",
+        ledger=f"s3://{bucket}/ledger",
+        endpoint=moto_server,
+        sources={
+            "ev": source_spec("ev", landing, discovery={"mode": "notifications", "queue_url": url})
+        },
+    )
+    cfg = load_config(str(path))
+    src = cfg.source("ev")
+    rt = Runtime.from_config(cfg)
+    store = open_store(landing, cfg.s3)
+    store.put("2026-03-01/a.jsonl", b'{"id": 1, "v": "a"}\n')  # before the events: the backstop
+    queue = SqsQueue(url, cfg.s3)
+    etag = store.head("2026-03-01/a.jsonl").etag
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor: str | None) -> dg.SensorResult:
+            ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+            return evaluate_tick(ctx, rt, src, rule_for_source(src), asset_key(src), 10)
+
+        first = tick(None)
+        assert [r.run_key for r in first.run_requests or []] == ["ev:0"]
+        queue.send([s3_event("landing/ev/2026-03-02/b.jsonl", "eb", bucket=bucket)])
+        second = tick(first.cursor)
+        assert sorted(r.run_key for r in second.run_requests or []) == ["ev:0", "ev:1"]
+        assert read_cursor(second.cursor)[2] == {"notifications": 1, "listing": 1}
+        assert read_cursor(second.cursor)[0] == read_cursor(first.cursor)[0]  # no backstop
+    led = rt.ledger(src)
+    assert [(o.key, o.etag) for o in led.get_claim(0).objects] == [("2026-03-01/a.jsonl", etag)]
+    assert [(o.key, o.etag) for o in led.get_claim(1).objects] == [("2026-03-02/b.jsonl", "eb")]
