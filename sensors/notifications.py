@@ -37,11 +37,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote_plus
 
 from lockgate.resources.config import DiscoverySettings
 from lockgate.resources.crashpoints import crash_point
+from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.resources.ledger import Ledger
 from lockgate.resources.sqs import SQS_BATCH, QueueMessage, SqsQueue
 from lockgate.resources.store import ObjectInfo, ObjectStore, S3Options
@@ -53,9 +54,11 @@ DEFAULT_MAX_MESSAGES = 1000
 DEFAULT_VISIBILITY_TIMEOUT_S = 300
 
 
-class PoisonMessage(ValueError):
+class PoisonMessage(TerminalError, ValueError):
     """A message body that is not an S3 event, an EventBridge S3 event or an SNS wrapper of
-    one: it names no object Lockgate could trust."""
+    one: it names no object Lockgate could trust. ``drain`` handles it (it never escapes)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CORRUPT_STATE
 
 
 @dataclass(frozen=True)
