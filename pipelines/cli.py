@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ledger": ("lockgate.pipelines.commands.ledger", "inspect a source's ledger"),
     "schema": ("lockgate.pipelines.commands.schema", "print the JSON Schema of lockgate.yaml"),
     "quarantine": ("lockgate.pipelines.commands.quarantine", "show a source's quarantine entries"),
+    "notifications": (
+        "lockgate.pipelines.commands.notifications",
+        "print (or --apply) the S3 event notification and queue policy of a source",
+    ),
 }
 
 

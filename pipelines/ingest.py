@@ -1,5 +1,9 @@
 """``ingest``: discover, claim and execute every pending batch of a source in this process
-until the source is idle -- the same discovery and batch code the sensor and the asset use."""
+until the source is idle -- the same discovery and batch code the sensor and the asset use.
+
+A source in notification mode (``discovery.mode: notifications``) is discovered from its queue
+(``lockgate.sensors.notifications.drain``), and listed only with ``full_listing`` (the
+backstop), as the sensor does."""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ from dataclasses import dataclass, field
 
 from lockgate.pipelines.batch import BatchOutcome, execute_batch
 from lockgate.resources.config import SourceConfig
+from lockgate.resources.ledger import Ledger
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.cleaning import clean_committed
-from lockgate.sensors.discovery import DiscoveryResult, discover, rule_for_source
+from lockgate.sensors.discovery import DiscoveryResult, DiscoveryRule, discover, rule_for_source
+from lockgate.sensors.notifications import drain, merge, open_queues
 
 
 @dataclass
@@ -43,6 +49,30 @@ class IngestReport:
         return counts
 
 
+def _discovery(
+    rt: Runtime, source: SourceConfig, rule: DiscoveryRule
+) -> Callable[[Ledger, bool], DiscoveryResult]:
+    """One discovery call of ``source``: ``(ledger, full_listing) -> result``."""
+    if source.discovery.mode != "notifications":
+        return lambda ledger, full: discover(rt.landing(source), ledger, rule, full_listing=full)
+    queue, dead_letter = open_queues(source.discovery, rt.config.s3)
+
+    def from_queue(ledger: Ledger, full: bool) -> DiscoveryResult:
+        drained = drain(
+            queue,
+            source.landing,
+            ledger,
+            rule,
+            max_receives=source.discovery.max_receives,
+            dead_letter=dead_letter,
+        )
+        if not full:
+            return drained.discovery
+        return merge(drained.discovery, discover(rt.landing(source), ledger, rule, True))
+
+    return from_queue
+
+
 def ingest_source(
     rt: Runtime,
     source: SourceConfig,
@@ -55,9 +85,10 @@ def ingest_source(
     report = IngestReport(source.name)
     rule = rule_for_source(source)
     ledger = rt.ledger(source)
+    find = _discovery(rt, source, rule)
     first = True
     while True:
-        result = discover(rt.landing(source), ledger, rule, full_listing=full_listing and first)
+        result = find(ledger, full_listing and first)
         first = False
         report.discoveries.append(result)
         pending = ledger.pending()

@@ -307,6 +307,29 @@ class MaintenanceSettings:
     orphan_older_than_s: int = DEFAULT_ORPHAN_OLDER_THAN_S
 
 
+DiscoveryMode = Literal["listing", "notifications"]
+#: Notification mode: the backstop full listing's default period (seconds), and how many
+#: receives of an unparseable message before it is moved aside.
+DEFAULT_FULL_LISTING_EVERY_S = 6 * 3600
+DEFAULT_MAX_RECEIVES = 5
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """``sources.<name>.discovery``: how new objects are found. ``listing`` (default) lists the
+    landing prefix every tick. ``notifications`` receives S3 event notifications from the SQS
+    queue ``queue_url`` (S3 landings only) and lists everything only every
+    ``full_listing_every_s`` seconds (the backstop for lost events). An unparseable message is
+    moved aside (to ``dead_letter_queue_url`` if given, else deleted; always counted) once it
+    has been received ``max_receives`` times."""
+
+    mode: DiscoveryMode = "listing"
+    queue_url: str | None = None
+    full_listing_every_s: int = DEFAULT_FULL_LISTING_EVERY_S
+    dead_letter_queue_url: str | None = None
+    max_receives: int = DEFAULT_MAX_RECEIVES
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """One source: a landing prefix, its format, its partition rule and its target table.
@@ -346,6 +369,9 @@ class SourceConfig:
     # Tables stay fast to read (not part of the fingerprint).
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+
+    # How new objects are found (not part of the fingerprint: the ledger decides either way).
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
 
     @property
     def effective_min_age_s(self) -> float:
@@ -1044,6 +1070,50 @@ _CLEAN_SOURCE_JSON: dict[str, Any] = {
 }
 
 
+def _queue_url(value: object) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"https?://[^/\s@]+/[^\s]+", text):
+        raise ValueError(
+            "expected an SQS queue URL like "
+            f"https://sqs.<region>.amazonaws.com/<account>/<queue>, got {text!r}"
+        )
+    return text
+
+
+QueueUrl = Annotated[
+    str,
+    PlainValidator(_queue_url),
+    WithJsonSchema({"type": "string", "pattern": r"^https?://[^/\s@]+/\S+$"}),
+]
+
+
+class DiscoveryDocument(_Section):
+    model_config = ConfigDict(title="discovery")
+
+    mode: Literal["listing", "notifications"] = Field(
+        default="listing",
+        description="listing: list the landing prefix every tick; notifications: receive S3 "
+        "event notifications from queue_url (S3 landings only)",
+    )
+    queue_url: QueueUrl | None = Field(
+        default=None, description="the SQS queue S3 sends the landing's events to"
+    )
+    full_listing_every: Seconds | None = Field(
+        default=None,
+        description="notifications: a backstop full listing this often (seconds, or a "
+        "duration: 6h, 1d; default 6h)",
+    )
+    dead_letter_queue_url: QueueUrl | None = Field(
+        default=None,
+        description="notifications: where unparseable messages go (default: deleted, counted)",
+    )
+    max_receives: PositiveInt | None = Field(
+        default=None,
+        description=f"notifications: receives of an unparseable message before it is moved "
+        f"aside (default {DEFAULT_MAX_RECEIVES})",
+    )
+
+
 class SourceDocument(_Section):
     model_config = ConfigDict(title="source")
 
@@ -1142,6 +1212,9 @@ class SourceDocument(_Section):
         default=None,
         description="seconds an object must be unchanged before it is claimed "
         f"(default: {DEFAULT_LOCAL_MIN_AGE_S:g} for a local landing, 0 for S3)",
+    )
+    discovery: DiscoveryDocument | None = Field(
+        default=None, description="how new objects are found (default: listing)"
     )
 
 
@@ -1249,6 +1322,40 @@ class _Builder:
             ),
             compaction=self.compaction(kp, spec),
             maintenance=self.maintenance(spec),
+            discovery=self.discovery(kp, spec),
+        )
+
+    def discovery(self, kp: str, spec: SourceDocument) -> DiscoverySettings:
+        """``notifications`` needs a queue and an S3 landing; the notification-only keys are
+        refused in ``listing`` mode (they would do nothing there)."""
+        doc = spec.discovery
+        if doc is None:
+            return DiscoverySettings()
+        if doc.mode == "listing":
+            for key in ("queue_url", "full_listing_every", "dead_letter_queue_url", "max_receives"):
+                if getattr(doc, key) is not None:
+                    self.fail(f"{kp}.discovery.{key}", "only used with mode: notifications")
+            return DiscoverySettings()
+        if doc.queue_url is None:
+            self.fail(f"{kp}.discovery.queue_url", "mode: notifications needs the SQS queue URL")
+        if not _is_s3(spec.landing):
+            self.fail(
+                f"{kp}.discovery.mode",
+                "notifications need an s3:// landing (S3 event notifications); a local landing "
+                "is discovered by listing",
+            )
+        if doc.dead_letter_queue_url == doc.queue_url:
+            self.fail(f"{kp}.discovery.dead_letter_queue_url", "must differ from queue_url")
+        return DiscoverySettings(
+            mode="notifications",
+            queue_url=doc.queue_url,
+            full_listing_every_s=(
+                doc.full_listing_every
+                if doc.full_listing_every is not None
+                else DEFAULT_FULL_LISTING_EVERY_S
+            ),
+            dead_letter_queue_url=doc.dead_letter_queue_url,
+            max_receives=doc.max_receives or DEFAULT_MAX_RECEIVES,
         )
 
     def compaction(self, kp: str, spec: SourceDocument) -> CompactionSettings:

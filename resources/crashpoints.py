@@ -27,6 +27,10 @@ POINTS: frozenset[str] = frozenset(
         "store.put_if_absent.after",
         # discovery / claim (ledger)
         "discovery.after_list",
+        # notification mode: between receive, claim and delete
+        "notifications.after_receive",
+        "notifications.after_claim",
+        "notifications.after_delete",
         "ledger.claim.before_put",
         "ledger.claim.after_put",
         "ledger.compact.before_put",

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -156,6 +156,9 @@ class DiscoveryResult:
     full_listing: bool = False
     start_after: str | None = None
     list_requests: int | None = None  # LIST calls made, if the store counts them
+    #: ``(key, etag)`` of the objects a later call may still claim (too young, a future day,
+    #: deferred); filled only when the caller asks (``claim_objects(track_waiting=True)``).
+    waiting: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def claimed_objects(self) -> int:
@@ -273,13 +276,20 @@ class _Planner:
         now: datetime,
         result: DiscoveryResult,
         was_read: Callable[[str, str], bool | None],
+        track_waiting: bool = False,
     ):
         self.rule = rule
         self.today = today
         self.now = now
         self.result = result
         self.was_read = was_read
+        self.track_waiting = track_waiting
         self.by_day: dict[str, list[ObjectInfo]] = defaultdict(list)
+
+    def wait(self, objs: list[ObjectInfo]) -> None:
+        """Note ``objs`` as claimable by a later call (when tracked)."""
+        if self.track_waiting:
+            self.result.waiting.update((o.key, o.etag) for o in objs)
 
     def _never_read(self, key: str, etags: frozenset[str]) -> bool:
         """Every claimed version of ``key`` was recorded as not read (changed/gone before
@@ -313,6 +323,7 @@ class _Planner:
             (self.now - info.last_modified).total_seconds() < self.rule.min_age_s
         ):
             self.result.too_young += 1
+            self.wait([info])
             return
         if not self.claimable(info, state):
             return
@@ -326,6 +337,8 @@ class _Planner:
             reason = "future"
         if reason is not None:
             self.result.out_of_range.append(OutOfRange(info.key, info.etag, day, reason))
+            if reason == "future":
+                self.wait([info])
             return
         self.by_day[day].append(info)
 
@@ -373,7 +386,42 @@ def discover(
     if lists_before is not None and lists_after is not None:
         result.list_requests = lists_after - lists_before
     crash_point("discovery.after_list")
+    _claim_planned(planner, ledger, window, state)
+    return result
 
+
+def claim_objects(
+    objects: Iterable[ObjectInfo],
+    ledger: Ledger,
+    rule: DiscoveryRule,
+    today: date | None = None,
+    now: datetime | None = None,
+    track_waiting: bool = False,
+) -> DiscoveryResult:
+    """Classify, cut and claim ``objects`` found by other means than a listing (e.g. event
+    notifications) exactly as ``discover`` does with listed ones: same filters, same batches,
+    same ledger checks, so an object found both ways is claimed once. ``objects`` must not
+    name a key twice. With ``track_waiting``, ``result.waiting`` names the objects a later
+    call may still claim."""
+    now = now or datetime.now(UTC)
+    today = today or now.astimezone(UTC).date()
+    objs = sorted(objects, key=lambda o: o.key)  # batches are cut in key order, as listed
+    if len({o.key for o in objs}) != len(objs):
+        raise ValueError("claim_objects: a key may appear only once")
+    result = DiscoveryResult()
+    window = min((o.key for o in objs), default="")
+    state = ledger.claim_state(window)
+    planner = _Planner(rule, today, now, result, ledger.was_read, track_waiting)
+    for info in objs:
+        planner.add(info, state)
+    _claim_planned(planner, ledger, window, state)
+    return result
+
+
+def _claim_planned(planner: _Planner, ledger: Ledger, window: str, state: ClaimState) -> None:
+    """Claim the planner's objects day by day within the tick's budget (module docstring:
+    Batches, Bounded tick, Races)."""
+    rule, result = planner.rule, planner.result
     budget = rule.max_claims_per_tick
     for day in sorted(planner.by_day):
         objs = planner.by_day[day]
@@ -392,8 +440,8 @@ def discover(
             budget -= 1
             objs = objs[len(batch) :]
         result.deferred += len(objs)
+        planner.wait(objs)
     ledger.maybe_compact()
-    return result
 
 
 def survey(

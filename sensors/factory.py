@@ -21,7 +21,9 @@ A tick (the ledger, not the cursor, is the truth):
 
 Every tick acts on ``lockgate.yaml`` as it is on disk now (``live_config.current_source``).
 
-The cursor only counts ticks since the last full listing.
+The cursor only counts ticks since the last full listing (and, in notification mode, keeps
+the time of the last backstop listing and the objects each path found:
+``lockgate.sensors.notifications``).
 """
 
 import json
@@ -46,8 +48,15 @@ from lockgate.resources.ledger import Claim, Ledger
 from lockgate.resources.live_config import current_source
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.cleaning import CleanTick, clean_committed
-from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
+from lockgate.sensors.discovery import (
+    DiscoveryResult,
+    DiscoveryRule,
+    discover,
+    full_listing_due,
+    rule_for_source,
+)
 from lockgate.sensors.health import Lag, tick_events
+from lockgate.sensors.notifications import describe, notification_tick, open_queues
 from lockgate.sensors.retries import all_generations, run_key
 from lockgate.sensors.runs import batch_tags, launched_run_keys, source_runs, stuck_batches
 
@@ -164,6 +173,46 @@ def _clean(
         return CleanTick()
 
 
+def _notification_discovery(
+    context: SensorEvaluationContext,
+    rt: Runtime,
+    source: SourceConfig,
+    led: Ledger,
+    rule: DiscoveryRule,
+    say: Callable[[str], None],
+) -> tuple[DiscoveryResult, bool, str]:
+    """Notification mode's discovery (``lockgate.sensors.notifications``): the tick's result,
+    whether the backstop listing ran, and the next cursor."""
+    queue, dead_letter = open_queues(source.discovery, rt.config.s3)
+    tick = notification_tick(
+        queue,
+        dead_letter,
+        rt.landing(source),
+        source.landing,
+        led,
+        rule,
+        source.discovery,
+        context.cursor,
+    )
+    say(
+        f"notifications: {describe(tick.drain)}"
+        + (
+            f"; backstop listing claimed {tick.backstop.claimed_objects} objects the events "
+            f"missed ({tick.backstop.listed} listed)"
+            if tick.backstop is not None
+            else ""
+        )
+        + f"; found so far: {tick.found['notifications']} by events, "
+        f"{tick.found['listing']} by backstop listings"
+    )
+    if tick.drain.poison_examples:
+        context.log.warning(
+            f"{tick.drain.poison_moved} unparseable messages moved aside from "
+            f"{queue.url}: " + "; ".join(tick.drain.poison_examples)
+        )
+    return tick.discovery, tick.backstop is not None, tick.cursor
+
+
 def evaluate_tick(
     context: SensorEvaluationContext,
     rt: Runtime,
@@ -179,11 +228,14 @@ def evaluate_tick(
     run keys and is the runs' source tag (``Namespace.label``)."""
     label = label or source.name
     say = log or context.log.info
-    ticks = _cursor(context.cursor)
-    full = full_listing_due(ticks, rule)
     led = rt.ledger(source)
-    result = discover(rt.landing(source), led, rule, full_listing=full)
-    new_cursor = json.dumps({"ticks_since_full": 0 if full else (ticks or 0) + 1})
+    if source.discovery.mode == "notifications":
+        result, full, new_cursor = _notification_discovery(context, rt, source, led, rule, say)
+    else:
+        ticks = _cursor(context.cursor)
+        full = full_listing_due(ticks, rule)
+        result = discover(rt.landing(source), led, rule, full_listing=full)
+        new_cursor = json.dumps({"ticks_since_full": 0 if full else (ticks or 0) + 1})
     for info in result.overwritten[:10]:
         say(
             f"{info.key!r} was re-written (new etag {info.etag}); "

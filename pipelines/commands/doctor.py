@@ -188,6 +188,33 @@ def _check_location(report: Report, url: str, options: S3Options) -> None:
         report.add("PASS", "create-only puts", "honoured (a second create of one key was refused)")
 
 
+def _check_queues(report: Report, args: argparse.Namespace) -> None:
+    """For each notification-mode source: its queue (and dead-letter queue) exists and
+    answers. Reads attributes only: receiving would hide messages from the sensor."""
+    try:
+        from lockgate.resources.config import load_config
+        from lockgate.resources.sqs import SqsQueue
+
+        cfg = load_config(getattr(args, "config", None))
+    except Exception:
+        return  # reported by the configuration section
+    for src in cfg.sources.values():
+        d = src.discovery
+        if d.mode != "notifications" or d.queue_url is None:
+            continue
+        report.section(f"queue of source {src.name}  ({d.queue_url})")
+        for what, url in (("queue", d.queue_url), ("dead-letter queue", d.dead_letter_queue_url)):
+            if url is None:
+                continue
+            queue = SqsQueue(url, cfg.s3, retry=DOCTOR_RETRY)
+
+            def reachable(q: SqsQueue = queue) -> str:
+                a = q.attributes("QueueArn", "ApproximateNumberOfMessages")
+                return f"{a['QueueArn']} answers, about {a['ApproximateNumberOfMessages']} waiting"
+
+            _check(report, what, reachable)
+
+
 def run(args: argparse.Namespace) -> int:
     # the report says it all; retry chatter from the store would only repeat it
     quiet = logging.getLogger("resources")
@@ -220,6 +247,8 @@ def _run(args: argparse.Namespace) -> int:
             report.add(status, "credentials", source)
         for url in urls:
             _check_location(report, url, options)
+    if not args.url:
+        _check_queues(report, args)
     if report.failed:
         print(f"{report.failed} check(s) FAILED", flush=True)
         return 1

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full-listing",
         action="store_true",
-        help="list the whole landing prefix (finds keys that arrived out of order)",
+        help="list the whole landing prefix (finds keys that arrived out of order; in "
+        "notification mode, the objects whose events were lost)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 

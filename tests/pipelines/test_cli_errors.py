@@ -59,6 +59,7 @@ FAMILIES = {
     "lockgate.resources.store_s3.S3Error",
     "lockgate.resources.ledger_records.LedgerError",
     "lockgate.resources.tables.TablesError",
+    "lockgate.resources.sqs.QueueError",
 }
 DAY = "2026-02-10"
 

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lockgate.resources.crashpoints import POINTS
 from tests.torture.checks import Readers
 from tests.torture.launch import ExecLauncher, ForkLauncher
 from tests.torture.proxy import TortureProxy
 from tests.torture.trial import (
     ALL_KINDS,
     EDITS,
+    HARNESS_POINTS,
     MOTO_CREDS,
     Coverage,
     Trial,
@@ -174,7 +174,7 @@ class Harness:
                         self.coverage.record(r)
                     self.included += 1
         if args.focus:
-            need = {p: args.focus - self.coverage.hits.get(p, 0) for p in sorted(POINTS)}
+            need = {p: args.focus - self.coverage.hits.get(p, 0) for p in HARNESS_POINTS}
             while any(v > 0 for v in need.values()):
                 for p in sorted(need, key=lambda q: -need[q]):
                     if need[p] > 0:
@@ -186,7 +186,7 @@ class Harness:
         """``--cover``: trial ``first + i`` forces the i-th crash point (sorted by name);
         ``--focus``: the i-th entry of the deficit list (points below N hits, round robin)."""
         i = n - self.args.first_trial
-        points = sorted(POINTS) if self.args.cover else self.focus
+        points = list(HARNESS_POINTS) if self.args.cover else self.focus
         return points[i] if 0 <= i < len(points) else None
 
     def next_trial(self, w: int) -> int | None:
@@ -388,7 +388,7 @@ class Harness:
                 + f" (total {sum(faults.values())}).",
             ]
         lines += ["", "| crash point | targeted | hit (SIGKILL at the point) |", "|---|---|---|"]
-        for p in sorted(POINTS):
+        for p in HARNESS_POINTS:
             lines.append(f"| `{p}` | {cov.targeted.get(p, 0)} | {cov.hits.get(p, 0)} |")
         bad = [t for t in res if not t.ok]
         if bad:

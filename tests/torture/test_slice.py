@@ -28,10 +28,9 @@ import pyarrow as pa
 import pytest
 
 from lockgate.resources.catalog import ObjectStoreCatalog
-from lockgate.resources.crashpoints import POINTS
 from lockgate.resources.tables import TableStore
 from tests.torture.checks import Readers
-from tests.torture.trial import SourceData, Version
+from tests.torture.trial import HARNESS_POINTS, SourceData, Version
 from tests.torture.world import WorldCheck, check_world
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +82,7 @@ def totals(rows: list[dict[str, Any]]) -> tuple[int, int, Counter[str]]:
 
 @pytest.mark.timeout(1200)  # ~3 min on an idle 2-core box; far more when it is shared
 def test_every_crash_point_local_exactly_once(tmp_path: Path) -> None:
-    n = len(POINTS) + 2  # one forced trial per point, then a concurrent and a crash trial
+    n = len(HARNESS_POINTS) + 2  # one forced trial per point, then a concurrent and a crash trial
     rows = run_harness(
         tmp_path,
         "--backend",
@@ -99,7 +98,7 @@ def test_every_crash_point_local_exactly_once(tmp_path: Path) -> None:
     assert len(rows) == n
     assert lost == 0 and dups == 0
     assert all(r["verify_rc"] == 0 and r["lineage_dups"] == 0 for r in rows)
-    missing = sorted(p for p in POINTS if hits[p] == 0)
+    missing = sorted(p for p in HARNESS_POINTS if hits[p] == 0)
     assert not missing, f"crash points never hit: {missing}"
     assert {"concurrent", "backfill", "vacuum", "deep"} <= {r["kind"] for r in rows}
 
