@@ -24,7 +24,7 @@ from lockgate.resources.dagster_resources import (
     TableStoreResource,
 )
 from lockgate.resources.runtime import Runtime
-from lockgate.sensors.runs import BATCH_TAG
+from lockgate.sensors.runs import BATCH_TAG, table_pool
 
 IO_MANAGER_KEY = "lockgate_io_manager"
 
@@ -57,8 +57,9 @@ def partitions(source: SourceConfig) -> dg.DailyPartitionsDefinition:
 
 
 def pool(source: SourceConfig) -> str:
-    """The concurrency pool of the source's table: bounds commit contention per table."""
-    return f"lockgate/{source.table}"
+    """The concurrency pool of the source's table: bounds commit contention per table (its limit
+    is ``dagster.table_concurrency``, set by the source's sensor)."""
+    return table_pool(source.table)
 
 
 def _table_metadata(rt: Runtime, source: SourceConfig, days: list[str]) -> dict[str, Any]:

@@ -233,6 +233,8 @@ class DagsterSettings:
     sensor_interval_seconds: int = 30
     max_runs_per_tick: int = 20
     max_runtime_seconds: int = 900
+    # batch runs of one table that may run at once (its Dagster pool's limit, set by its sensor)
+    table_concurrency: int = 1
 
 
 @dataclass(frozen=True)
@@ -725,6 +727,11 @@ class DagsterDocument(_Section):
         default=DagsterSettings.max_runtime_seconds,
         description="run monitoring fails a batch run still going after this many seconds "
         "(or a duration: 15m, 1h)",
+    )
+    table_concurrency: PositiveInt = Field(
+        default=DagsterSettings.table_concurrency,
+        description="batch runs of one table that may run at once: each sensor sets its table's "
+        "Dagster pool limit to this; their commits race and retry (create-only metadata put)",
     )
 
 

@@ -41,7 +41,13 @@ from lockgate.resources.runtime import Runtime
 from lockgate.sensors.discovery import DiscoveryRule, discover, full_listing_due, rule_for_source
 from lockgate.sensors.health import Lag, tick_events
 from lockgate.sensors.retries import all_generations, run_key
-from lockgate.sensors.runs import batch_tags, launched_run_keys, stuck_batches
+from lockgate.sensors.runs import (
+    batch_tags,
+    ensure_pool_limit,
+    launched_run_keys,
+    stuck_batches,
+    table_pool,
+)
 
 FULL_LISTING_EVERY_TICKS = 20
 
@@ -145,6 +151,9 @@ def evaluate_tick(
     landing_key: dg.AssetKey | None = None,
 ) -> dg.SensorResult:
     say = log or context.log.info
+    limit = rt.config.dagster.table_concurrency
+    if ensure_pool_limit(context.instance, table_pool(source.table), limit):
+        say(f"pool {table_pool(source.table)}: limit set to {limit} (dagster.table_concurrency)")
     ticks = _cursor(context.cursor)
     full = full_listing_due(ticks, rule)
     led = rt.ledger(source)
