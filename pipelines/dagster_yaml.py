@@ -5,12 +5,15 @@ What it sets, and why:
 * SQLite storage under ``$DAGSTER_HOME/storage`` (one machine), or, with ``postgres_url_env``,
   PostgreSQL storage (runs, event log, schedules) whose URL Dagster reads from that environment
   variable at start: the file never holds the URL or its password.
-* ``QueuedRunCoordinator`` with ``concurrency.runs.max_concurrent_runs`` (default 4).
+* ``QueuedRunCoordinator`` with ``concurrency.runs.max_concurrent_runs`` (default 4). On
+  PostgreSQL it launches runs from 4 threads (``dequeue_use_threads``): one slow launch (a busy
+  code server) does not hold the others back.
 * ``concurrency.pools.default_limit: 1`` with ``granularity: run``: every pool that is not
   configured otherwise admits one run at a time, so the per-table pool that each asset sets
   (``lockgate.pipelines.assets.pool``) keeps two runs from committing to one table at once (commit
   contention, not correctness: commits are create-only and safe anyway). The queue holds the
-  others back before they launch.
+  others back before they launch. Each source's sensor sets its table's pool limit explicitly to
+  ``dagster.table_concurrency`` of lockgate.yaml (default 1).
 * ``run_retries`` (2): a run that dies is retried by Dagster with the same batch; the ledger
   and the table marker make the retry idempotent. (A failed run's ``run_key`` is never
   re-launched by a sensor, so retries must come from here.)
@@ -57,6 +60,11 @@ def dagster_instance_config(
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
+            **(
+                {"config": {"dequeue_use_threads": True, "dequeue_num_workers": 4}}
+                if postgres_url_env
+                else {}
+            ),
         },
         "concurrency": {
             "runs": {"max_concurrent_runs": max_concurrent_runs},

@@ -235,6 +235,8 @@ class DagsterSettings:
     max_runtime_seconds: int = 900
     # batch runs of one table that may run at once (its Dagster pool's limit, set by its sensor)
     table_concurrency: int = 1
+    # keys one sensor tick lists per listing; a full listing is a pass spread over ticks
+    max_keys_listed_per_tick: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -732,6 +734,12 @@ class DagsterDocument(_Section):
         default=DagsterSettings.table_concurrency,
         description="batch runs of one table that may run at once: each sensor sets its table's "
         "Dagster pool limit to this; their commits race and retry (create-only metadata put)",
+    )
+    max_keys_listed_per_tick: PositiveInt = Field(
+        default=DagsterSettings.max_keys_listed_per_tick,
+        description="keys a sensor tick lists at most per listing, so a tick's time is bounded "
+        "whatever the bucket size: a full listing resumes on the next tick where this one "
+        "stopped (its continuation lives in the sensor cursor)",
     )
 
 
