@@ -47,7 +47,9 @@ def postgres_instance(folder: Path, url_env: str) -> tuple[Path, Path]:
     """``(home, workspace)`` like ``platform_helpers.dagster_instance``, with PostgreSQL
     storage whose URL the daemon reads from ``$url_env``."""
     home = folder / "dagster_home"
-    write_dagster_yaml(home, postgres_url_env=url_env, max_concurrent_runs=4)
+    # retries: on a loaded machine a launch can time out (the code server is slow to answer);
+    # a failed launch is retried by Dagster like a failed run
+    write_dagster_yaml(home, postgres_url_env=url_env, max_concurrent_runs=4, max_retries=5)
     workspace = folder / "workspace.yaml"
     module = {"module_name": "lockgate.pipelines.definitions", "working_directory": str(REPO)}
     workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": module}]}))
@@ -101,6 +103,7 @@ def test_daemon_on_postgres_runs_concurrently_exactly_once(
         "LOCKGATE_CONFIG": cfg.path,
     }
     env.pop("LOCKGATE_CRASH_AT", None)
+    env.setdefault("DAGSTER_GRPC_TIMEOUT_SECONDS", "300")  # a busy code server answers late
     rt = Runtime.from_config(cfg)
     landers = {
         name: Lander(landing_store(cfg, name), start=i * 10_000) for i, name in enumerate(SOURCES)
