@@ -7,9 +7,11 @@ really overlapped in time, and each table's pool admits two runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -19,10 +21,11 @@ import yaml
 from lockgate.pipelines.commands.status import source_status
 from lockgate.pipelines.dagster_yaml import write_dagster_yaml
 from lockgate.resources.runtime import Runtime
-from tests.conftest import create_bucket
-from tests.e2e.test_platform_e2e_daemon import _tail, dagster_daemon
+from tests.conftest import create_bucket, free_port
+from tests.e2e.test_platform_e2e_daemon import _stop_group, _tail, dagster_daemon
 from tests.platform_helpers import (
     REPO,
+    VENV_BIN,
     Lander,
     landing_store,
     s3_config,
@@ -40,20 +43,73 @@ URL_ENV = "LOCKGATE_TEST_DAGSTER_PG_URL"
 SOURCES = ("events", "orders", "clicks")
 # Idle 2-core machine: about two minutes; a loaded one (8 test suites at once) can take 8.
 TIMEOUT_S = 720.0
+SERVER_START_S = 300.0
 POLL_S = 2.0
 
 
-def postgres_instance(folder: Path, url_env: str) -> tuple[Path, Path]:
-    """``(home, workspace)`` like ``platform_helpers.dagster_instance``, with PostgreSQL
-    storage whose URL the daemon reads from ``$url_env``."""
+def postgres_instance(folder: Path, url_env: str, code_port: int) -> tuple[Path, Path]:
+    """``(home, workspace)``: a Dagster home with PostgreSQL storage whose URL the daemon
+    reads from ``$url_env``, and a workspace naming a code server on ``127.0.0.1:code_port``
+    (started on its own, as a deployment runs it: not a child the daemon restarts when a
+    heartbeat is late on a loaded machine)."""
     home = folder / "dagster_home"
-    # retries: on a loaded machine a launch can time out (the code server is slow to answer);
-    # a failed launch is retried by Dagster like a failed run
+    # retries: on a loaded machine a launch can still fail; Dagster retries it like a run
     write_dagster_yaml(home, postgres_url_env=url_env, max_concurrent_runs=4, max_retries=5)
     workspace = folder / "workspace.yaml"
-    module = {"module_name": "lockgate.pipelines.definitions", "working_directory": str(REPO)}
-    workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": module}]}))
+    server = {"host": "127.0.0.1", "port": code_port, "location_name": "lockgate"}
+    workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": server}]}))
     return home, workspace
+
+
+@contextlib.contextmanager
+def code_server(port: int, env: dict[str, str], log: Path) -> Iterator[None]:
+    """``dagster api grpc`` serving ``lockgate.pipelines.definitions`` on ``127.0.0.1:port``
+    in its own process group, up (health check) before the daemon starts; stopped on exit
+    with everything it started (the run workers)."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "dagster"),
+                "api",
+                "grpc",
+                "--module-name",
+                "lockgate.pipelines.definitions",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=str(REPO),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            assert proc.poll() is None, f"code server exited:\n{_tail(log)}"
+            check = subprocess.run(
+                [
+                    str(VENV_BIN / "dagster"),
+                    "api",
+                    "grpc-health-check",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                capture_output=True,
+                check=False,
+                timeout=120,
+            )
+            if check.returncode == 0:
+                break
+            assert time.monotonic() < deadline, f"code server not up:\n{_tail(log)}"
+            time.sleep(2)
+        yield
+    finally:
+        _stop_group(proc)
 
 
 def max_overlap(records: list[dg.RunRecord]) -> int:
@@ -92,7 +148,7 @@ def test_daemon_on_postgres_runs_concurrently_exactly_once(
         sensor_interval_seconds=5,
         table_concurrency=2,
     )
-    home, workspace = postgres_instance(tmp_path, URL_ENV)
+    home, workspace = postgres_instance(tmp_path, URL_ENV, free_port())
     text = (home / "dagster.yaml").read_text()
     assert "postgres" in text and postgres_url not in text  # the URL stays in the environment
     monkeypatch.setenv(URL_ENV, postgres_url)
@@ -113,7 +169,11 @@ def test_daemon_on_postgres_runs_concurrently_exactly_once(
             lander.land(f"2026-07-{day}/{key}.jsonl", n=5)
     log = tmp_path / "daemon.log"
 
-    with dagster_daemon(workspace, env, log) as proc:
+    port = yaml.safe_load(workspace.read_text())["load_from"][0]["grpc_server"]["port"]
+    with (
+        code_server(port, env, tmp_path / "code_server.log"),
+        dagster_daemon(workspace, env, log) as proc,
+    ):
         deadline = time.monotonic() + TIMEOUT_S
         while not _all_committed(rt, landers):
             assert proc.poll() is None, f"dagster-daemon exited early:\n{_tail(log)}"
