@@ -14,8 +14,14 @@ LOCKGATE_CONFIG ?= $(CURDIR)/lockgate.yaml
 run: export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home
 run: export LOCKGATE_CONFIG := $(LOCKGATE_CONFIG)
 CHROMIUM := /usr/bin/chromium
+# `make run-postgres`: the demo on Dagster's PostgreSQL storage, in its own DAGSTER_HOME, with a
+# local server (loopback only) in PG_DATA that is stopped when `dagster dev` ends.
+PG_DATA ?= $(abspath $(LOCKGATE_HOME))/postgres
+PG_PORT ?= 5439
+run-postgres: export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home_postgres
+run-postgres: export LOCKGATE_CONFIG := $(LOCKGATE_CONFIG)
 
-.PHONY: run test test-all browser lint lock torture bench bench-spark seed clean
+.PHONY: run run-postgres test test-all browser postgres lint lock torture bench bench-spark seed clean
 
 # Installs pin every package to .ci/constraints.txt, so CI and every machine run the same
 # versions; `make lock` refreshes it on purpose (then commit it).
@@ -46,11 +52,28 @@ run: $(STAMP)
 # files stay on one worker so module fixtures are shared. `slow` marks heavier variants of tests
 # that also run at a smaller size: `make test-all` runs them too.
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(PYTEST) -m "not slow"
 
-test-all: $(STAMP) browser
+test-all: $(STAMP) browser postgres
 	$(PYTEST)
+
+# PostgreSQL server binaries for the PostgreSQL e2e test and `make run-postgres` (Debian's
+# package, installed when missing and running as root; elsewhere the test is skipped, saying so).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing postgresql (Debian package) for the PostgreSQL tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	else echo "warning: no PostgreSQL server binaries and this is not root: its tests are skipped" >&2; fi
+
+# The server's URL reaches Dagster only through $$LOCKGATE_DAGSTER_PG_URL (never the file).
+run-postgres: $(STAMP) postgres
+	$(BIN)/python -m lockgate.pipelines.local_postgres start --data "$(PG_DATA)" --port $(PG_PORT)
+	$(BIN)/python -m lockgate.pipelines.demo --home "$(DAGSTER_HOME)" --config "$(LOCKGATE_CONFIG)" --postgres-url-env LOCKGATE_DAGSTER_PG_URL
+	trap '$(BIN)/python -m lockgate.pipelines.local_postgres stop --data "$(PG_DATA)"' EXIT; \
+	  LOCKGATE_DAGSTER_PG_URL=postgresql+psycopg2://lockgate@127.0.0.1:$(PG_PORT)/dagster \
+	  $(BIN)/dagster dev -w "$(CURDIR)/workspace.yaml" -h $(HOST) -p $(PORT)
 
 # Headless Chromium for the UI smoke test (tests/e2e/test_make_run.py); installed from Debian's
 # packages when missing and running as root, else the browser test fails in CI.

@@ -40,6 +40,7 @@ from lockgate.sensors.runs import (
     HEARTBEAT_TAG,
     MAX_RETRIES_TAG,
     TERMINAL_TAG,
+    table_pool,
 )
 
 PARTITION_TAG = "dagster/partition"
@@ -80,8 +81,9 @@ def partitions(source: SourceConfig) -> dg.DailyPartitionsDefinition:
 
 
 def pool(source: SourceConfig) -> str:
-    """The concurrency pool of the source's table: bounds commit contention per table."""
-    return f"lockgate/{source.table}"
+    """The concurrency pool of the source's table: bounds commit contention per table (its limit
+    is ``dagster.table_concurrency``, set by the source's sensor)."""
+    return table_pool(source.table)
 
 
 @contextlib.contextmanager

@@ -95,6 +95,8 @@ class BatchOutcome:
     duration_s: float
     record_counts: dict[str, int] = field(default_factory=dict)
     unread: dict[str, str] = field(default_factory=dict)  # key -> changed/gone before read
+    # this execution's commit attempts on the table (1: no lost race; 0: it committed nothing)
+    commit_attempts: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -116,6 +118,7 @@ class BatchOutcome:
             "changed_before_read": sum(o == CHANGED_BEFORE_READ for o in self.unread.values()),
             "gone_before_read": sum(o == GONE_BEFORE_READ for o in self.unread.values()),
             "dagster/row_count": self.rows,
+            "commit_attempts": self.commit_attempts,
         }
 
 
@@ -236,7 +239,9 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
     if result.duplicate:
         # Someone else committed it first; their record (or a repair) is the truth.
         rec = ledger.commit_record(claim.batch_id) or _repair_record(rt, source, ledger, claim)
-        return _from_record(claim, rec, started)
+        outcome = _from_record(claim, rec, started)
+        outcome.commit_attempts = result.attempts
+        return outcome
     rec = ledger.record_commit(
         CommitRecord(
             batch_id=claim.batch_id,
@@ -251,4 +256,6 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
             bytes_read=staged.bytes_read,
         )
     )
-    return _from_record(claim, rec, started, already_committed=False)
+    outcome = _from_record(claim, rec, started, already_committed=False)
+    outcome.commit_attempts = result.attempts
+    return outcome

@@ -2,13 +2,18 @@
 
 What it sets, and why:
 
-* SQLite storage under ``$DAGSTER_HOME/storage`` (one machine; use Postgres to scale out).
-* ``QueuedRunCoordinator`` with ``concurrency.runs.max_concurrent_runs`` (default 4).
+* SQLite storage under ``$DAGSTER_HOME/storage`` (one machine), or, with ``postgres_url_env``,
+  PostgreSQL storage (runs, event log, schedules) whose URL Dagster reads from that environment
+  variable at start: the file never holds the URL or its password.
+* ``QueuedRunCoordinator`` with ``concurrency.runs.max_concurrent_runs`` (default 4). On
+  PostgreSQL it launches runs from 4 threads (``dequeue_use_threads``): one slow launch (a busy
+  code server) does not hold the others back.
 * ``concurrency.pools.default_limit: 1`` with ``granularity: run``: every pool that is not
   configured otherwise admits one run at a time, so the per-table pool that each asset sets
   (``lockgate.pipelines.assets.pool``) keeps two runs from committing to one table at once (commit
   contention, not correctness: commits are create-only and safe anyway). The queue holds the
-  others back before they launch.
+  others back before they launch. Each source's sensor sets its table's pool limit explicitly to
+  ``dagster.table_concurrency`` of lockgate.yaml (default 1).
 * ``run_retries`` (2): a run that dies is retried by Dagster with the same batch; the ledger
   and the table marker make the retry idempotent. (A failed run's ``run_key`` is never
   re-launched by a sensor, so retries must come from here.)
@@ -43,17 +48,29 @@ HEADER = (
 
 
 def dagster_instance_config(
-    home: str | os.PathLike[str], max_concurrent_runs: int = 4, max_retries: int = 2
+    home: str | os.PathLike[str],
+    max_concurrent_runs: int = 4,
+    max_retries: int = 2,
+    postgres_url_env: str | None = None,
 ) -> dict[str, Any]:
     """The instance config as a mapping (see the module docstring)."""
-    base = str(Path(home).resolve() / "storage")
+    storage: dict[str, Any] = (
+        {"postgres": {"postgres_url": {"env": postgres_url_env}}}
+        if postgres_url_env
+        else {"sqlite": {"base_dir": str(Path(home).resolve() / "storage")}}
+    )
     return {
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
-        "storage": {"sqlite": {"base_dir": base}},
+        "storage": storage,
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
+            **(
+                {"config": {"dequeue_use_threads": True, "dequeue_num_workers": 4}}
+                if postgres_url_env
+                else {}
+            ),
         },
         "concurrency": {
             "runs": {"max_concurrent_runs": max_concurrent_runs},
@@ -69,11 +86,11 @@ def dagster_instance_config(
     }
 
 
-def render_dagster_yaml(home: str | os.PathLike[str], **kwargs: int) -> str:
+def render_dagster_yaml(home: str | os.PathLike[str], **kwargs: Any) -> str:
     return HEADER + yaml.safe_dump(dagster_instance_config(home, **kwargs), sort_keys=False)
 
 
-def write_dagster_yaml(home: str | os.PathLike[str], **kwargs: int) -> tuple[Path, bool]:
+def write_dagster_yaml(home: str | os.PathLike[str], **kwargs: Any) -> tuple[Path, bool]:
     """Write ``<home>/dagster.yaml`` if it is absent; return its path and whether it was
     written. An existing file is the operator's and is never touched. The write is atomic:
     a temp file is linked into place, so a concurrent writer's file is never replaced."""

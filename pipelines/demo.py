@@ -223,9 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", help="lockgate.yaml (default: $LOCKGATE_CONFIG, else ./lockgate.yaml)"
     )
     parser.add_argument("--more", action="store_true", help="land one more wave of new objects")
+    parser.add_argument(
+        "--postgres-url-env",
+        metavar="VAR",
+        help="a new dagster.yaml stores runs and events in PostgreSQL at the URL in $VAR",
+    )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    path, written = write_dagster_yaml(args.home)
+    path, written = write_dagster_yaml(args.home, postgres_url_env=args.postgres_url_env)
     print(f"dagster instance config: {path}" + ("" if written else " (kept as it is)"))
     reports = land_more(cfg) if args.more else seed(cfg)
     for r in reports:

@@ -257,6 +257,10 @@ class DagsterSettings:
     sensor_interval_seconds: int = 30
     max_runs_per_tick: int = 20
     max_runtime_seconds: int | None = None
+    # batch runs of one table that may run at once (its Dagster pool's limit, set by its sensor)
+    table_concurrency: int = 1
+    # keys one sensor tick lists per listing; a full listing is a pass spread over ticks
+    max_keys_listed_per_tick: int = 20_000
 
     def batch_max_runtime_s(self, source: SourceConfig) -> int:
         """The hung-run limit of ``source``'s batch runs: ``max_runtime_seconds`` if set,
@@ -895,6 +899,17 @@ class DagsterDocument(_Section):
         description="run monitoring fails a batch run still going after this many seconds "
         "(or a duration: 15m, 1h); default: the source's max_bytes_per_batch at 1 MiB/s, "
         f"between {HUNG_RUN_MIN_S} and {HUNG_RUN_MAX_S} s",
+    )
+    table_concurrency: PositiveInt = Field(
+        default=DagsterSettings.table_concurrency,
+        description="batch runs of one table that may run at once: each sensor sets its table's "
+        "Dagster pool limit to this; their commits race and retry (create-only metadata put)",
+    )
+    max_keys_listed_per_tick: PositiveInt = Field(
+        default=DagsterSettings.max_keys_listed_per_tick,
+        description="keys a sensor tick lists at most per listing, so a tick's time is bounded "
+        "whatever the bucket size: a full listing resumes on the next tick where this one "
+        "stopped (its continuation lives in the sensor cursor)",
     )
 
 

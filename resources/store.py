@@ -318,44 +318,64 @@ class LocalStore(ObjectStore):
         )
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """In key order, lazily: each folder is read when the walk reaches it, and a folder
+        whose every key sorts at or before ``start_after`` (or outside ``prefix``) is never
+        read, so a listing that starts late in the tree or stops early costs what it lists.
+        Symbolic links and special files are counted in ``skipped`` when the walk meets them."""
         base_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self.root / base_rel if base_rel else self.root
         if not base.is_dir() or any(
             p.is_symlink() for p in [base, *base.parents] if p.is_relative_to(self.root)
         ):
             return
-        found: list[tuple[str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            rel_dir = "" if rel_dir == "." else rel_dir
-            keep = []
-            for d in dirnames:
-                if d.startswith(TMP_PREFIX):
+        yield from self._walk(str(base), base_rel, prefix, start_after)
+
+    def _walk(
+        self, dirpath: str, rel_dir: str, prefix: str, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
+        """The keys under ``rel_dir`` in order. A folder ``d`` holds exactly the keys that start
+        with ``d/``, so sorting a folder's entries by ``name`` for files and ``name + "/"`` for
+        folders is the order of their keys."""
+        try:
+            entries = list(os.scandir(dirpath))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        ordered: list[tuple[str, os.DirEntry[str], bool]] = []
+        for e in entries:
+            if e.name.startswith(TMP_PREFIX):
+                continue
+            key = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            ordered.append((key + "/" if is_dir else key, e, is_dir))
+        ordered.sort(key=lambda t: t[0])
+        for sort_key, e, is_dir in ordered:
+            if is_dir:
+                if not (sort_key.startswith(prefix) or prefix.startswith(sort_key)):
                     continue
-                if os.path.islink(os.path.join(dirpath, d)):
-                    self.skipped[SKIPPED_LINK] += 1  # never walked (followlinks=False)
-                    continue
-                keep.append(d)
-            dirnames[:] = keep
-            for name in filenames:
-                if name.startswith(TMP_PREFIX):
-                    continue
-                key = f"{rel_dir}/{name}" if rel_dir else name
-                if not key.startswith(prefix) or (start_after is not None and key <= start_after):
-                    continue
-                try:
-                    st = os.lstat(os.path.join(dirpath, name))
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISLNK(st.st_mode):
-                    self.skipped[SKIPPED_LINK] += 1
-                elif not stat.S_ISREG(st.st_mode):
-                    self.skipped[SKIPPED_SPECIAL] += 1
-                else:
-                    found.append((key, st))
-        found.sort(key=lambda kv: kv[0])
-        for key, st in found:
-            yield self._info(key, st)
+                if (
+                    start_after is not None
+                    and sort_key < start_after
+                    and not start_after.startswith(sort_key)
+                ):
+                    continue  # every key below it sorts before start_after
+                yield from self._walk(e.path, sort_key[:-1], prefix, start_after)
+                continue
+            key = sort_key
+            if not key.startswith(prefix) or (start_after is not None and key <= start_after):
+                continue
+            try:
+                st = os.lstat(e.path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                self.skipped[SKIPPED_LINK] += 1
+            elif not stat.S_ISREG(st.st_mode):
+                self.skipped[SKIPPED_SPECIAL] += 1
+            else:
+                yield self._info(key, st)
 
     def _open_regular(self, key: str) -> int:
         """A read-only descriptor of the regular file ``key``, reached without following any

@@ -9,6 +9,18 @@ Rules (each is a contract the sensor relies on):
   window). A full listing (``full_listing=True``) lists everything and catches keys that arrived
   out of lexicographic order below the window. When to do a full listing is decided by the
   caller from a tick counter it keeps (``full_listing_due``), never from wall-clock ordering.
+* **Bounded listings.** With ``rule.max_keys_listed_per_tick`` (``N``; 0: unbounded) a call lists
+  at most ``N`` keys in each of its listings, so its time is bounded whatever the bucket size.
+  A full listing is then a *pass* spread over calls: each call lists the next ``N`` keys after
+  ``full_from`` (None: from the first key) and returns the continuation in ``full_next`` (None
+  once the pass reached the last key), which the caller keeps (the sensor cursor) and hands to
+  the next call. A call of a pass also lists incrementally (O(new), keys listed by both are
+  taken once), so new objects never wait for a pass to end; it skips that listing only when
+  its pass listing already covered every key from the window on. A key that lands ahead of the
+  continuation is found by this pass, one behind it by the incremental listing (above the
+  window) or the next pass. An incremental listing cut at ``N`` keys (``truncated``) resumes
+  from the window next time: the claims it made move the window up; keys it never reaches
+  (e.g. ``N`` unclaimable keys in a row) are found by the next pass.
 * **Skipped names.** A key with any path segment starting with ``.`` or ``_``, or ending with
   ``.tmp`` or ``._COPYING_``, is an in-progress or hidden file: it is never claimed.
 * **Names that cannot be claimed.** A key that is not valid Unicode (a local file name that is
@@ -92,6 +104,7 @@ class DiscoveryRule:
     full_listing_every: int = 100
     max_claims_per_tick: int = 100
     min_age_s: float = 0.0
+    max_keys_listed_per_tick: int = 0  # per listing of one call; 0: unbounded
 
     def __post_init__(self) -> None:
         if not self.min_age_s >= 0:
@@ -106,6 +119,8 @@ class DiscoveryRule:
             raise ValueError("full_listing_every must be >= 0")
         if self.max_claims_per_tick < 1:
             raise ValueError("max_claims_per_tick must be >= 1")
+        if self.max_keys_listed_per_tick < 0:
+            raise ValueError("max_keys_listed_per_tick must be >= 0")
         if self.prefix.startswith("/"):
             raise ValueError(f"prefix {self.prefix!r} must be relative to the landing root")
         if self.partition_regex is not None:
@@ -154,11 +169,16 @@ class DiscoveryResult:
     reclaimed_unread: int = 0  # new versions of keys whose claimed versions were never read
     conflicts: int = 0  # ClaimConflicts met (and re-planned)
     full_listing: bool = False
-    start_after: str | None = None
+    start_after: str | None = None  # where the incremental listing started (see discover)
     list_requests: int | None = None  # LIST calls made, if the store counts them
     #: ``(key, etag)`` of the objects a later call may still claim (too young, a future day,
     #: deferred); filled only when the caller asks (``claim_objects(track_waiting=True)``).
     waiting: set[tuple[str, str]] = field(default_factory=set)
+    full_from: str | None = None  # where this call's part of a full-listing pass started
+    #: The continuation of an unfinished full-listing pass (the last key it listed); None when
+    #: the pass is complete or this call did no full listing.
+    full_next: str | None = None
+    truncated: bool = False  # the incremental listing stopped at max_keys_listed_per_tick
 
     @property
     def claimed_objects(self) -> int:
@@ -363,22 +383,51 @@ def discover(
     full_listing: bool = False,
     today: date | None = None,
     now: datetime | None = None,
+    full_from: str | None = None,
 ) -> DiscoveryResult:
     """List, filter, cut and claim (see the module docstring). Returns the new claims and the
     counts. ``now`` (default: the current time) is what ``min_age_s`` is measured against.
-    Raises only on store or ledger errors (a ``ClaimConflict`` is handled)."""
+    ``full_from``: with ``full_listing``, the continuation of the pass (``full_next`` of the
+    previous call; None starts a pass). Raises only on store or ledger errors (a
+    ``ClaimConflict`` is handled)."""
     now = now or datetime.now(UTC)
     today = today or now.astimezone(UTC).date()
-    result = DiscoveryResult(full_listing=full_listing)
+    result = DiscoveryResult(full_listing=full_listing, full_from=full_from)
     lists_before = _list_count(landing)
-    start_after = None if full_listing else ledger.lookback_start(rule.lookback_keys)
+    start_after = ledger.lookback_start(rule.lookback_keys)
     result.start_after = start_after
-    window = start_after or ""
+    window = min(start_after or "", full_from or "") if full_listing else start_after or ""
     state = ledger.claim_state(window)
     planner = _Planner(rule, today, now, result, ledger.was_read)
     skipped_before = _store_skipped(landing)
-    for info in landing.list(rule.prefix, start_after=start_after):
-        planner.add(info, state)
+    limit = rule.max_keys_listed_per_tick
+    seen: set[str] = set()
+    incremental = True
+    if full_listing:
+        n, last = 0, None
+        for info in landing.list(rule.prefix, start_after=full_from):
+            n += 1
+            last = info.key
+            seen.add(info.key)
+            planner.add(info, state)
+            if n == limit:
+                break
+        done = not limit or n < limit
+        result.full_next = None if done else last
+        # the pass listed every key from the window on: listing them again finds nothing
+        incremental = not (done and (full_from or "") <= (start_after or ""))
+        if not incremental:
+            result.start_after = full_from  # one listing, from the pass's start
+    if incremental:
+        n = 0
+        for info in landing.list(rule.prefix, start_after=start_after):
+            if info.key in seen:
+                continue
+            n += 1
+            planner.add(info, state)
+            if n == limit:
+                result.truncated = True
+                break
     for reason, n in _store_skipped(landing).items():
         if n > skipped_before.get(reason, 0):
             result.skip(reason, n=n - skipped_before.get(reason, 0))

@@ -21,14 +21,17 @@ A tick (the ledger, not the cursor, is the truth):
 
 Every tick acts on ``lockgate.yaml`` as it is on disk now (``live_config.current_source``).
 
-The cursor only counts ticks since the last full listing (and, in notification mode, keeps
-the time of the last backstop listing and the objects each path found:
-``lockgate.sensors.notifications``).
+The cursor counts ticks since the last full listing, and holds the continuation of a full
+listing in progress: with ``dagster.max_keys_listed_per_tick`` a full listing is a pass spread
+over ticks (``ListingCursor``; ``lockgate.sensors.discovery``, *Bounded listings*). In
+notification mode it keeps the time of the last backstop listing and the objects each path
+found instead (``lockgate.sensors.notifications``).
 """
 
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -58,18 +61,56 @@ from lockgate.sensors.discovery import (
 from lockgate.sensors.health import Lag, tick_events
 from lockgate.sensors.notifications import describe, notification_tick, open_queues
 from lockgate.sensors.retries import all_generations, run_key
-from lockgate.sensors.runs import batch_tags, launched_run_keys, source_runs, stuck_batches
+from lockgate.sensors.runs import (
+    batch_tags,
+    ensure_pool_limit,
+    launched_run_keys,
+    source_runs,
+    stuck_batches,
+    table_pool,
+)
 
 FULL_LISTING_EVERY_TICKS = 20
 
 
-def _cursor(raw: str | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return int(json.loads(raw)["ticks_since_full"])
-    except (ValueError, KeyError, TypeError):
-        return None
+@dataclass(frozen=True)
+class ListingCursor:
+    """The sensor cursor: ticks since the last full-listing pass ended (None: no cursor, a pass
+    is due), and the continuation key of a pass in progress (``in_pass``; ``full_from`` None:
+    the pass starts at the first key)."""
+
+    ticks_since_full: int | None = None
+    in_pass: bool = False
+    full_from: str | None = None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "ListingCursor":
+        """A cursor that cannot be read (none, or another version's) starts a new pass."""
+        if not raw:
+            return cls()
+        try:
+            doc = json.loads(raw)
+            ticks = int(doc["ticks_since_full"])
+            full_from = doc.get("full_from")
+            if full_from is not None and not isinstance(full_from, str):
+                return cls()
+            return cls(ticks, bool(doc.get("in_pass", False)), full_from)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return cls()
+
+    def dump(self) -> str:
+        doc: dict[str, object] = {"ticks_since_full": self.ticks_since_full or 0}
+        if self.in_pass:
+            doc.update(in_pass=True, full_from=self.full_from)
+        return json.dumps(doc)
+
+    def after(self, full: bool, full_next: str | None) -> "ListingCursor":
+        """The cursor after a tick that did (``full``) or did not do part of a pass."""
+        if full and full_next is not None:
+            return ListingCursor(self.ticks_since_full or 0, True, full_next)
+        if full:
+            return ListingCursor(0)
+        return ListingCursor((self.ticks_since_full or 0) + 1)
 
 
 def build_sensor(
@@ -106,6 +147,7 @@ def build_sensor(
             src,
             max_claims_per_tick=cfg.dagster.max_runs_per_tick,
             full_listing_every=FULL_LISTING_EVERY_TICKS,
+            max_keys_listed_per_tick=cfg.dagster.max_keys_listed_per_tick,
         )
         return evaluate_tick(
             context,
@@ -228,14 +270,23 @@ def evaluate_tick(
     run keys and is the runs' source tag (``Namespace.label``)."""
     label = label or source.name
     say = log or context.log.info
+    limit = rt.config.dagster.table_concurrency
+    if ensure_pool_limit(context.instance, table_pool(source.table), limit):
+        say(f"pool {table_pool(source.table)}: limit set to {limit} (dagster.table_concurrency)")
     led = rt.ledger(source)
     if source.discovery.mode == "notifications":
         result, full, new_cursor = _notification_discovery(context, rt, source, led, rule, say)
     else:
-        ticks = _cursor(context.cursor)
-        full = full_listing_due(ticks, rule)
-        result = discover(rt.landing(source), led, rule, full_listing=full)
-        new_cursor = json.dumps({"ticks_since_full": 0 if full else (ticks or 0) + 1})
+        cursor = ListingCursor.parse(context.cursor)
+        full = cursor.in_pass or full_listing_due(cursor.ticks_since_full, rule)
+        result = discover(
+            rt.landing(source),
+            led,
+            rule,
+            full_listing=full,
+            full_from=cursor.full_from if cursor.in_pass else None,
+        )
+        new_cursor = cursor.after(full, result.full_next).dump()
     for info in result.overwritten[:10]:
         say(
             f"{info.key!r} was re-written (new etag {info.etag}); "
@@ -290,7 +341,10 @@ def evaluate_tick(
             )
     cleaning = _clean(rt, source, led, uncommitted, context.log.warning)
     say(
-        f"listed {result.listed} (full={full}), claimed {len(result.claims)} batches "
+        f"listed {result.listed} (full={full}"
+        + (f", pass continues after {result.full_next!r}" if result.full_next is not None else "")
+        + (", incremental listing cut at the per-tick bound" if result.truncated else "")
+        + f"), claimed {len(result.claims)} batches "
         f"({result.claimed_objects} objects), pending {len(pending)}, deferred {result.deferred}"
         + (f", held back {len(held)}" if held else "")
         + (

@@ -35,7 +35,7 @@ Rules (each is a contract the sensor relies on):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import unquote_plus
@@ -432,7 +432,10 @@ def notification_tick(
     backstop = None
     ticks = ticks + 1 if ticks is not None else 0
     if backstop_due(last, settings.full_listing_every_s, now):
-        backstop = discover(landing, ledger, rule, full_listing=True, now=now)
+        # one whole listing: the notification cursor keeps no listing continuation, so a
+        # bounded pass (max_keys_listed_per_tick) would re-list only the first keys each time
+        whole = replace(rule, max_keys_listed_per_tick=0)
+        backstop = discover(landing, ledger, whole, full_listing=True, now=now)
         found["listing"] += backstop.claimed_objects
         last, ticks = now, 0
     new = {

@@ -26,6 +26,26 @@ DEFAULT_MAX_RETRIES = 2
 _FINISHED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
+def table_pool(table: str) -> str:
+    """The Dagster concurrency pool of a table's runs (every asset of the table uses it)."""
+    return f"lockgate/{table}"
+
+
+def ensure_pool_limit(instance: dg.DagsterInstance, pool: str, limit: int) -> bool:
+    """Make ``pool``'s limit ``limit`` in the instance (an explicit limit, not the instance's
+    ``default_limit``): a setting of lockgate.yaml, so the sensor applies it on every tick and
+    a limit changed elsewhere is set back. Returns whether it changed anything. One read per
+    call when nothing changes."""
+    storage = instance.event_log_storage
+    for current in storage.get_pool_limits():
+        if current.name == pool:
+            if current.limit == limit and not current.from_default:
+                return False
+            break
+    storage.set_concurrency_slots(pool, limit)
+    return True
+
+
 def batch_tags(
     source: str,
     batch_id: int,
