@@ -14,7 +14,7 @@ table is one asset), so two configs may not declare the same table.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import dagster as dg
 
@@ -41,6 +41,7 @@ from lockgate.resources.dagster_resources import (
     TableStoreResource,
     catalog_env_vars,
 )
+from lockgate.resources.errors import ExitCode, TerminalError
 from lockgate.sensors.factory import build_sensor
 
 
@@ -65,9 +66,11 @@ def asset_keys(config: LockgateConfig, ns: Namespace | None = None) -> dict[dg.A
     return keys
 
 
-class ComponentCollision(dg.DagsterInvalidDefinitionError):
+class ComponentCollision(TerminalError, dg.DagsterInvalidDefinitionError):
     """Two Lockgate components (or configs) of one project would define the same Dagster
-    object."""
+    object (a config error, and an invalid definition to Dagster)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFIG
 
 
 def check_distinct(

@@ -30,6 +30,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from lockgate.resources.errors import ExitCode, TerminalError
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "lockgate"
@@ -40,8 +43,11 @@ START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 
 
-class PostgresMissing(RuntimeError):
-    """No PostgreSQL server binaries on this machine."""
+class PostgresMissing(TerminalError):
+    """No PostgreSQL server binaries on this machine (install them: ``make postgres``): the
+    environment is not set up, like a missing config."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFIG
 
 
 @dataclass(frozen=True)

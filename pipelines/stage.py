@@ -24,7 +24,7 @@ attempt stay invisible (``lockgate vacuum`` removes them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -37,6 +37,7 @@ from lockgate.pipelines.formats import (
     SMALL_GROUP_OBJECTS,
     FormatOptions,
     QuarantineRecord,
+    ReadChunk,
     ReadMeter,
     VersionNotRead,
     is_small_object,
@@ -184,6 +185,21 @@ def _stage_once(
         out.rows += batch.num_rows
         out.batch_rows[claim.batch_id] = out.batch_rows.get(claim.batch_id, 0) + batch.num_rows
 
+    def take(
+        claim: Claim, obj: ClaimedObject, chunk: ReadChunk
+    ) -> Generator[pa.RecordBatch, None, int]:
+        """One chunk read from ``obj``: its rows conformed with their lineage (yielded), its bad
+        records quarantined; returns how many records it held."""
+        crash_point("stage.after_read")
+        if chunk.batch.num_rows:
+            lineage = lineage_arrays(claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag)
+            good = conformer.conform(chunk.batch, lineage)
+            if good.num_rows:
+                add_rows(claim, good)
+                yield good
+        quarantine(claim, chunk.quarantined)
+        return chunk.batch.num_rows + len(chunk.quarantined)
+
     def small(claim: Claim, objs: list[ClaimedObject]) -> Iterator[pa.RecordBatch]:
         """Small objects read and parsed together (``read_small_objects``): one conform for
         the rows of all of them, lineage per row."""
@@ -201,17 +217,7 @@ def _stage_once(
                 continue
             records = rows
             for chunk in chunks:
-                crash_point("stage.after_read")
-                records += chunk.batch.num_rows + len(chunk.quarantined)
-                if chunk.batch.num_rows:
-                    lineage = lineage_arrays(
-                        claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
-                    )
-                    good = conformer.conform(chunk.batch, lineage)
-                    if good.num_rows:
-                        add_rows(claim, good)
-                        yield good
-                quarantine(claim, chunk.quarantined)
+                records += yield from take(claim, obj, chunk)
             out.record_counts[obj.key] = out.record_counts.get(obj.key, 0) + records
             out.object_records[(claim.batch_id, obj.key)] = records
             if meter.complete:
@@ -236,19 +242,8 @@ def _stage_once(
             landing = rt.claim_landing(source, claim)  # where it was claimed
             chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
             for chunk in chunks:
-                crash_point("stage.after_read")
-                bad = chunk.quarantined
-                records += chunk.batch.num_rows + len(bad)
-                if chunk.batch.num_rows:
-                    lineage = lineage_arrays(
-                        claim, chunk.batch.num_rows, ingested_at, obj.key, obj.etag
-                    )
-                    good = conformer.conform(chunk.batch, lineage)
-                    if good.num_rows:
-                        add_rows(claim, good)
-                        yield good
-                quarantine(claim, bad)
-                del chunk, bad  # not kept alive while the next chunk is read
+                records += yield from take(claim, obj, chunk)
+                del chunk  # not kept alive while the next chunk is read
         except VersionNotRead as e:
             if strict:
                 raise
