@@ -68,10 +68,15 @@ postgres:
 	else echo "warning: no PostgreSQL server binaries and this is not root: its tests are skipped" >&2; fi
 
 # The server's URL reaches Dagster only through $$LOCKGATE_DAGSTER_PG_URL (never the file).
+# Ctrl-C: the shell waits for dagster dev to stop, then exits through its EXIT trap, which
+# stops the server once its last client and the instance's last process are gone (the code
+# server outlives dagster dev by up to its 45 s heartbeat; a shell killed by SIGINT would skip
+# the EXIT trap and leave the server running).
 run-postgres: $(STAMP) postgres
 	$(BIN)/python -m lockgate.pipelines.local_postgres start --data "$(PG_DATA)" --port $(PG_PORT)
 	$(BIN)/python -m lockgate.pipelines.demo --home "$(DAGSTER_HOME)" --config "$(LOCKGATE_CONFIG)" --postgres-url-env LOCKGATE_DAGSTER_PG_URL
-	trap '$(BIN)/python -m lockgate.pipelines.local_postgres stop --data "$(PG_DATA)"' EXIT; \
+	trap '$(BIN)/python -m lockgate.pipelines.local_postgres stop --drain 90 --instance "$(DAGSTER_HOME)" --data "$(PG_DATA)"' EXIT; \
+	  trap 'exit 130' INT TERM; \
 	  LOCKGATE_DAGSTER_PG_URL=postgresql+psycopg2://lockgate@127.0.0.1:$(PG_PORT)/dagster \
 	  $(BIN)/dagster dev -w "$(CURDIR)/workspace.yaml" -h $(HOST) -p $(PORT)
 

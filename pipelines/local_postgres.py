@@ -8,7 +8,12 @@ Contract:
   creates the database ``dagster``. It prints the connection URL (no password: loopback only).
   A server already running in ``DIR`` is reused.
 * ``stop`` stops the server of ``DIR`` by the PID in its ``postmaster.pid`` (SIGINT: a fast
-  shutdown; SIGQUIT, then SIGKILL if it does not end) and waits for it to exit.
+  shutdown; SIGQUIT, then SIGKILL if it does not end) and waits for it to exit. With
+  ``--drain S [--instance HOME]`` it first waits (at most S seconds) until no client has
+  been connected for 2 s and no process of the Dagster instance ``HOME`` (a process whose
+  ``DAGSTER_HOME`` is ``HOME``) is left, so that processes still finishing after Ctrl-C (a
+  run worker writing its last events, a code server waiting out its heartbeat) are not cut
+  off mid-write and left retrying a vanished server.
 * PostgreSQL refuses to run as root: as root, ``DIR`` is given to the ``postgres`` user
   (Debian's package creates it) and the binaries run as that user (``DIR``'s parent folders
   must let that user through).
@@ -41,6 +46,7 @@ RUN_AS_ROOT_USER = "postgres"
 DEFAULT_PORT = 5439
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
+DRAIN_QUIET_S = 2.0
 
 
 class PostgresMissing(TerminalError):
@@ -210,11 +216,67 @@ def _createdb(bins: Path, port: int, name: str) -> None:
         raise RuntimeError(f"createdb {name} failed: {created.stderr.strip()}")
 
 
-def stop(data: str | os.PathLike[str]) -> bool:
-    """Stop the server of ``data`` by its PID; False if none was running."""
+def _client_backends(pid: int) -> list[int]:
+    """PIDs of the server's client connections (children of the postmaster ``pid`` titled
+    ``postgres: <user> <database> ...``), read from ``/proc``; empty where there is none."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = _ppid(int(entry.name))
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if ppid == pid and title.startswith(f"postgres: {SUPERUSER} "):
+                found.append(int(entry.name))
+    return found
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _instance_processes(home: str, server: int) -> list[int]:
+    """PIDs of processes whose environment has ``DAGSTER_HOME=home``, other than this process,
+    its ancestors (the shell and make that run ``stop`` carry it too) and the server ``server``
+    with its own processes (started by make, so they carry it as well)."""
+    mine = {os.getpid(), server}
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        parent = os.getppid()
+        while parent > 1 and parent not in mine:
+            mine.add(parent)
+            parent = _ppid(parent)
+    needle = b"DAGSTER_HOME=" + os.fsencode(home)
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(entry.name)
+            if pid in mine or _ppid(pid) == server:
+                continue
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(pid)
+    return found
+
+
+def _drain(pid: int, timeout_s: float, instance: str | None = None) -> None:
+    """Wait until no client has been connected and no process of the Dagster instance
+    ``instance`` has been alive for ``DRAIN_QUIET_S``, at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and _alive(pid):
+        if _client_backends(pid) or (instance and _instance_processes(instance, pid)):
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= DRAIN_QUIET_S:
+            return
+        time.sleep(0.25)
+
+
+def stop(data: str | os.PathLike[str], drain_s: float = 0.0, instance: str | None = None) -> bool:
+    """Stop the server of ``data`` by its PID, after draining its clients (and the processes
+    of the Dagster instance ``instance``) for at most ``drain_s`` seconds; False if none was
+    running."""
     pid = _pid(Path(data))
     if pid is None or not _alive(pid):
         return False
+    if drain_s > 0:
+        _drain(pid, drain_s, instance)
     for sig, grace in (
         (signal.SIGINT, STOP_TIMEOUT_S),
         (signal.SIGQUIT, 10.0),
@@ -238,13 +300,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--data", required=True, help="the server's data folder")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="loopback port")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stop: first wait at most S seconds until no client has been connected for 2 s",
+    )
+    parser.add_argument(
+        "--instance",
+        metavar="DAGSTER_HOME",
+        help="stop --drain: also wait until no process of this Dagster instance is left",
+    )
     args = parser.parse_args(argv)
     try:
         if args.action == "start":
             server = start(args.data, args.port)
             print(server.url)
         else:
-            print("stopped" if stop(args.data) else "not running")
+            print("stopped" if stop(args.data, args.drain, args.instance) else "not running")
     except (PostgresMissing, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -64,6 +64,8 @@ class MakeRun:
     seen: dict[int, psutil.Process] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     stop_outcome: str | None = None
+    dagster_home: str = "dagster_home"  # `make run-postgres` uses dagster_home_postgres
+    stop_grace: float = STOP_GRACE
 
     @property
     def base(self) -> str:
@@ -112,7 +114,7 @@ class MakeRun:
         """Processes of this instance still alive: in its process group, seen as its
         descendants, or carrying its DAGSTER_HOME in their environment."""
         alive: dict[int, psutil.Process] = {}
-        home = str(self.home / "dagster_home")
+        home = str(self.home / self.dagster_home)
         for p in psutil.process_iter(["pid"]):
             with contextlib.suppress(psutil.Error, OSError):
                 if p.pid == os.getpid() or p.status() == psutil.STATUS_ZOMBIE:
@@ -134,10 +136,14 @@ class MakeRun:
         outcome = "sigint"
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + STOP_GRACE
+        deadline = time.monotonic() + self.stop_grace
         while time.monotonic() < deadline:
             if self.proc.poll() is not None and not self.survivors():
                 break
+            with contextlib.suppress(OSError), open(self.log.with_suffix(".stop"), "a") as out:
+                for p in self.survivors():
+                    with contextlib.suppress(psutil.Error):
+                        out.write(f"{time.strftime('%T')} {p.pid} {' '.join(p.cmdline())[:150]}\n")
             time.sleep(1.0)
         else:
             outcome = "sigkill"
@@ -148,7 +154,7 @@ class MakeRun:
                     p.kill()
             self.proc.wait(timeout=30)
             psutil.wait_procs(list(self.seen.values()), timeout=30)
-        self.timings["stop_s"] = round(time.monotonic() - (deadline - STOP_GRACE), 1)
+        self.timings["stop_s"] = round(time.monotonic() - (deadline - self.stop_grace), 1)
         self.stop_outcome = outcome
         ARTIFACTS.mkdir(exist_ok=True)
         with contextlib.suppress(OSError):
