@@ -312,6 +312,40 @@ def append_section(
     BENCHMARKS.write_text(replace_section(current, title, "\n".join(text)), encoding="utf-8")
 
 
+@dataclass
+class SummaryRow:
+    """One line of the ingest summary (``bench.summary``): ``ok`` is None when the check was
+    skipped (``note`` says why)."""
+
+    check: str
+    data: str
+    lockgate: str
+    reference: str
+    measured: str
+    goal: str
+    ok: bool | None
+    rss: str = "-"
+    note: str = ""
+
+    def cells(self) -> list[str]:
+        if self.ok is None:
+            result = f"skipped ({self.note})" if self.note else "skipped"
+        else:
+            result = "ok" if self.ok else "**MISSED**"
+            if self.note:
+                result += f" ({self.note})"
+        return [
+            self.check,
+            self.data,
+            self.lockgate,
+            self.reference,
+            self.measured,
+            self.goal,
+            result,
+            self.rss,
+        ]
+
+
 def fmt_s(x: float) -> str:
     return f"{x:.2f}"
 
@@ -370,9 +404,14 @@ class IngestRun:
     batch_seconds: float  # sum of the per-batch durations (stage + commit + record)
 
 
-def lockgate_ingest(config: Path, timeout_s: float = 3600.0) -> IngestRun:
-    """Run the real ``lockgate --config <config> ingest`` console script until idle."""
-    m = run_measured([lockgate_exe(), "--config", str(config), "ingest"], timeout_s=timeout_s)
+def lockgate_ingest(
+    config: Path, timeout_s: float = 3600.0, env: Mapping[str, str] | None = None
+) -> IngestRun:
+    """Run the real ``lockgate --config <config> ingest`` console script until idle (``env``:
+    extra environment variables of the child)."""
+    m = run_measured(
+        [lockgate_exe(), "--config", str(config), "ingest"], env=env, timeout_s=timeout_s
+    )
     m.check()
     batches = rows = quarantined = 0
     seconds = 0.0
