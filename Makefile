@@ -101,7 +101,10 @@ lint: $(STAMP)
 torture: $(STAMP)
 	$(BIN)/python -m tests.torture.run --trials $(or $(TRIALS),1000) --seed $(or $(SEED),1) --backend $(or $(BACKEND),local) --faults $(or $(FAULTS),0.05) --workers $(or $(WORKERS),2) --report RELIABILITY.md
 
-# BENCH_ARGS: extra arguments, e.g. `make bench BENCH_ARGS="--only ingest memory"` or
+# `make bench`: the ingest summary (bench/summary.py; ~15 min at scale 1 on an idle 2-core
+# machine, Spark included when bench/.spark-venv exists), written as the last section of
+# BENCHMARKS.md. BENCH_ARGS: extra arguments, e.g. `make bench BENCH_ARGS="--quick"` (scale
+# 0.05, one round), `make bench BENCH_ARGS="--only memory discovery"` or
 # `make bench-spark BENCH_ARGS="--rounds 1 --datasets d1 d2"`.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
