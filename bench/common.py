@@ -276,10 +276,12 @@ def replace_section(text: str, title: str, section: str) -> str:
 
 
 def latest_only(text: str) -> str:
-    """``text`` keeping only the last section of each title (in the place of the last one)."""
+    """``text`` keeping only the last section of each title (in the place of the last one;
+    the summary section, ``SUMMARY_TITLE``, moved to the end)."""
     preamble, sections = split_sections(text)
     last = {t: i for i, (t, _) in enumerate(sections)}
-    kept = [s.strip("\n") + "\n" for i, (t, s) in enumerate(sections) if last[t] == i]
+    order = sorted(range(len(sections)), key=lambda i: sections[i][0] == SUMMARY_TITLE)
+    kept = [sections[i][1].strip("\n") + "\n" for i in order if last[sections[i][0]] == i]
     head = preamble.strip("\n") + "\n" if preamble.strip() else PREAMBLE
     return "\n".join([head, *kept])
 

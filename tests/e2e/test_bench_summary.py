@@ -96,10 +96,12 @@ def test_replace_section_keeps_place_and_fences() -> None:
     assert [t for t, _ in sections] == ["A (x)", "B"]  # replaced in place; "(x)" is title
     assert "new a" in sections[0][1] and "old a" not in text
     assert "## not a heading" in sections[1][1]
-    assert (
-        common.latest_only(text + "\n## B (2026-01-03 00:00 UTC)\n\nnewest b\n").count("## B (")
-        == 1
-    )
+    summary = f"## {common.SUMMARY_TITLE} (2026-01-02 00:00 UTC)\n\nS\n"
+    newest_b = "\n## B (2026-01-03 00:00 UTC)\n\nnewest b\n"
+    merged = text.replace("## B (", summary + "\n## B (") + newest_b  # as after a merge
+    tidy = common.latest_only(merged)
+    assert [t for t, _ in common.split_sections(tidy)[1]] == ["A (x)", "B", common.SUMMARY_TITLE]
+    assert "newest b" in tidy and "## not a heading" not in tidy
 
 
 def test_ten_x_d1_is_ten_links_of_d1() -> None:
