@@ -234,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-spark", action="store_true", help="skip Spark even if its venv exists"
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=SKIPS)
+    parser.add_argument(
+        "--profile",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="cProfile one Lockgate ingest of the first data set whose raw ratio was missed "
+        "(auto), of D1 (always), or none; added to the section, folded",
+    )
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args(argv)
     load_before = load_average()
@@ -285,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += s3_small.rows(s3_small.measure(ds))
     out = summary_table(rows)
     print(out)
+    prof_text = ""
+    missed_raw = [n for n, m in (("d1", d1), ("d2", d2), ("d4", d4)) if m.raw.ratio() < GOAL_RAW]
+    if args.profile == "always" or (args.profile == "auto" and missed_raw):
+        target = missed_raw[0] if missed_raw and args.profile == "auto" else "d1"
+        prof_text = vs_raw.profile(ds, target)
     missed = [f"{r.check} {r.data.split(' (')[0]}" for r in rows if r.ok is False]
     if not args.no_append:
         notes = [
@@ -324,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
                 [notes[0]],
                 load_before,
             )
-        append_section(SUMMARY_TITLE, cmd, out, notes, load_before)
+        body = out
+        if prof_text:
+            body += (
+                "\n\n<details><summary>Where Lockgate's time goes: cProfile of one ingest "
+                "(this run)</summary>\n\n```\n" + vs_raw._trim(prof_text) + "\n```\n</details>"
+            )
+        append_section(SUMMARY_TITLE, cmd, body, notes, load_before)
     if missed:
         print(f"goals missed: {', '.join(missed)}")
     return 1 if missed else 0

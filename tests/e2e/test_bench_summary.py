@@ -49,7 +49,20 @@ def test_summary_toy_one_table_and_one_section(
     common.append_section("Core ingest vs raw pyarrow (issue 8.1)", "old", "OLD RAW TABLE")
     common.append_section("Compaction: files per day", "python -m bench.compaction", "KEPT")
 
-    rc = summary.main(["--scale", str(TOY), "--rounds", "1", "--no-spark", "--skip", "scale", "s3"])
+    rc = summary.main(
+        [
+            "--scale",
+            str(TOY),
+            "--rounds",
+            "1",
+            "--no-spark",
+            "--skip",
+            "scale",
+            "s3",
+            "--profile",
+            "never",
+        ]
+    )
 
     table = _table(capsys.readouterr().out)
     assert table[0] == list(summary.HEADER)
