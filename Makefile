@@ -21,7 +21,7 @@ PG_PORT ?= 5439
 run-postgres: export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home_postgres
 run-postgres: export LOCKGATE_CONFIG := $(LOCKGATE_CONFIG)
 
-.PHONY: run run-postgres test test-all browser postgres lint lock torture bench bench-spark seed clean
+.PHONY: run run-postgres test test-all browser postgres lint lock torture bench bench-spark spark-venv seed clean
 
 # Installs pin every package to .ci/constraints.txt, so CI and every machine run the same
 # versions; `make lock` refreshes it on purpose (then commit it).
@@ -109,9 +109,13 @@ torture: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
+# `make spark-venv`: bench/.spark-venv (pyspark 4.3.0; needs java) for the Spark rows of
+# `make bench`, without running anything; `make bench-spark` creates it too, then runs Spark alone.
 SPARK_VENV := bench/.spark-venv
-bench-spark: $(STAMP)
+spark-venv:
 	test -f $(SPARK_VENV)/.installed || { $(PYTHON) -m venv $(SPARK_VENV) && $(SPARK_VENV)/bin/python -m pip install --quiet 'pyspark==4.3.0' && touch $(SPARK_VENV)/.installed; }
+
+bench-spark: $(STAMP) spark-venv
 	$(BIN)/python -m bench.spark_vs_lockgate --spark-python $(SPARK_VENV)/bin/python $(BENCH_ARGS)
 
 clean:

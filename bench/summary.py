@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_spark:
         skipped = "Spark skipped: --no-spark"
     elif not os.path.exists(args.spark_python):
-        skipped = "Spark skipped: no bench/.spark-venv (`make bench-spark` creates it)"
+        skipped = "Spark skipped: no bench/.spark-venv (`make spark-venv` creates it)"
     else:
         spark_python = os.path.abspath(args.spark_python)
     ds = ensure(args.scale, ("d1", "d2", "d3", "d4"))
