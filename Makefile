@@ -21,7 +21,7 @@ PG_PORT ?= 5439
 run-postgres: export DAGSTER_HOME := $(abspath $(LOCKGATE_HOME))/dagster_home_postgres
 run-postgres: export LOCKGATE_CONFIG := $(LOCKGATE_CONFIG)
 
-.PHONY: run run-postgres test test-all browser postgres lint lock torture bench bench-spark seed clean
+.PHONY: run run-postgres test test-all browser postgres lint lock torture bench bench-spark spark-venv seed clean
 
 # Installs pin every package to .ci/constraints.txt, so CI and every machine run the same
 # versions; `make lock` refreshes it on purpose (then commit it).
@@ -106,14 +106,21 @@ lint: $(STAMP)
 torture: $(STAMP)
 	$(BIN)/python -m tests.torture.run --trials $(or $(TRIALS),1000) --seed $(or $(SEED),1) --backend $(or $(BACKEND),local) --faults $(or $(FAULTS),0.05) --workers $(or $(WORKERS),2) --report RELIABILITY.md
 
-# BENCH_ARGS: extra arguments, e.g. `make bench BENCH_ARGS="--only ingest memory"` or
+# `make bench`: the ingest summary (bench/summary.py; ~15 min at scale 1 on an idle 2-core
+# machine, Spark included when bench/.spark-venv exists), written as the last section of
+# BENCHMARKS.md. BENCH_ARGS: extra arguments, e.g. `make bench BENCH_ARGS="--quick"` (scale
+# 0.05, one round), `make bench BENCH_ARGS="--only memory discovery"` or
 # `make bench-spark BENCH_ARGS="--rounds 1 --datasets d1 d2"`.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
+# `make spark-venv`: bench/.spark-venv (pyspark 4.3.0; needs java) for the Spark rows of
+# `make bench`, without running anything; `make bench-spark` creates it too, then runs Spark alone.
 SPARK_VENV := bench/.spark-venv
-bench-spark: $(STAMP)
+spark-venv:
 	test -f $(SPARK_VENV)/.installed || { $(PYTHON) -m venv $(SPARK_VENV) && $(SPARK_VENV)/bin/python -m pip install --quiet 'pyspark==4.3.0' && touch $(SPARK_VENV)/.installed; }
+
+bench-spark: $(STAMP) spark-venv
 	$(BIN)/python -m bench.spark_vs_lockgate --spark-python $(SPARK_VENV)/bin/python $(BENCH_ARGS)
 
 clean:

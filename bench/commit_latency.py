@@ -23,11 +23,11 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import date
 
 import pyarrow as pa
 
+from bench.common import append_section
 from lockgate.resources.catalog import make_catalog
 from lockgate.resources.store import S3Options
 from lockgate.resources.tables import TableSettings, TableStore
@@ -41,7 +41,6 @@ SCHEMA = pa.schema(
     ]
 )
 RATIO_LIMIT = 1.3
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
 @dataclass
@@ -216,15 +215,16 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python -m bench.commit_latency " + shlex.join(
             argv if argv is not None else sys.argv[1:]
         )
-        with open(BENCHMARKS, "a", encoding="utf-8") as f:
-            f.write(
-                f"\n## Commit latency ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"
-                f"Command: `{cmd.strip()}`  \nMachine: {machine()}  \n"
-                f"Criterion: p50(last 10) / p50(commits 10-20) <= {RATIO_LIMIT}; "
-                "default maintenance settings. CPU-time ratio: the same windows in process CPU "
-                "time (insensitive to other load on the machine).\n\n"
-                f"{out}\n"
-            )
+        append_section(
+            "Commit latency",
+            cmd.strip(),
+            out,
+            [
+                f"Criterion: p50(last 10) / p50(commits 10-20) <= {RATIO_LIMIT}; default "
+                "maintenance settings. CPU-time ratio: the same windows in process CPU time "
+                "(insensitive to other load on the machine)."
+            ],
+        )
     return 0 if all(r.ratio <= RATIO_LIMIT for r in results) else 1
 
 

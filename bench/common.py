@@ -1,9 +1,10 @@
 """What the benchmark scripts share: the machine description, running a child process with
 its wall time, output-line timestamps and peak RSS, medians, Markdown tables, and appending a
-section to BENCHMARKS.md (command, machine, load average, date).
+section to BENCHMARKS.md (command, machine, load average, date), replacing the earlier
+section of the same benchmark.
 
-Conventions (same as ``bench/commit_latency.py``): every script prints its table and appends
-it to ``/work/main/BENCHMARKS.md`` (``BENCHMARKS`` below) unless ``--no-append``.
+Conventions (same as ``bench/commit_latency.py``): every script prints its table and writes
+it to BENCHMARKS.md (``BENCHMARKS`` below) unless ``--no-append``.
 """
 
 from __future__ import annotations
@@ -213,27 +214,138 @@ def code_version() -> str:
     return f"git {head}{extra} ({root})"
 
 
-def append_section(title: str, command: str, body: str, notes: Sequence[str] = ()) -> None:
-    """Append ``## title (date)`` with the command, machine, load average and ``body``."""
+#: The title of the ingest summary (``bench.summary``): always the last section of BENCHMARKS.md.
+SUMMARY_TITLE = "Ingest summary (issue 13)"
+PREAMBLE = (
+    "# Benchmarks\n\nThe latest figures of each benchmark, with command, machine, date and code; "
+    "earlier runs are in git history (`git log -p BENCHMARKS.md`). Scripts under `bench/` "
+    "write here (`make bench`, `make bench-spark`): a new run replaces its benchmark's section. "
+    "The ingest summary of `make bench` is the last section.\n"
+)
+_HEADING = re.compile(r"^## (?P<title>.+?)(?: \((?P<when>\d{4}-\d{2}-\d{2}[^)]*)\))?\s*$")
+
+
+def section_title(heading: str) -> str | None:
+    """The title of a ``## title (YYYY-MM-DD ...)`` heading line without its date suffix (None
+    when ``heading`` is not a level-2 heading)."""
+    m = _HEADING.match(heading.rstrip("\n"))
+    return m.group("title").strip() if m else None
+
+
+def split_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """``text`` as (preamble, [(title, section text)]): a section runs from its ``## `` heading
+    to the next one outside a fenced block (its ``###`` subsections included)."""
+    preamble: list[str] = []
+    sections: list[tuple[str, list[str]]] = []
+    fenced = False
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        title = None if fenced else section_title(line)
+        if title is not None:
+            sections.append((title, [line]))
+        elif sections:
+            sections[-1][1].append(line)
+        else:
+            preamble.append(line)
+    return "".join(preamble), [(t, "".join(lines)) for t, lines in sections]
+
+
+def replace_section(text: str, title: str, section: str) -> str:
+    """``text`` with every section titled ``title`` removed and ``section`` put in the place of
+    the first of them; a new title goes before the summary section (``SUMMARY_TITLE``), and
+    the summary itself always goes last."""
+    preamble, sections = split_sections(text)
+    body = section.strip("\n") + "\n"
+    out: list[str] = []
+    placed = False
+    for t, s in sections:
+        if t == title:
+            if not placed and title != SUMMARY_TITLE:
+                out.append(body)
+                placed = True
+            continue
+        if t == SUMMARY_TITLE and not placed and title != SUMMARY_TITLE:
+            out.append(body)
+            placed = True
+        out.append(s.strip("\n") + "\n")
+    if not placed:
+        out.append(body)
+    head = preamble.strip("\n") + "\n" if preamble.strip() else PREAMBLE
+    return "\n".join([head, *out])
+
+
+def latest_only(text: str) -> str:
+    """``text`` keeping only the last section of each title (in the place of the last one;
+    the summary section, ``SUMMARY_TITLE``, moved to the end)."""
+    preamble, sections = split_sections(text)
+    last = {t: i for i, (t, _) in enumerate(sections)}
+    order = sorted(range(len(sections)), key=lambda i: sections[i][0] == SUMMARY_TITLE)
+    kept = [sections[i][1].strip("\n") + "\n" for i in order if last[sections[i][0]] == i]
+    head = preamble.strip("\n") + "\n" if preamble.strip() else PREAMBLE
+    return "\n".join([head, *kept])
+
+
+def append_section(
+    title: str,
+    command: str,
+    body: str,
+    notes: Sequence[str] = (),
+    load_before: str | None = None,
+) -> None:
+    """Write ``## title (date)`` with the command, machine, code, load average and ``body``
+    into BENCHMARKS.md, replacing the section of the same title (``replace_section``): the
+    file holds the latest figures of each benchmark, git holds the history."""
     now = datetime.now(UTC)
+    load = f"Load average (1/5/15 min) at the end of the run: {load_average()}  "
+    if load_before is not None:
+        load = f"Load average (1/5/15 min) before the run: {load_before}; after: {load_average()}  "
     text = [
-        f"\n## {title} ({now:%Y-%m-%d %H:%M} UTC)\n",
+        f"## {title} ({now:%Y-%m-%d %H:%M} UTC)\n",
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
         f"Code: {code_version()}  ",
-        f"Load average (1/5/15 min) at the end of the run: {load_average()}  ",
+        load,
     ]
     text += [f"{n}  " for n in notes]
     text[-1] = text[-1].rstrip()
     text += ["", body, ""]
-    if not BENCHMARKS.exists():
-        BENCHMARKS.write_text(
-            "# Benchmarks\n\nEvery figure with its command, machine and date. Scripts under "
-            "`bench/` append here (`make bench`, `make bench-spark`).\n",
-            encoding="utf-8",
-        )
-    with open(BENCHMARKS, "a", encoding="utf-8") as f:
-        f.write("\n".join(text) + "\n")
+    current = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else PREAMBLE
+    BENCHMARKS.write_text(replace_section(current, title, "\n".join(text)), encoding="utf-8")
+
+
+@dataclass
+class SummaryRow:
+    """One line of the ingest summary (``bench.summary``): ``ok`` is None when the check was
+    skipped (``note`` says why)."""
+
+    check: str
+    data: str
+    lockgate: str
+    reference: str
+    measured: str
+    goal: str
+    ok: bool | None
+    rss: str = "-"
+    note: str = ""
+
+    def cells(self) -> list[str]:
+        if self.ok is None:
+            result = f"skipped ({self.note})" if self.note else "skipped"
+        else:
+            result = "ok" if self.ok else "**MISSED**"
+            if self.note:
+                result += f" ({self.note})"
+        return [
+            self.check,
+            self.data,
+            self.lockgate,
+            self.reference,
+            self.measured,
+            self.goal,
+            result,
+            self.rss,
+        ]
 
 
 def fmt_s(x: float) -> str:
@@ -294,9 +406,14 @@ class IngestRun:
     batch_seconds: float  # sum of the per-batch durations (stage + commit + record)
 
 
-def lockgate_ingest(config: Path, timeout_s: float = 3600.0) -> IngestRun:
-    """Run the real ``lockgate --config <config> ingest`` console script until idle."""
-    m = run_measured([lockgate_exe(), "--config", str(config), "ingest"], timeout_s=timeout_s)
+def lockgate_ingest(
+    config: Path, timeout_s: float = 3600.0, env: Mapping[str, str] | None = None
+) -> IngestRun:
+    """Run the real ``lockgate --config <config> ingest`` console script until idle (``env``:
+    extra environment variables of the child)."""
+    m = run_measured(
+        [lockgate_exe(), "--config", str(config), "ingest"], env=env, timeout_s=timeout_s
+    )
     m.check()
     batches = rows = quarantined = 0
     seconds = 0.0

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,20 +51,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 
 def append_section(title: str, command: str, body: str, notes: Sequence[str]) -> None:
-    now = datetime.now(UTC)
-    one, five, fifteen = os.getloadavg()
-    text = [
-        f"\n## {title} ({now:%Y-%m-%d %H:%M} UTC)\n",
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
-        f"Load average (1/5/15 min) at the end: {one:.2f} / {five:.2f} / {fifteen:.2f}  ",
-        *(f"{n}  " for n in notes),
-        "",
-        body,
-        "",
-    ]
-    with open(BENCHMARKS, "a", encoding="utf-8") as f:
-        f.write("\n".join(text))
+    """Write the section through ``bench.common.append_section`` (replaces the earlier one)."""
+    from bench.common import append_section as write_section
+
+    write_section(title, command, body, notes)
 
 
 CHILD = r"""

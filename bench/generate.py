@@ -18,6 +18,7 @@ gives the day. A data set is reused when its ``.done`` file exists (written last
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import random
@@ -205,8 +206,14 @@ def ensure(scale: float = 1.0, which: tuple[str, ...] = ("d1", "d2", "d3", "d4")
         folder = root / name
         if (folder / ".done").exists():
             continue
-        print(f"generating {folder} ...", file=sys.stderr, flush=True)
-        _build(folder, plan[name], name, rows)
+        root.mkdir(parents=True, exist_ok=True)
+        # One builder at a time (test workers share bench/.data): the others wait, then reuse.
+        with open(root / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (folder / ".done").exists():
+                continue
+            print(f"generating {folder} ...", file=sys.stderr, flush=True)
+            _build(folder, plan[name], name, rows)
     return Datasets(root, scale)
 
 

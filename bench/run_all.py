@@ -1,13 +1,21 @@
-"""``make bench``: every Lockgate benchmark of issue 8 in turn (``python -m bench.run_all
-[--scale 1] [--only ingest memory discovery dagster spark] [--no-append]``).
+"""``make bench``: the ingest summary of issue 13, and on request the other benchmarks
+(``python -m bench.run_all [--scale 1] [--quick] [--rounds 3] [--no-spark] [--skip scale s3]
+[--only summary memory discovery dagster ...] [--no-append]``).
+
+By default only ``summary`` runs (``bench.summary``: Lockgate vs raw pyarrow on D1, D2, D4 and
+the small-objects set D3, vs Spark on D1, D2, D3 with the steady state on D1/D2, peak RSS, the
+10x D1 cost-per-byte check and 10,000 small objects on moto): it prints ONE summary table and
+writes it as the last section of BENCHMARKS.md. Spark runs when ``bench/.spark-venv`` exists
+(``make bench-spark`` creates it); else its rows say "Spark skipped". ``--quick`` = ``--scale
+0.05 --rounds 1`` (a smoke run; its figures are not the goal's). Whatever ``--only`` lists, the
+summary runs last, so its section stays the last one.
 
 ``--code-ref REF`` measures a commit instead of the work tree as it is: ``git archive REF``
 is exported under ``bench/.data/code-<sha>/`` and the run re-executes from there (same venv,
 same data, same BENCHMARKS.md), so helpers' uncommitted edits are not measured.
 
-Spark runs only when its venv exists (``make bench-spark`` creates it and runs it alone).
-Each benchmark prints its table and appends it to BENCHMARKS.md; the exit code is non-zero
-when any goal was missed (every benchmark still runs).
+Each benchmark prints its table and writes its section of BENCHMARKS.md (replacing the
+earlier one); the exit code is non-zero when any goal was missed (every benchmark still runs).
 """
 
 from __future__ import annotations
@@ -19,34 +27,62 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from bench import dagster_latency, discovery, ingest_vs_pyarrow, memory, spark_vs_lockgate
+from bench import (
+    dagster_latency,
+    discovery,
+    ingest_vs_pyarrow,
+    memory,
+    s3_small,
+    scale,
+    spark_vs_lockgate,
+    summary,
+)
 from bench.common import BENCHMARKS, DATA_DIR, ROOT
-from bench.generate import ensure
 
-ALL = ("ingest", "memory", "discovery", "dagster", "spark")
+ALL = ("ingest", "memory", "discovery", "dagster", "spark", "scale", "s3", "summary")
+QUICK_SCALE = 0.05
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--only", nargs="*", default=list(ALL), choices=ALL)
+    parser.add_argument("--quick", action="store_true", help=f"--scale {QUICK_SCALE:g} --rounds 1")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 3)")
+    parser.add_argument("--spark-rounds-small", type=int, default=None)
+    parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument("--skip", nargs="*", default=[], choices=summary.SKIPS)
+    parser.add_argument("--only", nargs="*", default=["summary"], choices=ALL)
     parser.add_argument("--no-append", action="store_true")
     parser.add_argument("--code-ref", help="measure this commit (exported), not the work tree")
     args = parser.parse_args(argv)
     if args.code_ref:
         _reexec_at(args.code_ref, sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        args.scale = QUICK_SCALE
+        args.rounds = 1 if args.rounds is None else args.rounds
     common = ["--no-append"] if args.no_append else []
-    scale = ["--scale", f"{args.scale:g}"]
-    ensure(args.scale)
+    scale_arg = ["--scale", f"{args.scale:g}"]
+    rounds = ["--rounds", str(args.rounds)] if args.rounds is not None else []
+    summary_args = [*scale_arg, *rounds, *common]
+    if args.spark_rounds_small is not None:
+        summary_args += ["--spark-rounds-small", str(args.spark_rounds_small)]
+    if args.no_spark:
+        summary_args.append("--no-spark")
+    if args.skip:
+        summary_args += ["--skip", *args.skip]
     steps: dict[str, Callable[[], int]] = {
-        "ingest": lambda: ingest_vs_pyarrow.main([*scale, *common]),
-        "memory": lambda: memory.main([*scale, *common]),
+        "ingest": lambda: ingest_vs_pyarrow.main([*scale_arg, *rounds, *common]),
+        "memory": lambda: memory.main([*scale_arg, *common]),
         "discovery": lambda: discovery.main(common),
         "dagster": lambda: dagster_latency.main(common),
-        "spark": lambda: spark_vs_lockgate.main([*scale, *common]),
+        "spark": lambda: spark_vs_lockgate.main([*scale_arg, *rounds, *common]),
+        "scale": lambda: scale.main([*scale_arg, *common]),
+        "s3": lambda: s3_small.main([*scale_arg, *common]),
+        "summary": lambda: summary.main(summary_args),
     }
+    order = [n for n in ALL if n in args.only]  # the summary last: its section stays last
     failed = []
-    for name in args.only:
+    for name in order:
         if name == "spark" and not spark_vs_lockgate.DEFAULT_SPARK_PYTHON.exists():
             print("spark: skipped (run `make bench-spark` to create bench/.spark-venv)")
             continue
