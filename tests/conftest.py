@@ -88,12 +88,12 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
 #: A stale or missing entry only costs balance, never a test.
 HEAVY_FILES: dict[str, int] = {
     "tests/e2e/test_docs_commands.py": 150,
-    "tests/sensors/test_platform_sensor.py": 90,
+    "tests/sensors/test_platform_sensor.py": 65,
     "tests/e2e/test_platform_e2e_daemon.py": 90,
     "tests/e2e/test_postgres_daemon.py": 85,
     "tests/pipelines/test_component.py": 75,
     "tests/torture/test_slice.py": 70,
-    "tests/sensors/test_platform_sensor_runs.py": 60,
+    "tests/sensors/test_platform_sensor_runs.py": 65,
     "tests/e2e/test_make_run.py": 55,
     "tests/pipelines/test_bytes_accounting.py": 50,
     "tests/resources/test_tables_concurrency.py": 50,
