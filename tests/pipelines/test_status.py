@@ -4,6 +4,7 @@ the others."""
 
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import dagster as dg
 import pytest
@@ -161,12 +162,14 @@ def test_status_and_retry_know_a_named_components_runs(
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     cfg = ("--config", str(path))
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        warnings: list[str] = []
 
         def tick() -> list[dg.RunRequest]:
             ctx = dg.build_sensor_context(
                 instance=instance, resources=repo.get_top_level_resources(), repository_def=repo
             )
-            return list(sensor.evaluate_tick(ctx).run_requests or [])
+            with patch.object(ctx.log, "warning", side_effect=warnings.append):
+                return list(sensor.evaluate_tick(ctx).run_requests or [])
 
         running, failed = tick()  # claims batches 0 and 1
         assert [running.run_key, failed.run_key] == ["team_a__events:0", "team_a__events:1"]
@@ -204,6 +207,8 @@ def test_status_and_retry_know_a_named_components_runs(
         assert code == 0, err
         assert "as run key team_a__events:1:retry1 " in out
         assert [r.run_key for r in tick()] == ["team_a__events:1:retry1"]  # what retry said
+        # the sensor's stuck warning names the component too
+        assert any("--batch 1 --component team_a`" in w for w in warnings), warnings
 
     code, _, err = _cli(capsys, *cfg, "retry", "--source", "events", "--batch", "1",
                         "--component", "a__b")  # fmt: skip
