@@ -26,7 +26,11 @@ def _write(root: Path, landing: str, rows: int = 2) -> None:
     path.write_text("".join(json.dumps({"id": i, "v": "x"}) + "\n" for i in range(rows)))
 
 
-def test_status_reports_every_view_and_why_one_is_unknown(tmp_path: Path) -> None:
+def test_status_reports_every_view_and_why_one_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first status runs the console script (a real process); the others run the same
+    ``main`` in this process."""
     land = tmp_path / "landing"
     sources = {
         "events": source_spec("events", str(land / "events")),
@@ -75,16 +79,17 @@ def test_status_reports_every_view_and_why_one_is_unknown(tmp_path: Path) -> Non
     assert orders["stuck_batches"] == {} and orders["stuck_batches_unknown_reason"] is None
     assert orders["unclaimed"] == {"claimable": 0}
 
-    text = run_lockgate(path, "status", env={"DAGSTER_HOME": ""})
-    assert "stuck batches: unknown (no DAGSTER_HOME" in text.stdout
-    assert "unclaimed: 1 claimable; never claimed as they are: 1 before_start" in text.stdout
-    assert "rows per day: 2026-03-01 3, 2026-03-02 2" in text.stdout
+    monkeypatch.setenv("DAGSTER_HOME", "")
+    _, text, _ = _cli(capsys, "--config", str(path), "status")
+    assert "stuck batches: unknown (no DAGSTER_HOME" in text
+    assert "unclaimed: 1 claimable; never claimed as they are: 1 before_start" in text
+    assert "rows per day: 2026-03-01 3, 2026-03-02 2" in text
 
     home, _ = dagster_instance(tmp_path)
-    with_home = run_lockgate(path, "status", "--json", "--no-landing",
-                             env={"DAGSTER_HOME": str(home)})  # fmt: skip
-    assert with_home.returncode == 0, with_home.stderr
-    events = json.loads(with_home.stdout)[0]
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    code, out, err = _cli(capsys, "--config", str(path), "status", "--json", "--no-landing")
+    assert code == 0, err
+    events = json.loads(out)[0]
     assert events["unclaimed"] is None
     assert events["dagster"] == {
         "unknown_reason": None,
@@ -97,9 +102,10 @@ def test_status_reports_every_view_and_why_one_is_unknown(tmp_path: Path) -> Non
     doc = yaml.safe_load(path.read_text())
     doc["sources"]["orders"]["format"] = "csv"
     path.write_text(yaml.safe_dump(doc))
-    broken = run_lockgate(path, "status", "--json", "--no-landing", env={"DAGSTER_HOME": ""})
-    assert broken.returncode == ExitCode.FINGERPRINT_MISMATCH, broken.stderr
-    events, orders = json.loads(broken.stdout)
+    monkeypatch.setenv("DAGSTER_HOME", "")
+    code, out, err = _cli(capsys, "--config", str(path), "status", "--json", "--no-landing")
+    assert code == ExitCode.FINGERPRINT_MISMATCH, err
+    events, orders = json.loads(out)
     assert events["error"] is None and events["pending_batches"] == [2]
     assert (
         orders["error"]
