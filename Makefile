@@ -49,9 +49,11 @@ run: $(STAMP)
 	exec $(BIN)/dagster dev -w "$(CURDIR)/workspace.yaml" -h $(HOST) -p $(PORT)
 
 # Two workers (CI has 2 cores; much of the suite waits on subprocesses and servers); whole
-# files stay on one worker so module fixtures are shared. `slow` marks heavier variants of tests
-# that also run at a smaller size: `make test-all` runs them too.
-PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
+# files stay on one worker so module fixtures are shared. Files run in the order tests/conftest.py
+# gives them (the heaviest first, HEAVY_FILES), which --no-loadscope-reorder keeps (xdist's
+# default, most tests first, left the single-test daemon e2e files for the end). `slow` marks
+# heavier variants of tests that also run at a smaller size: `make test-all` runs them too.
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 test: $(STAMP) browser postgres
 	$(PYTEST) -m "not slow"
 

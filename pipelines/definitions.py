@@ -31,7 +31,7 @@ from lockgate.pipelines.assets import (
     partitions,
 )
 from lockgate.pipelines.checks import build_checks, exactly_once_schedule
-from lockgate.pipelines.io_manager import LockgateIOManager
+from lockgate.pipelines.io_manager import lockgate_io_manager
 from lockgate.pipelines.upkeep_jobs import upkeep_jobs, upkeep_schedules
 from lockgate.resources.config import LockgateConfig, SourceConfig, load_config
 from lockgate.resources.dagster_resources import (
@@ -144,7 +144,7 @@ def build_definitions(
             ns.table_store: TableStoreResource(
                 warehouse=config.warehouse, catalog=catalog_env_vars(config.catalog_env), **s3
             ),
-            ns.io_manager: dg.IOManagerDefinition.hardcoded_io_manager(LockgateIOManager(config)),
+            ns.io_manager: lockgate_io_manager(config, ns),
         },
     )
 

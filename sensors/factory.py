@@ -334,10 +334,11 @@ def evaluate_tick(
     stuck = stuck_batches(context.instance, label, [c.batch_id for c in pending]) if pending else {}
     if stuck:
         for batch_id, run in stuck.items():
+            component = label.removesuffix(f"__{source.name}") if label != source.name else ""
             context.log.warning(
                 f"batch {batch_id} of {source.name} is stuck: run {run.run_id} failed and has "
                 f"no retry left; fix the cause, then `lockgate retry --source {source.name} "
-                f"--batch {batch_id}`"
+                f"--batch {batch_id}" + (f" --component {component}`" if component else "`")
             )
     cleaning = _clean(rt, source, led, uncommitted, context.log.warning)
     say(

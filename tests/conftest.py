@@ -78,3 +78,44 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
     name = "local_store" if request.param == "local" else "s3_store"
     store: ObjectStore = request.getfixturevalue(name)
     return store
+
+
+#: Seconds the heaviest test files take in ``make test`` (2-core CI: the slowest tests of a
+#: ``--durations`` run, summed per file, estimated where a file's smaller tests were not
+#: listed; only the order matters). Under ``--dist loadfile`` a file runs
+#: whole on one worker, so these go first (longest first) and the many short files fill in
+#: behind them: a heavy file started last would leave the other worker idle for its length.
+#: A stale or missing entry only costs balance, never a test.
+HEAVY_FILES: dict[str, int] = {
+    "tests/e2e/test_docs_commands.py": 150,
+    "tests/sensors/test_platform_sensor.py": 65,
+    "tests/e2e/test_platform_e2e_daemon.py": 90,
+    "tests/e2e/test_postgres_daemon.py": 85,
+    "tests/pipelines/test_component.py": 75,
+    "tests/torture/test_slice.py": 70,
+    "tests/sensors/test_platform_sensor_runs.py": 65,
+    "tests/e2e/test_make_run.py": 55,
+    "tests/pipelines/test_bytes_accounting.py": 50,
+    "tests/resources/test_tables_concurrency.py": 50,
+    "tests/sensors/test_move_source.py": 43,
+    "tests/sensors/test_table_concurrency.py": 30,
+    "tests/pipelines/test_reader_fuzz.py": 25,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order files for ``--dist loadfile`` (with ``--no-loadscope-reorder``, which keeps this
+    order): the ``HEAVY_FILES`` longest first, then the others with the most tests first (as
+    xdist's default reorder would). Each file's tests stay together and in their order."""
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for i, item in enumerate(items):
+        path = item.nodeid.split("::", 1)[0]
+        first.setdefault(path, i)
+        count[path] = count.get(path, 0) + 1
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return (-HEAVY_FILES.get(path, 0), -count[path], first[path])
+
+    items.sort(key=key)  # stable: a file's tests keep their order

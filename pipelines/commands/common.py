@@ -1,5 +1,5 @@
-"""What the commands share: opening the runtime from ``--config``, the ``--source`` argument,
-printing JSON, and ``CommandError``.
+"""What the commands share: opening the runtime from ``--config``, the ``--source`` and
+``--component`` arguments, printing JSON, and ``CommandError``.
 
 Commands raise their expected errors (``LockgateError``); ``lockgate.pipelines.cli.main`` prints
 each as one line and exits with its code.
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from lockgate.resources.errors import ExitCode, TerminalError
 
 if TYPE_CHECKING:  # the runtime imports pyiceberg: only commands that open it pay for it
+    from lockgate.resources.dagster_resources import Namespace
     from lockgate.resources.runtime import Runtime
 
 
@@ -40,3 +41,24 @@ def add_source_argument(parser: argparse.ArgumentParser, required: bool = False)
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def add_component_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--component",
+        metavar="NAME",
+        help="the name of the Lockgate component in the Dagster project (the name given to "
+        "build_definitions or the LockgateComponent): its sensors, jobs and run keys are "
+        "NAME__<source>; default: the unnamed component",
+    )
+
+
+def namespace(args: argparse.Namespace) -> Namespace:
+    """The ``Namespace`` of ``--component`` (the unnamed one without it); ``CommandError``
+    for an invalid name."""
+    from lockgate.resources.dagster_resources import Namespace
+
+    try:
+        return Namespace(getattr(args, "component", None))
+    except ValueError as e:
+        raise CommandError(str(e)) from None

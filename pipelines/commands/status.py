@@ -1,6 +1,6 @@
-"""``lockgate status [--source S] [--json] [--no-landing]``: per source, what the ledger, the
-table, the landing and the Dagster instance say -- so that "healthy" is never claimed while
-something is blocked.
+"""``lockgate status [--source S] [--component NAME] [--json] [--no-landing]``: per source,
+what the ledger, the table, the landing and the Dagster instance say -- so that "healthy" is
+never claimed while something is blocked.
 
 Contract (the ``--json`` schema is documented in docs/operations.md, *Is it healthy?*):
 
@@ -16,7 +16,10 @@ Contract (the ``--json`` schema is documented in docs/operations.md, *Is it heal
 * From the Dagster instance (``$DAGSTER_HOME``): the sensor's last tick and its result, the
   source's batch runs queued / running / hung (``lockgate.sensors.runs.hang_reason``), and
   stuck batches. Without an instance, every such field is null and ``unknown_reason`` says why
-  (stuck batches are still known, as none, when nothing is pending).
+  (stuck batches are still known, as none, when nothing is pending). Dagster names the
+  source by its label (``Namespace.label``): ``<component>__<source>`` with ``--component``.
+  The instance is not asked either when it has no sensor of that label but has the source's
+  sensor of another component: ``unknown_reason`` names those components.
 * From the ledger's clean log: objects cleaned / pending clean (``clean_source``).
 * One source's failure never hides the others: its entry carries ``error`` (one line) and
   ``exit_code``, and the command exits with the highest such code after printing every source.
@@ -36,7 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from pyiceberg.exceptions import NoSuchTableError
 
-from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
+from lockgate.pipelines.commands.common import (
+    add_component_argument,
+    add_source_argument,
+    namespace,
+    print_json,
+    runtime,
+)
 from lockgate.resources.cleaning import clean_counts
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.errors import LockgateError
@@ -54,6 +63,7 @@ TEXT_DAYS = 7
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_argument(parser)
+    add_component_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.add_argument(
         "--no-landing",
@@ -84,8 +94,38 @@ class DagsterView:
         with dg.DagsterInstance.get() as instance:
             yield cls(instance, None)
 
+    def for_label(self, label: str, source: str) -> DagsterView:
+        """This view for the source labelled ``label``; a view without an instance, saying
+        why, if the instance knows no sensor or run of ``label`` but knows ``source`` under
+        another component's label (asking it would report that component's source idle)."""
+        if self.instance is None:
+            return self
+        from dagster._core.scheduler.instigation import InstigatorType
+
+        from lockgate.sensors.runs import SOURCE_TAG
+
+        states = self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        labels = {s.instigator_name.removesuffix("_sensor") for s in states}
+        for _, values in self.instance.get_run_tags(tag_keys=[SOURCE_TAG]):
+            labels |= values
+        if label in labels:
+            return self
+        others = sorted(
+            "the unnamed one" if n == source else n.removesuffix(f"__{source}")
+            for n in labels
+            if n == source or n.endswith(f"__{source}")
+        )
+        if not others:
+            return self
+        return DagsterView(
+            None,
+            f"no sensor or run of {label} in this instance, but of {source} in another "
+            f"Lockgate component ({', '.join(others)}): pass --component NAME for a named one",
+        )
+
     def last_tick(self, source: str) -> dict[str, Any] | None:
-        """The latest tick of ``<source>_sensor``: time, age, status and its result."""
+        """The latest tick of ``<source>_sensor`` (``source``: the source's label): time,
+        age, status and its result."""
         assert self.instance is not None
         from dagster._core.scheduler.instigation import InstigatorType
 
@@ -213,15 +253,18 @@ def source_status(
     source: SourceConfig,
     view: DagsterView | None = None,
     list_landing: bool = True,
+    label: str | None = None,
 ) -> dict[str, Any]:
-    """The status of one source (see the module docstring); raises what reading it raises."""
-    view = view or DagsterView(None, "no Dagster instance given")
+    """The status of one source (see the module docstring); raises what reading it raises.
+    ``label``: the source's name in Dagster (``Namespace.label``; default: its name)."""
+    label = label or source.name
+    view = (view or DagsterView(None, "no Dagster instance given")).for_label(label, source.name)
     ledger = rt.ledger(source)
     summary = ledger.summary()
     pending = [ledger.get_claim(b) for b in summary.pending]
     pending_ids = [c.batch_id for c in pending]
     oldest = min((c.created_at for c in pending), default=None)
-    stuck = _stuck(view, source.name, pending_ids)
+    stuck = _stuck(view, label, pending_ids)
     return {
         "source": source.name,
         "table": source.table,
@@ -237,7 +280,7 @@ def source_status(
         "table_version": rt.tables.current_version(source.table),
         "rows_per_day": _rows_per_day(rt, source),
         "unclaimed": _unclaimed(rt, source, ledger) if list_landing else None,
-        "dagster": _dagster(view, source.name),
+        "dagster": _dagster(view, label),
         "stuck_batches": stuck,
         "stuck_batches_unknown_reason": view.unknown_reason if stuck is None else None,
         "not_read": _not_read(ledger, summary.claims, list(summary.pending)),
@@ -254,7 +297,7 @@ def _failed(source: SourceConfig, err: LockgateError) -> dict[str, Any]:
     }
 
 
-def _print(r: dict[str, Any], no_landing: bool) -> None:
+def _print(r: dict[str, Any], no_landing: bool, component: str | None = None) -> None:
     if r["error"] is not None:
         print(f"{r['source']} -> {r['table']}: ERROR {r['error']}")
         return
@@ -296,6 +339,7 @@ def _print(r: dict[str, Any], no_landing: bool) -> None:
             print(
                 f"  STUCK batch {b}: run {run_id} failed with no retry left -> "
                 f"lockgate retry --source {r['source']} --batch {b}"
+                + (f" --component {component}" if component else "")
             )
     if r["unclaimed"] is None:
         print("  unclaimed: not listed (--no-landing)")
@@ -329,13 +373,16 @@ def _print(r: dict[str, Any], no_landing: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0, or the highest exit code of the sources that could not be read."""
+    ns = namespace(args)
     rt = runtime(args)
     rows: list[dict[str, Any]] = []
     errors: list[LockgateError] = []
     with DagsterView.open() as view:
         for source in rt.selected(args.source):
             try:
-                rows.append(source_status(rt, source, view, not args.no_landing))
+                rows.append(
+                    source_status(rt, source, view, not args.no_landing, ns.label(source.name))
+                )
             except LockgateError as e:  # one source's failure never hides the others
                 errors.append(e)
                 rows.append(_failed(source, e))
@@ -343,5 +390,5 @@ def run(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         for r in rows:
-            _print(r, args.no_landing)
+            _print(r, args.no_landing, ns.name)
     return max((int(e.exit_code) for e in errors), default=0)

@@ -116,8 +116,8 @@ def test_component_from_defs_yaml_yields_lockgate_definitions(tmp_path: Path) ->
     }
     # relative paths resolve against the component's folder
     assert str(project / "landing" / "events") in assets["landing/events"]["description"]
-    checked = _dg(project, "check", "defs")
-    assert checked.returncode == 0, checked.stderr[-3000:]
+    # `dg check defs` of this very component: test_two_components_in_one_project_do_not_collide
+    # (its project is this one plus two named components; one dg process fewer here)
 
 
 @pytest.mark.skipif(not DG.exists(), reason="dg not installed")

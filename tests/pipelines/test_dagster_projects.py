@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 import yaml
 from dagster._core.remote_representation.external_data import RepositorySnap
@@ -19,8 +20,9 @@ from lockgate.pipelines.definitions import (
     build_named_definitions,
     check_distinct,
 )
+from lockgate.pipelines.ingest import ingest_source
 from lockgate.resources.config import LockgateConfig, load_config
-from lockgate.resources.dagster_resources import Namespace
+from lockgate.resources.dagster_resources import Namespace, TableStoreResource
 from lockgate.resources.runtime import Runtime
 from lockgate.resources.stores import open_store
 from tests.platform_helpers import Lander, source_spec, table_ids, write_config
@@ -176,3 +178,42 @@ def test_catalog_secrets_are_env_vars_never_values(
     # the run committed through the SQL catalog named by the variable
     assert (tmp_path / (SECRET + ".db")).exists()
     assert table_ids(Runtime.from_config(config), "events") == lander.landed
+
+
+def test_io_manager_reads_the_catalog_through_the_table_store_resource(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The IO manager takes ``{env: NAME}`` catalog references from the table-store resource
+    as Dagster resolved it, not from the process environment: here the config's variable is
+    unset and the resource names another one (as a run's resource config may). Reading
+    ``$LG_TEST_IO_URI`` behind the resource's back fails with "LG_TEST_IO_URI is not set"."""
+    uri = f"sqlite:///{tmp_path / 'catalog.db'}"
+    monkeypatch.setenv("LG_TEST_IO_URI", uri)
+    config = _config(
+        tmp_path, "lake.events", catalog={"type": "sql", "uri": {"env": "LG_TEST_IO_URI"}}
+    )
+    lander = Lander(open_store(str(tmp_path / "landing")))
+    lander.land(f"{DAY}/x.jsonl", 3)
+    ingest_source(Runtime.from_config(config), config.source("events"))
+    monkeypatch.delenv("LG_TEST_IO_URI")
+    monkeypatch.setenv("LG_TEST_IO_URI_FOR_DAGSTER", uri)
+    defs = build_definitions(config, "team_a")
+    resources = dict(defs.resources or {})
+    resources["lockgate_team_a_table_store"] = TableStoreResource(
+        warehouse=config.warehouse, catalog={"uri": dg.EnvVar("LG_TEST_IO_URI_FOR_DAGSTER")}
+    )
+    received: dict[str, Any] = {}
+
+    @dg.asset(
+        partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01"),
+        ins={"events": dg.AssetIn(key=dg.AssetKey(["lake", "events"]))},
+    )
+    def daily(events: pa.Table) -> None:
+        received["rows"] = sorted(events.column("id").to_pylist())
+
+    table_asset = next(a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition))
+    result = dg.materialize(
+        [daily, table_asset], selection=[daily.key], partition_key=DAY, resources=resources
+    )
+    assert result.success
+    assert received["rows"] == sorted(lander.landed.elements()) and len(received["rows"]) == 3

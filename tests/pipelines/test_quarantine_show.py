@@ -3,7 +3,11 @@ with a limit and a truncated raw excerpt; a source with no bad record shows none
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from lockgate.pipelines.cli import main
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.resources.config import load_config
 from lockgate.resources.runtime import Runtime
@@ -12,7 +16,18 @@ from tests.platform_helpers import run_lockgate, source_spec, write_config
 LONG = "x" * 500
 
 
-def test_quarantine_show_prints_entries_filtered_and_limited(tmp_path: Path) -> None:
+def _show(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> SimpleNamespace:
+    """``lockgate quarantine show --source events *args`` in this process."""
+    capsys.readouterr()
+    code = main(["--config", str(path), "quarantine", "show", "--source", "events", *args])
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def test_quarantine_show_prints_entries_filtered_and_limited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In this process, but for the last (bad) call: the console script's usage error."""
     landing = tmp_path / "landing"
     (landing / "2026-03-01").mkdir(parents=True)
     (landing / "2026-03-02").mkdir(parents=True)
@@ -22,7 +37,7 @@ def test_quarantine_show_prints_entries_filtered_and_limited(tmp_path: Path) -> 
         ledger=str(tmp_path / "ledger"),
         sources={"events": source_spec("events", str(landing))},
     )
-    empty = run_lockgate(path, "quarantine", "show", "--source", "events", "--json")
+    empty = _show(capsys, path, "--json")
     assert empty.returncode == 0, empty.stderr
     assert json.loads(empty.stdout)["total"] == 0 and json.loads(empty.stdout)["entries"] == []
 
@@ -34,7 +49,7 @@ def test_quarantine_show_prints_entries_filtered_and_limited(tmp_path: Path) -> 
     report = ingest_source(rt, rt.source("events"))
     assert report.quarantined == 4 and report.rows == 2
 
-    every = run_lockgate(path, "quarantine", "show", "--source", "events", "--json")
+    every = _show(capsys, path, "--json")
     assert every.returncode == 0, every.stderr
     doc = json.loads(every.stdout)
     assert doc["table"] == "lake.events__quarantine" and doc["total"] == 4
@@ -50,12 +65,12 @@ def test_quarantine_show_prints_entries_filtered_and_limited(tmp_path: Path) -> 
     assert long["raw"] == "x" * 200 and long["raw_truncated"] is True
     assert doc["entries"][0]["raw"] == "not json" and not doc["entries"][0]["raw_truncated"]
 
-    day = run_lockgate(path, "quarantine", "show", "--source", "events", "--day", "2026-03-02")
+    day = _show(capsys, path, "--day", "2026-03-02")
     assert day.returncode == 0, day.stderr
     assert "events: 1 quarantine entries day 2026-03-02 in lake.events__quarantine" in day.stdout
     assert "'2026-03-02/b.jsonl' record 1:" in day.stdout and "a.jsonl" not in day.stdout
 
-    limited = run_lockgate(path, "quarantine", "show", "--source", "events", "--limit", "1")
+    limited = _show(capsys, path, "--limit", "1")
     assert "4 quarantine entries in lake.events__quarantine, showing 1" in limited.stdout
     assert limited.stdout.count("raw: ") == 1
 

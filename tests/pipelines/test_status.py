@@ -4,10 +4,13 @@ the others."""
 
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import dagster as dg
+import pytest
 import yaml
 
+from lockgate.pipelines.cli import main
 from lockgate.pipelines.ingest import ingest_source
 from lockgate.resources.config import load_config
 from lockgate.resources.errors import ExitCode
@@ -23,7 +26,11 @@ def _write(root: Path, landing: str, rows: int = 2) -> None:
     path.write_text("".join(json.dumps({"id": i, "v": "x"}) + "\n" for i in range(rows)))
 
 
-def test_status_reports_every_view_and_why_one_is_unknown(tmp_path: Path) -> None:
+def test_status_reports_every_view_and_why_one_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first status runs the console script (a real process); the others run the same
+    ``main`` in this process."""
     land = tmp_path / "landing"
     sources = {
         "events": source_spec("events", str(land / "events")),
@@ -72,16 +79,17 @@ def test_status_reports_every_view_and_why_one_is_unknown(tmp_path: Path) -> Non
     assert orders["stuck_batches"] == {} and orders["stuck_batches_unknown_reason"] is None
     assert orders["unclaimed"] == {"claimable": 0}
 
-    text = run_lockgate(path, "status", env={"DAGSTER_HOME": ""})
-    assert "stuck batches: unknown (no DAGSTER_HOME" in text.stdout
-    assert "unclaimed: 1 claimable; never claimed as they are: 1 before_start" in text.stdout
-    assert "rows per day: 2026-03-01 3, 2026-03-02 2" in text.stdout
+    monkeypatch.setenv("DAGSTER_HOME", "")
+    _, text, _ = _cli(capsys, "--config", str(path), "status")
+    assert "stuck batches: unknown (no DAGSTER_HOME" in text
+    assert "unclaimed: 1 claimable; never claimed as they are: 1 before_start" in text
+    assert "rows per day: 2026-03-01 3, 2026-03-02 2" in text
 
     home, _ = dagster_instance(tmp_path)
-    with_home = run_lockgate(path, "status", "--json", "--no-landing",
-                             env={"DAGSTER_HOME": str(home)})  # fmt: skip
-    assert with_home.returncode == 0, with_home.stderr
-    events = json.loads(with_home.stdout)[0]
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    code, out, err = _cli(capsys, "--config", str(path), "status", "--json", "--no-landing")
+    assert code == 0, err
+    events = json.loads(out)[0]
     assert events["unclaimed"] is None
     assert events["dagster"] == {
         "unknown_reason": None,
@@ -94,9 +102,10 @@ def test_status_reports_every_view_and_why_one_is_unknown(tmp_path: Path) -> Non
     doc = yaml.safe_load(path.read_text())
     doc["sources"]["orders"]["format"] = "csv"
     path.write_text(yaml.safe_dump(doc))
-    broken = run_lockgate(path, "status", "--json", "--no-landing", env={"DAGSTER_HOME": ""})
-    assert broken.returncode == ExitCode.FINGERPRINT_MISMATCH, broken.stderr
-    events, orders = json.loads(broken.stdout)
+    monkeypatch.setenv("DAGSTER_HOME", "")
+    code, out, err = _cli(capsys, "--config", str(path), "status", "--json", "--no-landing")
+    assert code == ExitCode.FINGERPRINT_MISMATCH, err
+    events, orders = json.loads(out)
     assert events["error"] is None and events["pending_batches"] == [2]
     assert (
         orders["error"]
@@ -123,3 +132,90 @@ def test_hang_reason_silence_and_limit() -> None:
     # no heartbeat yet: silent since the run started
     assert hang_reason(started, {MAX_RUNTIME_TAG: "240"}, 1000.0, 1010.0) is None
     assert hang_reason(started, {MAX_RUNTIME_TAG: "240"}, 1000.0, 1040.0) is not None
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``lockgate *args`` in this process (the command's code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_status_and_retry_know_a_named_components_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``--component team_a``, status finds the running and stuck runs of
+    ``team_a__events`` and retry prints the run key the sensor then requests; without it,
+    status does not report that source idle (it names the component instead)."""
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.test_utils import create_run_for_test
+
+    from lockgate.pipelines.definitions import build_definitions
+    from lockgate.sensors.runs import MAX_RETRIES_TAG, RUN_KEY_TAG
+
+    path = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        ledger=str(tmp_path / "ledger"),
+        sources={"events": source_spec("events", str(tmp_path / "landing"))},
+    )
+    _write(tmp_path, "landing/2026-03-01/a.jsonl")
+    _write(tmp_path, "landing/2026-03-02/b.jsonl")
+    home, _ = dagster_instance(tmp_path)
+    repo = build_definitions(load_config(str(path)), "team_a").get_repository_def()
+    sensor = repo.get_sensor_def("team_a__events_sensor")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    cfg = ("--config", str(path))
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        warnings: list[str] = []
+
+        def tick() -> list[dg.RunRequest]:
+            ctx = dg.build_sensor_context(
+                instance=instance, resources=repo.get_top_level_resources(), repository_def=repo
+            )
+            with patch.object(ctx.log, "warning", side_effect=warnings.append):
+                return list(sensor.evaluate_tick(ctx).run_requests or [])
+
+        running, failed = tick()  # claims batches 0 and 1
+        assert [running.run_key, failed.run_key] == ["team_a__events:0", "team_a__events:1"]
+        create_run_for_test(
+            instance,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={**running.tags, RUN_KEY_TAG: running.run_key},
+        )
+        stuck = create_run_for_test(
+            instance,
+            status=dg.DagsterRunStatus.FAILURE,
+            tags={**failed.tags, RUN_KEY_TAG: failed.run_key, MAX_RETRIES_TAG: "0"},
+        )
+        code, out, err = _cli(
+            capsys, *cfg, "status", "--json", "--no-landing", "--component", "team_a"
+        )
+        assert code == 0, err
+        (events,) = json.loads(out)
+        assert events["dagster"]["unknown_reason"] is None
+        assert events["dagster"]["runs"] == {"queued": 0, "running": 1, "hung": []}
+        assert events["stuck_batches"] == {"1": stuck.run_id}
+        _, text, _ = _cli(capsys, *cfg, "status", "--no-landing", "--component", "team_a")
+        assert "runs: 0 queued, 1 running, 0 hung" in text
+        assert "lockgate retry --source events --batch 1 --component team_a" in text
+
+        # without --component: not "0 runs, nothing stuck" but unknown, naming the component
+        _, plain, _ = _cli(capsys, *cfg, "status", "--json", "--no-landing")
+        (events,) = json.loads(plain)
+        reason = events["dagster"]["unknown_reason"]
+        assert reason is not None and "(team_a)" in reason and "--component" in reason
+        assert events["dagster"]["runs"] is None and events["stuck_batches"] is None
+
+        code, out, err = _cli(capsys, *cfg, "retry", "--source", "events", "--batch", "1",
+                              "--component", "team_a")  # fmt: skip
+        assert code == 0, err
+        assert "as run key team_a__events:1:retry1 " in out
+        assert [r.run_key for r in tick()] == ["team_a__events:1:retry1"]  # what retry said
+        # the sensor's stuck warning names the component too
+        assert any("--batch 1 --component team_a`" in w for w in warnings), warnings
+
+    code, _, err = _cli(capsys, *cfg, "retry", "--source", "events", "--batch", "1",
+                        "--component", "a__b")  # fmt: skip
+    assert code == ExitCode.USAGE and "invalid Lockgate component name" in err

@@ -85,11 +85,12 @@ def _distinct(procs: int, per: int) -> list[list[int]]:
     return [[w * per + i for i in range(per)] for w in range(procs)]
 
 
-def test_4_processes_10_batches_each_s3(atomic_moto: str) -> None:
+def test_4_processes_5_batches_each_s3(atomic_moto: str) -> None:
+    """4 processes race every commit (as the local variant); the 8x50 variant is ``slow``."""
     wh = f"s3://{create_bucket(atomic_moto)}/wh"
-    out = run_workers(wh, atomic_moto, _distinct(4, 10), rows=20)
-    assert len(out) == 40 and not any(r["duplicate"] for r in out)
-    check_exactly_once(wh, S3Options(endpoint_url=atomic_moto, region="us-east-1"), 40, 20)
+    out = run_workers(wh, atomic_moto, _distinct(4, 5), rows=20)
+    assert len(out) == 20 and not any(r["duplicate"] for r in out)
+    check_exactly_once(wh, S3Options(endpoint_url=atomic_moto, region="us-east-1"), 20, 20)
 
 
 def test_4_processes_5_batches_each_local(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from lockgate.sensors.factory import ListingCursor, evaluate_tick
 from tests.conftest import create_bucket
 from tests.ledger_testkit import MemoryStore, read_all_claims
 from tests.platform_helpers import Lander, landing_store, s3_config
+from tests.sensors.platform_harness import Harness
 from tests.sensors.test_discovery import TODAY, land, ledger
-from tests.sensors.test_platform_sensor import Harness
 
 BOUND = 10
 

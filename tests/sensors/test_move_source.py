@@ -34,7 +34,7 @@ from tests.platform_helpers import (
     verify,
     write_config,
 )
-from tests.sensors.test_platform_sensor import Harness
+from tests.sensors.platform_harness import Harness
 
 pytestmark = pytest.mark.s3
 

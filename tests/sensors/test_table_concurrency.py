@@ -21,7 +21,7 @@ from lockgate.resources.runtime import Runtime
 from lockgate.sensors.runs import ensure_pool_limit, table_pool
 from tests.conftest import MOTO_ENV, create_bucket
 from tests.platform_helpers import Lander, landing_store, s3_config, table_ids, verify
-from tests.sensors.test_platform_sensor import Harness
+from tests.sensors.platform_harness import Harness
 
 pytestmark = pytest.mark.s3
 
