@@ -1215,18 +1215,21 @@ def _fast_lines(block: bytes, max_record_bytes: int, max_depth: int) -> int | No
     ``max_depth`` ``{``/``[`` (so none can nest deeper). Vectorised over the buffer (numpy
     releases the GIL): no Python call per line."""
     a = np.frombuffer(block, dtype=np.uint8)
-    if not len(a) or a[0] != 0x7B or a[-1] == 0x0A:
+    if not len(a) or a[0] != 0x7B or a[-1] == 0x0A or max_depth < 1:
         return None
     newlines = np.flatnonzero(a == 0x0A)
     if len(newlines) and not bool((a[newlines + 1] == 0x7B).all()):
         return None
-    bounds = np.concatenate(([-1], newlines, [len(a)]))
-    if len(a) > max_record_bytes and int(np.diff(bounds).max()) - 1 > max_record_bytes:
-        return None
-    openers = (a == 0x7B) | (a == 0x5B)
-    if np.count_nonzero(openers) > max_depth:
-        per_line = np.add.reduceat(openers.view(np.int8), bounds[:-1] + 1, dtype=np.int32)
-        if int(per_line.max()) > max_depth:
+    if len(a) > max_record_bytes:
+        bounds = np.concatenate(([-1], newlines, [len(a)]))
+        if int(np.diff(bounds).max()) - 1 > max_record_bytes:
+            return None
+    openers = np.flatnonzero((a | 0x20) == 0x7B)  # "{" or "[" (0x7B, 0x5B): no other byte
+    if len(openers) > max_depth:
+        # a line holds more than max_depth openers iff an opener and the max_depth-th after
+        # it lie on one line (no newline between them)
+        line = np.searchsorted(newlines, openers)
+        if bool((line[max_depth:] == line[:-max_depth]).any()):
             return None
     return len(newlines) + 1
 
