@@ -239,7 +239,7 @@ def _concat(pieces: Pieces, n: int) -> pa.Array:
         return merged[0]
     args = [pa.scalar(p, pa.string()) if isinstance(p, str) else p for p in merged]
     if all(isinstance(p, str) for p in merged):  # no array: broadcast the text to n rows
-        return pa.repeat(pa.scalar("".join(merged), pa.string()), n)  # type: ignore[arg-type]
+        return pa.repeat(pa.scalar("".join(merged), pa.string()), n)
     return pc.binary_join_element_wise(*args, "")
 
 
