@@ -11,9 +11,12 @@ traceback (exit 1). ``--config`` is accepted before or after the subcommand.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from lockgate.resources.errors import ExitCode, LockgateError, MissingTable
@@ -123,5 +126,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(err)
 
 
+def console() -> None:
+    """The ``lockgate`` console script: ``main``, then exit with its code. On a normal return
+    the interpreter's teardown is skipped (``os._exit``) after everything it would run that
+    matters has run: non-daemon threads joined (``threading._shutdown``), ``atexit`` handlers
+    (logging flushed), stdout/stderr flushed. Tearing down pyiceberg, pandas and Arrow module
+    state changes nothing on disk and cost ~1.5 s of CPU per ``lockgate ingest``. An exception
+    (or ``SystemExit``, e.g. ``--help``) leaves the ordinary way."""
+    code = main()
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # a reader gone or a stream closed: nothing left to keep
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

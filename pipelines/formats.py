@@ -33,8 +33,8 @@ Contract of ``read_object`` (the accounting every caller relies on):
   S3 allows them) are never opened: the object is quarantined whole with the reason. No
   landing key ever names a file Lockgate writes (staged files are uuid-named).
 * Memory is bounded by ``block_bytes`` + ``max_record_bytes`` (JSONL/CSV: ``1 +
-  PARSE_AHEAD`` blocks of an equal share of ``block_bytes`` are in flight, one parsed ahead on
-  another thread), or for Parquet by
+  PARSE_AHEAD`` blocks of an equal share of ``block_bytes`` are in flight, parsed ahead on
+  other threads), or for Parquet by
   one read batch with its text leaves still dictionary-encoded (rows capped by the footer's
   bytes per row) plus ``block_bytes`` of decoded rows, never by the object's size. A Parquet
   row whose decoded size exceeds ``max_record_bytes`` is quarantined without being decoded. A
@@ -1077,6 +1077,32 @@ class _Splitter:
             self.carry = b""
         return out, block
 
+    def cut_plain(self, data: bytes) -> tuple[bytes, int] | None:
+        """CSV without a Python pass per line: ``data`` (not empty) cut after its last newline
+        when every complete line is a record on its own -- no quote character in them or in
+        the carry, no blank line (none starts with ``\\r`` or ``\\n``), none longer than
+        ``max_bytes`` -- as ONE bytes without the final newline and its number of records;
+        the rest is carried. None (nothing consumed) when ``feed`` must cut ``data``."""
+        if self.first or self.skipping is not None:
+            return None
+        buf = self.carry + data if self.carry else data
+        if self.quote is not None and self.quote in buf:
+            return None
+        cut = buf.rfind(b"\n")
+        if cut <= 0 or len(buf) - cut - 1 > self.max_bytes:
+            return None
+        block = buf[:cut]
+        if block[:1] in (b"\r", b"\n") or b"\n\n" in block or b"\n\r" in block:
+            return None
+        if len(block) > self.max_bytes:
+            a = np.frombuffer(block, dtype=np.uint8)
+            bounds = np.concatenate(([-1], np.flatnonzero(a == 0x0A), [len(a)]))
+            if int(np.diff(bounds).max()) - 1 > self.max_bytes:
+                return None
+        self.marked = False
+        self.carry = buf[cut + 1 :]
+        return block, block.count(b"\n") + 1
+
     def end(self) -> tuple[list[_Record], bytes]:
         """``cut`` at the end of the stream: the oversized record being skipped, or the
         carried last line (which had no newline)."""
@@ -1130,11 +1156,15 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
     q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
     splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
     parser: _CsvParser | None = None
-    pending: deque[tuple[Future[pa.Table] | None, list[_Record], bool]] = deque()
+    # (parse, records -- or a whole block of them: bytes, its record count --, scan)
+    pending: deque[tuple[Future[pa.Table] | None, list[_Record] | tuple[bytes, int], bool]] = (
+        deque()
+    )
     step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))  # the blocks in flight share the budget
 
     def settle() -> Iterator[ReadChunk]:
-        future, records, scan = pending.popleft()
+        future, held, scan = pending.popleft()
+        count = held[1] if isinstance(held, tuple) else len(held)
         if future is not None:
             try:
                 table = future.result()
@@ -1142,10 +1172,12 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
                 pass
             else:
                 base = ctx.next_index
-                ctx.next_index += len(records)
+                ctx.next_index += count
                 rows = np.arange(base, ctx.next_index, dtype=np.int64)
                 yield ReadChunk(_one_batch(_with_rows(table, rows)))
                 return
+        # its lines are its records (``_Splitter.cut_plain``)
+        records: list[_Record] = list(held[0].split(b"\n")) if isinstance(held, tuple) else held
         assert parser is not None
         # At most MAX_BLOCK_RECORDS records per pass: the quarantine entries of a block of
         # tiny bad lines (millions) never pile up before the caller can write them out.
@@ -1169,6 +1201,17 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
                 while pending:  # records completed before the unreadable rest stand
                     yield from settle()
                 raise
+            plain = splitter.cut_plain(data) if data and parser is not None else None
+            if plain is not None:
+                assert parser is not None
+                block, n = plain
+                future = None
+                if n <= MAX_BLOCK_RECORDS:
+                    future = _parse_pool().submit(parser.attempt_block, block, n)
+                pending.append((future, plain, False))
+                while len(pending) > PARSE_AHEAD:
+                    yield from settle()
+                continue
             records = splitter.feed(data) if data else splitter.finish()
             scan = splitter.marked
             if records and parser is None:
@@ -1190,9 +1233,11 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
 
 
 #: JSON blocks parsed ahead of the one the caller holds, each by a thread of ``_parse_pool``:
-#: the next block parses on another core while the caller conforms and stages the previous
-#: one. Each costs a block of memory (and its parsed rows).
-PARSE_AHEAD = 1
+#: the next blocks parse on the other cores while the caller conforms and stages the previous
+#: one. Each costs a share of the block budget (and its parsed rows). Two: parsing is most of a
+#: JSON block's CPU (py-spy of D1: ~70% of the data path; conform + staging the rest), so on
+#: two cores both parse while the caller's share of the work fits in between.
+PARSE_AHEAD = 2
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -1215,18 +1260,21 @@ def _fast_lines(block: bytes, max_record_bytes: int, max_depth: int) -> int | No
     ``max_depth`` ``{``/``[`` (so none can nest deeper). Vectorised over the buffer (numpy
     releases the GIL): no Python call per line."""
     a = np.frombuffer(block, dtype=np.uint8)
-    if not len(a) or a[0] != 0x7B or a[-1] == 0x0A:
+    if not len(a) or a[0] != 0x7B or a[-1] == 0x0A or max_depth < 1:
         return None
     newlines = np.flatnonzero(a == 0x0A)
     if len(newlines) and not bool((a[newlines + 1] == 0x7B).all()):
         return None
-    bounds = np.concatenate(([-1], newlines, [len(a)]))
-    if len(a) > max_record_bytes and int(np.diff(bounds).max()) - 1 > max_record_bytes:
-        return None
-    openers = (a == 0x7B) | (a == 0x5B)
-    if np.count_nonzero(openers) > max_depth:
-        per_line = np.add.reduceat(openers.view(np.int8), bounds[:-1] + 1, dtype=np.int32)
-        if int(per_line.max()) > max_depth:
+    if len(a) > max_record_bytes:
+        bounds = np.concatenate(([-1], newlines, [len(a)]))
+        if int(np.diff(bounds).max()) - 1 > max_record_bytes:
+            return None
+    openers = np.flatnonzero((a | 0x20) == 0x7B)  # "{" or "[" (0x7B, 0x5B): no other byte
+    if len(openers) > max_depth:
+        # a line holds more than max_depth openers iff an opener and the max_depth-th after
+        # it lie on one line (no newline between them)
+        line = np.searchsorted(newlines, openers)
+        if bool((line[max_depth:] == line[:-max_depth]).any()):
             return None
     return len(newlines) + 1
 
@@ -1634,7 +1682,12 @@ class _CsvParser:
         return cls(names, fmt, ctx), records
 
     def attempt(self, records: list[bytes]) -> pa.Table:
-        data = b"\n".join(records) + b"\n"
+        return self.attempt_block(b"\n".join(records), len(records))
+
+    def attempt_block(self, block: bytes, n: int) -> pa.Table:
+        """``block``, ``n`` records joined by newlines, parsed as a table of ``n`` rows;
+        ``_RecordError`` if it does not parse as that."""
+        data = block + b"\n"
         bad: list[Any] = []
 
         def on_invalid(row: Any) -> str:
@@ -1655,8 +1708,8 @@ class _CsvParser:
         if bad:
             row = bad[0]
             raise _RecordError(f"expected {row.expected_columns} fields, got {row.actual_columns}")
-        if table.num_rows != len(records):
-            raise _RecordError(f"{len(records)} record(s) parsed as {table.num_rows} rows")
+        if table.num_rows != n:
+            raise _RecordError(f"{n} record(s) parsed as {table.num_rows} rows")
         for name in self.extras:  # an empty extra field holds nothing to rescue
             i = table.schema.get_field_index(name)
             col = table.column(i)

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -182,22 +183,43 @@ def _array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
     return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
 
+#: Bytes a JSON string must escape: control characters, ``"`` and ``\\``.
+_MUST_ESCAPE = np.zeros(256, dtype=bool)
+_MUST_ESCAPE[:32] = True
+_MUST_ESCAPE[[ord('"'), ord("\\")]] = True
+
+#: One value's JSON text as pieces (literal text, or string arrays without nulls) whose
+#: element-wise concatenation is the text: rendered by ONE join kernel however deep it nests.
+Pieces = list[str | pa.Array]
+
+
 def extras_json(table: pa.Table, names: Sequence[str]) -> pa.Array:
     """A ``_rescued_data`` array holding, per row, the non-null values of columns ``names``
     as a JSON object (null where a row holds none). Strings, integers, booleans and finite
-    floats are rendered column-wise by Arrow; other columns value by value in Python."""
+    floats are rendered column-wise by Arrow; other columns value by value in Python. When no
+    column holds a null (the common case) every row's object is rendered by one join kernel
+    (``Pieces``); otherwise one fragment per column is joined and rows without any value are
+    null. Both give the same text."""
     n = table.num_rows
-    fragments: list[pa.Array] = []
+    columns: list[tuple[str, pa.Array]] = []
     for name in names:
         col = table.column(name).combine_chunks()
-        if col.null_count == len(col):
-            continue
+        if col.null_count != len(col):
+            columns.append((name, col))
+    if not columns:
+        return pa.nulls(n, pa.string())
+    if all(col.null_count == 0 for _, col in columns):
+        pieces: Pieces = ["{"]
+        for k, (name, col) in enumerate(columns):
+            pieces.append(("," if k else "") + json.dumps(name, ensure_ascii=False) + ":")
+            pieces += _pieces(col)
+        return _concat([*pieces, "}"], n)
+    fragments: list[pa.Array] = []
+    for name, col in columns:
         prefix = json.dumps(name, ensure_ascii=False) + ":"
         text = _json_text(col)
         fragment = pc.binary_join_element_wise(pa.scalar(prefix), text, pa.scalar(","), "")
         fragments.append(pc.fill_null(fragment, ""))
-    if not fragments:
-        return pa.nulls(n, pa.string())
     # (no nulls reach the join: pyarrow 26 drops all-null rows with null_handling="skip")
     body = pc.binary_join_element_wise(*fragments, "") if len(fragments) > 1 else fragments[0]
     inner = pc.utf8_slice_codeunits(body, 0, -1)  # every fragment ends with ","
@@ -205,19 +227,66 @@ def extras_json(table: pa.Table, names: Sequence[str]) -> pa.Array:
     return pc.if_else(pc.equal(body, ""), pa.scalar(None, pa.string()), wrapped)
 
 
+def _concat(pieces: Pieces, n: int) -> pa.Array:
+    """The element-wise concatenation of ``pieces`` (``n`` rows), by one kernel."""
+    merged: Pieces = []
+    for p in pieces:
+        if isinstance(p, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += p
+        elif not (isinstance(p, str) and not p):
+            merged.append(p)
+    if len(merged) == 1 and not isinstance(merged[0], str):
+        return merged[0]
+    args = [pa.scalar(p, pa.string()) if isinstance(p, str) else p for p in merged]
+    if all(isinstance(p, str) for p in merged):  # no array: broadcast the text to n rows
+        return pa.repeat(pa.scalar("".join(merged), pa.string()), n)
+    return pc.binary_join_element_wise(*args, "")
+
+
+def _pieces(col: pa.Array) -> Pieces:
+    """The JSON text of each value of ``col`` (which holds no null) as ``Pieces``."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return ['"', _escaped(col), '"']
+    if pa.types.is_struct(t):
+        return _struct_pieces(col)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _list_pieces(col)
+    return [_json_text(col)]
+
+
+def _needs_escape(text: pa.Array) -> bool:
+    """Whether a value of string array ``text`` may hold a byte JSON escapes (scanned over
+    the value bytes in one vectorised pass; bytes of null slots count too: conservative)."""
+    if not len(text):
+        return False
+    buffers = text.buffers()
+    if buffers[2] is None:
+        return False
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=width)[text.offset : text.offset + len(text) + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    return bool(_MUST_ESCAPE[data].any())
+
+
+def _escaped(col: pa.Array) -> pa.Array:
+    """String values escaped for a JSON string (without the quotes; nulls stay null)."""
+    text = col.cast(pa.string())
+    if _needs_escape(text):
+        text = pc.replace_substring(text, "\\", "\\\\")
+        text = pc.replace_substring(text, '"', '\\"')
+        for code in range(32):
+            ch = chr(code)
+            if pc.any(pc.match_substring(text, ch)).as_py():
+                text = pc.replace_substring(text, ch, f"\\u{code:04x}")
+    return text
+
+
 def _json_text(col: pa.Array) -> pa.Array:
     """Each non-null value of ``col`` as JSON text (nulls stay null)."""
     t = col.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        text = col.cast(pa.string())
-        if pc.any(pc.match_substring_regex(text, r"[\\\"\x00-\x1f]")).as_py():
-            text = pc.replace_substring(text, "\\", "\\\\")
-            text = pc.replace_substring(text, '"', '\\"')
-            for code in range(32):
-                ch = chr(code)
-                if pc.any(pc.match_substring(text, ch)).as_py():
-                    text = pc.replace_substring(text, ch, f"\\u{code:04x}")
-        return pc.binary_join_element_wise('"', text, '"', "")
+        return pc.binary_join_element_wise('"', _escaped(col), '"', "")
     if pa.types.is_integer(t):
         return col.cast(pa.string())
     if pa.types.is_boolean(t):
@@ -225,9 +294,9 @@ def _json_text(col: pa.Array) -> pa.Array:
     if pa.types.is_floating(t) and pc.all(pc.is_finite(col)).as_py() is not False:
         return col.cast(pa.string())  # shortest round-trip text, e.g. 2.5, 1e+20
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _list_text(col)
+        return _valid_only(col, _concat(_list_pieces(col), len(col)))
     if pa.types.is_struct(t):
-        return _struct_text(col)
+        return _valid_only(col, _concat(_struct_pieces(col), len(col)))
     values = col.to_pylist()
     return pa.array(
         [
@@ -240,30 +309,42 @@ def _json_text(col: pa.Array) -> pa.Array:
     )
 
 
-def _list_text(col: pa.Array) -> pa.Array:
-    """``[e1,e2,...]`` per non-null list: its elements' text (``null`` for null elements)
-    joined column-wise, with the original list boundaries."""
+def _valid_only(col: pa.Array, text: pa.Array) -> pa.Array:
+    """``text`` where ``col`` is valid, null where it is null."""
+    if not col.null_count:
+        return text
+    return pc.if_else(col.is_valid(), text, pa.scalar(None, pa.string()))
+
+
+def _list_pieces(col: pa.Array) -> Pieces:
+    """``[e1,e2,...]`` per list (meaningless where a list is null): its elements' text
+    (``null`` for null elements) joined column-wise, with the original list boundaries."""
     lengths = pc.fill_null(pc.list_value_length(col), 0).cast(pa.int64())
     offsets = pa.concat_arrays(
         [pa.array([0], pa.int64()), pc.cumulative_sum(lengths).cast(pa.int64())]
     )
-    elements = pc.fill_null(_json_text(col.flatten()), "null")  # flatten: slice- and null-aware
-    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, elements), ",")
-    wrapped = pc.binary_join_element_wise("[", joined, "]", "")
-    return pc.if_else(col.is_valid(), wrapped, pa.scalar(None, pa.string()))
+    flat = col.flatten()  # slice- and null-aware
+    if flat.null_count:
+        elements = pc.fill_null(_json_text(flat), "null")
+    else:
+        elements = _concat(_pieces(flat), len(flat))
+    return ["[", pc.binary_join(pa.LargeListArray.from_arrays(offsets, elements), ","), "]"]
 
 
-def _struct_text(col: pa.Array) -> pa.Array:
-    """``{"f":v,...}`` per non-null struct, every field in order (``null`` for null values),
-    as ``jsonable`` renders the struct's dict."""
-    parts: list[pa.Array] = []
+def _struct_pieces(col: pa.Array) -> Pieces:
+    """``{"f":v,...}`` per struct (meaningless where a struct is null), every field in order
+    (``null`` for null values), as ``jsonable`` renders the struct's dict."""
+    out: Pieces = ["{"]
     for i in range(col.type.num_fields):
-        name = json.dumps(str(col.type.field(i).name), ensure_ascii=False)
-        text = pc.fill_null(_json_text(_array(pc.struct_field(col, [i]))), "null")
-        parts.append(pc.binary_join_element_wise(("," if i else "") + name + ":", text, ""))
-    body = pc.binary_join_element_wise(*parts, "") if parts else pa.array([""] * len(col))
-    wrapped = pc.binary_join_element_wise("{", body, "}", "")
-    return pc.if_else(col.is_valid(), wrapped, pa.scalar(None, pa.string()))
+        out.append(("," if i else "") + json.dumps(str(col.type.field(i).name), ensure_ascii=False))
+        out.append(":")
+        child = _array(pc.struct_field(col, [i]))
+        if child.null_count:
+            out.append(pc.fill_null(_json_text(child), "null"))
+        else:
+            out += _pieces(child)
+    out.append("}")
+    return out
 
 
 def extras_per_row(table: pa.Table, names: Sequence[str]) -> dict[int, dict[str, Any]]:

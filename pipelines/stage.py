@@ -2,7 +2,8 @@
 as Parquet files under the tables' ``data/`` (invisible to readers until a commit adds them).
 
 Contract: ``records(object) = rows + quarantined`` is counted per object
-(``Staged.record_counts``). Memory is bounded by ``STAGE_BUFFER_BYTES`` of rows plus
+(``Staged.record_counts``). Memory is bounded by ``STAGE_BUFFER_BYTES`` of rows (a file of half
+of it is written while the next half fills, so reading never waits for a write) plus
 ``STAGE_BUFFER_BYTES`` of quarantine entries (plus the reader's block), whatever the number of
 bad records: quarantine entries are staged as files of the quarantine table as they fill their
 buffer, exactly like rows (``Staged.quarantine_files``, committed by the caller before the
@@ -24,7 +25,7 @@ attempt stay invisible (``lockgate vacuum`` removes them).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -91,19 +92,6 @@ class _Restage(Exception):
     def __init__(self, batch_id: int, err: VersionNotRead):
         self.batch_id = batch_id
         self.err = err
-
-
-def chunked(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[list[pa.RecordBatch]]:
-    buf: list[pa.RecordBatch] = []
-    size = 0
-    for b in batches:
-        buf.append(b)
-        size += b.nbytes
-        if size >= limit:
-            yield buf
-            buf, size = [], 0
-    if buf:
-        yield buf
 
 
 def stage_claims(
@@ -283,8 +271,9 @@ def _stage_once(
             if group:
                 yield from small(claim, group)
 
-    for group in chunked(rows(), STAGE_BUFFER_BYTES):
-        out.files += tables.stage(source.table, group)
+    # Rows are written while the next ones are read: a file of STAGE_BUFFER_BYTES / 2 fills
+    # while the previous one is written (each file passes stage.after_write_file).
+    out.files += tables.stage(source.table, rows(), target_bytes=STAGE_BUFFER_BYTES // 2)
     flush_quarantine()
     return out
 

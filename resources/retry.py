@@ -149,7 +149,8 @@ def _connection_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-_CONNECTION_ERRORS = _connection_error_types()
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] | None = None  # on first use: aiohttp is
+# a heavy import (~0.3 s) that a run on a local warehouse never needs
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -162,6 +163,9 @@ def is_transient(exc: BaseException) -> bool:
         if status == 429:
             return True
         return status is not None and status >= 500 and status != 501
+    global _CONNECTION_ERRORS
+    if _CONNECTION_ERRORS is None:
+        _CONNECTION_ERRORS = _connection_error_types()
     return isinstance(exc, _CONNECTION_ERRORS)
 
 

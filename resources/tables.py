@@ -454,11 +454,20 @@ class TableStore:
 
     # ---- staging -----------------------------------------------------------------------
 
-    def stage(self, identifier: str, batches: Iterable[pa.RecordBatch]) -> list[StagedFile]:
+    def stage(
+        self,
+        identifier: str,
+        batches: Iterable[pa.RecordBatch],
+        target_bytes: int | None = None,
+    ) -> list[StagedFile]:
         """Write ``batches`` as Parquet data files under the table's ``data/``.
 
-        Rows are split by partition value and rolled into files of about the target size
-        (uncompressed Arrow bytes); memory holds at most one target size per open partition.
+        Rows are split by partition value and rolled into files of about ``target_bytes``
+        (uncompressed Arrow bytes; default ``TableSettings.target_file_size_bytes``); memory
+        holds at most one target size per open partition. ``batches`` may be a generator that
+        parses as it goes: files are written while it produces the next rows, and a batch
+        whose schema was not seen before makes the table be loaded again (its schema may have
+        evolved since the call began).
         Batches must match the table schema by name (missing nullable columns are written as
         nulls; unknown columns raise ``IncompatibleSchema``: call ``evolve`` first). Rows with
         a null partition value raise ``ValueError``. Returns one ``StagedFile`` per file, in
@@ -468,7 +477,11 @@ class TableStore:
         outside the GIL); at most one file is being written while the next ones fill, so memory
         holds at most one target size more than the open partitions' buffers.
         """
-        table = self.load(identifier)
+        rest = iter(batches)
+        first = next((b for b in rest if b.num_rows), None)
+        if first is None:
+            return []
+        table = self.load(identifier)  # after the first rows: producing them may create it
         meta = table.metadata
         spec = meta.spec()
         schema = meta.schema()
@@ -479,7 +492,9 @@ class TableStore:
                 raise ValueError(f"{identifier}: only identity partitioning on one column")
             part_field = spec.fields[0]
             part_name = schema.find_column_name(part_field.source_id)
-        target = self.settings.target_file_size_bytes
+        target = target_bytes if target_bytes is not None else self.settings.target_file_size_bytes
+        if target < 1:
+            raise ValueError(f"target_bytes must be >= 1, got {target}")
         write_uuid = uuid.uuid4()
         counter = itertools.count(0)
         buffers: dict[date | None, list[pa.RecordBatch]] = {}
@@ -495,9 +510,11 @@ class TableStore:
                 return
             if written:  # the previous file must be out before this one is queued
                 staged.extend(written.popleft().result())
-            written.append(writer.submit(write, day, buf))
+            written.append(writer.submit(write, table, day, buf))
 
-        def write(day: date | None, buf: list[pa.RecordBatch]) -> list[StagedFile]:
+        def write(table: Table, day: date | None, buf: list[pa.RecordBatch]) -> list[StagedFile]:
+            meta = table.metadata
+            schema = meta.schema()
             task_schema = pyarrow_to_schema(
                 buf[0].schema, name_mapping=schema.name_mapping, format_version=meta.format_version
             )
@@ -529,10 +546,13 @@ class TableStore:
             return files
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-stage") as writer:
-            for batch in batches:
+            for batch in itertools.chain([first], rest):
                 if batch.num_rows == 0:
                     continue
                 if batch.schema not in checked:
+                    if checked:  # a new schema: the table may have evolved meanwhile
+                        table = self.load(identifier)
+                        schema = table.metadata.schema()
                     _check_batch_schema(identifier, schema, batch.schema)
                     checked.add(batch.schema)
                 for day, part in _split_by_day(batch, part_name):

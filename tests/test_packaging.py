@@ -72,7 +72,7 @@ def test_wheel_installs_only_lockgate(wheel: Path) -> None:
         .read(next(n for n in names if n.endswith("entry_points.txt")))
         .decode()
     )
-    assert "lockgate = lockgate.pipelines.cli:main" in entry
+    assert "lockgate = lockgate.pipelines.cli:console" in entry
 
 
 def test_public_api_is_lazy() -> None:
