@@ -262,7 +262,7 @@ class DagsterSettings:
     # keys one sensor tick lists per listing; a full listing is a pass spread over ticks
     max_keys_listed_per_tick: int = 20_000
     # seconds one listing of a sensor tick may take (stops at a page boundary; 0: no bound)
-    max_listing_seconds_per_tick: int = 10
+    max_listing_seconds_per_tick: int = 5
 
     def batch_max_runtime_s(self, source: SourceConfig) -> int:
         """The hung-run limit of ``source``'s batch runs: ``max_runtime_seconds`` if set,
