@@ -16,7 +16,7 @@ and the table's ``id`` multiset equal to the landed one, per table):
 
 * sensor tick p50/p95 per source (Dagster's own tick records: start to end, gRPC included), and
   their spread over the sources;
-* landing -> commit p50/p95 per object (the put returned -> its batch's commit record);
+* landing -> commit p50/p95 per object (its S3 ``LastModified`` -> its batch's commit record);
 * runs, runs per minute (successful batch runs between the first start and the last end), the
   largest number of runs running at one instant, run p50 (start -> end);
 * wall time from the first put to the last commit, and the CPU seconds of this process's
@@ -76,6 +76,7 @@ class LoadResult:
     exactly_once: dict[str, bool] = field(default_factory=dict)
     load: str = ""
     last_commit: float = 0.0  # epoch seconds of the last commit record
+    committed_objects: int = 0  # (report on a running test: objects committed so far)
 
     @property
     def runs_per_min(self) -> float:
@@ -292,20 +293,19 @@ def run_stats(instance: Any, result: LoadResult) -> None:
         result.overlap = max(result.overlap, cur)
 
 
-def commit_latencies(
-    rt: Any, names: list[str], times: dict[tuple[str, str], float], result: LoadResult
-) -> None:
+def commit_latencies(rt: Any, names: list[str], result: LoadResult) -> None:
+    """Landing -> commit per object: its S3 ``LastModified`` (as claimed) -> its batch's commit
+    record; and the last commit's time."""
     for n in names:
         led = rt.ledger(rt.source(n))
         for b in range(led.next_batch_id()):
             rec = led.commit_record(b)
             if rec is None:
                 continue
+            done = rec.committed_at.timestamp()
             for o in led.get_claim(b).objects:
-                landed = times.get((n, o.key))
-                if landed is not None:
-                    result.latencies.append(rec.committed_at.timestamp() - landed)
-            result.last_commit = max(result.last_commit, rec.committed_at.timestamp())
+                result.latencies.append(done - o.last_modified.timestamp())
+            result.last_commit = max(result.last_commit, done)
 
 
 def check_exactly_once(
@@ -413,9 +413,26 @@ def _run_stack(
                 )
                 time.sleep(POLL_S)
         result.load = load_average()
-    commit_latencies(rt, names, times, result)
+    del times
+    collect(rt, names, landed, home, pg_url, result)
     result.wall_s = result.last_commit - started
-    result.exactly_once = check_exactly_once(rt, names, landed)
+
+
+def collect(
+    rt: Any,
+    names: list[str],
+    landed: dict[str, Counter[int]],
+    home: Path,
+    pg_url: str,
+    result: LoadResult,
+    checked: list[str] | None = None,
+) -> None:
+    """Fill ``result`` from the ledgers, the tables and the Dagster instance; exactly once is
+    checked for ``checked`` (default: every source)."""
+    import dagster as dg
+
+    commit_latencies(rt, names, result)
+    result.exactly_once = check_exactly_once(rt, names if checked is None else checked, landed)
     os.environ[URL_ENV] = pg_url
     instance = dg.DagsterInstance.from_config(str(home))
     try:
@@ -425,6 +442,44 @@ def _run_stack(
         instance.dispose()
 
 
+def expected_ids(names: list[str], objects: int, records: int) -> dict[str, Counter[int]]:
+    """The ids ``land_all`` gives each source (consecutive, in source then object order)."""
+    per = objects * records
+    return {n: Counter(range(i * per, (i + 1) * per)) for i, n in enumerate(names)}
+
+
+def report_from(folder: Path, args: argparse.Namespace) -> LoadResult:
+    """The figures of a load test still running in ``folder`` (its moto, PostgreSQL and
+    daemon up): the sources done so far are checked for exactly once, the others count as
+    not done (``exactly_once`` False). Wall time: the first landed object -> the last commit."""
+    from lockgate.pipelines.local_postgres import LocalPostgres, _pid
+    from lockgate.resources.config import load_config
+    from lockgate.resources.runtime import Runtime
+
+    cfg = load_config(str(folder / "lockgate.yaml"))
+    os.environ.update({**MOTO_ENV, "AWS_ENDPOINT_URL": str(cfg.s3.endpoint_url)})
+    rt = Runtime.from_config(cfg)
+    names = sorted(cfg.sources)
+    lines = (folder / "pg" / "postmaster.pid").read_text().splitlines()
+    pg = LocalPostgres(folder / "pg", int(lines[3]), _pid(folder / "pg") or 0)
+    result = LoadResult(len(names), args.objects, args.records, args.runs)
+    done: set[str] = set()
+    all_done(rt, names, args.objects, done)
+    landed = expected_ids(names, args.objects, args.records)
+    collect(rt, names, landed, folder / "dagster_home", pg.url, result, checked=sorted(done))
+    firsts = [
+        o.last_modified.timestamp()
+        for n in names
+        for b in range(rt.ledger(rt.source(n)).next_batch_id())
+        for o in rt.ledger(rt.source(n)).get_claim(b).objects
+    ]
+    result.wall_s = result.last_commit - min(firsts) if firsts else 0.0
+    result.committed_objects = len(result.latencies)
+    result.exactly_once.update({n: False for n in names if n not in done})
+    result.load = load_average()
+    return result
+
+
 def table(r: LoadResult) -> str:
     p50s = list(r.tick_p50.values())
     p95s = list(r.tick_p95.values())
@@ -432,6 +487,11 @@ def table(r: LoadResult) -> str:
     header = ["measure", "value"]
     rows: list[list[object]] = [
         ["sources x objects (records each)", f"{r.sources} x {r.objects} ({r.records})"],
+        *(
+            [["objects committed when reported (test still running)", r.committed_objects]]
+            if r.committed_objects
+            else []
+        ),
         ["concurrent runs (QueuedRunCoordinator)", r.runs_limit],
         ["exactly once (verify ok + id multiset equal), tables", f"{ok}/{r.sources}"],
         ["batch runs succeeded / failed (retried)", f"{r.runs} / {r.failed_runs}"],
@@ -469,8 +529,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=int, default=10, help="sensor_interval_seconds")
     parser.add_argument("--timeout", type=float, default=5400.0, help="seconds to wait")
     parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        help="report on the load test running in this temp folder (lockgate-load-*) so far",
+    )
     args = parser.parse_args(argv)
-    result = run_load(args)
+    result = report_from(args.report_from, args) if args.report_from else run_load(args)
     body = table(result)
     print(body)
     per_source = markdown_table(
