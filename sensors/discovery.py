@@ -27,8 +27,10 @@ Rules (each is a contract the sensor relies on):
   began, exactly as if the key bound had been hit there (``full_next``, ``truncated``): on a
   store whose LIST pages are slow (an S3 imitation scanning the whole bucket per page, a
   throttled bucket) a tick lists what fits in ``T`` plus at most one page per listing, and the
-  pass continues on the next tick. A listing always takes at least its first page, so every
-  call makes progress. ``result.cut_by_time`` says which bound stopped a listing.
+  pass continues on the next tick. A pass listing always takes at least its first page, and an
+  incremental listing is never cut by time inside its look-back window (at least one page past
+  ``lookback_keys``), so both make progress. ``result.cut_by_time`` says a listing of the call
+  stopped at the time bound.
 * **Skipped names.** A key with any path segment starting with ``.`` or ``_``, or ending with
   ``.tmp`` or ``._COPYING_``, is an in-progress or hidden file: it is never claimed.
 * **Names that cannot be claimed.** A key that is not valid Unicode (a local file name that is
@@ -462,7 +464,9 @@ def discover(
                 if n == limit:
                     result.truncated = True
                     break
-            if out_of_time(listed):
+            # never inside the look-back window: the claims of the keys after it move the
+            # window up, so the next call goes further (a cut within it would repeat forever)
+            if listed > rule.lookback_keys and out_of_time(listed):
                 result.truncated = result.cut_by_time = True
                 break
     for reason, n in _store_skipped(landing).items():

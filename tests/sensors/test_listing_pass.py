@@ -247,6 +247,28 @@ def test_a_time_bounded_pass_resumes_and_claims_everything_once() -> None:
     assert whole.full_next is None and not whole.cut_by_time and whole.listed == 40
 
 
+def test_a_time_bounded_incremental_listing_gets_past_its_look_back_window() -> None:
+    """However slow the listing, an incremental call is not cut by time before it has listed
+    past the look-back window: new keys are claimed call after call, never starved by
+    re-listing the window."""
+    landing = MemoryStore()
+    for i in range(10):
+        land(landing, f"2026-03-01/k{i:03d}.csv")
+    led = ledger()
+    rule = DiscoveryRule(lookback_keys=3, max_claims_per_tick=1000, max_listing_s=0.5)
+    discover(landing, led, rule, full_listing=True, today=TODAY)  # all 10 claimed
+    new = [f"2026-03-01/k{i:03d}.csv" for i in range(10, 16)]
+    for k in new:
+        land(landing, k)
+    calls = []
+    while set(new) - set(_claimed(led)):
+        calls.append(discover(landing, led, rule, today=TODAY, clock=StepClock(1)))
+        assert len(calls) < 10, "new keys starved behind the look-back window"
+    assert calls[0].cut_by_time and calls[0].listed == 4  # the 3-key window + 1 new key
+    claimed = _claimed(led)
+    assert max(claimed.values()) == 1 and len(claimed) == 16
+
+
 @pytest.mark.s3
 def test_slow_s3_pages_cut_a_tick_at_page_boundaries(moto_server: str) -> None:
     """On S3 whose LIST pages are slow (a proxy delays each by 0.4 s) a time-bounded listing
