@@ -249,10 +249,9 @@ def all_done(rt: Any, names: list[str], objects: int, done: set[str]) -> bool:
             continue
         led = rt.ledger(rt.source(n))
         claimed = sum(len(led.get_claim(b).objects) for b in range(led.next_batch_id()))
-        if claimed < objects or led.pending():
-            return False
-        done.add(n)
-    return True
+        if claimed == objects and not led.pending():
+            done.add(n)
+    return done >= set(names)
 
 
 def tick_stats(instance: Any, sources: list[str], result: LoadResult) -> None:
@@ -513,7 +512,7 @@ def table(r: LoadResult) -> str:
             f"{statistics.median(p95s):.2f} ({min(p95s):.2f}-{max(p95s):.2f})" if p95s else "-",
         ],
         ["wall s, first put -> last commit", f"{r.wall_s:.0f}"],
-        ["CPU s (user+sys) of the bench's children", f"{r.cpu_s:.0f}"],
+        ["CPU s (user+sys) of the bench's children", f"{r.cpu_s:.0f}" if r.cpu_s else "n/a"],
         ["load average (1/5/15) when the last batch committed", r.load],
     ]
     return markdown_table(header, rows)
