@@ -3,7 +3,10 @@ full-listing pass spread over ticks (``dagster.max_keys_listed_per_tick``), on S
 local landing folder.
 
 ``python -m bench.listing_ticks [--backend s3|local] [--existing 10000 100000] [--new 1000]
-[--rounds 3] [--bound 20000] [--append]``
+[--rounds 3] [--bound 20000] [--seconds 5] [--no-unbounded] [--append]``
+
+``--seconds``: ``dagster.max_listing_seconds_per_tick`` (each listing of a tick stops at the
+first page boundary after it; 0: keys only). ``--no-unbounded`` skips the reference listing.
 
 Local: ``existing`` files in folders of 1,000 under a temp folder (deleted at the end), claimed
 from their listing in claims of 1,000.
@@ -48,9 +51,12 @@ class Sized:
     incremental: list[float] = field(default_factory=list)
     pass_ticks: list[float] = field(default_factory=list)
     pass_listed: list[int] = field(default_factory=list)
-    unbounded_s: float = 0.0
+    seconds: int = 0
+    unbounded_s: float | None = None
     unbounded_listed: int = 0
     exactly_once: bool = False
+    cut_by_time: int = 0  # pass ticks stopped by the time bound
+    cpu_s: float = 0.0  # this process's CPU over all timed ticks (moto runs in a child)
 
 
 def p95(xs: list[float]) -> float:
@@ -70,8 +76,23 @@ def _tick(
     return time.perf_counter() - t0, res
 
 
-def _rule(bound: int) -> DiscoveryRule:
+def _timed_tick(
+    out: Sized,
+    landing: ObjectStore,
+    ledger_store: ObjectStore,
+    rule: DiscoveryRule,
+    full: bool,
+    full_from: str | None = None,
+) -> tuple[float, DiscoveryResult]:
+    c0 = time.process_time()
+    s, res = _tick(landing, ledger_store, rule, full, full_from)
+    out.cpu_s += time.process_time() - c0
+    return s, res
+
+
+def _rule(bound: int, seconds: int) -> DiscoveryRule:
     return DiscoveryRule(
+        max_listing_s=seconds,
         partition_regex=r"(\d{4}-\d{2}-\d{2})",
         partition_start=date(2024, 1, 1),
         max_files_per_batch=1000,
@@ -92,7 +113,9 @@ def _land_local(root: Path, ids: range) -> None:
         path.write_bytes(BODY)
 
 
-def run_local(existing: int, new: int, rounds: int, bound: int) -> Sized:
+def run_local(
+    existing: int, new: int, rounds: int, bound: int, seconds: int, unbounded: bool
+) -> Sized:
     with tempfile.TemporaryDirectory(prefix="lockgate-lt-") as tmp:
         root = Path(tmp)
         landing = LocalStore(root / "landing")
@@ -109,38 +132,61 @@ def run_local(existing: int, new: int, rounds: int, bound: int) -> Sized:
             ledger.claim("2024-03-01", page)
         ledger.maybe_compact()
         print(f"  {existing} local keys landed and claimed", file=sys.stderr, flush=True)
-        out = Sized("local", existing, bound)
+        out = Sized("local", existing, bound, seconds=seconds)
         nxt = existing
-        rule = _rule(bound)
+        rule = _rule(bound, seconds)
         for _ in range(rounds):
             _land_local(root / "landing", range(nxt, nxt + new))
             nxt += new
-            s, _res = _tick(landing, ledger_store, rule, full=False)
+            s, _res = _timed_tick(out, landing, ledger_store, rule, full=False)
             out.incremental.append(s)
-        _measure_pass(out, landing, ledger_store, rule, nxt)
+            print(f"  incremental tick: {s:.2f}s", file=sys.stderr, flush=True)
+        _measure_pass(out, landing, ledger_store, rule, nxt, unbounded)
         return out
 
 
 def _measure_pass(
-    out: Sized, landing: ObjectStore, ledger_store: ObjectStore, rule: DiscoveryRule, total: int
+    out: Sized,
+    landing: ObjectStore,
+    ledger_store: ObjectStore,
+    rule: DiscoveryRule,
+    total: int,
+    unbounded: bool = True,
 ) -> None:
     full_from = None
     while True:
-        s, res = _tick(landing, ledger_store, rule, full=True, full_from=full_from)
+        s, res = _timed_tick(out, landing, ledger_store, rule, full=True, full_from=full_from)
         out.pass_ticks.append(s)
         out.pass_listed.append(res.listed)
-        print(f"  pass tick {len(out.pass_ticks)}: {s:.2f}s", file=sys.stderr, flush=True)
+        out.cut_by_time += res.cut_by_time
+        print(
+            f"  pass tick {len(out.pass_ticks)}: {s:.2f}s, {res.listed} keys"
+            + (" (cut by time)" if res.cut_by_time else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         full_from = res.full_next
         if full_from is None:
             break
-    unbounded = DiscoveryRule(**{**rule.__dict__, "max_keys_listed_per_tick": 0})
-    out.unbounded_s, res = _tick(landing, ledger_store, unbounded, full=True)
-    out.unbounded_listed = res.listed
+    if unbounded:
+        whole = DiscoveryRule(
+            **{**rule.__dict__, "max_keys_listed_per_tick": 0, "max_listing_s": 0.0}
+        )
+        out.unbounded_s, res = _tick(landing, ledger_store, whole, full=True)
+        out.unbounded_listed = res.listed
     state = Ledger.open(ledger_store, SOURCE, FINGERPRINT).claim_state("")
     out.exactly_once = len(state) == total
 
 
-def run_size(server: MotoServer, existing: int, new: int, rounds: int, bound: int) -> Sized:
+def run_size(
+    server: MotoServer,
+    existing: int,
+    new: int,
+    rounds: int,
+    bound: int,
+    seconds: int,
+    unbounded: bool,
+) -> Sized:
     import boto3
 
     opts = S3Options(endpoint_url=server.endpoint, region="us-east-1")
@@ -153,15 +199,16 @@ def run_size(server: MotoServer, existing: int, new: int, rounds: int, bound: in
     server.put(bucket, "landing", range(existing))
     claim_all(ledger_store, existing)
     print(f"  {existing} keys landed and claimed", file=sys.stderr, flush=True)
-    rule = _rule(bound)
-    out = Sized("s3 (moto)", existing, bound)
+    rule = _rule(bound, seconds)
+    out = Sized("s3 (moto)", existing, bound, seconds=seconds)
     nxt = existing
     for _ in range(rounds):
         server.put(bucket, "landing", range(nxt, nxt + new))
         nxt += new
-        s, _res = _tick(landing, ledger_store, rule, full=False)
+        s, _res = _timed_tick(out, landing, ledger_store, rule, full=False)
         out.incremental.append(s)
-    _measure_pass(out, landing, ledger_store, rule, nxt)
+        print(f"  incremental tick: {s:.2f}s", file=sys.stderr, flush=True)
+    _measure_pass(out, landing, ledger_store, rule, nxt, unbounded)
     return out
 
 
@@ -170,14 +217,18 @@ def table(results: list[Sized]) -> str:
         [
             r.backend,
             f"{r.existing:,}",
-            f"{r.bound:,}",
+            f"{r.bound:,} keys / {r.seconds} s" if r.seconds else f"{r.bound:,} keys",
             f"{statistics.median(r.incremental):.2f}",
             f"{p95(r.incremental):.2f}",
             len(r.pass_ticks),
             f"{statistics.median(r.pass_ticks):.2f}",
             f"{p95(r.pass_ticks):.2f}",
             f"{max(r.pass_listed):,}",
-            f"{r.unbounded_s:.2f} ({r.unbounded_listed:,} keys)",
+            r.cut_by_time,
+            f"{r.cpu_s:.1f}",
+            f"{r.unbounded_s:.2f} ({r.unbounded_listed:,} keys)"
+            if r.unbounded_s is not None
+            else "not run",
             "ok" if max(p95(r.incremental), p95(r.pass_ticks)) <= GOAL_P95_S else "MISSED",
             "yes" if r.exactly_once else "NO",
         ]
@@ -186,13 +237,15 @@ def table(results: list[Sized]) -> str:
     header = [
         "landing",
         "claimed keys",
-        "keys listed per tick (bound)",
+        "bound per listing",
         "incremental tick p50 s",
         "p95 s",
         "full-pass ticks",
         "pass tick p50 s",
         "p95 s",
         "max keys listed in one tick",
+        "pass ticks cut by time",
+        "tick CPU s (all ticks, this process)",
         "unbounded full listing, one tick (s)",
         "goal p95 <= 20 s",
         "every key claimed once",
@@ -207,16 +260,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bound", type=int, default=20_000)
+    parser.add_argument("--seconds", type=int, default=5, help="time bound per listing; 0: none")
+    parser.add_argument(
+        "--no-unbounded", action="store_true", help="skip the unbounded reference listing"
+    )
     parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
     args = parser.parse_args(argv)
     results = []
     if args.backend == "local":
         for n in args.existing:
-            results.append(run_local(n, args.new, args.rounds, args.bound))
+            results.append(
+                run_local(n, args.new, args.rounds, args.bound, args.seconds, not args.no_unbounded)
+            )
     else:
         with moto_server() as server:
             for n in args.existing:
-                results.append(run_size(server, n, args.new, args.rounds, args.bound))
+                results.append(
+                    run_size(
+                        server,
+                        n,
+                        args.new,
+                        args.rounds,
+                        args.bound,
+                        args.seconds,
+                        not args.no_unbounded,
+                    )
+                )
     body = table(results)
     print(body)
     if args.append:

@@ -261,6 +261,8 @@ class DagsterSettings:
     table_concurrency: int = 1
     # keys one sensor tick lists per listing; a full listing is a pass spread over ticks
     max_keys_listed_per_tick: int = 20_000
+    # seconds one listing of a sensor tick may take (stops at a page boundary; 0: no bound)
+    max_listing_seconds_per_tick: int = 5
 
     def batch_max_runtime_s(self, source: SourceConfig) -> int:
         """The hung-run limit of ``source``'s batch runs: ``max_runtime_seconds`` if set,
@@ -813,6 +815,18 @@ PositiveInt = Annotated[
 ]
 Size = Annotated[int, PlainValidator(parse_size), WithJsonSchema(_SIZE_JSON)]
 Seconds = Annotated[int, PlainValidator(_seconds), WithJsonSchema(_SECONDS_JSON)]
+
+
+def _seconds_or_zero(value: object) -> int:
+    """``_seconds``, or 0 (the setting's "no bound")."""
+    return 0 if value == 0 and not isinstance(value, bool) else _seconds(value)
+
+
+NonNegativeSeconds = Annotated[
+    int,
+    PlainValidator(_seconds_or_zero),
+    WithJsonSchema({"anyOf": [{"const": 0}, *_SECONDS_JSON["anyOf"]]}),
+]
 Bool = Annotated[bool, PlainValidator(_boolean), WithJsonSchema({"type": "boolean"})]
 SchemaType = Annotated[str, PlainValidator(_schema_type), WithJsonSchema(_TYPE_JSON)]
 FieldName = Annotated[str, AfterValidator(_field_name)]
@@ -910,6 +924,12 @@ class DagsterDocument(_Section):
         description="keys a sensor tick lists at most per listing, so a tick's time is bounded "
         "whatever the bucket size: a full listing resumes on the next tick where this one "
         "stopped (its continuation lives in the sensor cursor)",
+    )
+    max_listing_seconds_per_tick: NonNegativeSeconds = Field(
+        default=DagsterSettings.max_listing_seconds_per_tick,
+        description="seconds a sensor tick spends at most in one listing (or a duration: 10s): "
+        "it stops at the next page boundary after them and a full listing resumes on the next "
+        "tick, so a tick stays short when LIST pages are slow; 0: bounded by keys only",
     )
 
 

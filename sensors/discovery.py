@@ -21,6 +21,16 @@ Rules (each is a contract the sensor relies on):
   window) or the next pass. An incremental listing cut at ``N`` keys (``truncated``) resumes
   from the window next time: the claims it made move the window up; keys it never reaches
   (e.g. ``N`` unclaimable keys in a row) are found by the next pass.
+* **Listings bounded in time.** With ``rule.max_listing_s`` (``T``; 0: no time bound) each
+  listing of a call also stops at the first page boundary (every ``page_size`` keys of the
+  store; 1 for a store without pages) reached once ``T`` seconds have passed since that listing
+  began, exactly as if the key bound had been hit there (``full_next``, ``truncated``): on a
+  store whose LIST pages are slow (an S3 imitation scanning the whole bucket per page, a
+  throttled bucket) a tick lists what fits in ``T`` plus at most one page per listing, and the
+  pass continues on the next tick. A pass listing always takes at least its first page, and an
+  incremental listing is never cut by time inside its look-back window (at least one page past
+  ``lookback_keys``), so both make progress. ``result.cut_by_time`` says a listing of the call
+  stopped at the time bound.
 * **Skipped names.** A key with any path segment starting with ``.`` or ``_``, or ending with
   ``.tmp`` or ``._COPYING_``, is an in-progress or hidden file: it is never claimed.
 * **Names that cannot be claimed.** A key that is not valid Unicode (a local file name that is
@@ -60,6 +70,7 @@ Rules (each is a contract the sensor relies on):
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -105,6 +116,7 @@ class DiscoveryRule:
     max_claims_per_tick: int = 100
     min_age_s: float = 0.0
     max_keys_listed_per_tick: int = 0  # per listing of one call; 0: unbounded
+    max_listing_s: float = 0.0  # seconds per listing of one call, at page boundaries; 0: none
 
     def __post_init__(self) -> None:
         if not self.min_age_s >= 0:
@@ -121,6 +133,8 @@ class DiscoveryRule:
             raise ValueError("max_claims_per_tick must be >= 1")
         if self.max_keys_listed_per_tick < 0:
             raise ValueError("max_keys_listed_per_tick must be >= 0")
+        if not self.max_listing_s >= 0:
+            raise ValueError("max_listing_s must be >= 0")
         if self.prefix.startswith("/"):
             raise ValueError(f"prefix {self.prefix!r} must be relative to the landing root")
         if self.partition_regex is not None:
@@ -179,6 +193,8 @@ class DiscoveryResult:
     #: the pass is complete or this call did no full listing.
     full_next: str | None = None
     truncated: bool = False  # the incremental listing stopped at max_keys_listed_per_tick
+    #: A listing of this call stopped at ``max_listing_s`` (before the key bound, if any).
+    cut_by_time: bool = False
 
     @property
     def claimed_objects(self) -> int:
@@ -273,6 +289,21 @@ def full_listing_due(ticks_since_full: int | None, rule: DiscoveryRule) -> bool:
     if ticks_since_full is None:
         return True
     return rule.full_listing_every > 0 and ticks_since_full + 1 >= rule.full_listing_every
+
+
+def _listing_timer(
+    store: ObjectStore, budget_s: float, clock: Callable[[], float]
+) -> Callable[[int], bool]:
+    """``out_of_time(n)``: whether a listing that began now and has taken ``n`` keys should
+    stop there: ``budget_s`` has passed and ``n`` ends a page of ``store`` (its ``page_size``;
+    1 for a store without pages), so no page is fetched and then dropped. Never with
+    ``budget_s`` 0."""
+    if budget_s <= 0:
+        return lambda n: False
+    page = getattr(store, "page_size", 1)
+    page = page if isinstance(page, int) and page > 0 else 1
+    deadline = clock() + budget_s
+    return lambda n: n % page == 0 and clock() >= deadline
 
 
 def _list_count(store: ObjectStore) -> int | None:
@@ -384,12 +415,13 @@ def discover(
     today: date | None = None,
     now: datetime | None = None,
     full_from: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> DiscoveryResult:
     """List, filter, cut and claim (see the module docstring). Returns the new claims and the
     counts. ``now`` (default: the current time) is what ``min_age_s`` is measured against.
     ``full_from``: with ``full_listing``, the continuation of the pass (``full_next`` of the
-    previous call; None starts a pass). Raises only on store or ledger errors (a
-    ``ClaimConflict`` is handled)."""
+    previous call; None starts a pass). ``clock``: seconds, for ``rule.max_listing_s`` only.
+    Raises only on store or ledger errors (a ``ClaimConflict`` is handled)."""
     now = now or datetime.now(UTC)
     today = today or now.astimezone(UTC).date()
     result = DiscoveryResult(full_listing=full_listing, full_from=full_from)
@@ -401,18 +433,22 @@ def discover(
     planner = _Planner(rule, today, now, result, ledger.was_read)
     skipped_before = _store_skipped(landing)
     limit = rule.max_keys_listed_per_tick
+    out_of_time = _listing_timer(landing, rule.max_listing_s, clock)
     seen: set[str] = set()
     incremental = True
     if full_listing:
-        n, last = 0, None
-        for info in landing.list(rule.prefix, start_after=full_from):
-            n += 1
+        last, stopped = None, False
+        for n, info in enumerate(landing.list(rule.prefix, start_after=full_from), start=1):
             last = info.key
             seen.add(info.key)
             planner.add(info, state)
             if n == limit:
+                stopped = True
                 break
-        done = not limit or n < limit
+            if out_of_time(n):
+                stopped = result.cut_by_time = True
+                break
+        done = not stopped
         result.full_next = None if done else last
         # the pass listed every key from the window on: listing them again finds nothing
         incremental = not (done and (full_from or "") <= (start_after or ""))
@@ -420,13 +456,18 @@ def discover(
             result.start_after = full_from  # one listing, from the pass's start
     if incremental:
         n = 0
-        for info in landing.list(rule.prefix, start_after=start_after):
-            if info.key in seen:
-                continue
-            n += 1
-            planner.add(info, state)
-            if n == limit:
-                result.truncated = True
+        out_of_time = _listing_timer(landing, rule.max_listing_s, clock)
+        for listed, info in enumerate(landing.list(rule.prefix, start_after=start_after), 1):
+            if info.key not in seen:
+                n += 1
+                planner.add(info, state)
+                if n == limit:
+                    result.truncated = True
+                    break
+            # never inside the look-back window: the claims of the keys after it move the
+            # window up, so the next call goes further (a cut within it would repeat forever)
+            if listed > rule.lookback_keys and out_of_time(listed):
+                result.truncated = result.cut_by_time = True
                 break
     for reason, n in _store_skipped(landing).items():
         if n > skipped_before.get(reason, 0):

@@ -22,10 +22,11 @@ A tick (the ledger, not the cursor, is the truth):
 Every tick acts on ``lockgate.yaml`` as it is on disk now (``live_config.current_source``).
 
 The cursor counts ticks since the last full listing, and holds the continuation of a full
-listing in progress: with ``dagster.max_keys_listed_per_tick`` a full listing is a pass spread
-over ticks (``ListingCursor``; ``lockgate.sensors.discovery``, *Bounded listings*). In
-notification mode it keeps the time of the last backstop listing and the objects each path
-found instead (``lockgate.sensors.notifications``).
+listing in progress: with ``dagster.max_keys_listed_per_tick`` (and
+``dagster.max_listing_seconds_per_tick``) a full listing is a pass spread over ticks
+(``ListingCursor``; ``lockgate.sensors.discovery``, *Bounded listings*). In notification mode
+it keeps the time of the last backstop listing and the objects each path found instead
+(``lockgate.sensors.notifications``).
 """
 
 import json
@@ -148,6 +149,7 @@ def build_sensor(
             max_claims_per_tick=cfg.dagster.max_runs_per_tick,
             full_listing_every=FULL_LISTING_EVERY_TICKS,
             max_keys_listed_per_tick=cfg.dagster.max_keys_listed_per_tick,
+            max_listing_s=cfg.dagster.max_listing_seconds_per_tick,
         )
         return evaluate_tick(
             context,
@@ -345,6 +347,7 @@ def evaluate_tick(
         f"listed {result.listed} (full={full}"
         + (f", pass continues after {result.full_next!r}" if result.full_next is not None else "")
         + (", incremental listing cut at the per-tick bound" if result.truncated else "")
+        + (" (max_listing_seconds_per_tick)" if result.cut_by_time else "")
         + f"), claimed {len(result.claims)} batches "
         f"({result.claimed_objects} objects), pending {len(pending)}, deferred {result.deferred}"
         + (f", held back {len(held)}" if held else "")

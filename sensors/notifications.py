@@ -433,8 +433,9 @@ def notification_tick(
     ticks = ticks + 1 if ticks is not None else 0
     if backstop_due(last, settings.full_listing_every_s, now):
         # one whole listing: the notification cursor keeps no listing continuation, so a
-        # bounded pass (max_keys_listed_per_tick) would re-list only the first keys each time
-        whole = replace(rule, max_keys_listed_per_tick=0)
+        # bounded pass (max_keys_listed_per_tick, max_listing_s) would re-list only the first
+        # keys each time
+        whole = replace(rule, max_keys_listed_per_tick=0, max_listing_s=0)
         backstop = discover(landing, ledger, whole, full_listing=True, now=now)
         found["listing"] += backstop.claimed_objects
         last, ticks = now, 0

@@ -7,6 +7,7 @@ continuation point while a pass is in progress.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,142 @@ def test_sensor_ticks_carry_the_pass_in_their_cursor(tmp_path: Path, moto_server
             "2026-04-01/k05a.jsonl",
         }
         assert max(keys.values()) == 1
+
+
+class StepClock:
+    """A clock that moves ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.t = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def test_a_time_bounded_pass_resumes_and_claims_everything_once() -> None:
+    """``max_listing_s`` cuts a pass like the key bound does (a store without pages stops at
+    any key); the pass still claims every key exactly once."""
+    landing = MemoryStore()
+    keys = [f"2026-03-01/k{i:03d}.csv" for i in range(40)]
+    for k in keys:
+        land(landing, k)
+    led = ledger()
+    # read once when a listing starts and once per key after it: 3 keys per listing
+    rule = DiscoveryRule(
+        lookback_keys=2, max_files_per_batch=4, max_claims_per_tick=1000, max_listing_s=2.5
+    )
+    calls = [discover(landing, led, rule, full_listing=True, today=TODAY, clock=StepClock(1))]
+    assert calls[0].cut_by_time and calls[0].full_next == "2026-03-01/k002.csv"
+    while calls[-1].full_next is not None:
+        calls.append(
+            discover(
+                landing,
+                led,
+                rule,
+                full_listing=True,
+                today=TODAY,
+                full_from=calls[-1].full_next,
+                clock=StepClock(1),
+            )
+        )
+        assert len(calls) < 40
+    assert len(calls) >= 10
+    assert all(c.listed <= 6 for c in calls)  # two listings of at most 3 keys each
+    claimed = _claimed(led)
+    assert set(claimed) == set(keys) and max(claimed.values()) == 1
+    # no time bound: one call lists everything
+    whole = discover(landing, ledger(), DiscoveryRule(), full_listing=True, today=TODAY)
+    assert whole.full_next is None and not whole.cut_by_time and whole.listed == 40
+
+
+def test_a_time_bounded_incremental_listing_gets_past_its_look_back_window() -> None:
+    """However slow the listing, an incremental call is not cut by time before it has listed
+    past the look-back window: new keys are claimed call after call, never starved by
+    re-listing the window."""
+    landing = MemoryStore()
+    for i in range(10):
+        land(landing, f"2026-03-01/k{i:03d}.csv")
+    led = ledger()
+    rule = DiscoveryRule(lookback_keys=3, max_claims_per_tick=1000, max_listing_s=0.5)
+    discover(landing, led, rule, full_listing=True, today=TODAY)  # all 10 claimed
+    new = [f"2026-03-01/k{i:03d}.csv" for i in range(10, 16)]
+    for k in new:
+        land(landing, k)
+    calls = []
+    while set(new) - set(_claimed(led)):
+        calls.append(discover(landing, led, rule, today=TODAY, clock=StepClock(1)))
+        assert len(calls) < 10, "new keys starved behind the look-back window"
+    assert calls[0].cut_by_time and calls[0].listed == 4  # the 3-key window + 1 new key
+    claimed = _claimed(led)
+    assert max(claimed.values()) == 1 and len(claimed) == 16
+
+
+@pytest.mark.s3
+def test_slow_s3_pages_cut_a_tick_at_page_boundaries(moto_server: str) -> None:
+    """On S3 whose LIST pages are slow (a proxy delays each by 0.4 s) a time-bounded listing
+    stops only at page boundaries (no page fetched and dropped) after its budget, at least
+    one page per listing; the pass ends and every key is claimed exactly once."""
+    from lockgate.resources.store import S3Options
+    from lockgate.resources.store_s3 import S3Store
+    from tests.s3_fault_proxy import FaultProxy, ProxyRequest
+
+    bucket = create_bucket(moto_server)
+    page = 5
+    with FaultProxy(moto_server) as proxy:
+
+        def slow_lists(req: ProxyRequest) -> None:
+            if req.method == "GET" and "list-type=2" in req.path:
+                time.sleep(0.4)
+
+        proxy.before_forward = slow_lists
+        landing = S3Store(
+            f"s3://{bucket}/landing", S3Options(endpoint_url=proxy.url), page_size=page
+        )
+        keys = [f"2026-03-01/k{i:03d}.csv" for i in range(42)]
+        for k in keys:
+            landing.put(k, b"x")
+        led = ledger()
+        rule = DiscoveryRule(lookback_keys=2, max_claims_per_tick=1000, max_listing_s=1.0)
+        calls: list[DiscoveryResult] = []
+        while not calls or calls[-1].full_next is not None:
+            calls.append(
+                discover(
+                    landing,
+                    led,
+                    rule,
+                    full_listing=True,
+                    today=TODAY,
+                    full_from=calls[-1].full_next if calls else None,
+                )
+            )
+            assert len(calls) < 42
+    # 42 keys in pages of 5 at >= 0.4 s a page: the 1 s budget cuts the pass, and only
+    # after a whole page (the continuation ends one), never a page fetched and dropped
+    assert len(calls) >= 2
+    for c in calls[:-1]:
+        assert c.cut_by_time and c.full_next is not None
+        assert (keys.index(c.full_next) + 1) % page == 0
+        assert c.listed >= page  # at least one page per call: the pass always moves on
+    claimed = _claimed(led)
+    assert set(claimed) == set(keys) and max(claimed.values()) == 1
+
+
+def test_max_listing_seconds_per_tick_in_the_config(tmp_path: Path) -> None:
+    from lockgate.resources.config import ConfigError, load_config
+    from tests.platform_helpers import source_spec, write_config
+
+    def cfg(value: object) -> int:
+        path = write_config(
+            tmp_path / "lockgate.yaml",
+            warehouse=str(tmp_path / "wh"),
+            sources={"a": source_spec("a", str(tmp_path / "in"))},
+            dagster={"max_listing_seconds_per_tick": value},
+        )
+        return load_config(str(path)).dagster.max_listing_seconds_per_tick
+
+    assert cfg(15) == 15 and cfg("2m") == 120 and cfg(0) == 0
+    for bad in (-1, 1.5, True, "soon"):
+        with pytest.raises(ConfigError, match="max_listing_seconds_per_tick"):
+            cfg(bad)
