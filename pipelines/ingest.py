@@ -65,6 +65,7 @@ def _discovery(
             rule,
             max_receives=source.discovery.max_receives,
             dead_letter=dead_letter,
+            visibility_timeout_s=source.discovery.visibility_timeout_s,
         )
         if not full:
             return drained.discovery

@@ -18,6 +18,9 @@ Contract (the ``--json`` schema is documented in docs/operations.md, *Is it heal
   stuck batches. Without an instance, every such field is null and ``unknown_reason`` says why
   (stuck batches are still known, as none, when nothing is pending).
 * From the ledger's clean log: objects cleaned / pending clean (``clean_source``).
+* From the claims: objects found by each discovery path (``found``: event notifications or a
+  listing, including notification mode's backstop), counted from a hint
+  (``lockgate.resources.found``: O(claims since the last status)).
 * One source's failure never hides the others: its entry carries ``error`` (one line) and
   ``exit_code``, and the command exits with the highest such code after printing every source.
 """
@@ -40,6 +43,7 @@ from lockgate.pipelines.commands.common import add_source_argument, print_json, 
 from lockgate.resources.cleaning import clean_counts
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.errors import LockgateError
+from lockgate.resources.found import found_counts
 from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
 
@@ -242,7 +246,13 @@ def source_status(
         "stuck_batches_unknown_reason": view.unknown_reason if stuck is None else None,
         "not_read": _not_read(ledger, summary.claims, list(summary.pending)),
         "clean": dataclasses.asdict(clean_counts(ledger, source.clean_source)),
+        "found": _found(ledger),
     }
+
+
+def _found(ledger: Ledger) -> dict[str, int]:
+    counts = found_counts(ledger)
+    return {"notifications": counts.notifications, "listing": counts.listing}
 
 
 def _failed(source: SourceConfig, err: LockgateError) -> dict[str, Any]:
@@ -304,6 +314,12 @@ def _print(r: dict[str, Any], no_landing: bool) -> None:
         print(
             f"  unclaimed: {r['unclaimed']['claimable']} claimable"
             + (f"; never claimed as they are: {', '.join(parts)}" if parts else "")
+        )
+    found = r["found"]
+    if found["notifications"]:
+        print(
+            f"  found: {found['notifications']} objects by event notifications, "
+            f"{found['listing']} by listings"
         )
     c = r["clean"]
     if c["mode"] != "off" or c["cleaned"]:

@@ -561,3 +561,59 @@ def test_sensor_tick_in_notification_mode(tmp_path: Path, moto_server: str, buck
     led = rt.ledger(src)
     assert [(o.key, o.etag) for o in led.get_claim(0).objects] == [("2026-03-01/a.jsonl", etag)]
     assert [(o.key, o.etag) for o in led.get_claim(1).objects] == [("2026-03-02/b.jsonl", "eb")]
+    # status: the objects each path found, from the claims (any process; no sensor cursor)
+    from lockgate.pipelines.commands.status import source_status
+
+    status = source_status(Runtime.from_config(cfg), src, list_landing=False)
+    assert status["found"] == {"notifications": 1, "listing": 1}
+
+
+def test_visibility_timeout_setting_brings_unsettled_messages_back(wired: Wired) -> None:
+    from lockgate.resources.config import DiscoverySettings, parse_config
+
+    doc: dict[str, Any] = {
+        "warehouse": "s3://bkt/wh",
+        "sources": {
+            "ev": {
+                "landing": "s3://bkt/landing",
+                "format": "jsonl",
+                "table": "db.ev",
+                "partition": {"start": "2026-01-01"},
+                "discovery": {
+                    "mode": "notifications",
+                    "queue_url": wired.queue.url,
+                    "visibility_timeout": "1s",
+                },
+            }
+        },
+    }
+    settings = parse_config(doc, "/x/lockgate.yaml").source("ev").discovery
+    assert settings.visibility_timeout_s == 1
+    for bad, where in ((0, "notifications"), (None, "listing")):
+        wrong = json.loads(json.dumps(doc))
+        wrong["sources"]["ev"]["discovery"]["visibility_timeout"] = bad if bad is not None else 5
+        if where == "listing":
+            wrong["sources"]["ev"]["discovery"] = {"mode": "listing", "visibility_timeout": 5}
+        with pytest.raises(Exception, match="visibility_timeout"):
+            parse_config(wrong, "/x/lockgate.yaml")
+    settings = DiscoverySettings(
+        mode="notifications", queue_url=wired.queue.url, max_receives=2, visibility_timeout_s=1
+    )
+    wired.queue.send(["poison body"])
+    cursor = None
+    moved = []
+    for _ in range(2):  # received once (waiting), back after 1 s, received again: moved aside
+        tick = notification_tick(
+            wired.queue,
+            None,
+            wired.landing,
+            wired.landing_url,
+            wired.ledger(),
+            RULE,
+            settings,
+            cursor,
+        )
+        cursor = tick.cursor
+        moved.append(tick.drain.poison_moved)
+        time.sleep(1.3)
+    assert moved == [0, 1] and wired.visible() == 0
