@@ -28,6 +28,7 @@ notification mode it keeps the time of the last backstop listing and the objects
 found instead (``lockgate.sensors.notifications``).
 """
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -208,7 +209,11 @@ def _clean(
     tick's pending batch ids (no commit record a moment ago)."""
     try:
         return clean_committed(
-            source, led, rt.landing(source), rt.open_landing, uncommitted=uncommitted
+            source,
+            led,
+            functools.partial(rt.claim_landing, source),
+            rt.open_landing,
+            uncommitted=uncommitted,
         )
     except (LockgateError, OSError) as e:
         warn(f"cleaning the landing of {source.name} failed, the next tick retries: {e}")
