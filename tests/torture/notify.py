@@ -170,8 +170,9 @@ class NotifyQueues:
                 self.poison[s].add(body)
                 self.stats["msg_poison"] += 1
                 out.append((body, 0))
-                if msgs:
-                    doc = json.loads(msgs[0]["Body"])
+                events = [m["Body"] for m in msgs if m["Body"] not in self.poison[s]]
+                if events:  # (a poison body left waiting is not an event to copy)
+                    doc = json.loads(events[0])
                     if "Records" in doc:
                         other = json.loads(json.dumps(doc))
                         other["Records"][0]["s3"]["bucket"]["name"] = "another-bucket"
