@@ -454,25 +454,31 @@ def test_burst_of_events(
     random.Random(events).shuffle(bodies)
     wired.queue.send(bodies)
     started = time.monotonic()
-    res = drain(
-        wired.queue,
-        wired.landing_url,
-        wired.ledger(),
-        DiscoveryRule(),
-        max_receives=1,
-        dead_letter=dlq,
-        max_messages=len(bodies),
-        today=TODAY,
-    )
+    # drains until the queue is empty: a drain stops at its first empty receive (SQS's short
+    # polling may answer empty while messages wait; the next tick goes on)
+    drains = []
+    while wired.visible() and len(drains) < 50:
+        drains.append(
+            drain(
+                wired.queue,
+                wired.landing_url,
+                wired.ledger(),
+                DiscoveryRule(),
+                max_receives=1,
+                dead_letter=dlq,
+                max_messages=len(bodies),
+                today=TODAY,
+            )
+        )
     elapsed = time.monotonic() - started
-    assert res.received == len(bodies) and res.objects == events
-    assert res.claimed_objects == distinct and res.deleted == res.received
-    assert res.poison_moved == len(poison) and res.poison_waiting == 0
-    assert sorted({c.partition for c in res.discovery.claims}) == [
-        "2026-03-01",
-        "2026-03-02",
-        "2026-03-03",
-    ]
+    received = sum(r.received for r in drains)
+    assert received == len(bodies) and sum(r.objects for r in drains) == events
+    assert sum(r.claimed_objects for r in drains) == distinct
+    assert sum(r.deleted for r in drains) == received
+    assert sum(r.poison_moved for r in drains) == len(poison)
+    assert sum(r.poison_waiting for r in drains) == 0
+    partitions = {c.partition for r in drains for c in r.discovery.claims}
+    assert sorted(partitions) == ["2026-03-01", "2026-03-02", "2026-03-03"]
     claimed = wired.claimed()
     assert len(claimed) == distinct and max(claimed.values()) == 1
     assert wired.visible() == 0
@@ -481,7 +487,7 @@ def test_burst_of_events(
         moved += [m.body for m in batch]
         dlq.delete(batch)
     assert sorted(moved) == sorted(poison)
-    print(f"burst of {events} events: drained in {elapsed:.1f} s (wall)")
+    print(f"burst of {events} events: {len(drains)} drains, {elapsed:.1f} s (wall)")
 
 
 CRASH_SCRIPT = """
