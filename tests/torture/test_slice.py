@@ -219,7 +219,7 @@ def test_notify_kind(tmp_path: Path) -> None:
     )
     lost, dups, hits = totals(rows)
     assert lost == 0 and dups == 0 and [r["kind"] for r in rows] == ["notify"]
-    assert hits["notifications.after_receive"] == 1
+    assert hits["notifications.after_receive"] >= 1  # forced (later runs may pick it too)
     data = rows[0]["data"]
     assert data.get("found_by_notifications", 0) > 0, data  # events claimed, not only listings
     assert data.get("msg_reordered", 0) > 0, data
