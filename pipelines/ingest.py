@@ -7,6 +7,7 @@ backstop), as the sensor does."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,6 +66,7 @@ def _discovery(
             rule,
             max_receives=source.discovery.max_receives,
             dead_letter=dead_letter,
+            visibility_timeout_s=source.discovery.visibility_timeout_s,
         )
         if not full:
             return drained.discovery
@@ -98,7 +100,9 @@ def ingest_source(
             if on_batch is not None:
                 on_batch(outcome)
         while source.clean_source != "off":
-            cleaning = clean_committed(source, ledger, rt.landing(source), rt.open_landing)
+            cleaning = clean_committed(
+                source, ledger, functools.partial(rt.claim_landing, source), rt.open_landing
+            )
             if not (cleaning.deferred and cleaning.batches):
                 break
         if not result.claims and not result.deferred and not pending:

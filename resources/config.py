@@ -318,6 +318,8 @@ DiscoveryMode = Literal["listing", "notifications"]
 #: receives of an unparseable message before it is moved aside.
 DEFAULT_FULL_LISTING_EVERY_S = 6 * 3600
 DEFAULT_MAX_RECEIVES = 5
+#: Notification mode: seconds a received message stays invisible while a tick handles it.
+DEFAULT_VISIBILITY_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,9 @@ class DiscoverySettings:
     full_listing_every_s: int = DEFAULT_FULL_LISTING_EVERY_S
     dead_letter_queue_url: str | None = None
     max_receives: int = DEFAULT_MAX_RECEIVES
+    #: seconds a received message stays invisible to other receivers (a crashed tick's
+    #: messages come back after it)
+    visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -1147,6 +1152,12 @@ class DiscoveryDocument(_Section):
         description=f"notifications: receives of an unparseable message before it is moved "
         f"aside (default {DEFAULT_MAX_RECEIVES})",
     )
+    visibility_timeout: Seconds | None = Field(
+        default=None,
+        description="notifications: how long a received message stays invisible while a tick "
+        "handles it; a crashed tick's messages come back after it (seconds or a duration, "
+        f"1-43200; default {DEFAULT_VISIBILITY_TIMEOUT_S})",
+    )
 
 
 class SourceDocument(_Section):
@@ -1367,7 +1378,13 @@ class _Builder:
         if doc is None:
             return DiscoverySettings()
         if doc.mode == "listing":
-            for key in ("queue_url", "full_listing_every", "dead_letter_queue_url", "max_receives"):
+            for key in (
+                "queue_url",
+                "full_listing_every",
+                "dead_letter_queue_url",
+                "max_receives",
+                "visibility_timeout",
+            ):
                 if getattr(doc, key) is not None:
                     self.fail(f"{kp}.discovery.{key}", "only used with mode: notifications")
             return DiscoverySettings()
@@ -1381,6 +1398,9 @@ class _Builder:
             )
         if doc.dead_letter_queue_url == doc.queue_url:
             self.fail(f"{kp}.discovery.dead_letter_queue_url", "must differ from queue_url")
+        visibility = doc.visibility_timeout
+        if visibility is not None and not 1 <= visibility <= 43200:
+            self.fail(f"{kp}.discovery.visibility_timeout", "must be 1 s to 12 h (SQS's range)")
         return DiscoverySettings(
             mode="notifications",
             queue_url=doc.queue_url,
@@ -1391,6 +1411,7 @@ class _Builder:
             ),
             dead_letter_queue_url=doc.dead_letter_queue_url,
             max_receives=doc.max_receives or DEFAULT_MAX_RECEIVES,
+            visibility_timeout_s=visibility or DEFAULT_VISIBILITY_TIMEOUT_S,
         )
 
     def compaction(self, kp: str, spec: SourceDocument) -> CompactionSettings:

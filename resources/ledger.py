@@ -59,6 +59,9 @@ from lockgate.resources.ledger_records import (
     CHANGED_BEFORE_READ,
     DEFAULT_COMPACT_INTERVAL,
     FORMAT_VERSION,
+    FOUND_BY,
+    FOUND_BY_LISTING,
+    FOUND_BY_NOTIFICATIONS,
     GONE_BEFORE_READ,
     UNREAD_OUTCOMES,
     AlreadyClaimed,
@@ -92,6 +95,9 @@ __all__ = [
     "DEFAULT_COMPACT_INTERVAL",
     "FINGERPRINTS",
     "FORMAT_VERSION",
+    "FOUND_BY",
+    "FOUND_BY_LISTING",
+    "FOUND_BY_NOTIFICATIONS",
     "GONE_BEFORE_READ",
     "OFFSETS",
     "REBUILDS",
@@ -323,8 +329,14 @@ class Ledger:
 
     # -- writing claims --------------------------------------------------------------------
 
-    def claim(self, partition: str, objects: Sequence[ObjectInfo | ClaimedObject]) -> Claim:
-        """Claim ``objects`` as the next batch of ``partition`` (a ``YYYY-MM-DD`` day).
+    def claim(
+        self,
+        partition: str,
+        objects: Sequence[ObjectInfo | ClaimedObject],
+        found_by: str = FOUND_BY_LISTING,
+    ) -> Claim:
+        """Claim ``objects`` as the next batch of ``partition`` (a ``YYYY-MM-DD`` day);
+        ``found_by`` (recorded in the claim) is the discovery path that found them.
 
         Create-only put of ``offsets/<next id>``. Raises ``ClaimConflict`` if another planner
         took that id (the state is then refreshed from it on: re-plan with ``claim_state``),
@@ -348,7 +360,15 @@ class Ledger:
                     f"source {self.source!r}: {o.key!r} (etag {o.etag}) is already claimed by "
                     f"batch {batch}"
                 )
-        claim = Claim(self.source, self._next, partition, objs, utcnow(), self._fingerprint.version)
+        claim = Claim(
+            self.source,
+            self._next,
+            partition,
+            objs,
+            utcnow(),
+            self._fingerprint.version,
+            found_by,
+        )
         crash_point("ledger.claim.before_put")
         if not self._claims.add(claim):
             self.refresh()

@@ -203,6 +203,18 @@ class ClaimedObject:
         return cls(key, etag, _int(d.get("size"), "size"), _dt(d.get("last_modified"), key))
 
 
+#: ``Claim.found_by``: the discovery paths that find objects.
+FOUND_BY_LISTING = "listing"
+FOUND_BY_NOTIFICATIONS = "notifications"
+FOUND_BY = (FOUND_BY_NOTIFICATIONS, FOUND_BY_LISTING)
+
+
+def _found_by(value: object) -> str:
+    if value not in FOUND_BY:
+        raise LedgerCorrupt(f"claim found_by {value!r} is not one of {', '.join(FOUND_BY)}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A batch: objects of one source and one partition day, claimed together."""
@@ -213,13 +225,16 @@ class Claim:
     objects: tuple[ClaimedObject, ...]
     created_at: datetime
     fingerprint_version: int = 0
+    #: the discovery path that found the objects: ``FOUND_BY_LISTING`` (also every claim
+    #: written before the field existed) or ``FOUND_BY_NOTIFICATIONS``
+    found_by: str = "listing"
 
     @property
     def bytes(self) -> int:
         return sum(o.size for o in self.objects)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "format": FORMAT_VERSION,
             "source": self.source,
             "batch_id": self.batch_id,
@@ -228,6 +243,9 @@ class Claim:
             "created_at": self.created_at.isoformat(),
             "fingerprint_version": self.fingerprint_version,
         }
+        if self.found_by != FOUND_BY_LISTING:  # absent: a listing (as in older claims)
+            out["found_by"] = self.found_by
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> Claim:
@@ -244,6 +262,7 @@ class Claim:
             objects=tuple(ClaimedObject.from_json(o) for o in objs),
             created_at=_dt(d.get("created_at"), "created_at"),
             fingerprint_version=_int(d.get("fingerprint_version", 0), "fingerprint_version"),
+            found_by=_found_by(d.get("found_by", FOUND_BY_LISTING)),
         )
 
 

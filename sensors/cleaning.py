@@ -12,6 +12,10 @@ Contract (``clean_committed``):
   uncommitted (``uncommitted``) wait without a read.
 * A crash anywhere leaves a batch without its cleaned marker: the next tick cleans it again
   (idempotently) from the same hint.
+* Each batch is cleaned in the landing its claim was made in: ``landing`` is a store (every
+  claim's) or a function of the claim (``Runtime.claim_landing``), so a source whose landing
+  moved (a config edit, then ``lockgate ledger reset``) still cleans the objects claimed under
+  the earlier landing, there, never the same relative keys in the new one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 from lockgate.resources.cleaning import CleanHint, CleanLog, clean_batch
 from lockgate.resources.config import SourceConfig
-from lockgate.resources.ledger import Ledger
+from lockgate.resources.ledger import Claim, Ledger
 from lockgate.resources.store import ObjectStore
 
 MAX_CLEAN_OBJECTS_PER_TICK = 1000
@@ -46,7 +50,7 @@ class CleanTick:
 def clean_committed(
     source: SourceConfig,
     ledger: Ledger,
-    landing: ObjectStore,
+    landing: ObjectStore | Callable[[Claim], ObjectStore],
     open_archive: Callable[[str], ObjectStore],
     max_objects: int = MAX_CLEAN_OBJECTS_PER_TICK,
     max_batches: int = MAX_CLEAN_BATCHES_PER_TICK,
@@ -59,6 +63,7 @@ def clean_committed(
     out = CleanTick()
     if source.clean_source == "off":
         return out
+    landing_of = (lambda _c: landing) if isinstance(landing, ObjectStore) else landing
     started = time.monotonic()
     log = CleanLog(ledger)
     hint = log.hint()
@@ -87,7 +92,7 @@ def clean_committed(
             claim = ledger.get_claim(b)
             marker = clean_batch(
                 log,
-                landing,
+                landing_of(claim),
                 open_archive,
                 source.clean_source,
                 source.clean_archive_to,

@@ -79,7 +79,14 @@ from typing import Any
 
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.days import day_from_match, utc_day
-from lockgate.resources.ledger import Claim, ClaimConflict, ClaimState, Ledger
+from lockgate.resources.ledger import (
+    FOUND_BY_LISTING,
+    FOUND_BY_NOTIFICATIONS,
+    Claim,
+    ClaimConflict,
+    ClaimState,
+    Ledger,
+)
 from lockgate.resources.store import ObjectInfo, ObjectStore
 
 TEMP_SUFFIXES = (".tmp", "._COPYING_")
@@ -487,12 +494,13 @@ def claim_objects(
     today: date | None = None,
     now: datetime | None = None,
     track_waiting: bool = False,
+    found_by: str = FOUND_BY_NOTIFICATIONS,
 ) -> DiscoveryResult:
     """Classify, cut and claim ``objects`` found by other means than a listing (e.g. event
     notifications) exactly as ``discover`` does with listed ones: same filters, same batches,
     same ledger checks, so an object found both ways is claimed once. ``objects`` must not
     name a key twice. With ``track_waiting``, ``result.waiting`` names the objects a later
-    call may still claim."""
+    call may still claim. ``found_by``: the path recorded in the claims."""
     now = now or datetime.now(UTC)
     today = today or now.astimezone(UTC).date()
     objs = sorted(objects, key=lambda o: o.key)  # batches are cut in key order, as listed
@@ -504,11 +512,17 @@ def claim_objects(
     planner = _Planner(rule, today, now, result, ledger.was_read, track_waiting)
     for info in objs:
         planner.add(info, state)
-    _claim_planned(planner, ledger, window, state)
+    _claim_planned(planner, ledger, window, state, found_by)
     return result
 
 
-def _claim_planned(planner: _Planner, ledger: Ledger, window: str, state: ClaimState) -> None:
+def _claim_planned(
+    planner: _Planner,
+    ledger: Ledger,
+    window: str,
+    state: ClaimState,
+    found_by: str = FOUND_BY_LISTING,
+) -> None:
     """Claim the planner's objects day by day within the tick's budget (module docstring:
     Batches, Bounded tick, Races)."""
     rule, result = planner.rule, planner.result
@@ -520,7 +534,7 @@ def _claim_planned(planner: _Planner, ledger: Ledger, window: str, state: ClaimS
         while objs and budget > 0 and result.conflicts <= MAX_CONFLICTS_PER_TICK:
             batch = cut_batches(objs, rule.max_files_per_batch, rule.max_bytes_per_batch)[0]
             try:
-                claim = ledger.claim(day, batch)
+                claim = ledger.claim(day, batch, found_by)
             except ClaimConflict:
                 result.conflicts += 1
                 state = ledger.claim_state(window)  # the ledger has re-read the new claims

@@ -29,6 +29,7 @@ it keeps the time of the last backstop listing and the objects each path found i
 (``lockgate.sensors.notifications``).
 """
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -210,7 +211,11 @@ def _clean(
     tick's pending batch ids (no commit record a moment ago)."""
     try:
         return clean_committed(
-            source, led, rt.landing(source), rt.open_landing, uncommitted=uncommitted
+            source,
+            led,
+            functools.partial(rt.claim_landing, source),
+            rt.open_landing,
+            uncommitted=uncommitted,
         )
     except (LockgateError, OSError) as e:
         warn(f"cleaning the landing of {source.name} failed, the next tick retries: {e}")

@@ -43,7 +43,7 @@ from urllib.parse import unquote_plus
 from lockgate.resources.config import DiscoverySettings
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
-from lockgate.resources.ledger import Ledger
+from lockgate.resources.ledger import FOUND_BY_NOTIFICATIONS, Ledger
 from lockgate.resources.sqs import SQS_BATCH, QueueMessage, SqsQueue
 from lockgate.resources.store import ObjectInfo, ObjectStore, S3Options
 from lockgate.sensors.discovery import DiscoveryResult, DiscoveryRule, claim_objects, discover
@@ -295,7 +295,15 @@ def drain(
         for k, ev in newest.items()
     ]
     if infos:
-        out.discovery = claim_objects(infos, ledger, rule, today=today, now=now, track_waiting=True)
+        out.discovery = claim_objects(
+            infos,
+            ledger,
+            rule,
+            today=today,
+            now=now,
+            track_waiting=True,
+            found_by=FOUND_BY_NOTIFICATIONS,
+        )
     crash_point("notifications.after_claim")
 
     chosen = {(k, ev.etag) for k, ev in newest.items()}
@@ -418,6 +426,7 @@ def notification_tick(
     backstop) and the running count of objects each path claimed."""
     now = now or datetime.now(UTC)
     last, ticks, found = read_cursor(cursor)
+    drain_options.setdefault("visibility_timeout_s", settings.visibility_timeout_s)
     drained = drain(
         queue,
         landing_url,

@@ -215,6 +215,56 @@ def _check_queues(report: Report, args: argparse.Namespace) -> None:
             _check(report, what, reachable)
 
 
+#: Where the archive check writes (then deletes) its probe object, under the archive location.
+ARCHIVE_PROBE = "_lockgate/doctor/"
+
+
+def _check_archives(report: Report, args: argparse.Namespace) -> None:
+    """For each source with ``clean_source`` on: says what cleaning does, and for ``archive``
+    checks that the archive location is writable (puts, reads back and deletes one
+    ``_lockgate/doctor/<uuid>`` object there: an archive copy is a put, and cleaning deletes)."""
+    try:
+        from lockgate.resources.config import load_config
+
+        cfg = load_config(getattr(args, "config", None))
+    except Exception:
+        return  # reported by the configuration section
+    options = S3Options.from_env(endpoint_url=args.endpoint_url, region=args.region)
+    for src in cfg.sources.values():
+        if src.clean_source == "off":
+            continue
+        if src.clean_source == "delete":
+            report.section(f"clean_source of source {src.name}")
+            report.add(
+                "INFO",
+                "clean_source delete",
+                "committed objects are deleted from the landing; a rebuild of their days refuses",
+            )
+            continue
+        url = src.clean_archive_to or ""
+        report.section(f"archive of source {src.name}  ({url})")
+        report.add(
+            "INFO",
+            "clean_source archive",
+            "committed objects are copied here, then deleted from the landing",
+        )
+
+        def writable(target: str = url) -> str:
+            import uuid
+
+            store = _open(target, options)
+            key = f"{ARCHIVE_PROBE}{uuid.uuid4().hex}"
+            store.put(key, b"lockgate doctor: archive write check\n")
+            try:
+                if store.get(key) != b"lockgate doctor: archive write check\n":
+                    raise OSError(f"{key} read back other bytes")
+            finally:
+                store.delete(key)
+            return "a probe object was written, read back and deleted"
+
+        _check(report, "archive writable", writable)
+
+
 def run(args: argparse.Namespace) -> int:
     # the report says it all; retry chatter from the store would only repeat it
     quiet = logging.getLogger("resources")
@@ -249,6 +299,7 @@ def _run(args: argparse.Namespace) -> int:
             _check_location(report, url, options)
     if not args.url:
         _check_queues(report, args)
+        _check_archives(report, args)
     if report.failed:
         print(f"{report.failed} check(s) FAILED", flush=True)
         return 1

@@ -21,6 +21,9 @@ Contract (the ``--json`` schema is documented in docs/operations.md, *Is it heal
   The instance is not asked either when it has no sensor of that label but has the source's
   sensor of another component: ``unknown_reason`` names those components.
 * From the ledger's clean log: objects cleaned / pending clean (``clean_source``).
+* From the claims: objects found by each discovery path (``found``: event notifications or a
+  listing, including notification mode's backstop), counted from a hint
+  (``lockgate.resources.found``: O(claims since the last status)).
 * One source's failure never hides the others: its entry carries ``error`` (one line) and
   ``exit_code``, and the command exits with the highest such code after printing every source.
 """
@@ -49,6 +52,7 @@ from lockgate.pipelines.commands.common import (
 from lockgate.resources.cleaning import clean_counts
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.errors import LockgateError
+from lockgate.resources.found import found_counts
 from lockgate.resources.ledger import CHANGED_BEFORE_READ, Ledger
 from lockgate.resources.runtime import Runtime
 
@@ -285,7 +289,13 @@ def source_status(
         "stuck_batches_unknown_reason": view.unknown_reason if stuck is None else None,
         "not_read": _not_read(ledger, summary.claims, list(summary.pending)),
         "clean": dataclasses.asdict(clean_counts(ledger, source.clean_source)),
+        "found": _found(ledger),
     }
+
+
+def _found(ledger: Ledger) -> dict[str, int]:
+    counts = found_counts(ledger)
+    return {"notifications": counts.notifications, "listing": counts.listing}
 
 
 def _failed(source: SourceConfig, err: LockgateError) -> dict[str, Any]:
@@ -348,6 +358,12 @@ def _print(r: dict[str, Any], no_landing: bool, component: str | None = None) ->
         print(
             f"  unclaimed: {r['unclaimed']['claimable']} claimable"
             + (f"; never claimed as they are: {', '.join(parts)}" if parts else "")
+        )
+    found = r["found"]
+    if found["notifications"]:
+        print(
+            f"  found: {found['notifications']} objects by event notifications, "
+            f"{found['listing']} by listings"
         )
     c = r["clean"]
     if c["mode"] != "off" or c["cleaned"]:

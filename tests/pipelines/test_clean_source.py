@@ -320,3 +320,93 @@ def test_a_crash_mid_clean_on_s3_is_finished_by_the_next_tick(
     assert _keys(landing) == [] and _keys(archive) == keys
     assert rebuild(rt, source, [date.fromisoformat(DAY)]).rows == 4
     assert table_ids(rt, SOURCE) == land.landed
+
+
+def test_cleaning_after_a_move_cleans_the_objects_claimed_in_the_earlier_landing(
+    tmp_path: Path,
+) -> None:
+    from lockgate.pipelines.cli import main as lockgate_main
+
+    rt = _runtime(tmp_path, str(tmp_path / "old"), "off")
+    old_store = LocalStore(tmp_path / "old")
+    old = Lander(old_store)
+    old.land(f"{DAY}/a.jsonl", 2)
+    old.land(f"{DAY}/b.jsonl", 3)
+    ingest_source(rt, rt.source(SOURCE))  # committed, not cleaned (clean_source off)
+    # the source moves to a new landing and starts archiving (a config edit, then a reset)
+    new_store = LocalStore(tmp_path / "new")
+    new = Lander(new_store, start=old.next_id)
+    new.land(f"{DAY}/a.jsonl", 4)  # the same relative key, another object: a re-write
+    c_ids = new.land(f"{DAY}/c.jsonl", 1)
+    archive = tmp_path / "archive"
+    rt = _runtime(tmp_path, str(tmp_path / "new"), {"mode": "archive", "archive_to": str(archive)})
+    config = str(tmp_path / "lockgate.yaml")
+    assert lockgate_main(["--config", config, "ledger", "reset", "--source", SOURCE, "--yes"]) == 0
+    rt = Runtime.from_config(load_config(config))
+    source = rt.source(SOURCE)
+    ingest_source(rt, source)
+    # the earlier landing's committed objects are archived from there; the new landing keeps
+    # only its re-written a.jsonl (a claimed key with another etag: never ingested or cleaned)
+    assert _keys(old_store) == []
+    assert _keys(new_store) == [f"{DAY}/a.jsonl"]
+    assert new_store.get(f"{DAY}/a.jsonl").count(b"\n") == 4
+    assert _keys(LocalStore(archive)) == [f"{DAY}/a.jsonl", f"{DAY}/b.jsonl", f"{DAY}/c.jsonl"]
+    assert LocalStore(archive).get(f"{DAY}/a.jsonl").count(b"\n") == 2  # the old a, once
+    assert Counter(table_ids(rt, SOURCE)) == old.landed + Counter(c_ids)
+    assert source_status(rt, source)["clean"] == {
+        "mode": "archive",
+        "cleaned": 3,
+        "left": 0,
+        "pending": 0,
+    }
+    # a rebuild of the day reads the archived copies: the same rows, idempotent
+    for _ in range(2):
+        assert rebuild(rt, source, [date.fromisoformat(DAY)]).rows == 2 + 3 + 1
+        assert Counter(table_ids(rt, SOURCE)) == old.landed + Counter(c_ids)
+
+
+def test_doctor_checks_that_the_archive_is_writable(
+    moto_server: str,
+    bucket: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from lockgate.pipelines.commands import doctor
+    from lockgate.resources.store import S3Options
+    from lockgate.resources.stores import open_store
+
+    def source(name: str, clean: str) -> str:
+        return (
+            f"  {name}:\n    landing: s3://{bucket}/landing/{name}\n    format: jsonl\n"
+            f"    table: raw.{name}\n    partition:\n      start: 2024-01-01\n"
+            f"    clean_source: {clean}\n"
+        )
+
+    config = tmp_path / "lockgate.yaml"
+    config.write_text(
+        f"warehouse: s3://{bucket}/warehouse\n"
+        f"s3:\n  endpoint_url: {moto_server}\n  region: us-east-1\n"
+        "sources:\n"
+        + source("good", f"{{mode: archive, archive_to: s3://{bucket}/archive/good}}")
+        + source("bad", "{mode: archive, archive_to: s3://no-such-bucket-lockgate/archive}")
+        + source("gone", "delete")
+    )
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("LOCKGATE_CONFIG", raising=False)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    doctor.add_arguments(parser)
+    code = doctor.run(parser.parse_args(["--config", str(config)]))
+    out = capsys.readouterr().out
+    assert code == 1, out  # the missing bucket
+    good = out.split("archive of source good", 1)[1].split("archive of source bad", 1)[0]
+    assert "PASS  archive writable" in good and "INFO  clean_source archive" in good
+    bad = out.split("archive of source bad", 1)[1]
+    assert "FAIL  archive writable" in bad.split("clean_source of source gone", 1)[0]
+    assert "INFO  clean_source delete" in out.split("clean_source of source gone", 1)[1]
+    archive = open_store(f"s3://{bucket}/archive/good", S3Options(endpoint_url=moto_server))
+    assert [o.key for o in archive.list()] == []  # the probe object is gone

@@ -432,29 +432,62 @@ def burst_bodies(bucket: str, events: int, distinct: int) -> list[str]:
 
 @pytest.mark.parametrize(
     "events",
-    [1000, pytest.param(10_000, marks=pytest.mark.slow)],
+    # the 10,000-event burst: sending its 1,100 messages to moto dominates (> 10 min on a
+    # loaded 2-core box)
+    [1000, pytest.param(10_000, marks=[pytest.mark.slow, pytest.mark.timeout(2400)])],
 )
-def test_burst_of_events(wired: Wired, events: int) -> None:
-    distinct = events * 4 // 5
-    wired.queue.send(burst_bodies(wired.bucket, events, distinct))
-    res = drain(
-        wired.queue,
-        wired.landing_url,
-        wired.ledger(),
-        DiscoveryRule(),
-        max_messages=events // 10,
-        today=TODAY,
+def test_burst_of_events(
+    wired: Wired, events: int, moto_server: str, s3_options: S3Options
+) -> None:
+    """A burst: ``events`` object events (a fifth of them duplicates) in ``events / 10``
+    messages, shuffled, plus ``events / 100`` poison messages: every object is claimed exactly
+    once, every message is deleted, and the poison is moved to the dead-letter queue."""
+    import random
+
+    sqs = boto3.client("sqs", endpoint_url=moto_server, region_name="us-east-1")
+    dlq = SqsQueue(
+        sqs.create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"], s3_options
     )
-    assert res.received == events // 10 and res.objects == events
-    assert res.claimed_objects == distinct and res.deleted == res.received
-    assert sorted({c.partition for c in res.discovery.claims}) == [
-        "2026-03-01",
-        "2026-03-02",
-        "2026-03-03",
-    ]
+    distinct = events * 4 // 5
+    poison = [f"poison {i} {{not json" for i in range(events // 100)]
+    bodies = burst_bodies(wired.bucket, events, distinct) + poison
+    random.Random(events).shuffle(bodies)
+    wired.queue.send(bodies)
+    started = time.monotonic()
+    # drains until the queue is empty: a drain stops at its first empty receive (SQS's short
+    # polling may answer empty while messages wait; the next tick goes on)
+    drains = []
+    while wired.visible() and len(drains) < 50:
+        drains.append(
+            drain(
+                wired.queue,
+                wired.landing_url,
+                wired.ledger(),
+                DiscoveryRule(),
+                max_receives=1,
+                dead_letter=dlq,
+                max_messages=len(bodies),
+                today=TODAY,
+            )
+        )
+    elapsed = time.monotonic() - started
+    received = sum(r.received for r in drains)
+    assert received == len(bodies) and sum(r.objects for r in drains) == events
+    assert sum(r.claimed_objects for r in drains) == distinct
+    assert sum(r.deleted for r in drains) == received
+    assert sum(r.poison_moved for r in drains) == len(poison)
+    assert sum(r.poison_waiting for r in drains) == 0
+    partitions = {c.partition for r in drains for c in r.discovery.claims}
+    assert sorted(partitions) == ["2026-03-01", "2026-03-02", "2026-03-03"]
     claimed = wired.claimed()
     assert len(claimed) == distinct and max(claimed.values()) == 1
     assert wired.visible() == 0
+    moved: list[str] = []
+    while batch := dlq.receive(10):
+        moved += [m.body for m in batch]
+        dlq.delete(batch)
+    assert sorted(moved) == sorted(poison)
+    print(f"burst of {events} events: {len(drains)} drains, {elapsed:.1f} s (wall)")
 
 
 CRASH_SCRIPT = """
@@ -561,3 +594,59 @@ def test_sensor_tick_in_notification_mode(tmp_path: Path, moto_server: str, buck
     led = rt.ledger(src)
     assert [(o.key, o.etag) for o in led.get_claim(0).objects] == [("2026-03-01/a.jsonl", etag)]
     assert [(o.key, o.etag) for o in led.get_claim(1).objects] == [("2026-03-02/b.jsonl", "eb")]
+    # status: the objects each path found, from the claims (any process; no sensor cursor)
+    from lockgate.pipelines.commands.status import source_status
+
+    status = source_status(Runtime.from_config(cfg), src, list_landing=False)
+    assert status["found"] == {"notifications": 1, "listing": 1}
+
+
+def test_visibility_timeout_setting_brings_unsettled_messages_back(wired: Wired) -> None:
+    from lockgate.resources.config import DiscoverySettings, parse_config
+
+    doc: dict[str, Any] = {
+        "warehouse": "s3://bkt/wh",
+        "sources": {
+            "ev": {
+                "landing": "s3://bkt/landing",
+                "format": "jsonl",
+                "table": "db.ev",
+                "partition": {"start": "2026-01-01"},
+                "discovery": {
+                    "mode": "notifications",
+                    "queue_url": wired.queue.url,
+                    "visibility_timeout": "1s",
+                },
+            }
+        },
+    }
+    settings = parse_config(doc, "/x/lockgate.yaml").source("ev").discovery
+    assert settings.visibility_timeout_s == 1
+    for bad, where in ((0, "notifications"), (None, "listing")):
+        wrong = json.loads(json.dumps(doc))
+        wrong["sources"]["ev"]["discovery"]["visibility_timeout"] = bad if bad is not None else 5
+        if where == "listing":
+            wrong["sources"]["ev"]["discovery"] = {"mode": "listing", "visibility_timeout": 5}
+        with pytest.raises(Exception, match="visibility_timeout"):
+            parse_config(wrong, "/x/lockgate.yaml")
+    settings = DiscoverySettings(
+        mode="notifications", queue_url=wired.queue.url, max_receives=2, visibility_timeout_s=1
+    )
+    wired.queue.send(["poison body"])
+    cursor = None
+    moved = []
+    for _ in range(2):  # received once (waiting), back after 1 s, received again: moved aside
+        tick = notification_tick(
+            wired.queue,
+            None,
+            wired.landing,
+            wired.landing_url,
+            wired.ledger(),
+            RULE,
+            settings,
+            cursor,
+        )
+        cursor = tick.cursor
+        moved.append(tick.drain.poison_moved)
+        time.sleep(1.3)
+    assert moved == [0, 1] and wired.visible() == 0

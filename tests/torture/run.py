@@ -35,6 +35,8 @@ from tests.torture.trial import (
     EDITS,
     HARNESS_POINTS,
     MOTO_CREDS,
+    NOTIFICATION_POINTS,
+    S3_KINDS,
     Coverage,
     Trial,
     TrialResult,
@@ -152,6 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Harness:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        local_only = [k for k in args.kinds if k in S3_KINDS]
+        if local_only and args.backend != "s3":
+            raise SystemExit(f"--kinds {','.join(local_only)} needs --backend s3 (SQS on moto)")
         self.root = Path(args.root or f"/tmp/lockgate-torture-{os.getpid()}").resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.coverage = Coverage()
@@ -187,6 +192,10 @@ class Harness:
         ``--focus``: the i-th entry of the deficit list (points below N hits, round robin)."""
         i = n - self.args.first_trial
         points = list(HARNESS_POINTS) if self.args.cover else self.focus
+        if self.args.cover and self.args.kinds == ("notify",):
+            from tests.torture.notify import CLEAN_POINTS, NOTIFY_POINTS
+
+            points = [*NOTIFY_POINTS, *CLEAN_POINTS]
         return points[i] if 0 <= i < len(points) else None
 
     def next_trial(self, w: int) -> int | None:
@@ -388,7 +397,11 @@ class Harness:
                 + f" (total {sum(faults.values())}).",
             ]
         lines += ["", "| crash point | targeted | hit (SIGKILL at the point) |", "|---|---|---|"]
-        for p in HARNESS_POINTS:
+        extra = tuple(p for p in NOTIFICATION_POINTS if cov.targeted.get(p))
+        shown = (*HARNESS_POINTS, *extra)
+        if a.kinds == ("notify",):  # the points these trials target
+            shown = tuple(sorted(p for p in shown if cov.targeted.get(p)))
+        for p in shown:
             lines.append(f"| `{p}` | {cov.targeted.get(p, 0)} | {cov.hits.get(p, 0)} |")
         bad = [t for t in res if not t.ok]
         if bad:

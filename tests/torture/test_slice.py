@@ -7,10 +7,12 @@ Local backend: one trial per crash point, each killing a ``lockgate`` process at
 read by DuckDB and by pyiceberg -- with ``lockgate verify`` exiting 0.
 
 The kinds of issue 12 (``world``, ``config``, ``shared``: one local trial each, about 2 min
-together) must pass; their fixes are merged. A kind waiting for a fix is marked
-``xfail(strict=True, raises=AssertionError)`` with the branch that fixes it (a failure made
-only of its known invariants raises ``AssertionError``; anything else, ``RuntimeError``, which
-the mark does not expect), and the mark is removed once that branch is merged.
+together) must pass; their fixes are merged. The ``notify`` kind of issue 15 (S3 + SQS on
+moto, scrambled queues) runs one trial killed at ``notifications.after_receive``. A kind
+waiting for a fix is marked ``xfail(strict=True, raises=AssertionError)`` with the branch that
+fixes it (a failure made only of its known invariants raises ``AssertionError``; anything
+else, ``RuntimeError``, which the mark does not expect), and the mark is removed once that
+branch is merged.
 """
 
 from __future__ import annotations
@@ -202,6 +204,25 @@ def test_shared_kind(tmp_path: Path) -> None:
     for r in rows:
         if sum(v for k, v in r["data"].items() if k.startswith("shared_")) != 3:
             raise RuntimeError(f"trial {r['trial']} did not try all three configs: {r['data']}")
+
+
+@pytest.mark.timeout(600)  # ~40 s on an idle 2-core box (one S3 + SQS trial on moto)
+def test_notify_kind(tmp_path: Path) -> None:
+    """One notify trial (issue 15) on moto's S3 + SQS with real bucket notifications and
+    scrambled queues, its ingest killed at ``notifications.after_receive`` (``--cover``): every
+    row exactly once, no message left in the queues, the poison in the dead-letter queues."""
+    rows = run_harness(
+        tmp_path,
+        *("--backend", "s3", "--faults", "0", "--kinds", "notify", "--cover"),
+        *("--trials", "1", "--workers", "1"),
+        timeout=560,
+    )
+    lost, dups, hits = totals(rows)
+    assert lost == 0 and dups == 0 and [r["kind"] for r in rows] == ["notify"]
+    assert hits["notifications.after_receive"] >= 1  # forced (later runs may pick it too)
+    data = rows[0]["data"]
+    assert data.get("found_by_notifications", 0) > 0, data  # events claimed, not only listings
+    assert data.get("msg_reordered", 0) > 0, data
 
 
 def test_harness_detects_a_duplicate(tmp_path: Path) -> None:

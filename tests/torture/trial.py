@@ -121,7 +121,9 @@ KINDS = (
 #: the kinds of issue 12 (``--kinds``): see ``tests.torture.world``, ``Trial._edit_config``
 #: and ``tests.torture.shared``
 NEW_KINDS = ("world", "config", "shared")
-ALL_KINDS = ("crash", "deep", "backfill", "vacuum", "concurrent", *NEW_KINDS, "compact")
+ALL_KINDS = ("crash", "deep", "backfill", "vacuum", "concurrent", *NEW_KINDS, "compact", "notify")
+#: kinds that need the S3 backend (moto): ``notify`` (``tests.torture.notify``)
+S3_KINDS = ("notify",)
 EDITS = ("fields", "limits")
 #: per source: a field the config trials' data carries from the start, undeclared at first
 EXTRA_FIELDS = {"ev": ("tag", "string"), "cs": ("w", "long")}
@@ -179,6 +181,10 @@ def trial_kind(
     if force_point is not None:
         if force_point not in POINTS:
             raise ValueError(f"unknown crash point {force_point!r}")
+        if force_point in NOTIFICATION_POINTS or (
+            "notify" in kinds and force_point.startswith("clean.")
+        ):
+            return "notify"
         if force_point in BACKFILL_POINTS:
             return "backfill"
         if force_point in VACUUM_POINTS:
@@ -404,6 +410,7 @@ class TrialEnv:
         self.landing_url = {s: f"{base}/landing/{s}" for s in SOURCES}
         self.work.mkdir(parents=True, exist_ok=True)
         self.config = self.work / "lockgate.yaml"
+        self.notify: Any = None  # notify trials: tests.torture.notify.NotifyQueues
         self.write_config(max_files)
         self.stores: dict[str, ObjectStore] = {
             s: open_store(self.landing_url[s], self.s3) for s in SOURCES
@@ -431,6 +438,8 @@ class TrialEnv:
 
         def limits(src: str) -> str:
             out = f"    max_files_per_batch: {max_files[src]}\n"
+            if self.notify is not None:
+                out += self.notify.discovery_yaml(src)
             if src in max_bytes:
                 out += f"    max_bytes_per_batch: {max_bytes[src]}\n"
             if min_age is not None and supports_min_age():
@@ -486,6 +495,8 @@ class TrialEnv:
         return f"{self.warehouse}/tt/{table}"
 
     def cleanup(self) -> None:
+        if self.notify is not None:
+            self.notify.cleanup()
         if self.ctx.backend == "s3":
             import boto3
 
@@ -746,6 +757,10 @@ class Trial:
             pool = COMPACT_POINTS
         elif command == "maintain":
             pool = (*MAINTAIN_POINTS, "maintenance.after_expire")
+        elif self.kind == "notify":
+            from tests.torture.notify import pick_point
+
+            return pick_point(rng)
         elif self.kind == "deep" and rng.random() < 0.8:
             pool = DEEP_POINTS
         elif self.first_run and rng.random() < 0.2:
@@ -853,6 +868,16 @@ class Trial:
             self._wait_all(env, procs)
             maintain = ["maintain", "--no-orphans"]
             self._wait_all(env, [self._chaos_run(env, maintain)])
+        elif self.kind == "notify":
+            # runs drain the scrambled queues: one or two in a row (a killed run's messages
+            # come back after the visibility timeout), or two racing on the same queues
+            if rng.random() < 0.3:
+                self.result.data["racing_ingest_rounds"] += 1
+                self._wait_all(env, [self._chaos_run(env, ingest) for _ in "ab"])
+            else:
+                for _ in range(rng.randint(1, 2)):
+                    self._wait_all(env, [self._chaos_run(env, ingest)])
+                    time.sleep(rng.random() * 2.5)
         else:
             for _ in range(rng.randint(1, 2)):
                 self._wait_all(env, [self._chaos_run(env, ingest)])
@@ -954,6 +979,10 @@ class Trial:
         min_age = WORLD_MIN_AGE_S if self.kind == "world" else 0.0
         self.cfg = {"max_files": max_files, "max_bytes": {}, "declared": {}, "min_age": min_age}
         env = TrialEnv(ctx, f"t{self.trial}", max_files)
+        if self.kind == "notify":
+            from tests.torture.notify import NotifyQueues
+
+            env.notify = NotifyQueues(env, random.Random(f"{self.seed}:{self.trial}:q"), SOURCES)
         env.write_config(**self.cfg)
         mutator = None
         try:
@@ -969,6 +998,8 @@ class Trial:
                 mutator = Mutator(env, writer, data, wrng, ctx.mutations or MUTATIONS)
             for round_no in range(rounds):
                 self._add_data(writer, data, round_no)
+                if env.notify is not None:
+                    env.notify.scramble()
                 if mutator is not None:
                     self._chaos_world(env, writer, data, mutator)
                 else:
@@ -1022,21 +1053,57 @@ class Trial:
 
     def _final(self, env: TrialEnv) -> None:
         res = self.result
-        for attempt in range(4):
-            if attempt >= 2:
-                self.ctx.set_faults(False, 0)
-            proc = env.start(["ingest", "--full-listing"], exec_=self.exec)
-            rec = self._finish(env, proc, "final-ingest", None, 1)
-            res.final_rc = rec.rc
-            if rec.rc == 0:
-                break
-            res.errors.append(f"final ingest rc={rec.rc}: {rec.log_tail[-600:]}")
+        if env.notify is not None:
+            env.notify.wait_visible()
+        # notify: a second backstop claims the current version of a key whose stale event
+        # claimed an older one (tests.torture.notify)
+        for _pass in range(2 if env.notify is not None else 1):
+            for attempt in range(4):
+                if attempt >= 2:
+                    self.ctx.set_faults(False, 0)
+                proc = env.start(["ingest", "--full-listing"], exec_=self.exec)
+                rec = self._finish(env, proc, "final-ingest", None, 1)
+                res.final_rc = rec.rc
+                if rec.rc == 0:
+                    break
+                res.errors.append(f"final ingest rc={rec.rc}: {rec.log_tail[-600:]}")
         self.ctx.set_faults(False, 0)
+        if env.notify is not None:
+            self._final_queues(env)
         proc = env.start(["verify"], exec_=self.exec)
         rec = self._finish(env, proc, "verify", None, 1)
         res.verify_rc = rec.rc
         if rec.rc != 0:
             res.errors.append(f"verify rc={rec.rc}: {_tail(sorted(env.logs.glob('*verify*'))[-1])}")
+
+    def _final_queues(self, env: TrialEnv) -> None:
+        """Notify trials: no message left in a queue (a message whose objects are settled is
+        deleted; one left over is received again by a plain ingest first, at most twice) and
+        the dead-letter queues hold the poison bodies sent (each one the scrambles did not
+        drop) and nothing else."""
+        q = env.notify
+        res = self.result
+        for _ in range(2):
+            if not any(q.left(s) for s in SOURCES):
+                break
+            q.wait_visible()
+            self._finish(env, env.start(["ingest"], exec_=self.exec), "queue-ingest", None, 1)
+        from tests.torture.notify import found_by
+
+        for s in SOURCES:
+            if n := q.left(s):
+                res.violate("queue-left", f"{s}: {n} messages left in the queue after the end")
+            dead = q.dead_letters(s)
+            must = q.poison[s] - q.poison_dropped[s]  # (a dropped one may be there too)
+            if not must <= set(dead) <= q.poison[s]:
+                res.violate(
+                    "dead-letter",
+                    f"{s}: dead-letter queue holds {sorted(dead)[:5]}, poison sent "
+                    f"{sorted(q.poison[s])[:5]}",
+                )
+            for path, n in found_by(env, s).items():
+                res.data[f"found_by_{path}"] += n
+        res.data.update(q.stats)
 
     def _check(self, env: TrialEnv, data: dict[str, SourceData], writer: Writer) -> None:
         res = self.result
