@@ -10,8 +10,8 @@ Contract (``compact_day``):
   about the target size, each bin one file, rows in their order; with ``sort_by`` the day's
   candidates are sorted together and cut into consecutive files, so each file covers its own
   range of the sort key. A bin of one file is left as it is.
-* Memory of a sorted compaction is bounded by ``memory_budget_bytes`` (Arrow bytes, plus one
-  candidate file read at a time): a day that fits is sorted in memory; a larger day is read
+* Memory of a sorted compaction is bounded by about ``memory_budget_bytes`` (Arrow bytes)
+  plus a few times one candidate file (read one at a time): a day that fits is sorted in memory; a larger day is read
   in chunks of half the budget, each sorted and spilled to a local temporary Parquet run, and
   the runs are merged (``merge_sorted_runs``: a bounded slice of each run in memory). A
   sorted file is cut at about the target size or at a quarter of the budget in memory,
@@ -319,10 +319,9 @@ def _write_sorted(
         spilled: list[Path] = []
         # a run is read back one row group at a time: row groups of 1/32 of the budget keep
         # the merge's slices of up to ~16 runs within a quarter of it
-        group_rows = 1
 
         def spill() -> None:
-            nonlocal chunk, chunk_bytes, group_rows
+            nonlocal chunk, chunk_bytes
             data = _sorted(pa.concat_tables(chunk), policy.sort_by)
             per_row = max(1, data.nbytes // max(data.num_rows, 1))
             group_rows = max(1, (budget // 32) // per_row)
@@ -344,11 +343,19 @@ def _write_sorted(
         else:
             if chunk:
                 spill()
-            runs = [pq.ParquetFile(p).iter_batches(batch_size=group_rows) for p in spilled]
+            runs = [_run_batches(p) for p in spilled]
             for piece in merge_sorted_runs(runs, policy.sort_by):
                 out.add(piece)
         out.close()
     return rows
+
+
+def _run_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The batches of a spilled run, one row group read at a time (``iter_batches`` reads
+    ahead, which would hold every run whole)."""
+    run = pq.ParquetFile(path)
+    for i in range(run.num_row_groups):
+        yield from run.read_row_group(i).to_batches()
 
 
 class _FileCutter:
