@@ -12,9 +12,10 @@ Contract (``compact_day``):
   range of the sort key. A bin of one file is left as it is.
 * Memory of a sorted compaction is bounded by about ``memory_budget_bytes`` (Arrow bytes)
   plus a few times one candidate file (read one at a time): a day that fits is sorted in
-  memory; a larger day is read in chunks of half the budget, each sorted and spilled to a local temporary Parquet run, and
-  the runs are merged (``merge_sorted_runs``: a bounded slice of each run in memory). A
-  sorted file is cut at about the target size or at a quarter of the budget in memory,
+  memory; a larger day is read in chunks of half the budget, each sorted and spilled to a
+  local temporary Parquet run, and the runs are merged (``merge_sorted_runs``: a bounded
+  slice of each run in memory). A sorted file is cut at about the target size or at a
+  quarter of the budget in memory,
   whichever comes first.
 * The commit (``ReplaceDayFiles`` through ``TableStore.commit_update``, the one commit loop)
   deletes exactly the files read and adds the new ones, as a ``replace`` snapshot. Before every
