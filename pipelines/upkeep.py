@@ -19,7 +19,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from lockgate.resources.compaction import CompactionPolicy, DayCompaction, compact_table
+from lockgate.resources.compaction import (
+    MIN_MEMORY_BUDGET,
+    CompactionPolicy,
+    DayCompaction,
+    compact_table,
+)
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.maintenance import (
     MaintenancePolicy,
@@ -35,12 +40,14 @@ Progress = Callable[[str], None]
 def compaction_policy(
     source: SourceConfig, target_file_size: int | None = None, min_files: int | None = None
 ) -> CompactionPolicy:
-    """The source's compaction policy, with the given overrides."""
+    """The source's compaction policy, with the given overrides. A sorted compaction holds at
+    most the source's batch budget (``max_bytes_per_batch``, at least ``MIN_MEMORY_BUDGET``)."""
     c = source.compaction
     return CompactionPolicy(
         target_file_size_bytes=target_file_size or c.target_file_size,
         min_files=min_files or c.min_files,
         sort_by=c.sort_by,
+        memory_budget_bytes=max(MIN_MEMORY_BUDGET, source.max_bytes_per_batch),
     )
 
 

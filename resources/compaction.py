@@ -8,9 +8,15 @@ Contract (``compact_day``):
 * The candidates are read (projected onto the current schema, so files written before a schema
   evolution gain the new columns as nulls) and written again: without ``sort_by`` in bins of
   about the target size, each bin one file, rows in their order; with ``sort_by`` the day's
-  candidates are sorted together (memory: the day's small files, uncompressed) and cut into
-  files of about the target size, so each file covers its own range of the sort key. A bin of
-  one file is left as it is.
+  candidates are sorted together and cut into consecutive files, so each file covers its own
+  range of the sort key. A bin of one file is left as it is.
+* Memory of a sorted compaction is bounded by about ``memory_budget_bytes`` (Arrow bytes)
+  plus a few times one candidate file (read one at a time): a day that fits is sorted in
+  memory; a larger day is read in chunks of half the budget, each sorted and spilled to a
+  local temporary Parquet run, and the runs are merged (``merge_sorted_runs``: a bounded
+  slice of each run in memory). A sorted file is cut at about the target size or at a
+  quarter of the budget in memory,
+  whichever comes first.
 * The commit (``ReplaceDayFiles`` through ``TableStore.commit_update``, the one commit loop)
   deletes exactly the files read and adds the new ones, as a ``replace`` snapshot. Before every
   attempt it checks, on the freshly loaded table, that every file it removes is still live: a
@@ -29,13 +35,17 @@ Crash points: ``compact.after_stage`` (new files written, none committed: orphan
 from __future__ import annotations
 
 import logging
+import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, EqualTo
 from pyiceberg.io.pyarrow import ArrowScan, pyarrow_to_schema, write_file
@@ -55,6 +65,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MIN_FILES = 8
 #: Times a day is planned again after its files changed under a compaction.
 DEFAULT_REPLANS = 3
+#: A sorted compaction's memory budget (Arrow bytes) unless the source's batch budget is given.
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+MIN_MEMORY_BUDGET = 1024 * 1024
 
 Progress = Callable[[str], None]
 
@@ -83,10 +96,14 @@ class CompactionPolicy:
     target_file_size_bytes: int = DEFAULT_TARGET_FILE_SIZE
     min_files: int = DEFAULT_MIN_FILES
     sort_by: tuple[str, ...] = ()
+    #: Arrow bytes a sorted compaction holds at most (beyond one candidate file being read).
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
         if self.target_file_size_bytes < 1:
             raise ValueError("target_file_size_bytes must be >= 1")
+        if self.memory_budget_bytes < MIN_MEMORY_BUDGET:
+            raise ValueError(f"memory_budget_bytes must be >= {MIN_MEMORY_BUDGET}")
         if self.min_files < 2:
             raise ValueError("min_files must be >= 2 (one file cannot be compacted)")
 
@@ -225,12 +242,157 @@ def _bins(files: list[DataFile], target: int) -> list[list[DataFile]]:
     return bins
 
 
-def _cut(rows: pa.Table, disk_bytes: int, target: int) -> list[pa.Table]:
-    """``rows`` cut into consecutive slices of about ``target`` on-disk bytes each, estimating
-    the on-disk size of a row from the files it was read from."""
-    pieces = max(1, -(-disk_bytes // target))
-    per = -(-rows.num_rows // pieces)
-    return [rows.slice(i, per) for i in range(0, rows.num_rows, per)] or [rows]
+_FLAG = "__lockgate_merge_flag"
+
+
+def _sort_keys(sort_by: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    return [(c, "ascending", "at_start") for c in sort_by]
+
+
+def _sorted(rows: pa.Table, sort_by: tuple[str, ...]) -> pa.Table:
+    """``rows`` sorted ascending by ``sort_by``, nulls first (stable)."""
+    return rows.sort_by(_sort_keys(sort_by))
+
+
+def merge_sorted_runs(
+    runs: list[Iterator[pa.RecordBatch]], sort_by: tuple[str, ...]
+) -> Iterator[pa.Table]:
+    """K-way merge of ``runs`` (each yields batches sorted ascending by ``sort_by``, nulls
+    first, all of one schema) into tables that, concatenated, are sorted the same way.
+
+    Memory: the batches last read from each run plus the rows not yet emitted, which are at
+    most one batch per run. Each step takes the run whose last row read is smallest (the
+    frontier: every row not yet read is at least as large), emits every row held that sorts at
+    or before that row, and reads that run's next batch."""
+    keys = [*_sort_keys(sort_by), (_FLAG, "ascending", "at_end")]
+    held: list[pa.Table] = []
+    last: dict[int, pa.Table] = {}  # run -> its last row read (one-row table)
+    live = dict(enumerate(runs))
+
+    def read(i: int) -> None:
+        for batch in live[i]:
+            if batch.num_rows:
+                t = pa.Table.from_batches([batch])
+                held.append(t.append_column(_FLAG, pa.array([0] * t.num_rows, pa.int8())))
+                last[i] = t.slice(t.num_rows - 1, 1)
+                return
+        del live[i]
+        last.pop(i, None)
+
+    for i in list(live):
+        read(i)
+    while live:
+        # the frontier: the smallest of the runs' last rows read
+        tails = pa.concat_tables([last[i] for i in live])
+        order = pc.sort_indices(tails, sort_keys=_sort_keys(sort_by))
+        frontier_pos = int(order[0].as_py())
+        frontier_run = list(live)[frontier_pos]
+        sentinel = last[frontier_run]
+        sentinel = sentinel.append_column(_FLAG, pa.array([1], pa.int8()))
+        pool = pa.concat_tables([*held, sentinel])
+        pool = pool.sort_by(keys)
+        cut = int(pc.index(pool[_FLAG], pa.scalar(1, pa.int8())).as_py())
+        if cut:
+            yield pool.slice(0, cut).drop_columns([_FLAG])
+        rest = pool.slice(cut + 1)
+        held = [rest] if rest.num_rows else []
+        read(frontier_run)
+    if held:
+        rest = _sorted(pa.concat_tables(held), sort_by)
+        if rest.num_rows:
+            yield rest.drop_columns([_FLAG])
+
+
+def _write_sorted(
+    scan: ArrowScan, files: list[DataFile], policy: CompactionPolicy, writer: _Writer
+) -> int:
+    """Write the rows of ``files`` sorted by ``policy.sort_by`` into consecutive files of
+    about the target size, holding at most about ``policy.memory_budget_bytes`` (see the module
+    contract). Returns the rows written."""
+    budget = policy.memory_budget_bytes
+    disk = sum(f.file_size_in_bytes for f in files)
+    disk_per_row = disk / max(sum(f.record_count for f in files), 1)
+    out = _FileCutter(writer, policy.target_file_size_bytes, disk_per_row, budget // 4)
+    chunk: list[pa.Table] = []
+    chunk_bytes = 0
+    rows = 0
+    with tempfile.TemporaryDirectory(prefix="lockgate-compact-") as tmp:
+        spilled: list[Path] = []
+        # a run is read back one row group at a time: row groups of 1/32 of the budget keep
+        # the merge's slices of up to ~16 runs within a quarter of it
+
+        def spill() -> None:
+            nonlocal chunk, chunk_bytes
+            data = _sorted(pa.concat_tables(chunk), policy.sort_by)
+            per_row = max(1, data.nbytes // max(data.num_rows, 1))
+            group_rows = max(1, (budget // 32) // per_row)
+            chunk, chunk_bytes = [], 0
+            path = Path(tmp) / f"run-{len(spilled):05d}.parquet"
+            pq.write_table(data, path, compression="none", row_group_size=group_rows)
+            spilled.append(path)
+
+        for f in files:
+            data = scan.to_table([FileScanTask(f)])
+            rows += data.num_rows
+            chunk.append(data)
+            chunk_bytes += data.nbytes
+            if chunk_bytes >= budget // 2:
+                spill()
+        if not spilled:  # the day fits in the budget: sort in memory
+            if chunk:
+                out.add(_sorted(pa.concat_tables(chunk), policy.sort_by))
+        else:
+            if chunk:
+                spill()
+            runs = [_run_batches(p) for p in spilled]
+            for piece in merge_sorted_runs(runs, policy.sort_by):
+                out.add(piece)
+        out.close()
+    return rows
+
+
+def _run_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The batches of a spilled run, one row group read at a time (``iter_batches`` reads
+    ahead, which would hold every run whole)."""
+    run = pq.ParquetFile(path)
+    for i in range(run.num_row_groups):
+        yield from run.read_row_group(i).to_batches()
+
+
+class _FileCutter:
+    """Collects sorted rows and writes them as consecutive files of about ``target`` on-disk
+    bytes (estimated at ``disk_per_row``), or of ``max_bytes`` Arrow bytes if that comes
+    first."""
+
+    def __init__(self, writer: _Writer, target: int, disk_per_row: float, max_bytes: int) -> None:
+        self.writer = writer
+        self.rows_per_file = max(1, int(target / max(disk_per_row, 1e-9)))
+        self.max_bytes = max(1, max_bytes)
+        self.held: list[pa.Table] = []
+        self.held_rows = 0
+        self.held_bytes = 0
+
+    def add(self, rows: pa.Table) -> None:
+        while rows.num_rows:
+            room = self.rows_per_file - self.held_rows
+            if rows.nbytes and self.held_bytes + rows.nbytes > self.max_bytes:
+                per_row = rows.nbytes / rows.num_rows
+                room = min(room, max(1, int((self.max_bytes - self.held_bytes) / per_row)))
+            take = rows.slice(0, room)
+            self.held.append(take)
+            self.held_rows += take.num_rows
+            self.held_bytes += take.nbytes
+            rows = rows.slice(take.num_rows)
+            if self.held_rows >= self.rows_per_file or self.held_bytes >= self.max_bytes:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.held_rows:
+            self.writer.write(pa.concat_tables(self.held).combine_chunks())
+        self.held, self.held_rows, self.held_bytes = [], 0, 0
+
+    def close(self) -> None:
+        self.flush()
 
 
 class _Writer:
@@ -325,20 +487,18 @@ def _compact_once(
     rows = 0
     try:
         for i, group in enumerate(groups, 1):
-            data = scan.to_table([FileScanTask(f) for f in group])
-            disk = sum(f.file_size_in_bytes for f in group)
             if policy.sort_by:
-                data = data.sort_by([(c, "ascending", "at_start") for c in policy.sort_by])
-                for piece in _cut(data, disk, target):
-                    writer.write(piece)
+                n = _write_sorted(scan, group, policy, writer)
             else:
+                data = scan.to_table([FileScanTask(f) for f in group])
                 writer.write(data)
+                n = data.num_rows
             read.extend(group)
-            rows += data.num_rows
+            rows += n
             if progress:
                 progress(
                     f"{identifier} {day}: group {i}/{len(groups)}: read {len(group)} files "
-                    f"({data.num_rows} rows)"
+                    f"({n} rows)"
                 )
         written_rows = sum(f.record_count for f in writer.written)
         if written_rows != rows or rows != sum(f.record_count for f in read):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, ValidationException
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update import AssertTableUUID
-from pyiceberg.table.update.snapshot import _OverwriteFiles
+from pyiceberg.table.update.snapshot import _ManifestMergeManager, _OverwriteFiles
 from pyiceberg.typedef import EMPTY_DICT
+from pyiceberg.utils.properties import property_as_int
 
 # (owner, name): the owner is a class, or "Transaction" for instance attributes of one.
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
@@ -34,7 +35,13 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("_SnapshotProducer", "_clean_all_uncommitted"),
     ("_SnapshotProducer", "_summary"),
     ("_OverwriteFiles", "_deleted_entries"),
+    ("_SnapshotProducer", "_process_manifests"),
+    ("_ManifestMergeManager", "merge_manifests"),
 )
+
+#: Table property (Iceberg's) bounding the size of a manifest written by a merge.
+MANIFEST_TARGET_SIZE = "commit.manifest.target-size-bytes"
+MANIFEST_TARGET_SIZE_DEFAULT = 8 * 1024 * 1024
 
 
 def commit_strict(txn: Transaction) -> Table:
@@ -76,7 +83,28 @@ class _ReplaceFiles(_OverwriteFiles):
     every other entry, and adds the new files. Only pyiceberg's summary update refuses the
     ``replace`` operation, so the totals are computed as for an overwrite and the operation
     is then renamed (totals are identical: the same rows are removed and added).
+
+    The snapshot's manifests are merged (as Iceberg's rewrite-manifests does): every manifest
+    of the new snapshot goes into manifests of up to ``commit.manifest.target-size-bytes``,
+    keeping the entries this snapshot adds or deletes and every live entry (as existing, with
+    its sequence numbers), and dropping the deleted entries of earlier snapshots. Without it,
+    each compaction leaves a manifest of the files it deleted that the next compaction carries
+    on, so a compacted table's readers still decode one entry per file it ever had.
     """
+
+    def _process_manifests(self, manifests: list[ManifestFile]) -> list[ManifestFile]:
+        target = property_as_int(
+            self._transaction.table_metadata.properties,
+            MANIFEST_TARGET_SIZE,
+            MANIFEST_TARGET_SIZE_DEFAULT,
+        )
+        merger = _ManifestMergeManager(
+            target_size_bytes=target or MANIFEST_TARGET_SIZE_DEFAULT,
+            min_count_to_merge=2,
+            merge_enabled=True,
+            snapshot_producer=self,
+        )
+        return merger.merge_manifests(manifests)
 
     def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
         summary = super()._summary(snapshot_properties)

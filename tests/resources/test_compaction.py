@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import FileScanTask
 from pyiceberg.table.snapshots import Operation
 
@@ -250,3 +251,30 @@ def test_compaction_of_local_table_with_schema_evolution(tmp_path: Path) -> None
     t = ts.load("ns.t").scan().to_arrow()
     assert t.num_rows == 20 and t["extra"].null_count == 15
     assert len(day_files(ts.load("ns.t"), D1)) == 1
+
+
+def test_compacted_table_has_one_manifest_without_earlier_deleted_entries(
+    tables: TableStore,
+) -> None:
+    """Each replace commit merges the snapshot's manifests: after compacting three days, readers
+    decode one manifest holding the live files plus only the last compaction's deleted entries
+    (not one entry per file the table ever had)."""
+    days = [D1, D2, date(2024, 5, 3)]
+    for i, day in enumerate(days):
+        fill(tables, range(i * 10, i * 10 + 10), day)
+    before = content(tables)
+    results = compact_table(tables, "ns.t", CompactionPolicy(min_files=2))
+    assert [r.files_after for r in results] == [1, 1, 1]
+    table = tables.load("ns.t")
+    snap = table.current_snapshot()
+    assert snap is not None
+    manifests = snap.manifests(table.io)
+    assert len(manifests) == 1
+    entries = manifests[0].fetch_manifest_entry(table.io, discard_deleted=False)
+    deleted = [e for e in entries if e.status == ManifestEntryStatus.DELETED]
+    assert len(deleted) == 10 and {e.snapshot_id for e in deleted} == {snap.snapshot_id}
+    assert len(entries) - len(deleted) == 3  # one live file a day
+    assert content(tables) == before
+    # sequence numbers survive the merge: a later batch still appends on top
+    fill(tables, range(30, 31), D1)
+    assert len(content(tables)) == len(before) + 5

@@ -9,7 +9,11 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table, Transaction
-from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
+from pyiceberg.table.update.snapshot import (
+    _ManifestMergeManager,
+    _OverwriteFiles,
+    _SnapshotProducer,
+)
 
 from lockgate.resources.catalog import ObjectStoreCatalog
 from lockgate.resources.iceberg_private import PRIVATE_NAMES, has_updates, iceberg_schema
@@ -20,6 +24,7 @@ OWNERS: dict[str, type] = {
     "Table": Table,
     "_SnapshotProducer": _SnapshotProducer,
     "_OverwriteFiles": _OverwriteFiles,
+    "_ManifestMergeManager": _ManifestMergeManager,
 }
 
 

@@ -23,8 +23,8 @@ Kinds (``--kinds``; by default the cycle ``KINDS``): ``crash``, ``concurrent``, 
 already carries is declared, and ``max_files_per_batch`` / ``max_bytes_per_batch`` change;
 every value of such a field must be in its column or in ``_rescued_data``) and ``shared``
 (``tests.torture.shared``: configs with two sources on one table must be refused); and of
-issue 16: ``compact`` (``lockgate compact`` racing two ingests and sometimes a backfill on the
-same days, then ``lockgate maintain``, each crash-killed like any run).
+issue 16: ``compact`` (``lockgate compact`` racing four ingests and a backfill on the same
+days, then ``lockgate maintain``, each crash-killed like any run).
 
 Local landing files written whole get an mtime an hour old (as from ``cp -p``), so a
 ``min_age`` never holds them back; only ``world`` trials write fresh mtimes.
@@ -853,18 +853,17 @@ class Trial:
             vac = ["vacuum", "--older-than", "0s", "--no-run-alive", "--no-progress"]
             self._wait_all(env, [self._chaos_run(env, vac, mode="crash")])
         elif self.kind == "compact":
-            # compaction racing two ingests (and sometimes a backfill) on the same days, then
+            # compaction racing four ingests and a backfill on the same days (issue 16), then
             # the scheduled maintenance; both crash-killed like any run. The first round is
             # ingested first: 6+ objects of ev over 5 days in batches of one object leave some
             # day with 2+ small files, so the first compaction has work (a forced point hits).
             if not env.claimed_any:
                 self._wait_all(env, [self._chaos_run(env, ingest, mode="clean")])
             compact = ["compact", "--source", "ev", "--min-files", "2"]
-            procs = [self._chaos_run(env, compact), *(self._chaos_run(env, ingest) for _ in "ab")]
-            if rng.random() < 0.4:
-                first, last = sorted(rng.sample(DAYS, 2))
-                bf = ["backfill", "--source", "ev", "--from", first, "--to", last]
-                procs.append(self._chaos_run(env, bf))
+            procs = [self._chaos_run(env, compact), *(self._chaos_run(env, ingest) for _ in "abcd")]
+            first, last = sorted(rng.sample(DAYS, 2))
+            bf = ["backfill", "--source", "ev", "--from", first, "--to", last]
+            procs.append(self._chaos_run(env, bf))
             self._wait_all(env, procs)
             maintain = ["maintain", "--no-orphans"]
             self._wait_all(env, [self._chaos_run(env, maintain)])
