@@ -49,6 +49,7 @@ from pyiceberg.exceptions import (
     CommitFailedException,
     NoSuchTableError,
     TableAlreadyExistsError,
+    ValidationException,
 )
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
@@ -667,20 +668,31 @@ class TableStore:
         (``TableSettings.backoff``) and start again from a reload.
 
         Returns ``(table, committed, attempts)``: the committed table, or the table as found
-        when ``update`` had nothing to commit. Raises what ``update.plan`` raises, and
-        ``CommitConflict`` after ``commit_attempts`` lost races (nothing was committed).
+        when ``update`` had nothing to commit. Raises what ``update.plan`` raises, except
+        pyiceberg's ``ValidationException`` (a plan pyiceberg refuses against the table it was
+        made from), which counts as a lost race; ``CommitConflict`` after ``commit_attempts``
+        lost races (nothing was committed).
         """
         attempts = self.settings.commit_attempts
+        invalid: ValidationException | None = None
         for attempt in range(1, attempts + 1):
             table = self.load(identifier)
-            txn = update.plan(identifier, table)
+            try:
+                txn = update.plan(identifier, table)
+            except ValidationException as e:
+                # pyiceberg refused the plan (e.g. "Missing required files to delete" while a
+                # compaction raced a backfill): nothing was committed; plan again from a reload
+                log.warning("%s: %s: %s; planning again", identifier, update.what, e)
+                invalid = e
+                time.sleep(self.settings.backoff.backoff(attempt - 1))
+                continue
             if txn is None:
                 return table, False, attempt
             try:
                 return commit_strict(txn), True, attempt
             except CommitFailedException:
                 time.sleep(self.settings.backoff.backoff(attempt - 1))
-        raise CommitConflict(f"{identifier}: {update.what} lost {attempts} races")
+        raise CommitConflict(f"{identifier}: {update.what} lost {attempts} races") from invalid
 
     # ---- maintenance -------------------------------------------------------------------
 

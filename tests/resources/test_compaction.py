@@ -14,7 +14,7 @@ import pytest
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import ManifestEntryStatus
-from pyiceberg.table import FileScanTask
+from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.snapshots import Operation
 
 from lockgate.resources.catalog import ObjectStoreCatalog
@@ -30,7 +30,13 @@ from lockgate.resources.compaction import (
 )
 from lockgate.resources.markers import marker_property
 from lockgate.resources.store import ObjectStore
-from lockgate.resources.tables import TableSettings, TableStore, TableUpdate
+from lockgate.resources.tables import (
+    AppendBatch,
+    CommitConflict,
+    TableSettings,
+    TableStore,
+    TableUpdate,
+)
 
 SCHEMA = pa.schema(
     [
@@ -278,3 +284,37 @@ def test_compacted_table_has_one_manifest_without_earlier_deleted_entries(
     # sequence numbers survive the merge: a later batch still appends on top
     fill(tables, range(30, 31), D1)
     assert len(content(tables)) == len(before) + 5
+
+
+class _RefusedOnce:
+    """An update whose first plan pyiceberg refuses (as when a compaction raced a backfill's
+    plan of deletes), then an append of one batch."""
+
+    what = "refused-once append"
+
+    def __init__(self, ts: TableStore, refusals: int) -> None:
+        self.ts, self.refusals, self.plans = ts, refusals, 0
+        self.staged = ts.stage("ns.t", [rows(77, 3, D1)])
+
+    def plan(self, identifier: str, table: Table) -> Transaction | None:
+        from pyiceberg.exceptions import ValidationException
+
+        self.plans += 1
+        if self.plans <= self.refusals:
+            raise ValidationException("Missing required files to delete: x.parquet")
+        return AppendBatch("src", 77, self.staged, {}).plan(identifier, table)
+
+
+def test_a_plan_pyiceberg_refuses_is_planned_again_not_a_crash(tables: TableStore) -> None:
+    update = _RefusedOnce(tables, refusals=1)
+    _table, committed, attempts = tables.commit_update("ns.t", update)
+    assert (committed, attempts, update.plans) == (True, 2, 2)
+    assert sorted(r[0] for r in content(tables)) == [77000, 77001, 77002]
+
+
+def test_a_plan_refused_on_every_attempt_is_a_commit_conflict(tables: TableStore) -> None:
+    update = _RefusedOnce(tables, refusals=10**6)
+    with pytest.raises(CommitConflict) as e:
+        tables.commit_update("ns.t", update)
+    assert "Missing required files" in str(e.value.__cause__)
+    assert content(tables) == []
