@@ -1092,7 +1092,12 @@ class _Splitter:
         if cut <= 0 or len(buf) - cut - 1 > self.max_bytes:
             return None
         block = buf[:cut]
-        if block[:1] in (b"\r", b"\n") or b"\n\n" in block or b"\n\r" in block:
+        if (
+            block[:1] in (b"\r", b"\n")
+            or block[-1:] == b"\n"  # a blank line right before the cut
+            or b"\n\n" in block
+            or b"\n\r" in block
+        ):
             return None
         if len(block) > self.max_bytes:
             a = np.frombuffer(block, dtype=np.uint8)

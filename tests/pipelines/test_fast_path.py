@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lockgate.pipelines import formats
@@ -253,6 +253,7 @@ CSV_LINES: dict[str, bytes] = {
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+@example(kinds=["good", "blank"], block=48, declared=False, final_newline=True)  # CI, 11-30
 @given(
     kinds=st.lists(st.sampled_from([*CSV_LINES, "good", "good", "good", "crlf"]), max_size=60),
     block=st.sampled_from([48, 512, 8192]),
