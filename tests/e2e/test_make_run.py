@@ -169,30 +169,15 @@ def _child_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-@pytest.fixture(scope="module")
-def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
-    root = tmp_path_factory.mktemp("make_run")
-    config_path = root / "lockgate.yaml"
-    shutil.copyfile(REPO / "lockgate.yaml", config_path)  # relative paths resolve under root
-    config = load_config(str(config_path))
-    home = root / ".lockgate"
-    port = free_port()
+def start_make(target: str, variables: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``make <target> HOST=127.0.0.1 PORT=<port> <variables>`` in its own session (its pgid is
+    its pid), default signal dispositions, output to ``log``, without a surrounding make's
+    variables."""
     env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV}
-    log = root / "make_run.log"
-    argv = [
-        "make",
-        "--no-print-directory",
-        "-C",
-        str(REPO),
-        "run",
-        "HOST=127.0.0.1",
-        f"PORT={port}",
-        f"LOCKGATE_HOME={home}",
-        f"LOCKGATE_CONFIG={config_path}",
-    ]
+    argv = ["make", "--no-print-directory", "-C", str(REPO), target, "HOST=127.0.0.1"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv,
+        return subprocess.Popen(
+            [*argv, f"PORT={port}", *variables],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -201,6 +186,18 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
             restore_signals=True,
             preexec_fn=_child_signals,
         )
+
+
+@pytest.fixture(scope="module")
+def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
+    root = tmp_path_factory.mktemp("make_run")
+    config_path = root / "lockgate.yaml"
+    shutil.copyfile(REPO / "lockgate.yaml", config_path)  # relative paths resolve under root
+    config = load_config(str(config_path))
+    home = root / ".lockgate"
+    port = free_port()
+    log = root / "make_run.log"
+    proc = start_make("run", [f"LOCKGATE_HOME={home}", f"LOCKGATE_CONFIG={config_path}"], port, log)
     run = MakeRun(proc, port, config, home, log, time.monotonic())
     try:
         yield run

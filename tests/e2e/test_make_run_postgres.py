@@ -10,10 +10,8 @@ runs in ``make test-all``; the module that starts the server is tested in ``make
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +25,11 @@ from lockgate.resources.config import load_config
 from tests.conftest import free_port
 from tests.e2e.test_make_run import (
     HTTP_TIMEOUT,
-    MAKE_ENV,
     REPO,
     RUN_TIMEOUT,
     MakeRun,
-    _child_signals,
     _http_ok,
+    start_make,
 )
 
 pytestmark = pytest.mark.slow
@@ -61,32 +58,9 @@ def test_make_run_postgres_runs_a_batch_and_ctrl_c_stops_the_server(tmp_path: Pa
     pg_folder = Path(tempfile.mkdtemp(prefix="lockgate-pg-run-"))
     pg_folder.chmod(0o755)
     home, data, port = tmp_path / ".lockgate", pg_folder / "data", free_port()
-    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV}
     log = tmp_path / "make_run_postgres.log"
-    argv = [
-        "make",
-        "--no-print-directory",
-        "-C",
-        str(REPO),
-        "run-postgres",
-        "HOST=127.0.0.1",
-        f"PORT={port}",
-        f"PG_PORT={free_port()}",
-        f"PG_DATA={data}",
-        f"LOCKGATE_HOME={home}",
-        f"LOCKGATE_CONFIG={config_path}",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            restore_signals=True,
-            preexec_fn=_child_signals,
-        )
+    variables = [f"PG_PORT={free_port()}", f"PG_DATA={data}", f"LOCKGATE_HOME={home}"]
+    proc = start_make("run-postgres", [*variables, f"LOCKGATE_CONFIG={config_path}"], port, log)
     run = MakeRun(
         proc,
         port,
