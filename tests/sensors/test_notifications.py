@@ -31,6 +31,7 @@ from lockgate.resources.store import ObjectStore, S3Options
 from lockgate.resources.stores import open_store
 from lockgate.sensors.discovery import DiscoveryRule, is_hidden
 from lockgate.sensors.notifications import (
+    DrainResult,
     EventObject,
     LandingScope,
     PoisonMessage,
@@ -348,8 +349,9 @@ def test_poison_is_moved_aside_after_max_receives(
     wired.queue.send(
         ["not json at all", s3_event("landing/2026-03-01/p.jsonl", bucket=wired.bucket)]
     )
-    for attempt in (1, 2):
-        res = drain(
+
+    def again() -> DrainResult:
+        return drain(
             wired.queue,
             wired.landing_url,
             wired.ledger(),
@@ -359,19 +361,13 @@ def test_poison_is_moved_aside_after_max_receives(
             visibility_timeout_s=1,
             today=TODAY,
         )
+
+    for attempt in (1, 2):
+        res = again()
         assert res.poison_waiting == 1 and res.poison_moved == 0, attempt
         time.sleep(1.2)  # visible again
     assert res.claimed_objects == 0  # the good message was claimed in the first drain
-    res = drain(
-        wired.queue,
-        wired.landing_url,
-        wired.ledger(),
-        RULE,
-        max_receives=3,
-        dead_letter=dlq,
-        visibility_timeout_s=1,
-        today=TODAY,
-    )
+    res = again()
     assert res.poison_moved == 1 and res.poison_examples and "not JSON" in res.poison_examples[0]
     assert wired.visible() == 0
     assert [m.body for m in dlq.receive(10)] == ["not json at all"]
