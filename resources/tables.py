@@ -52,7 +52,7 @@ from pyiceberg.exceptions import (
     ValidationException,
 )
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
-from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
+from pyiceberg.io.pyarrow import pyarrow_to_schema
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema, assign_fresh_schema_ids
@@ -64,6 +64,7 @@ from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
 from lockgate.resources.iceberg_private import commit_strict, has_updates, iceberg_schema
 from lockgate.resources.markers import IdRanges, marker_property
+from lockgate.resources.parquet_writer import write_data_file
 from lockgate.resources.retry import RetryPolicy
 from lockgate.resources.widening import PROMOTIONS, compatible
 
@@ -533,6 +534,7 @@ class TableStore:
                 record_batches=buf,
                 partition_key=pkey,
             )
+            df = write_data_file(table.io, meta, task)
             files = [
                 StagedFile(
                     path=df.file_path,
@@ -541,7 +543,6 @@ class TableStore:
                     file_size_in_bytes=df.file_size_in_bytes,
                     data_file=df,
                 )
-                for df in write_file(table.io, meta, iter([task]))
             ]
             crash_point("stage.after_write_file")
             return files
