@@ -51,7 +51,7 @@ from pyiceberg.utils.properties import property_as_int
 #: Columns unique by construction: never dictionary-encoded.
 UNIQUE_COLUMNS = frozenset({"_source_row"})
 #: Rows of a file's first batch sampled to decide a column's dictionary encoding.
-DICTIONARY_SAMPLE_ROWS = 16_384
+DICTIONARY_SAMPLE_ROWS = 4_096
 
 # Same-bytes variants: relabelled, not cast (Parquet stores both alike).
 _SAME_BYTES = {
@@ -140,6 +140,8 @@ def file_table(file_schema: Schema, batches: list[pa.RecordBatch]) -> pa.Table |
     projection does (then ``write_file`` writes the file)."""
     target = schema_to_pyarrow(file_schema, include_field_ids=True)
     data = pa.Table.from_batches(batches)
+    if any(isinstance(t, pa.DictionaryType) for t in data.schema.types):
+        data = data.unify_dictionaries()  # one dictionary per column: written from indices
     fields: list[pa.Field] = []
     columns: list[pa.ChunkedArray] = []
     matched = 0
