@@ -46,3 +46,41 @@ def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
         "frame_rows": 2,
     }
     assert "idle after 1 batches, 2 rows, 0 quarantined" in proc.stdout, proc.stdout
+
+
+IDLE = """
+import json, sys
+from lockgate.pipelines.cli import main
+rc = main(["--config", sys.argv[1], "ingest"])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("pyiceberg", "pandas")
+               or m in ("lockgate.pipelines.batch", "lockgate.resources.tables"))
+print("RESULT", json.dumps({"rc": rc, "heavy": heavy}))
+"""
+
+
+def test_idle_ingest_imports_no_table_code(tmp_path: Path) -> None:
+    """With nothing pending, ``lockgate ingest`` lists and reads the ledger only: the catalog,
+    the table store and the batch path (pyiceberg, ~0.6 s CPU of imports) are not loaded."""
+    from lockgate.pipelines.cli import main
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "events-2026-03-01.jsonl").write_bytes(b'{"id": 1, "v": "a"}\n')
+    config = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(landing))},
+    )
+    assert main(["--config", str(config), "ingest"]) == 0  # the table exists, batch 0 committed
+    proc = subprocess.run(
+        [sys.executable, "-c", IDLE, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    assert json.loads(result[len("RESULT ") :]) == {"rc": 0, "heavy": []}
+    assert "events: idle after 0 batches, 0 rows" in proc.stdout, proc.stdout
