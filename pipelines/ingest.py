@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lockgate.pipelines.startup import without_pandas
+from lockgate.pipelines.startup import lean_imports
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.ledger import Ledger
 from lockgate.resources.runtime import Runtime
@@ -100,9 +100,9 @@ def ingest_source(
         pending = ledger.pending()
         if pending:
             # Imported only when there is a batch to run: the batch path (readers, pyiceberg,
-            # Parquet) costs ~0.6 s of CPU to import, which an idle run never pays. Without
-            # pandas: see lockgate.pipelines.startup.
-            with without_pandas():
+            # Parquet) costs ~0.6 s of CPU to import, which an idle run never pays; and
+            # without what it never calls (lockgate.pipelines.startup).
+            with lean_imports():
                 from lockgate.pipelines.batch import execute_batch
         for claim in pending:
             outcome = execute_batch(rt, source, ledger, claim)

@@ -1,5 +1,7 @@
 """Start-up: ``lockgate ingest`` does not import pandas (pyiceberg -> pyarrow.dataset would load
-it, about a second per process), and pandas still works afterwards in the same process."""
+it, about a second per process), nor run the modules pyiceberg imports but ingest never calls
+(pyparsing's row-filter parser, strictyaml), and all of them still work afterwards in the same
+process; with nothing pending it loads no table code at all."""
 
 from __future__ import annotations
 
@@ -15,9 +17,14 @@ import json, sys
 from lockgate.pipelines.cli import main
 rc = main(["--config", sys.argv[1], "ingest"])
 loaded = "pandas" in sys.modules
+unused = sorted(m for m in ("pyparsing", "strictyaml.ruamel") if m in sys.modules)
 import pyarrow as pa
 frame = pa.table({"a": [1, 2]}).to_pandas()  # imported on first use
-print("RESULT", json.dumps({"rc": rc, "pandas_at_ingest": loaded, "frame_rows": len(frame)}))
+from pyiceberg.expressions.parser import parse  # loaded on first use
+import strictyaml
+doc = strictyaml.load("a: 1").data
+print("RESULT", json.dumps({"rc": rc, "pandas_at_ingest": loaded, "frame_rows": len(frame),
+      "unused_at_ingest": unused, "filter": str(parse("_batch_id == 3")), "yaml": doc}))
 """
 
 
@@ -44,6 +51,9 @@ def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
         "rc": 0,
         "pandas_at_ingest": False,
         "frame_rows": 2,
+        "unused_at_ingest": [],
+        "filter": "EqualTo(term=Reference(name='_batch_id'), literal=LongLiteral(3))",
+        "yaml": {"a": "1"},
     }
     assert "idle after 1 batches, 2 rows, 0 quarantined" in proc.stdout, proc.stdout
 
