@@ -9,6 +9,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.platform_helpers import REPO, source_spec, write_config
 
@@ -94,3 +97,38 @@ def test_idle_ingest_imports_no_table_code(tmp_path: Path) -> None:
     result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     assert json.loads(result[len("RESULT ") :]) == {"rc": 0, "heavy": []}
     assert "events: idle after 0 batches, 0 rows" in proc.stdout, proc.stdout
+
+
+def test_batch_loads_its_table_metadata_four_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch on an existing table reads its metadata 4 times (committed? / declared schema /
+    staging / the commit loop's reload) and checks the table's existence once without reading
+    it; every load is a hint read, two probes and a metadata parse."""
+    from lockgate.pipelines.ingest import ingest_source
+    from lockgate.resources.runtime import Runtime
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    config = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(landing))},
+    )
+    rt = Runtime.from_config(str(config))
+    source = rt.source("events")
+    (landing / "events-2026-03-01.jsonl").write_bytes(b'{"id": 1, "v": "a"}\n')
+    assert ingest_source(rt, source).rows == 1  # creates the table
+    catalog = rt.tables.catalog
+    loads: list[str] = []
+    real = catalog.load_table
+
+    def counting(identifier: Any) -> Any:
+        loads.append(str(identifier))
+        return real(identifier)
+
+    monkeypatch.setattr(catalog, "load_table", counting)
+    (landing / "events-2026-03-02.jsonl").write_bytes(b'{"id": 2, "v": "b"}\n')
+    report = ingest_source(rt, source)
+    assert [b.rows for b in report.batches] == [1]
+    assert loads == ["lake.events"] * 4
