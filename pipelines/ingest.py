@@ -10,14 +10,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from lockgate.pipelines.batch import BatchOutcome, execute_batch
+from lockgate.pipelines.startup import lean_imports
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.ledger import Ledger
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.cleaning import clean_committed
 from lockgate.sensors.discovery import DiscoveryResult, DiscoveryRule, discover, rule_for_source
 from lockgate.sensors.notifications import drain, merge, open_queues
+
+if TYPE_CHECKING:
+    from lockgate.pipelines.batch import BatchOutcome
 
 
 @dataclass
@@ -94,6 +98,12 @@ def ingest_source(
         first = False
         report.discoveries.append(result)
         pending = ledger.pending()
+        if pending:
+            # Imported only when there is a batch to run: the batch path (readers, pyiceberg,
+            # Parquet) costs ~0.6 s of CPU to import, which an idle run never pays; and
+            # without what it never calls (lockgate.pipelines.startup).
+            with lean_imports():
+                from lockgate.pipelines.batch import execute_batch
         for claim in pending:
             outcome = execute_batch(rt, source, ledger, claim)
             report.batches.append(outcome)

@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-from pyiceberg.exceptions import NoSuchTableError
 
 from lockgate.pipelines.conform import Conformer
 from lockgate.pipelines.formats import (
@@ -287,14 +286,7 @@ def ensure_quarantine_table(tables: TableStore, source: SourceConfig) -> str:
 def ensure_main_table(tables: TableStore, source: SourceConfig) -> None:
     """The source's table exists even when every record of a batch was bad: it carries the
     marker."""
-    if not table_exists(tables, source.table):
+    # existence only: the catalog's check reads no table metadata (a load would read and parse it)
+    if not tables.catalog.table_exists(source.table):
         declared = source.arrow_schema() or pa.schema([])
         tables.ensure_table(source.table, pa.schema([*declared, *LINEAGE_SCHEMA]), DAY)
-
-
-def table_exists(tables: TableStore, identifier: str) -> bool:
-    try:
-        tables.load(identifier)
-    except NoSuchTableError:
-        return False
-    return True

@@ -57,7 +57,7 @@ from pyiceberg.transforms import IdentityTransform
 
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError, TransientError
-from lockgate.resources.iceberg_private import replace_files
+from lockgate.resources.iceberg_private import MemoTransaction, replace_files
 from lockgate.resources.tables import DEFAULT_TARGET_FILE_SIZE, TablesError, TableStore
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class ReplaceDayFiles:
                 f"{identifier} {self.day}: {len(gone)} of the {len(self.removed)} files read are "
                 f"no longer live (e.g. {gone[0]}); re-plan"
             )
-        txn = Transaction(table)
+        txn = MemoTransaction(table)
         if self.sort_by and not sort_order_matches(table, self.sort_by):
             with txn.update_sort_order() as upd:
                 for col in self.sort_by:

@@ -37,14 +37,14 @@ from typing import ClassVar
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io import FileIO
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadataUtil
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from lockgate.resources.catalog import ObjectStoreCatalog, is_tombstone, parse_metadata_version
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError
-from lockgate.resources.iceberg_private import commit_strict
+from lockgate.resources.iceberg_private import MemoTransaction, commit_strict
 from lockgate.resources.store import NotFound
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def expire_snapshots(
         ]
         if not expire and not record_state:
             return 0
-        txn = Transaction(table)
+        txn = MemoTransaction(table)
         if expire:
             with ExpireSnapshots(txn) as exp:
                 exp.by_ids(expire)

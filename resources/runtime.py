@@ -10,11 +10,11 @@ one per call.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lockgate.resources.catalog import make_catalog
 from lockgate.resources.cleaning import landing_for_rebuild
 from lockgate.resources.config import (
     QUARANTINE_SUFFIX,
@@ -24,9 +24,8 @@ from lockgate.resources.config import (
 )
 from lockgate.resources.fingerprint import blocking, read_version
 from lockgate.resources.ledger import Claim, FingerprintMismatch, Ledger, LedgerCorrupt
-from lockgate.resources.store import ObjectStore
+from lockgate.resources.store import ObjectStore, S3Options
 from lockgate.resources.stores import open_store
-from lockgate.resources.tables import TableStore
 
 if TYPE_CHECKING:  # importing dagster costs the CLI seconds; only Dagster runs need these
     from lockgate.resources.dagster_resources import (
@@ -35,6 +34,28 @@ if TYPE_CHECKING:  # importing dagster costs the CLI seconds; only Dagster runs 
         ObjectStoreResource,
         TableStoreResource,
     )
+    from lockgate.resources.tables import TableStore
+
+
+def _table_store(
+    warehouse: str, s3: S3Options | None, properties: dict[str, str]
+) -> Callable[[], TableStore]:
+    """The ``open_tables`` of a runtime: builds the catalog and its ``TableStore`` on the first
+    call and returns that same instance on every later one (also to copies of the runtime).
+
+    Lazy because the catalog and the table module import pyiceberg (about 0.5 s of CPU per
+    process): a run that touches no table (``lockgate ingest`` with nothing pending, a sensor
+    tick) never loads it. ``properties`` are resolved by the caller, at start, so that a
+    missing environment reference is still refused before anything is claimed or read."""
+
+    @functools.cache
+    def open_tables() -> TableStore:
+        from lockgate.resources.catalog import make_catalog
+        from lockgate.resources.tables import TableStore
+
+        return TableStore(make_catalog(warehouse, s3, properties))
+
+    return open_tables
 
 
 @dataclass
@@ -42,7 +63,8 @@ class Runtime:
     config: LockgateConfig
     open_landing: Callable[[str], ObjectStore]
     ledger_store: ObjectStore
-    tables: TableStore
+    # the table store, made on first use (``tables``); see ``_table_store``
+    open_tables: Callable[[], TableStore]
     _landing: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
     _claimed_at: dict[tuple[str, int], str] = field(default_factory=dict, repr=False)
     _read_from: dict[tuple[str, int], ObjectStore] = field(default_factory=dict, repr=False)
@@ -52,12 +74,12 @@ class Runtime:
         """From a config object, a config path, or the default config lookup."""
         if not isinstance(config, LockgateConfig):
             config = load_config(config)
-        catalog = make_catalog(config.warehouse, config.s3, config.catalog_properties())
+        s3 = config.s3
         return cls(
             config=config,
-            open_landing=lambda url: open_store(url, config.s3),
-            ledger_store=open_store(config.ledger, config.s3),
-            tables=TableStore(catalog),
+            open_landing=lambda url: open_store(url, s3),
+            ledger_store=open_store(config.ledger, s3),
+            open_tables=_table_store(config.warehouse, s3, config.catalog_properties()),
         )
 
     @classmethod
@@ -71,12 +93,12 @@ class Runtime:
         """Plain catalog properties come from ``config`` (they may hold secrets, so they are
         not resource config); environment references from the resource, where Dagster resolved
         them (``dg.EnvVar``), else from the environment."""
-        catalog = make_catalog(
+        tables = _table_store(
             table_store.warehouse,
             table_store.s3_options(),
             {**table_store.catalog, **config.catalog_properties(given=table_store.catalog)},
         )
-        return cls(config, object_store.open, ledger.store(), TableStore(catalog))
+        return cls(config, object_store.open, ledger.store(), tables)
 
     @classmethod
     def from_dagster(cls, config: LockgateConfig, ns: Namespace, resources: Any) -> Runtime:
@@ -88,6 +110,11 @@ class Runtime:
             getattr(resources, ns.ledger),
             getattr(resources, ns.table_store),
         )
+
+    @property
+    def tables(self) -> TableStore:
+        """The table store (one per runtime and its copies; made on first use)."""
+        return self.open_tables()
 
     def source(self, name: str) -> SourceConfig:
         return self.config.source(name)

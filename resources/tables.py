@@ -62,7 +62,12 @@ from pyiceberg.transforms import IdentityTransform
 from lockgate.resources.catalog import ObjectStoreCatalog, parse_metadata_version
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, LockgateError, TerminalError, TransientError
-from lockgate.resources.iceberg_private import commit_strict, has_updates, iceberg_schema
+from lockgate.resources.iceberg_private import (
+    MemoTransaction,
+    commit_strict,
+    has_updates,
+    iceberg_schema,
+)
 from lockgate.resources.markers import IdRanges, marker_property
 from lockgate.resources.parquet_writer import write_data_file
 from lockgate.resources.retry import RetryPolicy
@@ -226,7 +231,7 @@ class AppendBatch:
         marker = _marker(table, self.source)
         if self.batch_id in marker:
             return None
-        txn = Transaction(table)
+        txn = MemoTransaction(table)
         txn.set_properties({marker_property(self.source): marker.add(self.batch_id).format()})
         if self.staged or self.empty_snapshot:
             props = {
@@ -290,7 +295,7 @@ class OverwritePartitions:
             "lockgate.rebuild": ",".join(d.isoformat() for d in days),
             "lockgate.batches": planned.format(),
         }
-        txn = Transaction(table)
+        txn = MemoTransaction(table)
         txn.set_properties({marker_property(self.source): marker.union(planned).format()})
         with txn.update_snapshot(snapshot_properties=props).overwrite() as ow:
             if table.current_snapshot() is not None:
@@ -334,7 +339,7 @@ class DeleteBatchObjects:
             "lockgate.source": self.source,
             "lockgate.batch": str(self.batch_id),
         }
-        txn = Transaction(table)
+        txn = MemoTransaction(table)
         txn.delete(self.filter(), snapshot_properties=props)
         return txn
 
@@ -350,7 +355,7 @@ class EvolveSchema:
 
     def plan(self, identifier: str, table: Table) -> Transaction | None:
         _check_compatible(identifier, table.schema(), self.arrow_schema)
-        txn = Transaction(table)
+        txn = MemoTransaction(table)
         try:
             with txn.update_schema() as upd:
                 upd.union_by_name(_as_optional(table.schema(), self.arrow_schema))

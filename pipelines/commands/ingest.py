@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from lockgate.pipelines.commands.common import add_source_argument, print_json, runtime
-from lockgate.pipelines.startup import without_pandas
+from lockgate.pipelines.ingest import ingest_source
 
 if TYPE_CHECKING:
     from lockgate.pipelines.batch import BatchOutcome
@@ -26,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with without_pandas():  # pyiceberg -> pyarrow.dataset would load it: ~1 s of start-up
-        from lockgate.pipelines.ingest import ingest_source
-
-        rt = runtime(args)
+    rt = runtime(args)
     summary = []
     for source in rt.selected(args.source):
 

@@ -1,5 +1,7 @@
 """Start-up: ``lockgate ingest`` does not import pandas (pyiceberg -> pyarrow.dataset would load
-it, about a second per process), and pandas still works afterwards in the same process."""
+it, about a second per process), nor run the modules pyiceberg imports but ingest never calls
+(pyparsing's row-filter parser, strictyaml), and all of them still work afterwards in the same
+process; with nothing pending it loads no table code at all."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.platform_helpers import REPO, source_spec, write_config
 
@@ -15,9 +20,14 @@ import json, sys
 from lockgate.pipelines.cli import main
 rc = main(["--config", sys.argv[1], "ingest"])
 loaded = "pandas" in sys.modules
+unused = sorted(m for m in ("pyparsing", "strictyaml.ruamel") if m in sys.modules)
 import pyarrow as pa
 frame = pa.table({"a": [1, 2]}).to_pandas()  # imported on first use
-print("RESULT", json.dumps({"rc": rc, "pandas_at_ingest": loaded, "frame_rows": len(frame)}))
+from pyiceberg.expressions.parser import parse  # loaded on first use
+import strictyaml
+doc = strictyaml.load("a: 1").data
+print("RESULT", json.dumps({"rc": rc, "pandas_at_ingest": loaded, "frame_rows": len(frame),
+      "unused_at_ingest": unused, "filter": str(parse("_batch_id == 3")), "yaml": doc}))
 """
 
 
@@ -44,5 +54,81 @@ def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
         "rc": 0,
         "pandas_at_ingest": False,
         "frame_rows": 2,
+        "unused_at_ingest": [],
+        "filter": "EqualTo(term=Reference(name='_batch_id'), literal=LongLiteral(3))",
+        "yaml": {"a": "1"},
     }
     assert "idle after 1 batches, 2 rows, 0 quarantined" in proc.stdout, proc.stdout
+
+
+IDLE = """
+import json, sys
+from lockgate.pipelines.cli import main
+rc = main(["--config", sys.argv[1], "ingest"])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("pyiceberg", "pandas")
+               or m in ("lockgate.pipelines.batch", "lockgate.resources.tables"))
+print("RESULT", json.dumps({"rc": rc, "heavy": heavy}))
+"""
+
+
+def test_idle_ingest_imports_no_table_code(tmp_path: Path) -> None:
+    """With nothing pending, ``lockgate ingest`` lists and reads the ledger only: the catalog,
+    the table store and the batch path (pyiceberg, ~0.6 s CPU of imports) are not loaded."""
+    from lockgate.pipelines.cli import main
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "events-2026-03-01.jsonl").write_bytes(b'{"id": 1, "v": "a"}\n')
+    config = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(landing))},
+    )
+    assert main(["--config", str(config), "ingest"]) == 0  # the table exists, batch 0 committed
+    proc = subprocess.run(
+        [sys.executable, "-c", IDLE, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    assert json.loads(result[len("RESULT ") :]) == {"rc": 0, "heavy": []}
+    assert "events: idle after 0 batches, 0 rows" in proc.stdout, proc.stdout
+
+
+def test_batch_loads_its_table_metadata_four_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch on an existing table reads its metadata 4 times (committed? / declared schema /
+    staging / the commit loop's reload) and checks the table's existence once without reading
+    it; every load is a hint read, two probes and a metadata parse."""
+    from lockgate.pipelines.ingest import ingest_source
+    from lockgate.resources.runtime import Runtime
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    config = write_config(
+        tmp_path / "lockgate.yaml",
+        warehouse=str(tmp_path / "wh"),
+        sources={"events": source_spec("events", str(landing))},
+    )
+    rt = Runtime.from_config(str(config))
+    source = rt.source("events")
+    (landing / "events-2026-03-01.jsonl").write_bytes(b'{"id": 1, "v": "a"}\n')
+    assert ingest_source(rt, source).rows == 1  # creates the table
+    catalog = rt.tables.catalog
+    loads: list[str] = []
+    real = catalog.load_table
+
+    def counting(identifier: Any) -> Any:
+        loads.append(str(identifier))
+        return real(identifier)
+
+    monkeypatch.setattr(catalog, "load_table", counting)
+    (landing / "events-2026-03-02.jsonl").write_bytes(b'{"id": 2, "v": "b"}\n')
+    report = ingest_source(rt, source)
+    assert [b.rows for b in report.batches] == [1]
+    assert loads == ["lake.events"] * 4

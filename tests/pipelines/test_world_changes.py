@@ -288,7 +288,7 @@ def test_rebuild_refuses_when_object_changes_during_read(
         config=rt.config,
         open_landing=lambda _url: changing,
         ledger_store=rt.ledger_store,
-        tables=rt.tables,
+        open_tables=rt.open_tables,
     )
     with pytest.raises(RebuildRefused, match=target):
         rebuild(rt2, source, [date.fromisoformat(DAY)])
@@ -370,7 +370,7 @@ def test_object_changed_part_way_through_its_read_contributes_nothing(tmp_path: 
         config=rt.config,
         open_landing=lambda _url: mid,
         ledger_store=rt.ledger_store,
-        tables=rt.tables,
+        open_tables=rt.open_tables,
     )
     outcomes = [execute_batch(rt2, source, ledger, c) for c in claims]
     assert mid.fired
