@@ -318,7 +318,24 @@ def _valid_only(col: pa.Array, text: pa.Array) -> pa.Array:
 
 def _list_pieces(col: pa.Array) -> Pieces:
     """``[e1,e2,...]`` per list (meaningless where a list is null): its elements' text
-    (``null`` for null elements) joined column-wise, with the original list boundaries."""
+    (``null`` for null elements) joined column-wise, with the original list boundaries.
+    Lists of strings without nulls (the common case) are joined by one kernel over the lists
+    themselves (``","`` between escaped elements), quoted by the caller's join."""
+    if not col.null_count and pa.types.is_string(col.type.value_type):
+        flat = col.flatten()
+        if not flat.null_count:
+            lists = col
+            if _needs_escape(flat):  # the same lists over the escaped values
+                offsets = col.offsets
+                if offsets[0].as_py():
+                    offsets = pc.subtract(offsets, offsets[0])
+                lists = type(col).from_arrays(offsets, _escaped(flat))
+            joined = pc.binary_join(lists, '","')
+            lengths = pc.list_value_length(col)
+            quote: str | pa.Array = '"'
+            if pc.min(lengths).as_py() == 0:  # "[]", not '[""]'
+                quote = pc.if_else(pc.greater(lengths, 0), pa.scalar('"'), pa.scalar(""))
+            return ["[", quote, joined, quote, "]"]
     lengths = pc.fill_null(pc.list_value_length(col), 0).cast(pa.int64())
     offsets = pa.concat_arrays(
         [pa.array([0], pa.int64()), pc.cumulative_sum(lengths).cast(pa.int64())]
