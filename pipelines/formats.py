@@ -1096,21 +1096,22 @@ class _Splitter:
         if cut <= 0 or len(buf) - cut - 1 > self.max_bytes:
             return None
         block = buf[:cut]
-        if (
-            block[:1] in (b"\r", b"\n")
-            or block[-1:] == b"\n"  # a blank line right before the cut
-            or b"\n\n" in block
-            or b"\n\r" in block
-        ):
+        # one vectorised scan for the newlines (not a search per pattern): no line is blank
+        # or starts with "\r" -- the first, one after a newline, or one right before the cut
+        a = np.frombuffer(block, dtype=np.uint8)
+        if a[0] in (0x0A, 0x0D) or a[-1] == 0x0A:
+            return None
+        newlines = np.flatnonzero(a == 0x0A)
+        after = a[newlines + 1]
+        if bool(((after == 0x0A) | (after == 0x0D)).any()):
             return None
         if len(block) > self.max_bytes:
-            a = np.frombuffer(block, dtype=np.uint8)
-            bounds = np.concatenate(([-1], np.flatnonzero(a == 0x0A), [len(a)]))
+            bounds = np.concatenate(([-1], newlines, [len(a)]))
             if int(np.diff(bounds).max()) - 1 > self.max_bytes:
                 return None
         self.marked = False
         self.carry = buf[cut + 1 :]
-        return block, block.count(b"\n") + 1
+        return block, len(newlines) + 1
 
     def end(self) -> tuple[list[_Record], bytes]:
         """``cut`` at the end of the stream: the oversized record being skipped, or the

@@ -373,3 +373,32 @@ def test_string_lists_render_as_the_generic_path(
     nested = pa.StructArray.from_arrays([col], names=["tags"])  # a list inside a struct
     inner = extras_json(pa.table({"d": nested}), ["d"]).to_pylist()
     assert [json.loads(text) for text in inner] == [{"d": {"tags": v}} for v in lists]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lines=st.lists(
+        st.sampled_from(["a,b", "", "\r", "\rx,y", "c,d\r", "e,f", "x" * 40]), max_size=12
+    ),
+    tail=st.sampled_from(["", "g,h", "\r"]),
+)
+@example(lines=["a,b", ""], tail="")
+@example(lines=["", "a,b"], tail="g,h")
+def test_csv_whole_block_cut_refuses_blank_lines(lines: list[str], tail: str) -> None:
+    """``cut_plain`` (one vectorised newline scan) takes a block whole only when every line
+    is a record on its own -- none blank, none starting with ``\\r``, none too long -- and
+    counts its records exactly; else it consumes nothing."""
+    max_bytes = 30
+    splitter = formats._Splitter(max_bytes, b'"', formats._csv_blank, formats._CSV_NONBLANK)
+    splitter.first = False
+    data = "".join(f"{line}\n" for line in lines) + tail
+    got = splitter.cut_plain(data.encode())
+    plain = bool(lines) and all(
+        line and not line.startswith("\r") and len(line) <= max_bytes for line in lines
+    )
+    if not plain or len(tail) > max_bytes:
+        assert got is None
+        assert splitter.carry == b""
+        return
+    assert got == ("\n".join(lines).encode(), len(lines))
+    assert splitter.carry == tail.encode()
