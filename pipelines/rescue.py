@@ -183,11 +183,6 @@ def _array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
     return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
 
-#: Bytes a JSON string must escape: control characters, ``"`` and ``\\``.
-_MUST_ESCAPE = np.zeros(256, dtype=bool)
-_MUST_ESCAPE[:32] = True
-_MUST_ESCAPE[[ord('"'), ord("\\")]] = True
-
 #: One value's JSON text as pieces (literal text, or string arrays without nulls) whose
 #: element-wise concatenation is the text: rendered by ONE join kernel however deep it nests.
 Pieces = list[str | pa.Array]
@@ -266,7 +261,12 @@ def _needs_escape(text: pa.Array) -> bool:
     width = np.int64 if pa.types.is_large_string(text.type) else np.int32
     offsets = np.frombuffer(buffers[1], dtype=width)[text.offset : text.offset + len(text) + 1]
     data = np.frombuffer(buffers[2], dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
-    return bool(_MUST_ESCAPE[data].any())
+    # control characters, '"' and "\\": three SIMD comparisons (~4x cheaper than a lookup)
+    return bool(
+        np.count_nonzero(data < 0x20)
+        or np.count_nonzero(data == 0x22)
+        or np.count_nonzero(data == 0x5C)
+    )
 
 
 def _escaped(col: pa.Array) -> pa.Array:
