@@ -41,8 +41,9 @@ Contract of ``read_object`` (the accounting every caller relies on):
   text record longer than ``max_record_bytes`` is quarantined, not buffered. A chunk covers at
   most ``MAX_BLOCK_RECORDS`` records, so its quarantine entries are bounded too (the caller
   writes them out as it goes: ``lockgate.pipelines.stage``).
-* A JSON record nested deeper than ``max_nesting_depth`` (objects and arrays) is quarantined
-  before any parser sees it.
+* A JSON record nested deeper than ``max_nesting_depth`` (objects and arrays) is quarantined.
+  A record that could nest deep enough to hurt pyarrow (longer than ``_SHORT_LINE_BYTES``)
+  never reaches it unscreened.
 * With a declared schema every batch has exactly the declared columns in declared order, then
   ``_rescued_data`` (string), then ``_source_row``; values are cast strictly, a value that
   cannot be cast is null and rescued under its field name; fields not in the schema are
@@ -135,8 +136,9 @@ DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 DEFAULT_PARQUET_BATCH_ROWS = 65536
 #: Records parsed (and yielded) per pass over a block: bounds a chunk's quarantine entries.
 MAX_BLOCK_RECORDS = 65536
-#: JSON records nested deeper than this (objects and arrays) are quarantined before any parser
-#: sees them: pyarrow's JSON reader overflows its stack (SIGSEGV) on deep nesting.
+#: JSON records nested deeper than this (objects and arrays) are quarantined: pyarrow's JSON
+#: reader overflows its stack (SIGSEGV) on deep nesting, and slows down a lot before that
+#: (see ``_SHORT_LINE_BYTES``).
 MAX_NESTING_DEPTH = 64
 #: The compression-ratio guard applies once this much content has been decompressed.
 RATIO_GRACE_BYTES = 4 * 1024 * 1024
@@ -435,7 +437,9 @@ def read_small_objects(
     while stack:
         group = stack.pop()
         try:
-            table = parser.parse(b"\n".join(g[1] for g in group), sum(g[2] for g in group))
+            table = parser.parse(
+                b"\n".join(g[1] for g in group), sum(g[2] for g in group), fmt.max_nesting_depth
+            )
             pieces.append((group, table))
             continue
         except _RecordError:
@@ -487,8 +491,8 @@ def _clean_lines(data: bytes, fmt: FormatOptions) -> tuple[bytes, int] | None:
         _check_magic("", data[:16], None, fmt.format)
     except _Unreadable:
         return None
-    n = _fast_lines(data, fmt.max_record_bytes, fmt.max_nesting_depth)
-    return None if n is None else (data, n)
+    lines = _fast_lines(data, fmt.max_record_bytes, fmt.max_nesting_depth)
+    return None if lines is None else (data, lines[0])
 
 
 def _read_alone(
@@ -1092,21 +1096,22 @@ class _Splitter:
         if cut <= 0 or len(buf) - cut - 1 > self.max_bytes:
             return None
         block = buf[:cut]
-        if (
-            block[:1] in (b"\r", b"\n")
-            or block[-1:] == b"\n"  # a blank line right before the cut
-            or b"\n\n" in block
-            or b"\n\r" in block
-        ):
+        # one vectorised scan for the newlines (not a search per pattern): no line is blank
+        # or starts with "\r" -- the first, one after a newline, or one right before the cut
+        a = np.frombuffer(block, dtype=np.uint8)
+        if a[0] in (0x0A, 0x0D) or a[-1] == 0x0A:
+            return None
+        newlines = np.flatnonzero(a == 0x0A)
+        after = a[newlines + 1]
+        if bool(((after == 0x0A) | (after == 0x0D)).any()):
             return None
         if len(block) > self.max_bytes:
-            a = np.frombuffer(block, dtype=np.uint8)
-            bounds = np.concatenate(([-1], np.flatnonzero(a == 0x0A), [len(a)]))
+            bounds = np.concatenate(([-1], newlines, [len(a)]))
             if int(np.diff(bounds).max()) - 1 > self.max_bytes:
                 return None
         self.marked = False
         self.carry = buf[cut + 1 :]
-        return block, block.count(b"\n") + 1
+        return block, len(newlines) + 1
 
     def end(self) -> tuple[list[_Record], bytes]:
         """``cut`` at the end of the stream: the oversized record being skipped, or the
@@ -1258,40 +1263,76 @@ def _parse_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _fast_lines(block: bytes, max_record_bytes: int, max_depth: int) -> int | None:
-    """The number of records of ``block`` (complete JSON lines, no final newline) when the
+#: A JSON line of at most this many bytes nests at most this deep: pyarrow parses a block of
+#: such lines at any nesting (arrays 512 deep: < 0.1 s a 1.4 MiB block, also on a 256 KiB
+#: thread stack; a line of unclosed openers costs what it costs at the old 64-opener limit,
+#: ~1.4 s a block) and the parsed table's types then tell whether a line nests deeper than
+#: ``max_nesting_depth`` (``_type_depth``). Longer lines are screened before the parse
+#: (``_openers_within``): a record thousands deep takes pyarrow seconds or crashes it.
+_SHORT_LINE_BYTES = 1024
+#: ``bytes.translate`` arguments keeping only ``{``, ``[`` (both as ``{``) and newlines.
+_OPENERS_AS_BRACE = bytes.maketrans(b"[", b"{")
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b"{[\n")
+
+
+def _openers_within(data: bytes, limit: int) -> bool:
+    """Whether no line of ``data`` holds more than ``limit`` ``{``/``[`` (so none nests
+    deeper): one C-level pass keeps only those and the newlines, then one substring search
+    looks for ``limit + 1`` of them in a row."""
+    return b"{" * (limit + 1) not in data.translate(_OPENERS_AS_BRACE, _NOT_STRUCTURE)
+
+
+def _type_depth(t: pa.DataType) -> int:
+    """How deep a JSON value of type ``t`` nests (objects and arrays; a scalar is 0)."""
+    if pa.types.is_struct(t):
+        return 1 + max((_type_depth(f.type) for f in t), default=0)
+    if pa.types.is_map(t):
+        return 1 + max(_type_depth(t.key_type), _type_depth(t.item_type))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return 1 + _type_depth(t.value_type)
+    return 0
+
+
+def _fast_lines(block: bytes, max_record_bytes: int, max_depth: int) -> tuple[int, bool] | None:
+    """``(records, screened)`` for ``block`` (complete JSON lines, no final newline) when the
     fast path may parse it whole, else None: every line starts with ``{`` (so none is blank
-    or a non-object), none is longer than ``max_record_bytes``, and none holds more than
-    ``max_depth`` ``{``/``[`` (so none can nest deeper). Vectorised over the buffer (numpy
-    releases the GIL): no Python call per line."""
+    or a non-object), none is longer than ``max_record_bytes``, and either every line is at
+    most ``_SHORT_LINE_BYTES`` long (``screened`` False: the caller checks the parsed types,
+    ``_JsonParser.parse``'s ``max_depth``) or none holds more than ``max_depth`` ``{``/``[``
+    (``screened`` True: none can nest deeper). Vectorised over the buffer (numpy releases the
+    GIL): no Python call per line."""
     a = np.frombuffer(block, dtype=np.uint8)
     if not len(a) or a[0] != 0x7B or a[-1] == 0x0A or max_depth < 1:
         return None
     newlines = np.flatnonzero(a == 0x0A)
-    if len(newlines) and not bool((a[newlines + 1] == 0x7B).all()):
+    if len(newlines):
+        if not bool((a[newlines + 1] == 0x7B).all()):
+            return None
+        longest = max(
+            int(newlines[0]),
+            len(a) - 1 - int(newlines[-1]),
+            int(np.diff(newlines).max(initial=1)) - 1,
+        )
+    else:
+        longest = len(a)
+    if longest > max_record_bytes:
         return None
-    if len(a) > max_record_bytes:
-        bounds = np.concatenate(([-1], newlines, [len(a)]))
-        if int(np.diff(bounds).max()) - 1 > max_record_bytes:
-            return None
-    openers = np.flatnonzero((a | 0x20) == 0x7B)  # "{" or "[" (0x7B, 0x5B): no other byte
-    if len(openers) > max_depth:
-        # a line holds more than max_depth openers iff an opener and the max_depth-th after
-        # it lie on one line (no newline between them)
-        line = np.searchsorted(newlines, openers)
-        if bool((line[max_depth:] == line[:-max_depth]).any()):
-            return None
-    return len(newlines) + 1
+    if longest <= _SHORT_LINE_BYTES:
+        return len(newlines) + 1, False
+    if not _openers_within(block, max_depth):
+        return None
+    return len(newlines) + 1, True
 
 
 def _parse_fast(parser: _JsonParser, block: bytes, fmt: FormatOptions) -> pa.RecordBatch | None:
     """``block`` parsed whole (one ``read_json``, one coercion), or None: the block needs the
     per-record path (it has blank, non-object, oversized or deep lines, or failed to parse)."""
-    n = _fast_lines(block, fmt.max_record_bytes, fmt.max_nesting_depth)
-    if n is None:
+    lines = _fast_lines(block, fmt.max_record_bytes, fmt.max_nesting_depth)
+    if lines is None:
         return None
+    n, screened = lines
     try:
-        return _one_batch(parser.parse(block, n))
+        return _one_batch(parser.parse(block, n, None if screened else fmt.max_nesting_depth))
     except _RecordError:
         return None
 
@@ -1502,9 +1543,12 @@ class _JsonParser:
             raise _RecordError("a line is not a JSON object")
         return self.parse(data, len(records))
 
-    def parse(self, data: bytes, n: int) -> pa.Table:
+    def parse(self, data: bytes, n: int, max_depth: int | None = None) -> pa.Table:
         """``data``, ``n`` JSON lines that each start with ``{``, as a table of ``n`` rows
-        (validated); ``_RecordError`` if they do not parse as that."""
+        (validated); ``_RecordError`` if they do not parse as that. ``max_depth``: the lines
+        were not screened for nesting (``_guard_depth`` / ``_openers_within``), only kept short
+        enough for pyarrow (``_fast_lines``): ``_RecordError`` also when a line may nest deeper
+        (the parsed types nest deeper and a line holds more ``{``/``[``)."""
         _check_utf8(data)  # pyarrow's JSON reader does not validate UTF-8
         try:
             table = pa_json.read_json(
@@ -1516,6 +1560,12 @@ class _JsonParser:
             raise _RecordError(str(e)) from e
         if table.num_rows != n:
             raise _RecordError(f"{n} line(s) held {table.num_rows} JSON values")
+        if (
+            max_depth is not None
+            and 1 + max((_type_depth(f.type) for f in table.schema), default=0) > max_depth
+            and not _openers_within(data, max_depth)
+        ):
+            raise _RecordError(f"a line may nest deeper than max_nesting_depth ({max_depth})")
         if self.coercer is not None:
             return self.coercer.coerce(self._extras_as_text(table, data))
         return _finish_inferred(table)
@@ -1804,11 +1854,42 @@ class _Coercer:
         return pa.Table.from_arrays(columns, schema=self.out_schema)
 
 
+#: A text timestamp ending in ``Z`` that pyarrow parses is ``YYYY-MM-DD[ T]hh`` (14 bytes
+#: with the ``Z``, which ``_TZ_SUFFIX`` does not take as zoned) or longer forms with minutes
+#: (which it does).
+_ZONED_MIN_BYTES = 15
+
+
+def _cast_text(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray | None:
+    """``col`` (text, not to string/binary) cast in one step, when that gives exactly what
+    ``_from_text``'s trimming, empty-to-null and zone split give, else None. A value pyarrow
+    parses has no surrounding whitespace and is not empty. Timestamps: every value ends in
+    ``Z`` (uppercase; no whitespace can follow it) and is at least ``_ZONED_MIN_BYTES`` long,
+    so ``_TZ_SUFFIX`` takes each as zoned; or none ends in ``Z``, and a value pyarrow parses
+    as naive has no offset that ``_TZ_SUFFIX`` could match."""
+    try:
+        if not pa.types.is_timestamp(target):
+            return pc.cast(col, target)
+        zoned = pc.ends_with(col, "Z")
+        if pc.all(zoned).as_py() and (pc.min(pc.binary_length(col)).as_py() or 0) >= (
+            _ZONED_MIN_BYTES
+        ):
+            return pc.cast(pc.cast(col, pa.timestamp(target.unit, tz="UTC")), target)
+        if not pc.any(zoned).as_py():
+            return pc.cast(pc.cast(col, pa.timestamp(target.unit)), target)
+    except _ARROW_ERRORS:
+        pass
+    return None
+
+
 def _from_text(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
     if pa.types.is_string(target) or pa.types.is_large_string(target):
         return pc.cast(col, target)
     if pa.types.is_binary(target) or pa.types.is_large_binary(target):
         return pc.cast(col, target)
+    fast = _cast_text(col, target)
+    if fast is not None:
+        return fast
     text = pc.utf8_trim_whitespace(col)
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
     if pa.types.is_boolean(target):

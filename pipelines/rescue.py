@@ -183,11 +183,6 @@ def _array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
     return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
 
-#: Bytes a JSON string must escape: control characters, ``"`` and ``\\``.
-_MUST_ESCAPE = np.zeros(256, dtype=bool)
-_MUST_ESCAPE[:32] = True
-_MUST_ESCAPE[[ord('"'), ord("\\")]] = True
-
 #: One value's JSON text as pieces (literal text, or string arrays without nulls) whose
 #: element-wise concatenation is the text: rendered by ONE join kernel however deep it nests.
 Pieces = list[str | pa.Array]
@@ -266,7 +261,12 @@ def _needs_escape(text: pa.Array) -> bool:
     width = np.int64 if pa.types.is_large_string(text.type) else np.int32
     offsets = np.frombuffer(buffers[1], dtype=width)[text.offset : text.offset + len(text) + 1]
     data = np.frombuffer(buffers[2], dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
-    return bool(_MUST_ESCAPE[data].any())
+    # control characters, '"' and "\\": three SIMD comparisons (~4x cheaper than a lookup)
+    return bool(
+        np.count_nonzero(data < 0x20)
+        or np.count_nonzero(data == 0x22)
+        or np.count_nonzero(data == 0x5C)
+    )
 
 
 def _escaped(col: pa.Array) -> pa.Array:
@@ -318,7 +318,24 @@ def _valid_only(col: pa.Array, text: pa.Array) -> pa.Array:
 
 def _list_pieces(col: pa.Array) -> Pieces:
     """``[e1,e2,...]`` per list (meaningless where a list is null): its elements' text
-    (``null`` for null elements) joined column-wise, with the original list boundaries."""
+    (``null`` for null elements) joined column-wise, with the original list boundaries.
+    Lists of strings without nulls (the common case) are joined by one kernel over the lists
+    themselves (``","`` between escaped elements), quoted by the caller's join."""
+    if not col.null_count and pa.types.is_string(col.type.value_type):
+        flat = col.flatten()
+        if not flat.null_count:
+            lists = col
+            if _needs_escape(flat):  # the same lists over the escaped values
+                offsets = col.offsets
+                if offsets[0].as_py():
+                    offsets = pc.subtract(offsets, offsets[0])
+                lists = type(col).from_arrays(offsets, _escaped(flat))
+            joined = pc.binary_join(lists, '","')
+            lengths = pc.list_value_length(col)
+            quote: str | pa.Array = '"'
+            if pc.min(lengths).as_py() == 0:  # "[]", not '[""]'
+                quote = pc.if_else(pc.greater(lengths, 0), pa.scalar('"'), pa.scalar(""))
+            return ["[", quote, joined, quote, "]"]
     lengths = pc.fill_null(pc.list_value_length(col), 0).cast(pa.int64())
     offsets = pa.concat_arrays(
         [pa.array([0], pa.int64()), pc.cumulative_sum(lengths).cast(pa.int64())]
