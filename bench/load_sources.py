@@ -71,6 +71,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)  # landing -> commit, per object
     runs: int = 0
     failed_runs: int = 0
+    failure_reasons: Counter[str] = field(default_factory=Counter)  # first line, per failed run
     run_s: list[float] = field(default_factory=list)
     runs_window_s: float = 0.0
     overlap: int = 0
@@ -280,7 +281,21 @@ def run_stats(instance: Any, result: LoadResult) -> None:
 
     records = instance.get_run_records()
     ok = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
-    result.failed_runs = sum(r.dagster_run.status == dg.DagsterRunStatus.FAILURE for r in records)
+    failed = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+    result.failed_runs = len(failed)
+    for r in failed:  # why: the first step or run failure's message, first line
+        events = instance.all_logs(r.dagster_run.run_id)
+        why = next(
+            (
+                (e.dagster_event.event_specific_data.error.message or "").splitlines()[0]
+                for e in events
+                if e.dagster_event is not None
+                and e.dagster_event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")
+                and getattr(e.dagster_event.event_specific_data, "error", None) is not None
+            ),
+            "no error recorded",
+        )
+        result.failure_reasons[why[:200]] += 1
     timed = [r for r in ok if r.start_time is not None and r.end_time is not None]
     result.runs = len(ok)
     result.run_s = [r.end_time - r.start_time for r in timed]
@@ -495,6 +510,7 @@ def table(r: LoadResult) -> str:
         ["concurrent runs (QueuedRunCoordinator)", r.runs_limit],
         ["exactly once (verify ok + id multiset equal), tables", f"{ok}/{r.sources}"],
         ["batch runs succeeded / failed (retried)", f"{r.runs} / {r.failed_runs}"],
+        *([[f"failed runs: {why}", n] for why, n in r.failure_reasons.most_common()]),
         ["runs running at one instant, max", r.overlap],
         ["runs per minute", f"{r.runs_per_min:.1f}"],
         ["run p50 / p95 s (start -> end)", f"{pct(r.run_s, 0.5):.1f} / {pct(r.run_s, 0.95):.1f}"],
