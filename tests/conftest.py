@@ -82,24 +82,29 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
 
 #: Seconds the heaviest test files take in ``make test`` (2-core CI: the slowest tests of a
 #: ``--durations`` run, summed per file, estimated where a file's smaller tests were not
-#: listed; only the order matters). Under ``--dist loadfile`` a file runs
+#: listed, or a file's own run under load scaled by one of its tests; only the order
+#: matters). Under ``--dist loadfile`` a file runs
 #: whole on one worker, so these go first (longest first) and the many short files fill in
 #: behind them: a heavy file started last would leave the other worker idle for its length.
 #: A stale or missing entry only costs balance, never a test.
 HEAVY_FILES: dict[str, int] = {
-    "tests/e2e/test_docs_commands.py": 150,
-    "tests/sensors/test_platform_sensor.py": 65,
-    "tests/e2e/test_platform_e2e_daemon.py": 90,
-    "tests/e2e/test_postgres_daemon.py": 85,
-    "tests/pipelines/test_component.py": 75,
-    "tests/torture/test_slice.py": 70,
-    "tests/sensors/test_platform_sensor_runs.py": 65,
-    "tests/e2e/test_make_run.py": 55,
-    "tests/pipelines/test_bytes_accounting.py": 50,
-    "tests/resources/test_tables_concurrency.py": 50,
-    "tests/sensors/test_move_source.py": 43,
-    "tests/sensors/test_table_concurrency.py": 30,
-    "tests/pipelines/test_reader_fuzz.py": 25,
+    "tests/torture/test_slice.py": 195,
+    "tests/e2e/test_docs_commands.py": 110,
+    "tests/e2e/test_postgres_daemon.py": 100,
+    "tests/e2e/test_make_run.py": 80,
+    "tests/e2e/test_platform_e2e_daemon.py": 80,
+    "tests/pipelines/test_component.py": 70,
+    "tests/sensors/test_move_source.py": 55,
+    "tests/resources/test_tables_concurrency.py": 45,
+    "tests/pipelines/test_bytes_accounting.py": 37,
+    "tests/pipelines/test_platform_cli.py": 35,
+    "tests/resources/test_compaction.py": 35,
+    "tests/sensors/test_platform_sensor_runs.py": 35,
+    "tests/sensors/test_platform_sensor.py": 34,
+    "tests/sensors/test_table_concurrency.py": 25,
+    "tests/pipelines/test_hostile_input.py": 22,
+    "tests/pipelines/test_reader_fuzz.py": 19,
+    "tests/resources/test_compaction_memory.py": 16,
 }
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from lockgate.pipelines.verify import VerifyReport, verify_source
@@ -149,6 +150,29 @@ def run_lockgate(
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
+
+
+def lockgate_in_process(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    config: Path | str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``lockgate --config config *args`` in this process: the ``main`` the console script
+    calls, with ``env`` set only for the call, answered as ``run_lockgate`` answers (exit code,
+    stdout, stderr). For tests about a command's behaviour, not about the console script: it
+    saves the process start and imports (~2-3 CPU s a command)."""
+    from lockgate.pipelines.cli import main
+
+    argv = ["--config", str(config), *args]
+    with monkeypatch.context() as mp:
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        capsys.readouterr()
+        code = main(argv)
+        out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["lockgate", *argv], code, out, err)
 
 
 def dagster_instance(folder: Path) -> tuple[Path, Path]:

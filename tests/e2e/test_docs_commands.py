@@ -92,15 +92,18 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         PATH=f"{bin_dir}:{environ.get('PATH', '')}",
         CWD=str(root),
     )
-    ingest = subprocess.run(
-        ["lockgate", "ingest"], cwd=root, env=environ, capture_output=True, text=True
-    )
-    assert ingest.returncode == 0, ingest.stderr
-    verified = subprocess.run(
-        ["lockgate", "verify", "--json"], cwd=root, env=environ, capture_output=True, text=True
-    )
-    assert verified.returncode == 0, verified.stderr
-    assert json.loads(verified.stdout)[0]["rows"] == 5 * len(DAYS)  # the docs act on real rows
+    # the demo's own ingest and check, in this process (the docs' commands below run the
+    # console script): `lockgate ingest`, then `lockgate verify --json`
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        for key in ("LOCKGATE_CONFIG", "DAGSTER_HOME"):
+            mp.setenv(key, environ[key])
+        mp.chdir(root)
+        assert cli_main(["ingest"]) == 0
+        out.truncate(0)
+        out.seek(0)
+        assert cli_main(["verify", "--json"]) == 0
+    assert json.loads(out.getvalue())[0]["rows"] == 5 * len(DAYS)  # the docs act on real rows
     return environ
 
 

@@ -1,8 +1,9 @@
 """End to end on Dagster's production stack: the real ``dagster-daemon`` on PostgreSQL storage
 (a real server, ``tests/postgres_server.py``) with the ``QueuedRunCoordinator`` launching
-several runs at once (``dagster.table_concurrency: 2``: two per table), for three S3 sources on
-moto over HTTP. Every landed record is in its table exactly once, ``verify`` is ok, runs
-really overlapped in time, and each table's pool admits two runs.
+several runs at once (``dagster.table_concurrency: 2``: two per table), for two S3 sources on
+moto over HTTP (a third source only added two run processes). Every landed record is in its
+table exactly once, ``verify`` is ok, runs really overlapped in time, and each table's pool
+admits two runs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ __all__ = ["postgres_server", "postgres_url"]  # fixtures
 pytestmark = pytest.mark.s3
 
 URL_ENV = "LOCKGATE_TEST_DAGSTER_PG_URL"
-SOURCES = ("events", "orders", "clicks")
+SOURCES = ("events", "orders")
 # Idle 2-core machine: about two minutes; a loaded one (8 test suites at once) can take 8.
 TIMEOUT_S = 720.0
 SERVER_START_S = 300.0
@@ -89,27 +90,21 @@ def code_server(port: int, env: dict[str, str], log: Path) -> Iterator[None]:
         deadline = time.monotonic() + SERVER_START_S
         while True:
             assert proc.poll() is None, f"code server exited:\n{_tail(log)}"
-            check = subprocess.run(
-                [
-                    str(VENV_BIN / "dagster"),
-                    "api",
-                    "grpc-health-check",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                capture_output=True,
-                check=False,
-                timeout=120,
-            )
-            if check.returncode == 0:
+            if _serving(port):
                 break
             assert time.monotonic() < deadline, f"code server not up:\n{_tail(log)}"
             time.sleep(2)
         yield
     finally:
         _stop_group(proc)
+
+
+def _serving(port: int) -> bool:
+    """What ``dagster api grpc-health-check`` asks, from this process (a CLI process per
+    poll paid ~1-2 CPU s of imports while the code server was still starting)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    return bool(DagsterGrpcClient(port=port, host="127.0.0.1").health_check_query() == "SERVING")
 
 
 def max_overlap(records: list[dg.RunRecord]) -> int:
@@ -192,8 +187,8 @@ def test_daemon_on_postgres_runs_concurrently_exactly_once(
         records = instance.get_run_records(
             filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS])
         )
-        # 3 sources x (1 batch of day 01 + 1 of day 02): max_files_per_batch 2
-        assert len(records) >= 6
+        # 2 sources x (1 batch of day 01 + 1 of day 02): max_files_per_batch 2
+        assert len(records) >= 4
         assert max_overlap(list(records)) >= 2, "the queued coordinator never ran two at once"
         limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
         assert {f"lockgate/lake.{n}": 2 for n in SOURCES}.items() <= limits.items()

@@ -10,11 +10,14 @@ commit record edited to agree, which plain ``verify`` cannot see).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
 import os
+import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +38,7 @@ from lockgate.resources.stores import open_store
 from tests.conftest import create_bucket
 from tests.platform_helpers import (
     Lander,
+    lockgate_in_process,
     run_lockgate,
     s3_config,
     s3_env,
@@ -51,6 +55,16 @@ FAST_RETRIES = {
     "LOCKGATE_RETRY_BASE_DELAY": "0.01",
     "LOCKGATE_RETRY_MAX_DELAY": "0.05",
 }
+
+
+Cli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """``lockgate --config PATH ...`` in this process (``lockgate_in_process``): these tests
+    are about what the commands find, not about the console script (run once, below)."""
+    return functools.partial(lockgate_in_process, capsys, monkeypatch)
 
 
 def _s3_setup(tmp_path: Path, moto_server: str, proxy: FaultProxy) -> tuple[Path, Lander]:
@@ -76,14 +90,14 @@ def _nothing_committed(path: Path) -> None:
 
 
 @pytest.mark.s3
-def test_lying_endpoint_never_commits_short(tmp_path: Path, moto_server: str) -> None:
+def test_lying_endpoint_never_commits_short(tmp_path: Path, moto_server: str, cli: Cli) -> None:
     with FaultProxy(moto_server) as proxy:
         path, lander = _s3_setup(tmp_path, moto_server, proxy)
         env = {**s3_env(proxy.url), **FAST_RETRIES}
 
         # HEAD says 0 bytes and every GET body is cut in half, status 200
         proxy.lie(Lie(key_prefix="landing/", head_length=0, get_fraction=0.5))
-        lying = run_lockgate(path, "ingest", env=env)
+        lying = run_lockgate(path, "ingest", env=env)  # the console script, once
         assert lying.returncode != 0, lying.stdout
         assert "stream ended early" in lying.stderr
         assert proxy.lies["head"] > 0 and proxy.lies["get"] > 0
@@ -93,13 +107,13 @@ def test_lying_endpoint_never_commits_short(tmp_path: Path, moto_server: str) ->
         # HEAD alone lies: the read trusts the claim's size (from the listing), not HEAD
         proxy.lie(Lie(key_prefix="landing/", head_length=0))
         heads = proxy.lies["head"]
-        half = run_lockgate(path, "ingest", env=env)
+        half = cli(path, "ingest", env=env)
         assert half.returncode == 0, half.stderr
         assert proxy.lies["head"] > heads
         proxy.honest()
 
         lander.land(f"{DAY}/part-3.jsonl", n=50)
-        honest = run_lockgate(path, "ingest", env=env)
+        honest = cli(path, "ingest", env=env)
         assert honest.returncode == 0, honest.stderr
         rt = Runtime.from_config(str(path))
         assert table_ids(rt, "events") == lander.landed  # every record exactly once
@@ -109,19 +123,19 @@ def test_lying_endpoint_never_commits_short(tmp_path: Path, moto_server: str) ->
         for b in range(report.committed_batches):
             rec = rt.ledger(rt.source("events")).commit_record(b)
             assert rec is not None and rec.bytes_read
-        ver = run_lockgate(path, "verify", "--deep", env=env)
+        ver = cli(path, "verify", "--deep", env=env)
         assert ver.returncode == 0, ver.stdout + ver.stderr
         assert "deep OK: 4 of 4 objects re-read, 200 records" in ver.stdout
 
 
 @pytest.mark.s3
-def test_lying_listing_fails_loudly(tmp_path: Path, moto_server: str) -> None:
+def test_lying_listing_fails_loudly(tmp_path: Path, moto_server: str, cli: Cli) -> None:
     """A listing that says 0 bytes: the claim holds 0, the read finds more and the batch
     fails (it stays pending: its claim can never be read as it says)."""
     with FaultProxy(moto_server) as proxy:
         path, _lander = _s3_setup(tmp_path, moto_server, proxy)
         proxy.lie(Lie(key_prefix="landing/", head_length=None, list_size=0))
-        out = run_lockgate(path, "ingest", env={**s3_env(proxy.url), **FAST_RETRIES})
+        out = cli(path, "ingest", env={**s3_env(proxy.url), **FAST_RETRIES})
         assert out.returncode != 0, out.stdout
         assert "the claim says 0" in out.stderr
         assert proxy.lies["list"] > 0
@@ -155,14 +169,14 @@ def _edit_commit_record(rt: Runtime, batch_id: int, edit: Any) -> None:
     store.put(name, json.dumps(doc).encode())
 
 
-def test_verify_fails_on_commit_record_bytes_mismatch(tmp_path: Path) -> None:
+def test_verify_fails_on_commit_record_bytes_mismatch(tmp_path: Path, cli: Cli) -> None:
     path, rt, _lander = _local(tmp_path)
     ledger = rt.ledger(rt.source("events"))
     claim = ledger.get_claim(0)
     rec = ledger.commit_record(0)
     assert rec is not None
     assert rec.bytes_read == {o.key: o.size for o in claim.objects}
-    ok = run_lockgate(path, "verify")
+    ok = cli(path, "verify")
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
     victim = claim.objects[0]
@@ -171,7 +185,7 @@ def test_verify_fails_on_commit_record_bytes_mismatch(tmp_path: Path) -> None:
         doc["bytes_read"][victim.key] = victim.size - 7
 
     _edit_commit_record(rt, 0, shrink)
-    bad = run_lockgate(path, "verify")
+    bad = cli(path, "verify")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert (
         f"batch 0 object {victim.key!r}: consumed {victim.size - 7} bytes but the claim says "
@@ -183,13 +197,13 @@ def test_verify_fails_on_commit_record_bytes_mismatch(tmp_path: Path) -> None:
 
     _edit_commit_record(rt, 0, legacy)
     assert ledger.commit_record(0) is not None
-    again = run_lockgate(path, "verify")
+    again = cli(path, "verify")
     assert again.returncode == 0, again.stdout + again.stderr
 
 
-def test_verify_deep_catches_deleted_data_file(tmp_path: Path) -> None:
+def test_verify_deep_catches_deleted_data_file(tmp_path: Path, cli: Cli) -> None:
     path, rt, _lander = _local(tmp_path)
-    ok = run_lockgate(path, "verify", "--deep", "--json")
+    ok = cli(path, "verify", "--deep", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     (report,) = json.loads(ok.stdout)
     assert report["ok"] and report["checked"] == 3 and report["records"] == 12
@@ -205,7 +219,7 @@ def test_verify_deep_catches_deleted_data_file(tmp_path: Path) -> None:
     )
     os.unlink(victim.removeprefix("file://"))
 
-    bad = run_lockgate(path, "verify", "--deep", "--from", DAY, "--to", DAY)
+    bad = cli(path, "verify", "--deep", "--from", DAY, "--to", DAY)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"data file {victim} cannot be read" in bad.stdout
     for key in keys_in_victim:
@@ -222,7 +236,7 @@ def _batch_of(rt: Runtime, data_file: str) -> int:
     return int(batch_id)
 
 
-def test_verify_deep_catches_short_read(tmp_path: Path) -> None:
+def test_verify_deep_catches_short_read(tmp_path: Path, cli: Cli) -> None:
     """What a short read leaves behind: fewer rows, and a commit record that agrees with
     them. Plain ``verify`` checks the table against that record and passes; ``--deep``
     recounts the object and names it."""
@@ -240,7 +254,7 @@ def test_verify_deep_catches_short_read(tmp_path: Path) -> None:
     _edit_commit_record(rt, 0, agree)
     assert verify(rt, "events").ok  # the short read is invisible to the plain audit
 
-    bad = run_lockgate(path, "verify", "--deep")
+    bad = cli(path, "verify", "--deep")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"batch 0 object {victim!r}" in bad.stdout
     assert "6 records in the object but 2 rows + 0 quarantined" in bad.stdout

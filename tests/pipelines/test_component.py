@@ -90,25 +90,55 @@ def _dg(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(not DG.exists(), reason="dg not installed")
-def test_component_from_defs_yaml_yields_lockgate_definitions(tmp_path: Path) -> None:
-    project = _project(tmp_path / "userproj")
+def _team(project: Path, folder: str, attributes: str) -> None:
+    """One more Lockgate component, ``defs/<folder>``, with its own ``lockgate.yaml``."""
+    team = project / "src/userproj/defs" / folder
+    team.mkdir(parents=True)
+    (team / "defs.yaml").write_text(
+        f"type: lockgate.LockgateComponent\nattributes:\n{attributes}  config: lockgate.yaml\n"
+    )
+    (team / "lockgate.yaml").write_text(LOCKGATE_YAML.replace("lake.orders", f"{folder}.orders"))
+
+
+@pytest.fixture(scope="module")
+def teams(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The inline component's project plus two named components (``team_a``, ``team_b``, each
+    with its own ``lockgate.yaml``; every name they define carries ``team_``), and its
+    ``dg list defs --json``: one ``dg`` process for the two tests that read it."""
+    project = _project(tmp_path_factory.mktemp("teams") / "userproj")
+    _team(project, "team_a", "  name: team_a\n")
+    _team(project, "team_b", "  name: team_b\n")
     listed = _dg(project, "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]
     defs: dict[str, Any] = json.loads(listed.stdout)
-    assets = {a["asset_key"]: a for a in defs["assets"]}
+    return project, defs
+
+
+def _inline(names: set[str]) -> set[str]:
+    """The names the inline component defines (not the teams')."""
+    return {n for n in names if "team_" not in n}
+
+
+@pytest.mark.skipif(not DG.exists(), reason="dg not installed")
+def test_component_from_defs_yaml_yields_lockgate_definitions(
+    teams: tuple[Path, dict[str, Any]],
+) -> None:
+    """The inline component's definitions, read from the listing of ``teams`` (which
+    test_two_components_in_one_project_do_not_collide checks whole)."""
+    project, defs = teams
+    assets = {a["asset_key"]: a for a in defs["assets"] if "team_" not in a["asset_key"]}
     assert set(assets) == {"lake/events", "landing/events"}
     assert assets["lake/events"]["dependency_keys"] == ["landing/events"]
     assert assets["lake/events"]["is_executable"] and not assets["landing/events"]["is_executable"]
-    checks = {c["key"] for c in defs["asset_checks"]}
+    checks = _inline({c["key"] for c in defs["asset_checks"]})
     assert checks == {
         f"lake/events:{c}" for c in ("exactly_once", "ledger_lag", "stuck_batches", "deep_verify")
     }
-    sensors = {s["name"] for s in defs["sensors"]}
+    sensors = _inline({s["name"] for s in defs["sensors"]})
     assert sensors == {"events_sensor"}
     jobs = {j["name"] for j in defs["jobs"]}
     assert "events_batches" in jobs
-    schedules = {s["name"] for s in defs["schedules"]}
+    schedules = _inline({s["name"] for s in defs["schedules"]})
     assert schedules == {
         "events_exactly_once_schedule",
         "events_compaction_schedule",
@@ -116,8 +146,7 @@ def test_component_from_defs_yaml_yields_lockgate_definitions(tmp_path: Path) ->
     }
     # relative paths resolve against the component's folder
     assert str(project / "landing" / "events") in assets["landing/events"]["description"]
-    # `dg check defs` of this very component: test_two_components_in_one_project_do_not_collide
-    # (its project is this one plus two named components; one dg process fewer here)
+    # `dg check defs` of this very project: test_two_components_in_one_project_do_not_collide
 
 
 @pytest.mark.skipif(not DG.exists(), reason="dg not installed")
@@ -157,26 +186,11 @@ def test_repository_is_a_dg_project() -> None:
     assert {"raw/events", "raw/orders", "landing/events", "landing/orders"} <= keys
 
 
-def _team(project: Path, folder: str, attributes: str) -> None:
-    """One more Lockgate component, ``defs/<folder>``, with its own ``lockgate.yaml``."""
-    team = project / "src/userproj/defs" / folder
-    team.mkdir(parents=True)
-    (team / "defs.yaml").write_text(
-        f"type: lockgate.LockgateComponent\nattributes:\n{attributes}  config: lockgate.yaml\n"
-    )
-    (team / "lockgate.yaml").write_text(LOCKGATE_YAML.replace("lake.orders", f"{folder}.orders"))
-
-
 @pytest.mark.skipif(not DG.exists(), reason="dg not installed")
-def test_two_components_in_one_project_do_not_collide(tmp_path: Path) -> None:
+def test_two_components_in_one_project_do_not_collide(teams: tuple[Path, dict[str, Any]]) -> None:
     """Two named components (two config folders, the same source name ``orders``) next to
     an unnamed one: each set of definitions under its own names; ``dg check defs`` passes."""
-    project = _project(tmp_path / "userproj")
-    _team(project, "team_a", "  name: team_a\n")
-    _team(project, "team_b", "  name: team_b\n")
-    listed = _dg(project, "list", "defs", "--json")
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    defs: dict[str, Any] = json.loads(listed.stdout)
+    project, defs = teams
     assert {a["asset_key"] for a in defs["assets"]} == {
         "lake/events",
         "landing/events",

@@ -5,6 +5,7 @@ compaction makes it re-plan; sort order written and recorded."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -313,8 +314,15 @@ def test_a_plan_pyiceberg_refuses_is_planned_again_not_a_crash(tables: TableStor
 
 
 def test_a_plan_refused_on_every_attempt_is_a_commit_conflict(tables: TableStore) -> None:
-    update = _RefusedOnce(tables, refusals=10**6)
+    # 4 attempts without backoff sleeps: the default 50 attempts slept ~20 s of jitter to show
+    # the same thing (each attempt plans again; after the last one, a CommitConflict)
+    quick = TableStore(
+        tables.catalog,
+        replace(tables.settings, commit_attempts=4, retry_base_s=0.0, retry_max_s=0.0),
+    )
+    update = _RefusedOnce(quick, refusals=10**6)
     with pytest.raises(CommitConflict) as e:
-        tables.commit_update("ns.t", update)
+        quick.commit_update("ns.t", update)
+    assert "lost 4 races" in str(e.value) and update.plans == 4
     assert "Missing required files" in str(e.value.__cause__)
     assert content(tables) == []

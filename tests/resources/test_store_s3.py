@@ -469,3 +469,18 @@ def test_crash_points_fire_on_pipeline_writes_not_on_the_probe(
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert "not reached" not in result.stdout
     assert s3_store.get("crash/claim.json") == b"landed"
+
+
+def test_stores_have_their_own_sessions_and_share_the_parsed_service_models(
+    moto_server: str, bucket: str
+) -> None:
+    """Each store's filesystem gets its own aiobotocore session (credentials, config); the
+    botocore data loader, which parses the service models, is one per process."""
+    a = _store(moto_server, bucket)
+    b = S3Store(f"s3://{bucket}/other", S3Options(endpoint_url=moto_server, region="us-east-1"))
+    a.put("k", b"from a")
+    b.put("k", b"from b")
+    assert (a.get("k"), b.get("k")) == (b"from a", b"from b")
+    sa, sb = a._conn.fs().session, b._conn.fs().session
+    assert sa is not None and sb is not None and sa is not sb
+    assert sa.get_component("data_loader") is sb.get_component("data_loader")
