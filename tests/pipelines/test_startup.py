@@ -31,6 +31,22 @@ print("RESULT", json.dumps({"rc": rc, "pandas_at_ingest": loaded, "frame_rows": 
 """
 
 
+def run_code(code: str, config: Path) -> tuple[Any, str]:
+    """``code`` run in a fresh interpreter with ``config`` as its argument: the JSON of its
+    ``RESULT`` line, and its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(result[len("RESULT ") :]), proc.stdout
+
+
 def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     landing.mkdir()
@@ -40,17 +56,8 @@ def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
         warehouse=str(tmp_path / "wh"),
         sources={"events": source_spec("events", str(landing))},
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", CODE, str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
-    assert json.loads(result[len("RESULT ") :]) == {
+    result, stdout = run_code(CODE, config)
+    assert result == {
         "rc": 0,
         "pandas_at_ingest": False,
         "frame_rows": 2,
@@ -58,7 +65,7 @@ def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
         "filter": "EqualTo(term=Reference(name='_batch_id'), literal=LongLiteral(3))",
         "yaml": {"a": "1"},
     }
-    assert "idle after 1 batches, 2 rows, 0 quarantined" in proc.stdout, proc.stdout
+    assert "idle after 1 batches, 2 rows, 0 quarantined" in stdout, stdout
 
 
 IDLE = """
@@ -85,18 +92,9 @@ def test_idle_ingest_imports_no_table_code(tmp_path: Path) -> None:
         sources={"events": source_spec("events", str(landing))},
     )
     assert main(["--config", str(config), "ingest"]) == 0  # the table exists, batch 0 committed
-    proc = subprocess.run(
-        [sys.executable, "-c", IDLE, str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
-    assert json.loads(result[len("RESULT ") :]) == {"rc": 0, "heavy": []}
-    assert "events: idle after 0 batches, 0 rows" in proc.stdout, proc.stdout
+    result, stdout = run_code(IDLE, config)
+    assert result == {"rc": 0, "heavy": []}
+    assert "events: idle after 0 batches, 0 rows" in stdout, stdout
 
 
 def test_batch_loads_its_table_metadata_four_times(

@@ -38,12 +38,19 @@ def extension_path(name: str) -> str:
     return str(path / f"{name}.duckdb_extension")
 
 
-def duck() -> duckdb.DuckDBPyConnection:
+def duck(moto_endpoint: str | None = None) -> duckdb.DuckDBPyConnection:
+    """DuckDB with the pip-shipped iceberg/avro/httpfs extensions; ``moto_endpoint`` (the moto
+    server's URL): S3 paths are read from it."""
     con = duckdb.connect(
         config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
     )
     for name in ("httpfs", "avro", "iceberg"):
         con.execute(f"LOAD '{extension_path(name)}'")
+    if moto_endpoint is not None:
+        con.execute(
+            "CREATE SECRET moto (TYPE S3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
+            f"ENDPOINT '{urlsplit(moto_endpoint).netloc}', URL_STYLE 'path', USE_SSL false)"
+        )
     return con
 
 
@@ -92,13 +99,7 @@ def test_duckdb_and_static_table_read_the_same_rows(
     expected = sort_rows(ts.load("ns.t").scan().to_arrow())
     assert len(expected) == sum(30 + b for b in range(8)) + 5
 
-    con = duck()
-    if is_s3:
-        endpoint = urlsplit(request.getfixturevalue("moto_server")).netloc
-        con.execute(
-            "CREATE SECRET moto (TYPE S3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
-            f"ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)"
-        )
+    con = duck(request.getfixturevalue("moto_server") if is_s3 else None)
     location = catalog.table_location("ns.t")
     got = con.execute(f"SELECT * FROM iceberg_scan('{location}')").fetch_arrow_table()
     assert sort_rows(got) == expected

@@ -265,15 +265,7 @@ def test_staged_files_read_back_everywhere(
     expected = pa.Table.from_batches(batches).sort_by("id")
     scanned = ts.load("ns.t").scan().to_arrow().sort_by("id")
     assert scanned.cast(expected.schema).equals(expected)
-    con = duck()
-    if is_s3:
-        from urllib.parse import urlsplit
-
-        endpoint = urlsplit(request.getfixturevalue("moto_server")).netloc
-        con.execute(
-            "CREATE SECRET moto (TYPE S3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
-            f"ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)"
-        )
+    con = duck(request.getfixturevalue("moto_server") if is_s3 else None)
     location = catalog.table_location("ns.t")
     got = con.execute(f"SELECT * FROM iceberg_scan('{location}') ORDER BY id").fetch_arrow_table()
     assert got.select(expected.column_names).cast(expected.schema).equals(expected)
