@@ -60,9 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Bar:
-    """A minimal progress bar on stderr (tqdm when available)."""
+    """A minimal progress bar on ``stream`` (default: ``sys.stderr`` as it is when the bar is
+    made, not when this module was imported; tqdm when available)."""
 
-    def __init__(self, label: str, enabled: bool, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, label: str, enabled: bool, stream: TextIO | None = None) -> None:
+        stream = stream if stream is not None else sys.stderr
         self.label = label
         self.enabled = enabled and stream.isatty()
         self.stream = stream

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -144,3 +145,22 @@ def test_vacuum_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert rc == 0 and not any(os.path.exists(p) for p in garbage)
     assert cli_main(["vacuum", "--warehouse", wh, "--older-than", "three days"]) == 2
+
+
+def test_vacuum_progress_bar_uses_stderr_as_it_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar's stream is the ``sys.stderr`` of the call, not of the module's import (a CLI
+    called in-process after a capture closed the earlier stream failed with 'I/O operation on
+    closed file')."""
+    import io
+
+    from lockgate.pipelines.commands import vacuum
+
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    with pytest.raises(ValueError, match="closed file"):
+        vacuum._Bar("vacuum t", enabled=True)
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+    bar = vacuum._Bar("vacuum t", enabled=True)
+    assert bar.stream is now and not bar.enabled  # not a terminal: no bar drawn
