@@ -348,6 +348,27 @@ class SummaryRow:
         ]
 
 
+def report_rows(
+    rows: Sequence[SummaryRow],
+    title: str,
+    module: str,
+    argv: Sequence[str] | None,
+    note: str,
+    load_before: str,
+    append: bool,
+) -> int:
+    """Print ``rows`` as a summary-style table and, with ``append``, write it as the section
+    ``title`` of BENCHMARKS.md; 0 when every check is ok, else 1."""
+    out = markdown_table(
+        ["check", "data", "Lockgate", "reference", "measured", "goal", "result", "peak RSS MiB"],
+        [r.cells() for r in rows],
+    )
+    print(out)
+    if append:
+        append_section(title, command_line(module, argv), out, [note], load_before)
+    return 0 if all(r.ok for r in rows) else 1
+
+
 def fmt_s(x: float) -> str:
     return f"{x:.2f}"
 

@@ -31,11 +31,9 @@ from typing import Any
 
 from bench.common import (
     SummaryRow,
-    append_section,
-    command_line,
     load_average,
     lockgate_ingest,
-    markdown_table,
+    report_rows,
     write_config,
 )
 from bench.generate import DECLARED, Datasets, ensure
@@ -296,20 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     before = load_average()
     ds = ensure(args.scale, ("d3",))
     found = rows(measure(ds))
-    out = markdown_table(
-        ["check", "data", "Lockgate", "reference", "measured", "goal", "result", "peak RSS MiB"],
-        [r.cells() for r in found],
+    return report_rows(
+        found,
+        "Small objects on S3: one batch over moto (issue 13)",
+        "bench.s3_small",
+        argv,
+        f"Scale {args.scale:g}, 1 round; moto ThreadedMotoServer on 127.0.0.1.",
+        before,
+        append=not args.no_append,
     )
-    print(out)
-    if not args.no_append:
-        append_section(
-            "Small objects on S3: one batch over moto (issue 13)",
-            command_line("bench.s3_small", argv),
-            out,
-            [f"Scale {args.scale:g}, 1 round; moto ThreadedMotoServer on 127.0.0.1."],
-            before,
-        )
-    return 0 if all(r.ok for r in found) else 1
 
 
 if __name__ == "__main__":

@@ -23,12 +23,10 @@ from pathlib import Path
 
 from bench.common import (
     SummaryRow,
-    append_section,
-    command_line,
     load_average,
     lockgate_ingest,
-    markdown_table,
     median,
+    report_rows,
     write_config,
 )
 from bench.generate import DAY, DECLARED, Datasets, ensure
@@ -181,20 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     ds = ensure(args.scale, ("d1",))
     res = measure(ds, rounds=args.rounds)
     found = rows(res)
-    out = markdown_table(
-        ["check", "data", "Lockgate", "reference", "measured", "goal", "result", "peak RSS MiB"],
-        [r.cells() for r in found],
+    return report_rows(
+        found,
+        "Cost per byte: 10x D1 vs D1 (issue 13)",
+        "bench.scale",
+        argv,
+        f"Scale {args.scale:g}, {args.rounds} round(s) each, alternating; medians.",
+        before,
+        append=not args.no_append,
     )
-    print(out)
-    if not args.no_append:
-        append_section(
-            "Cost per byte: 10x D1 vs D1 (issue 13)",
-            command_line("bench.scale", argv),
-            out,
-            [f"Scale {args.scale:g}, {args.rounds} round(s) each, alternating; medians."],
-            before,
-        )
-    return 0 if all(r.ok for r in found) else 1
 
 
 if __name__ == "__main__":
