@@ -47,15 +47,20 @@ def run_code(code: str, config: Path) -> tuple[Any, str]:
     return json.loads(result[len("RESULT ") :]), proc.stdout
 
 
-def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
+def events_config(tmp_path: Path, body: bytes) -> Path:
+    """A config with one source ``events`` over a landing holding one object, ``body``."""
     landing = tmp_path / "landing"
     landing.mkdir()
-    (landing / "events-2026-03-01.jsonl").write_bytes(b'{"id": 1, "v": "a"}\n{"id": 2}\n')
-    config = write_config(
+    (landing / "events-2026-03-01.jsonl").write_bytes(body)
+    return write_config(
         tmp_path / "lockgate.yaml",
         warehouse=str(tmp_path / "wh"),
         sources={"events": source_spec("events", str(landing))},
     )
+
+
+def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
+    config = events_config(tmp_path, b'{"id": 1, "v": "a"}\n{"id": 2}\n')
     result, stdout = run_code(CODE, config)
     assert result == {
         "rc": 0,
@@ -83,14 +88,7 @@ def test_idle_ingest_imports_no_table_code(tmp_path: Path) -> None:
     the table store and the batch path (pyiceberg, ~0.6 s CPU of imports) are not loaded."""
     from lockgate.pipelines.cli import main
 
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    (landing / "events-2026-03-01.jsonl").write_bytes(b'{"id": 1, "v": "a"}\n')
-    config = write_config(
-        tmp_path / "lockgate.yaml",
-        warehouse=str(tmp_path / "wh"),
-        sources={"events": source_spec("events", str(landing))},
-    )
+    config = events_config(tmp_path, b'{"id": 1, "v": "a"}\n')
     assert main(["--config", str(config), "ingest"]) == 0  # the table exists, batch 0 committed
     result, stdout = run_code(IDLE, config)
     assert result == {"rc": 0, "heavy": []}
