@@ -106,12 +106,18 @@ def test_two_concurrent_runs_of_one_table_commit_exactly_once(
 
     env = {**MOTO_ENV, "AWS_ENDPOINT_URL": moto_server}
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as workers:
+    workers = ctx.Pool(2)
+    try:
         # the two workers take alternate batches: their commits to one table interleave
         results = [
             workers.apply_async(_run_batches, (cfg.path, "pair", ids[w::2], env)) for w in (0, 1)
         ]
         attempts = [a for r in results for a in r.get(timeout=300)]
+    finally:
+        # close + join, not the context manager's terminate: a clean-clone run hung for good
+        # in Pool.terminate joining a worker that had not died of its SIGTERM
+        workers.close()
+        workers.join()
     assert len(attempts) == 6 and all(a >= 1 for a in attempts)  # each batch committed once
 
     report = verify(h.rt, "pair")
