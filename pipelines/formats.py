@@ -126,6 +126,7 @@ from lockgate.resources.store import (
     ObjectChanged,
     ObjectStore,
     SizeMismatch,
+    read_into,
     validate_key,
 )
 
@@ -825,9 +826,12 @@ class _TaggedReader(io.RawIOBase):
             view[:n] = self.head[:n]
             self.head = self.head[n:]
             return n
-        data = self._read(len(view))
-        view[: len(data)] = data
-        return len(data)
+        try:
+            n = read_into(self.raw, view)
+        except Exception as e:
+            raise _RawReadError(e) from e
+        self.count += n
+        return n
 
 
 def _check_magic(key: str, head: bytes, compression: str | None, fmt: str) -> None:

@@ -253,6 +253,18 @@ class _PinnedFile(io.RawIOBase):
         super().close()
 
 
+def read_into(stream: BinaryIO, view: memoryview) -> int:
+    """``stream.readinto(view)`` (no intermediate copy) where the stream has it, else a
+    ``read`` copied into ``view``; the byte count (0 at the end)."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        n = readinto(view)
+        return 0 if n is None else int(n)
+    data = stream.read(len(view))
+    view[: len(data)] = data
+    return len(data)
+
+
 class SizedReader(io.RawIOBase):
     """``raw``, counted: raises ``SizeMismatch`` as soon as more than ``size`` bytes come, or
     when the stream ends before ``size`` bytes. ``consumed`` is the count so far."""
@@ -269,14 +281,12 @@ class SizedReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = self.raw.read(len(view))
-        n = len(data)
+        n = read_into(self.raw, view)
         if n == 0 and self.consumed < self.size and len(view):
             raise SizeMismatch(self.key, self.consumed, self.size, "the stream ended early")
         self.consumed += n
         if self.consumed > self.size:
             raise SizeMismatch(self.key, self.consumed, self.size, "more bytes than claimed")
-        view[:n] = data
         return n
 
     def close(self) -> None:
