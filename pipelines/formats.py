@@ -133,7 +133,7 @@ from lockgate.resources.store import (
 SOURCE_ROW = "_source_row"
 #: Bytes of a bad record kept in its ``QuarantineRecord.raw``.
 MAX_RAW_CHARS = 64 * 1024
-DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
+DEFAULT_BLOCK_BYTES = 16 * 1024 * 1024
 DEFAULT_PARQUET_BATCH_ROWS = 65536
 #: Records parsed (and yielded) per pass over a block: bounds a chunk's quarantine entries.
 MAX_BLOCK_RECORDS = 65536
