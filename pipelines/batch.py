@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from pyiceberg.exceptions import NoSuchTableError
 
+from lockgate.pipelines.prefetch import Prefetch
 from lockgate.pipelines.stage import ensure_main_table, stage_claims
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
@@ -206,11 +207,28 @@ def _from_record(
     )
 
 
-def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Claim) -> BatchOutcome:
+def execute_batch(
+    rt: Runtime,
+    source: SourceConfig,
+    ledger: Ledger,
+    claim: Claim,
+    prefetch: Prefetch | None = None,
+) -> BatchOutcome:
     """Bring one claimed batch to committed (idempotent; safe to run concurrently). A batch
     already committed is reported as it is; an uncommitted one claimed under a fingerprint
     whose format or table differ from the current one raises ``ClaimFingerprintChanged``
-    before any read; one claimed in an earlier landing is read there."""
+    before any read; one claimed in an earlier landing is read there. ``prefetch``: the read
+    of one of its objects, already begun (``Prefetch.first_of``); closed when unused."""
+    try:
+        return _execute(rt, source, ledger, claim, prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.close()
+
+
+def _execute(
+    rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Claim, prefetch: Prefetch | None
+) -> BatchOutcome:
     started = time.monotonic()
     rec = ledger.commit_record(claim.batch_id)
     if rec is not None:
@@ -222,7 +240,7 @@ def execute_batch(rt: Runtime, source: SourceConfig, ledger: Ledger, claim: Clai
     if changes:  # a moved landing alone is no obstacle: the claim is read where it was made
         raise ClaimFingerprintChanged(source.name, claim, changes)
 
-    staged = stage_claims(rt, source, [claim])
+    staged = stage_claims(rt, source, [claim], prefetch=prefetch)
     summary = {"lockgate.rows": str(staged.rows), "lockgate.quarantined": str(staged.quarantined)}
     q_ident = quarantine_table(source)
     if staged.quarantine_files:

@@ -8,13 +8,15 @@ backstop), as the sensor does."""
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lockgate.pipelines.startup import lean_imports
 from lockgate.resources.config import SourceConfig
-from lockgate.resources.ledger import Ledger
+from lockgate.resources.ledger import Claim, Ledger
 from lockgate.resources.runtime import Runtime
 from lockgate.sensors.cleaning import clean_committed
 from lockgate.sensors.discovery import DiscoveryResult, DiscoveryRule, discover, rule_for_source
@@ -22,6 +24,9 @@ from lockgate.sensors.notifications import drain, merge, open_queues
 
 if TYPE_CHECKING:
     from lockgate.pipelines.batch import BatchOutcome
+    from lockgate.pipelines.prefetch import Prefetch
+
+_BATCH_PATH = "lockgate.pipelines.batch"
 
 
 @dataclass
@@ -79,6 +84,33 @@ def _discovery(
     return from_queue
 
 
+def _batch_path(
+    rt: Runtime, source: SourceConfig, ledger: Ledger, first: Claim
+) -> tuple[Callable[..., BatchOutcome], Prefetch | None]:
+    """``execute_batch``, imported on first use, and the read of ``first``'s first object begun
+    meanwhile (None when the batch path was imported already). Imported only when there is a
+    batch to run: the batch path (readers, pyiceberg, Parquet) costs ~0.6 s of CPU to import,
+    which an idle run never pays; without what it never calls (``lean_imports``); and while
+    the other cores read (``lockgate.pipelines.prefetch``)."""
+    prefetch = None
+    if _BATCH_PATH not in sys.modules:
+        from lockgate.pipelines.prefetch import Prefetch, import_while_reading
+
+        prefetch = Prefetch.first_of(rt, source, ledger, first)
+        try:
+            with lean_imports():
+                import_while_reading(
+                    functools.partial(importlib.import_module, _BATCH_PATH), prefetch
+                )
+        except BaseException:
+            if prefetch is not None:
+                prefetch.close()
+            raise
+    from lockgate.pipelines.batch import execute_batch
+
+    return execute_batch, prefetch
+
+
 def ingest_source(
     rt: Runtime,
     source: SourceConfig,
@@ -99,13 +131,11 @@ def ingest_source(
         report.discoveries.append(result)
         pending = ledger.pending()
         if pending:
-            # Imported only when there is a batch to run: the batch path (readers, pyiceberg,
-            # Parquet) costs ~0.6 s of CPU to import, which an idle run never pays; and
-            # without what it never calls (lockgate.pipelines.startup).
-            with lean_imports():
-                from lockgate.pipelines.batch import execute_batch
+            execute_batch, prefetch = _batch_path(rt, source, ledger, pending[0])
         for claim in pending:
-            outcome = execute_batch(rt, source, ledger, claim)
+            outcome = execute_batch(
+                rt, source, ledger, claim, prefetch if claim is pending[0] else None
+            )
             report.batches.append(outcome)
             if on_batch is not None:
                 on_batch(outcome)

@@ -46,6 +46,7 @@ from lockgate.pipelines.formats import (
     read_small_objects,
 )
 from lockgate.pipelines.lineage import DAY, LINEAGE_SCHEMA, QUARANTINE_TABLE_SCHEMA, lineage_arrays
+from lockgate.pipelines.prefetch import Prefetch
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.ledger import Claim, ClaimedObject
@@ -99,19 +100,22 @@ def stage_claims(
     claims: list[Claim],
     strict: bool = False,
     skip: frozenset[tuple[int, str]] = frozenset(),
+    prefetch: Prefetch | None = None,
 ) -> Staged:
     """Read every object of ``claims`` and stage its rows and its quarantine entries (both
     invisible until committed; the quarantine table is created on the first bad record).
     ``SizeMismatch`` is retried (see the module contract). Objects ``(batch id,
     key)`` in ``skip`` are not read at all (a rebuild skips those recorded as not read).
-    ``strict``: raise ``VersionNotRead`` instead of recording an object as not read."""
+    ``strict``: raise ``VersionNotRead`` instead of recording an object as not read.
+    ``prefetch``: an object's read already begun (``lockgate.pipelines.prefetch``), used in
+    place of reading that object again (once: a restaged attempt reads it afresh)."""
     ids = ",".join(str(c.batch_id) for c in claims)
     known: dict[tuple[int, str], str] = {}
 
     def attempt(_attempt: int) -> Staged:
         while True:
             try:
-                return _stage_once(rt, source, claims, strict, skip, known)
+                return _stage_once(rt, source, claims, strict, skip, known, prefetch)
             except _Restage as r:
                 known[(r.batch_id, r.err.key)] = r.err.outcome
 
@@ -130,6 +134,7 @@ def _stage_once(
     strict: bool,
     skip: frozenset[tuple[int, str]],
     known: dict[tuple[int, str], str],
+    prefetch: Prefetch | None = None,
 ) -> Staged:
     tables = rt.tables
     fmt = FormatOptions.from_source(source)
@@ -226,8 +231,13 @@ def _stage_once(
         out.bytes += obj.size
         meter = ReadMeter()
         try:
-            landing = rt.claim_landing(source, claim)  # where it was claimed
-            chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
+            chunks = prefetch.take(claim.batch_id, obj) if prefetch is not None else None
+            if chunks is not None:
+                assert prefetch is not None
+                meter = prefetch.meter
+            else:
+                landing = rt.claim_landing(source, claim)  # where it was claimed
+                chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
             for chunk in chunks:
                 records += yield from take(claim, obj, chunk)
                 del chunk  # not kept alive while the next chunk is read
