@@ -55,17 +55,21 @@ T = TypeVar("T")
 
 
 class Prefetch:
-    """The first chunks of one object's read (``read_object``), pulled ahead of its consumer."""
+    """One object's read (``read_object``), pulled ahead of its consumer: by ``pull`` calls,
+    or by a background thread between ``start`` and ``stop``, until ``budget`` bytes of parsed
+    rows are held or the read ends."""
 
     def __init__(
         self,
         batch_id: int,
         obj: ClaimedObject,
         read: Callable[[ReadMeter], Iterator[ReadChunk]],
+        budget: int = PREFETCH_BYTES,
     ):
         self.batch_id = batch_id
         self.key = obj.key
         self.etag = obj.etag
+        self.budget = budget
         self.meter = ReadMeter()
         self._chunks = read(self.meter)
         self._buffered: deque[ReadChunk] = deque()
@@ -73,6 +77,8 @@ class Prefetch:
         self._error: Exception | None = None
         self._ended = False
         self._taken = False
+        self._stopping = threading.Event()
+        self._puller: threading.Thread | None = None
 
     @classmethod
     def first_of(
@@ -100,11 +106,11 @@ class Prefetch:
 
     @property
     def full(self) -> bool:
-        """Nothing more is pulled: the read ended (or failed), or ``PREFETCH_BYTES`` are held."""
-        return self._ended or self._bytes >= PREFETCH_BYTES
+        """Nothing more is pulled: the read ended (or failed), or ``budget`` bytes are held."""
+        return self._ended or self._bytes >= self.budget
 
     def pull(self) -> bool:
-        """Read one more chunk; False when ``full``."""
+        """Read one more chunk; False when ``full`` (or taken)."""
         if self.full or self._taken:
             return False
         try:
@@ -120,11 +126,30 @@ class Prefetch:
         self._bytes += chunk.batch.nbytes
         return True
 
+    def start(self) -> None:
+        """Pull on a background thread until ``stop`` (or ``full``)."""
+        if self._puller is not None:
+            return
+
+        def run() -> None:
+            while not self._stopping.is_set() and self.pull():
+                pass
+
+        self._puller = threading.Thread(target=run, name="lockgate-prefetch", daemon=True)
+        self._puller.start()
+
+    def stop(self) -> None:
+        """Stop the background thread (after the chunk it is reading); the read stays open."""
+        self._stopping.set()
+        if self._puller is not None:
+            self._puller.join()
+
     def take(self, batch_id: int, obj: ClaimedObject) -> Iterator[ReadChunk] | None:
         """The whole read of ``obj`` (buffered chunks, then the rest) if this prefetch is of it
         and was not taken yet; None otherwise. ``meter`` reports it as ``read_object``'s would."""
         if self._taken or (batch_id, obj.key, obj.etag) != (self.batch_id, self.key, self.etag):
             return None
+        self.stop()
         self._taken = True
         return self._drain()
 
@@ -143,7 +168,9 @@ class Prefetch:
             self.close()
 
     def close(self) -> None:
-        """Drop what is buffered and stop the read (its parse-ahead is cancelled)."""
+        """Stop pulling, drop what is buffered and close the read (its parse-ahead is
+        cancelled). Idempotent."""
+        self.stop()
         self._buffered.clear()
         self._bytes = 0
         close = getattr(self._chunks, "close", None)
@@ -157,21 +184,13 @@ def import_while_reading(do_import: Callable[[], T], prefetch: Prefetch | None) 
     is left to its consumer (or to ``close``)."""
     if prefetch is None:
         return do_import()
-    done = threading.Event()
-
-    def pull() -> None:
-        while not done.is_set() and prefetch.pull():
-            pass
-
-    reader = threading.Thread(target=pull, name="lockgate-prefetch", daemon=True)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL_S)
-    reader.start()
+    prefetch.start()
     try:
         return do_import()
     finally:
-        done.set()
-        reader.join()
+        prefetch.stop()
         sys.setswitchinterval(interval)
 
 

@@ -56,6 +56,8 @@ from lockgate.resources.store import SizeMismatch
 from lockgate.resources.tables import StagedFile, TableStore
 
 STAGE_BUFFER_BYTES = 64 * 1024 * 1024
+#: Parsed rows of the next object read alone held ahead of the current one, at most.
+READ_AHEAD_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -225,16 +227,47 @@ def _stage_once(
             add_rows(claim, good)
             yield good
 
+    # Objects read alone, in reading order: while one is read, the next is read ahead (its
+    # blocks parse beside the current one's; an object of one block would leave the other
+    # parse thread idle). ``ahead``: the reads begun, by (batch id, key).
+    alone = [
+        (c, o)
+        for c in claims
+        for o in c.objects
+        if (c.batch_id, o.key) not in skip
+        and (c.batch_id, o.key) not in known
+        and not is_small_object(o.key, o.size, fmt)
+    ]
+    after = {(c.batch_id, o.key): alone[i + 1] for i, (c, o) in enumerate(alone[:-1])}
+    ahead: dict[tuple[int, str], Prefetch] = {}
+    if prefetch is not None:
+        ahead[(prefetch.batch_id, prefetch.key)] = prefetch
+
+    def read_ahead(claim: Claim, obj: ClaimedObject) -> None:
+        if (claim.batch_id, obj.key) in ahead:
+            return
+        landing = rt.claim_landing(source, claim)
+
+        def read(meter: ReadMeter) -> Iterator[ReadChunk]:
+            return read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
+
+        p = Prefetch(claim.batch_id, obj, read, budget=READ_AHEAD_BYTES)
+        ahead[(claim.batch_id, obj.key)] = p
+        p.start()
+
     def one(claim: Claim, obj: ClaimedObject) -> Iterator[pa.RecordBatch]:
         where = (claim.batch_id, obj.key)
         records = 0
         out.bytes += obj.size
         meter = ReadMeter()
         try:
-            chunks = prefetch.take(claim.batch_id, obj) if prefetch is not None else None
+            mine = ahead.pop(where, None)
+            if where in after:
+                read_ahead(*after[where])
+            chunks = mine.take(claim.batch_id, obj) if mine is not None else None
             if chunks is not None:
-                assert prefetch is not None
-                meter = prefetch.meter
+                assert mine is not None
+                meter = mine.meter
             else:
                 landing = rt.claim_landing(source, claim)  # where it was claimed
                 chunks = read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
@@ -282,7 +315,11 @@ def _stage_once(
 
     # Rows are written while the next ones are read: a file of STAGE_BUFFER_BYTES / 2 fills
     # while the previous one is written (each file passes stage.after_write_file).
-    out.files += tables.stage(source.table, rows(), target_bytes=STAGE_BUFFER_BYTES // 2)
+    try:
+        out.files += tables.stage(source.table, rows(), target_bytes=STAGE_BUFFER_BYTES // 2)
+    finally:
+        for p in ahead.values():  # reads begun and not taken (a failed or restaged attempt)
+            p.close()
     flush_quarantine()
     return out
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from lockgate.pipelines import prefetch as prefetch_mod
 from lockgate.pipelines.batch import execute_batch
 from lockgate.pipelines.formats import (
     SMALL_OBJECT_BYTES,
@@ -47,11 +46,12 @@ def land(store: LocalStore, key: str, data: bytes) -> ClaimedObject:
     return ClaimedObject.from_info(store.head(key))
 
 
-def prefetch_of(store: LocalStore, obj: ClaimedObject, batch_id: int = 7) -> Prefetch:
+def prefetch_of(store: LocalStore, obj: ClaimedObject, budget: int = 1 << 30) -> Prefetch:
     return Prefetch(
-        batch_id,
+        7,
         obj,
         lambda meter: read_object(store, obj.key, obj.etag, FMT, SCHEMA, obj.size, meter),
+        budget=budget,
     )
 
 
@@ -128,15 +128,16 @@ def test_gone_before_read_is_raised_to_the_consumer(tmp_path: Path) -> None:
         list(taken)
 
 
-def test_prefetch_holds_at_most_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prefetch_mod, "PREFETCH_BYTES", 20_000)
+def test_prefetch_holds_at_most_its_budget(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "landing")
     obj = land(store, "a.jsonl", body(5_000))
-    p = prefetch_of(store, obj)
+    p = prefetch_of(store, obj, budget=20_000)
+    p.start()
+    p.stop()  # the background puller stops at the budget on its own, or here
     pulls = 0
     while p.pull():
         pulls += 1
-    assert p.full and 1 <= pulls < 20  # stopped at the budget, far from the object's end
+    assert p.full and len(p._buffered) < 20  # stopped at the budget, far from the end
     taken = p.take(7, obj)
     assert taken is not None and sum(c.batch.num_rows for c in taken) == 5_000
 
@@ -206,3 +207,29 @@ def test_batch_with_a_prefetch_commits_the_same_rows(tmp_path: Path) -> None:
     assert rec is not None and rec.bytes_read == {f"{DAY}/b.jsonl": len(data)}
     assert table_ids(rt) == {i: 1 for i in range(4_000)}
     assert p.take(claim.batch_id, claim.objects[0]) is None  # consumed, closed
+
+
+def test_objects_read_ahead_keep_their_accounting(tmp_path: Path) -> None:
+    """Objects read alone are read one ahead of another (``stage``): a gone object in the
+    middle is recorded as not read, the others commit exactly once with their byte counts."""
+    rt = local_runtime(tmp_path)
+    landing = LocalStore(tmp_path / "landing")
+    sizes = {}
+    for n, name in enumerate("abcd"):
+        data = b"".join(
+            json.dumps({"id": n * 10_000 + i, "v": "x" * 90}).encode() + b"\n"
+            for i in range(3_000)
+        )
+        assert len(data) > SMALL_OBJECT_BYTES
+        landing.put(f"{DAY}/{name}.jsonl", data)
+        sizes[f"{DAY}/{name}.jsonl"] = len(data)
+    claim = claim_keys(rt, [f"{DAY}/{name}.jsonl" for name in "abcd"])
+    landing.delete(f"{DAY}/c.jsonl")
+    out = execute_batch(rt, src(rt), rt.ledger(src(rt)), claim)
+    assert (out.rows, out.quarantined) == (9_000, 0)
+    rec = rt.ledger(src(rt)).commit_record(claim.batch_id)
+    assert rec is not None and rec.unread == {f"{DAY}/c.jsonl": "gone_before_read"}
+    del sizes[f"{DAY}/c.jsonl"]
+    assert rec.bytes_read == sizes
+    assert table_ids(rt) == {n * 10_000 + i: 1 for n in (0, 1, 3) for i in range(3_000)}
+    assert not any(t.name == "lockgate-prefetch" for t in threading.enumerate())
