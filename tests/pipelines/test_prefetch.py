@@ -217,8 +217,7 @@ def test_objects_read_ahead_keep_their_accounting(tmp_path: Path) -> None:
     sizes = {}
     for n, name in enumerate("abcd"):
         data = b"".join(
-            json.dumps({"id": n * 10_000 + i, "v": "x" * 90}).encode() + b"\n"
-            for i in range(3_000)
+            json.dumps({"id": n * 10_000 + i, "v": "x" * 90}).encode() + b"\n" for i in range(3_000)
         )
         assert len(data) > SMALL_OBJECT_BYTES
         landing.put(f"{DAY}/{name}.jsonl", data)
