@@ -80,6 +80,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARTITION_COLUMN = "_day"
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
+#: Files ``TableStore.stage`` writes at once (Parquet encoding is one thread per file; on D4
+#: one writer was the bottleneck once the rows were parsed).
+STAGE_WRITERS = 2
 
 
 class TablesError(LockgateError):
@@ -480,9 +483,10 @@ class TableStore:
         a null partition value raise ``ValueError``. Returns one ``StagedFile`` per file, in
         the order the files were cut.
 
-        Files are written by one background thread while the next rows are parsed (both run
-        outside the GIL); at most one file is being written while the next ones fill, so memory
-        holds at most one target size more than the open partitions' buffers.
+        Files are written by ``STAGE_WRITERS`` background threads while the next rows are parsed
+        (both run outside the GIL); at most ``STAGE_WRITERS`` files are being written while the
+        next ones fill, so memory holds at most that many target sizes more than the open
+        partitions' buffers.
         """
         rest = iter(batches)
         first = next((b for b in rest if b.num_rows), None)
@@ -515,7 +519,7 @@ class TableStore:
             sizes.pop(day, None)
             if not buf:
                 return
-            if written:  # the previous file must be out before this one is queued
+            while len(written) >= STAGE_WRITERS:  # a writer must be free before this is queued
                 staged.extend(written.popleft().result())
             written.append(writer.submit(write, table, day, buf))
 
@@ -552,7 +556,9 @@ class TableStore:
             crash_point("stage.after_write_file")
             return files
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-stage") as writer:
+        with ThreadPoolExecutor(
+            max_workers=STAGE_WRITERS, thread_name_prefix="lockgate-stage"
+        ) as writer:
             for batch in itertools.chain([first], rest):
                 if batch.num_rows == 0:
                     continue
