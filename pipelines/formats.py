@@ -947,6 +947,11 @@ def _decompressed(source: _TaggedReader, compression: str | None, fmt: FormatOpt
 # -- text formats -----------------------------------------------------------------------------
 
 
+def _joined(carry: bytes, data: bytes, cut: int) -> bytes:
+    """``carry + data[:cut]`` with one copy of ``data``'s part (not two: a block is megabytes)."""
+    return b"".join((carry, memoryview(data)[:cut])) if carry else data[:cut]
+
+
 class _Splitter:
     """Cuts a byte stream into complete records with bounded memory.
 
@@ -1073,12 +1078,11 @@ class _Splitter:
             data = self._skip(data, out)
             if self.skipping is not None:
                 return out, b""
-        buf = self.carry + data if self.carry else data
-        cut = buf.rfind(b"\n")
+        cut = data.rfind(b"\n")  # the carry holds no newline
         if cut < 0:
-            block, self.carry = b"", buf
+            block, self.carry = b"", self.carry + data
         else:
-            block, self.carry = buf[:cut], buf[cut + 1 :]
+            block, self.carry = _joined(self.carry, data, cut), data[cut + 1 :]
         if len(self.carry) > self.max_bytes:
             self.skipping = _TooLong(self.carry[: MAX_RAW_CHARS * 4], len(self.carry))
             self.skip_parity = 0
@@ -1093,13 +1097,12 @@ class _Splitter:
         the rest is carried. None (nothing consumed) when ``feed`` must cut ``data``."""
         if self.first or self.skipping is not None:
             return None
-        buf = self.carry + data if self.carry else data
-        if self.quote is not None and self.quote in buf:
+        if self.quote is not None and (self.quote in self.carry or self.quote in data):
             return None
-        cut = buf.rfind(b"\n")
-        if cut <= 0 or len(buf) - cut - 1 > self.max_bytes:
+        cut = data.rfind(b"\n")  # the carry holds no newline
+        if cut < 0 or len(self.carry) + cut == 0 or len(data) - cut - 1 > self.max_bytes:
             return None
-        block = buf[:cut]
+        block = _joined(self.carry, data, cut)
         # one vectorised scan for the newlines (not a search per pattern): no line is blank
         # or starts with "\r" -- the first, one after a newline, or one right before the cut
         a = np.frombuffer(block, dtype=np.uint8)
@@ -1114,7 +1117,7 @@ class _Splitter:
             if int(np.diff(bounds).max()) - 1 > self.max_bytes:
                 return None
         self.marked = False
-        self.carry = buf[cut + 1 :]
+        self.carry = data[cut + 1 :]
         return block, len(newlines) + 1
 
     def end(self) -> tuple[list[_Record], bytes]:
