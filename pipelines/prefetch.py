@@ -18,8 +18,9 @@ Contract:
   batch) returns None and the caller reads the object again.
 * Memory: at most ``PREFETCH_BYTES`` of parsed rows (plus the reader's block budget) are held
   before the consumer takes them, while the stage holds nothing yet; as the stage takes them
-  its buffer fills with the same rows (not a copy), so during start-up memory is at most one
-  ``STAGE_BUFFER_BYTES`` more than the stage's own bound (``lockgate.pipelines.stage``).
+  its buffer fills with the same rows (not a copy), so during start-up memory is at most
+  ``PREFETCH_BYTES`` more than the stage's own bound (``lockgate.pipelines.stage``). A read
+  ahead of the next object (``stage``) holds at most its own, smaller ``budget``.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from lockgate.resources.fingerprint import blocking
 from lockgate.resources.ledger import Claim, ClaimedObject, Ledger
 from lockgate.resources.runtime import Runtime
 
-#: Parsed bytes (Arrow) a prefetch holds at most before its consumer takes them: the stage's
-#: own buffer size (``lockgate.pipelines.stage.STAGE_BUFFER_BYTES``), which is empty meanwhile.
-PREFETCH_BYTES = 64 * 1024 * 1024
+#: Parsed bytes (Arrow) a prefetch holds at most before its consumer takes them. A safety
+#: bound: the import it overlaps lasts about half a second, in which two cores parse less
+#: (D4: 64 MiB was reached and the rest of the import ran on one core; 128 MiB: 2.35 -> 2.22 s).
+PREFETCH_BYTES = 128 * 1024 * 1024
 #: The GIL switch interval while the import runs beside the reader: the reader's threads hold
 #: the GIL only briefly between calls that release it, and would otherwise wait up to the
 #: default 5 ms each time for the importing thread to let go. On D1 (2 cores), 1 ms read
