@@ -2,10 +2,11 @@
 as Parquet files under the tables' ``data/`` (invisible to readers until a commit adds them).
 
 Contract: ``records(object) = rows + quarantined`` is counted per object
-(``Staged.record_counts``). Memory is bounded by ``STAGE_BUFFER_BYTES`` of rows (a file of half
-of it is written while the next half fills, so reading never waits for a write) plus
-``STAGE_BUFFER_BYTES`` of quarantine entries (plus the reader's block), whatever the number of
-bad records: quarantine entries are staged as files of the quarantine table as they fill their
+(``Staged.record_counts``). Memory is bounded by ``STAGE_BUFFER_BYTES`` of rows filling
+plus the files being written (files of half of it, ``tables.STAGE_WRITERS`` at a time, so
+reading seldom waits for a write), ``READ_AHEAD_BYTES`` of the next object's rows read ahead,
+and ``STAGE_BUFFER_BYTES`` of quarantine entries (plus the readers' blocks), whatever the
+number of bad records: quarantine entries are staged as files of the quarantine table as they fill their
 buffer, exactly like rows (``Staged.quarantine_files``, committed by the caller before the
 rows).
 
