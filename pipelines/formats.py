@@ -93,7 +93,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import IO, Any, BinaryIO, ClassVar
+from typing import IO, Any, BinaryIO, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -615,6 +615,12 @@ class _Context:
 
     def quarantine(self, index: int, raw: str, reason: str) -> QuarantineRecord:
         return QuarantineRecord(self.key, self.etag, index, raw[:MAX_RAW_CHARS], reason)
+
+    def take_rows(self, n: int) -> np.ndarray:
+        """The record indices of the next ``n`` records (advances ``next_index``)."""
+        base = self.next_index
+        self.next_index += n
+        return np.arange(base, self.next_index, dtype=np.int64)
 
     def unreadable(self, reason: str) -> ReadChunk:
         if self.next_index:
@@ -1173,14 +1179,9 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
     q = fmt.csv.quote_char.encode() if fmt.csv.quote_char else None
     splitter = _Splitter(fmt.max_record_bytes, q, _csv_blank, _CSV_NONBLANK)
     parser: _CsvParser | None = None
-    # (parse, records -- or a whole block of them: bytes, its record count --, scan)
-    pending: deque[tuple[Future[pa.Table] | None, list[_Record] | tuple[bytes, int], bool]] = (
-        deque()
-    )
-    step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))  # the blocks in flight share the budget
 
-    def settle() -> Iterator[ReadChunk]:
-        future, held, scan = pending.popleft()
+    def settle(entry: _CsvPending) -> Iterator[ReadChunk]:
+        future, held, scan = entry
         count = held[1] if isinstance(held, tuple) else len(held)
         if future is not None:
             try:
@@ -1188,65 +1189,101 @@ def _read_text(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator[
             except _RecordError:
                 pass
             else:
-                base = ctx.next_index
-                ctx.next_index += count
-                rows = np.arange(base, ctx.next_index, dtype=np.int64)
-                yield ReadChunk(_one_batch(_with_rows(table, rows)))
+                yield ReadChunk(_one_batch(_with_rows(table, ctx.take_rows(count))))
                 return
         # its lines are its records (``_Splitter.cut_plain``)
         records: list[_Record] = list(held[0].split(b"\n")) if isinstance(held, tuple) else held
         assert parser is not None
-        # At most MAX_BLOCK_RECORDS records per pass: the quarantine entries of a block of
-        # tiny bad lines (millions) never pile up before the caller can write them out.
-        for lo in range(0, len(records), MAX_BLOCK_RECORDS):
-            yield from _process_block(
-                ctx,
-                records[lo : lo + MAX_BLOCK_RECORDS],
-                parser.attempt,
-                parser.explain,
-                fmt.max_record_bytes,
-                scan=scan,
-                screen=parser.screen,
-                rescue=parser.rescue,
-            )
+        yield from _per_record(ctx, records, parser, fmt, scan)
 
+    def begin(data: bytes) -> list[_CsvPending]:
+        nonlocal parser
+        plain = splitter.cut_plain(data) if data and parser is not None else None
+        if plain is not None:
+            assert parser is not None
+            block, n = plain
+            future = None
+            if n <= MAX_BLOCK_RECORDS:
+                future = _parse_pool().submit(parser.attempt_block, block, n)
+            return [(future, plain, False)]
+        records = splitter.feed(data) if data else splitter.finish()
+        scan = splitter.marked
+        if records and parser is None:
+            parser, records = _CsvParser.start(records, fmt, ctx)
+        if not records:
+            return []
+        assert parser is not None
+        future = None
+        if not scan and len(records) <= MAX_BLOCK_RECORDS:
+            future = _parse_pool().submit(parser.attempt, records)  # type: ignore[arg-type]
+        return [(future, records, scan)]
+
+    yield from _parse_ahead(stream, fmt, begin, settle)
+
+
+def _per_record(
+    ctx: _Context,
+    records: list[_Record],
+    parser: _JsonParser | _CsvParser,
+    fmt: FormatOptions,
+    scan: bool = True,
+) -> Iterator[ReadChunk]:
+    """``records`` through the per-record path (``_process_block``: screen, bisect, rescue),
+    at most ``MAX_BLOCK_RECORDS`` per pass: the quarantine entries of a block of tiny bad
+    lines (millions) never pile up before the caller can write them out."""
+    for lo in range(0, len(records), MAX_BLOCK_RECORDS):
+        yield from _process_block(
+            ctx,
+            records[lo : lo + MAX_BLOCK_RECORDS],
+            parser.attempt,
+            parser.explain,
+            fmt.max_record_bytes,
+            scan=scan,
+            screen=parser.screen,
+            rescue=parser.rescue,
+        )
+
+
+_P = TypeVar("_P", bound=tuple[Any, ...])
+#: A CSV block in flight: (its parse, its records -- or a whole block of them: bytes, its
+#: record count --, whether they need the per-record scan).
+_CsvPending = tuple[Future[pa.Table] | None, list[_Record] | tuple[bytes, int], bool]
+#: A JSON block in flight: (its parse, the records before it, the block).
+_JsonPending = tuple[Future[pa.RecordBatch | None] | None, list[_Record], bytes]
+
+
+def _parse_ahead(
+    stream: _Decoded,
+    fmt: FormatOptions,
+    begin: Callable[[bytes], list[_P]],
+    settle: Callable[[_P], Iterator[ReadChunk]],
+) -> Iterator[ReadChunk]:
+    """The read loop of the text formats: ``stream`` is read in equal shares of the block
+    budget (the blocks in flight share it: memory stays that of one block); ``begin(data)``
+    (``b""`` once, at the end) turns each read into pending blocks whose parse it began on
+    ``_parse_pool`` (tuples, the parse's future -- or None -- first); they are settled in
+    order, at most ``PARSE_AHEAD`` outstanding while reading and all at the end. An
+    unreadable rest settles what is pending first (the records completed before it stand),
+    then raises. Parses never settled (the caller stopped early) are cancelled."""
+    pending: deque[_P] = deque()
+    step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))
     try:
         while True:
             try:
                 data = stream.read_block(step)
             except _Unreadable:
-                while pending:  # records completed before the unreadable rest stand
-                    yield from settle()
+                while pending:
+                    yield from settle(pending.popleft())
                 raise
-            plain = splitter.cut_plain(data) if data and parser is not None else None
-            if plain is not None:
-                assert parser is not None
-                block, n = plain
-                future = None
-                if n <= MAX_BLOCK_RECORDS:
-                    future = _parse_pool().submit(parser.attempt_block, block, n)
-                pending.append((future, plain, False))
-                while len(pending) > PARSE_AHEAD:
-                    yield from settle()
-                continue
-            records = splitter.feed(data) if data else splitter.finish()
-            scan = splitter.marked
-            if records and parser is None:
-                parser, records = _CsvParser.start(records, fmt, ctx)
-            if records:
-                assert parser is not None
-                future = None
-                if not scan and len(records) <= MAX_BLOCK_RECORDS:
-                    future = _parse_pool().submit(parser.attempt, records)  # type: ignore[arg-type]
-                pending.append((future, records, scan))
+            pending.extend(begin(data))
             while len(pending) > (PARSE_AHEAD if data else 0):
-                yield from settle()
+                yield from settle(pending.popleft())
             if not data:
                 return
     finally:
-        for future, _, _ in pending:
-            if future is not None:
-                future.cancel()
+        for entry in pending:
+            if entry[0] is not None:
+                entry[0].cancel()
 
 
 #: JSON blocks parsed ahead of the one the caller holds, each by a thread of ``_parse_pool``:
@@ -1350,56 +1387,28 @@ def _read_jsonl(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterator
     goes through the per-record path (``_process_block``: screen, bisect, rescue) here."""
     splitter = _Splitter(fmt.max_record_bytes, None, _json_blank, bytes.strip)
     parser = _JsonParser(ctx.schema)
-    pending: deque[tuple[Future[pa.RecordBatch | None] | None, list[_Record], bytes]] = deque()
-    # the blocks in flight share the block budget: memory stays that of one block
-    step = max(1, fmt.block_bytes // (PARSE_AHEAD + 1))
 
-    def settle() -> Iterator[ReadChunk]:
-        future, prefix, block = pending.popleft()
+    def settle(entry: _JsonPending) -> Iterator[ReadChunk]:
+        future, prefix, block = entry
         batch = future.result() if future is not None else None
         if batch is not None:
-            base = ctx.next_index
-            ctx.next_index += batch.num_rows
-            rows = np.arange(base, ctx.next_index, dtype=np.int64)
-            yield ReadChunk(batch.append_column(pa.field(SOURCE_ROW, pa.int64()), pa.array(rows)))
+            rows = pa.array(ctx.take_rows(batch.num_rows))
+            yield ReadChunk(batch.append_column(pa.field(SOURCE_ROW, pa.int64()), rows))
             return
         records = prefix + splitter.split_lines(block)
         if not records:
             return
         _guard_depth(records, fmt.max_nesting_depth, True)
-        for lo in range(0, len(records), MAX_BLOCK_RECORDS):
-            yield from _process_block(
-                ctx,
-                records[lo : lo + MAX_BLOCK_RECORDS],
-                parser.attempt,
-                parser.explain,
-                fmt.max_record_bytes,
-                screen=parser.screen,
-                rescue=parser.rescue,
-            )
+        yield from _per_record(ctx, records, parser, fmt)
 
-    try:
-        while True:
-            try:
-                data = stream.read_block(step)
-            except _Unreadable:
-                while pending:  # records completed before the unreadable rest stand
-                    yield from settle()
-                raise
-            prefix, block = splitter.cut(data) if data else splitter.end()
-            if prefix or block:
-                future = None
-                if not prefix:
-                    future = _parse_pool().submit(_parse_fast, parser, block, fmt)
-                pending.append((future, prefix, block))
-            while len(pending) > (PARSE_AHEAD if data else 0):
-                yield from settle()
-            if not data:
-                return
-    finally:
-        for future, _, _ in pending:
-            if future is not None:
-                future.cancel()
+    def begin(data: bytes) -> list[_JsonPending]:
+        prefix, block = splitter.cut(data) if data else splitter.end()
+        if not (prefix or block):
+            return []
+        future = None if prefix else _parse_pool().submit(_parse_fast, parser, block, fmt)
+        return [(future, prefix, block)]
+
+    yield from _parse_ahead(stream, fmt, begin, settle)
 
 
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)

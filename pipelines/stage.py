@@ -6,9 +6,9 @@ Contract: ``records(object) = rows + quarantined`` is counted per object
 plus the files being written (files of half of it, ``tables.STAGE_WRITERS`` at a time, so
 reading seldom waits for a write), ``READ_AHEAD_BYTES`` of the next object's rows read ahead,
 and ``STAGE_BUFFER_BYTES`` of quarantine entries (plus the readers' blocks), whatever the
-number of bad records: quarantine entries are staged as files of the quarantine table as they fill their
-buffer, exactly like rows (``Staged.quarantine_files``, committed by the caller before the
-rows).
+number of bad records: quarantine entries are staged as files of the quarantine table as
+they fill their buffer, exactly like rows (``Staged.quarantine_files``, committed by the
+caller before the rows).
 
 An object whose claimed version is gone when it is read (``VersionNotRead``) contributes
 nothing -- no row, no quarantine entry, record count 0 -- and is listed in ``Staged.unread``
