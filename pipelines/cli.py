@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from lockgate.pipelines.startup import gc_paused
 from lockgate.resources.errors import ExitCode, LockgateError, MissingTable
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
@@ -109,7 +110,8 @@ def report(err: LockgateError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    with gc_paused():  # the command's modules load (lockgate.pipelines.startup)
+        args = build_parser(argv).parse_args(argv)
     try:
         return int(args._run(args))
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lockgate.pipelines.startup import lean_imports
+from lockgate.pipelines.startup import gc_paused, lean_imports
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.ledger import Claim, Ledger
 from lockgate.resources.runtime import Runtime
@@ -90,22 +90,24 @@ def _batch_path(
     """``execute_batch``, imported on first use, and the read of ``first``'s first object begun
     meanwhile (None when the batch path was imported already). Imported only when there is a
     batch to run: the batch path (readers, pyiceberg, Parquet) costs ~0.6 s of CPU to import,
-    which an idle run never pays; without what it never calls (``lean_imports``); and while
-    the other cores read (``lockgate.pipelines.prefetch``)."""
+    which an idle run never pays; without what it never calls (``lean_imports``), with the
+    cyclic GC paused (``gc_paused``), and while the other cores read
+    (``lockgate.pipelines.prefetch``)."""
     prefetch = None
     if _BATCH_PATH not in sys.modules:
-        from lockgate.pipelines.prefetch import Prefetch, import_while_reading
+        with gc_paused():
+            from lockgate.pipelines.prefetch import Prefetch, import_while_reading
 
-        prefetch = Prefetch.first_of(rt, source, ledger, first)
-        try:
-            with lean_imports():
-                import_while_reading(
-                    functools.partial(importlib.import_module, _BATCH_PATH), prefetch
-                )
-        except BaseException:
-            if prefetch is not None:
-                prefetch.close()
-            raise
+            prefetch = Prefetch.first_of(rt, source, ledger, first)
+            try:
+                with lean_imports():
+                    import_while_reading(
+                        functools.partial(importlib.import_module, _BATCH_PATH), prefetch
+                    )
+            except BaseException:
+                if prefetch is not None:
+                    prefetch.close()
+                raise
     from lockgate.pipelines.batch import execute_batch
 
     return execute_batch, prefetch

@@ -20,10 +20,19 @@ readers, pyiceberg, Parquet), measured on this machine:
   importing thread, and string row filters are parsed by the thread that plans a scan.
 
 Has no effect on modules already imported (e.g. in a Dagster process, which loads pandas).
+
+``gc_paused`` pauses the cyclic garbage collector while a command's modules load (and, for
+``lockgate ingest``, while the batch path loads beside the first object's read): imports
+create hundreds of thousands of long-lived objects (classes, functions, pydantic schemas),
+and the collections they trigger free nothing while holding the GIL, stalling the threads
+that read and parse meanwhile. Measured on the 2-core machine (medians of 5-6 alternating
+rounds): D1 3.89 -> 3.68 s wall, D4 2.54 -> 2.16 s. The collector resumes at the end of the
+block as it was (reference counting frees everything else throughout).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -67,4 +76,18 @@ def lean_imports() -> Iterator[None]:
         sys.meta_path.remove(finder)
 
 
-__all__ = ["LAZY", "lean_imports"]
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off inside (see the module docstring); on exit it is
+    enabled again if it was enabled on entry."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+__all__ = ["LAZY", "gc_paused", "lean_imports"]

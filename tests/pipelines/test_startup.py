@@ -128,3 +128,38 @@ def test_batch_loads_its_table_metadata_four_times(
     report = ingest_source(rt, source)
     assert [b.rows for b in report.batches] == [1]
     assert loads == ["lake.events"] * 4
+
+
+def test_gc_paused_restores_the_collector_and_freezes_what_loaded() -> None:
+    import gc
+
+    from lockgate.pipelines.startup import gc_paused
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+            loaded = [[i] for i in range(1_000)]  # container objects the collector tracks
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(loaded)  # never scanned again
+        gc.disable()
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_main_leaves_the_collector_enabled(capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    from lockgate.pipelines.cli import main
+
+    try:
+        assert main(["schema"]) == 0
+        assert gc.isenabled()
+        assert json.loads(capsys.readouterr().out)["title"]
+    finally:
+        gc.unfreeze()
