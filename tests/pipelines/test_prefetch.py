@@ -55,6 +55,22 @@ def prefetch_of(store: LocalStore, obj: ClaimedObject, budget: int = 1 << 30) ->
     )
 
 
+def setup(
+    tmp_path: Path, n: int, budget: int = 1 << 30
+) -> tuple[LocalStore, ClaimedObject, Prefetch]:
+    """An object of ``n`` lines landed as ``a.jsonl`` and a prefetch of it (batch 7)."""
+    store = LocalStore(tmp_path / "landing")
+    obj = land(store, "a.jsonl", body(n))
+    return store, obj, prefetch_of(store, obj, budget)
+
+
+def rows_taken(p: Prefetch, obj: ClaimedObject) -> int:
+    """The rows of ``obj``'s whole read, taken from ``p`` (which must hold it)."""
+    taken = p.take(7, obj)
+    assert taken is not None
+    return sum(c.batch.num_rows for c in taken)
+
+
 def as_rows(chunks: list[ReadChunk]) -> tuple[list[dict[str, object]], list[tuple[object, ...]]]:
     rows = [r for c in chunks for r in c.batch.to_pylist()]
     bad = [(q.record_index, q.reason) for c in chunks for q in c.quarantined]
@@ -94,14 +110,11 @@ def test_take_refuses_another_object_or_batch(tmp_path: Path) -> None:
     p = prefetch_of(store, a)
     assert p.take(7, b) is None
     assert p.take(8, a) is None
-    taken = p.take(7, a)
-    assert taken is not None and sum(c.batch.num_rows for c in taken) == 50
+    assert rows_taken(p, a) == 50
 
 
 def test_the_reads_error_comes_after_the_buffered_chunks(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "landing")
-    obj = land(store, "a.jsonl", body(2_000))
-    p = prefetch_of(store, obj)
+    _, obj, p = setup(tmp_path, 2_000)
     assert p.pull()
     with open(tmp_path / "landing" / "a.jsonl", "ab") as f:  # appended to while being read
         f.write(body(10))
@@ -129,23 +142,18 @@ def test_gone_before_read_is_raised_to_the_consumer(tmp_path: Path) -> None:
 
 
 def test_prefetch_holds_at_most_its_budget(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "landing")
-    obj = land(store, "a.jsonl", body(5_000))
-    p = prefetch_of(store, obj, budget=20_000)
+    _, obj, p = setup(tmp_path, 5_000, budget=20_000)
     p.start()
     p.stop()  # the background puller stops at the budget on its own, or here
     pulls = 0
     while p.pull():
         pulls += 1
     assert p.full and len(p._buffered) < 20  # stopped at the budget, far from the end
-    taken = p.take(7, obj)
-    assert taken is not None and sum(c.batch.num_rows for c in taken) == 5_000
+    assert rows_taken(p, obj) == 5_000
 
 
 def test_import_while_reading_stops_pulling_when_the_import_is_done(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "landing")
-    obj = land(store, "a.jsonl", body(20_000))
-    p = prefetch_of(store, obj)
+    _, obj, p = setup(tmp_path, 20_000)
     during: list[int] = []
 
     def slow_import() -> str:
@@ -156,8 +164,7 @@ def test_import_while_reading_stops_pulling_when_the_import_is_done(tmp_path: Pa
     assert import_while_reading(slow_import, p) == "imported"
     assert not any(t.name == "lockgate-prefetch" for t in threading.enumerate())
     assert during[0] >= 1  # read meanwhile
-    taken = p.take(7, obj)
-    assert taken is not None and sum(c.batch.num_rows for c in taken) == 20_000
+    assert rows_taken(p, obj) == 20_000
     assert import_while_reading(lambda: 5, None) == 5
 
 
