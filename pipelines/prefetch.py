@@ -89,17 +89,22 @@ class Prefetch:
         """A prefetch of the first object of ``claim`` that is read alone (not one of the small
         objects read together), or None when there is none or the batch is not to be read now:
         it has a commit record, or it was claimed under another format or table (the batch
-        path reports that before any read, ``ClaimFingerprintChanged``)."""
-        if ledger.commit_record(claim.batch_id) is not None:
+        path reports that before any read, ``ClaimFingerprintChanged``). Also None when any of
+        that cannot be found out now (a transient error, a corrupt ledger): the batch path
+        meets the same error where it always did."""
+        try:
+            if ledger.commit_record(claim.batch_id) is not None:
+                return None
+            if blocking(ledger.fingerprint_changes(claim)):
+                return None
+            fmt = FormatOptions.from_source(source)
+            obj = next((o for o in claim.objects if not is_small_object(o.key, o.size, fmt)), None)
+            if obj is None:
+                return None
+            landing = rt.claim_landing(source, claim)
+            declared = source.arrow_schema()
+        except Exception:
             return None
-        if blocking(ledger.fingerprint_changes(claim)):
-            return None
-        fmt = FormatOptions.from_source(source)
-        obj = next((o for o in claim.objects if not is_small_object(o.key, o.size, fmt)), None)
-        if obj is None:
-            return None
-        landing = rt.claim_landing(source, claim)
-        declared = source.arrow_schema()
         return cls(
             claim.batch_id,
             obj,

@@ -239,3 +239,16 @@ def test_objects_read_ahead_keep_their_accounting(tmp_path: Path) -> None:
     assert rec.bytes_read == sizes
     assert table_ids(rt) == {n * 10_000 + i: 1 for n in (0, 1, 3) for i in range(3_000)}
     assert not any(t.name == "lockgate-prefetch" for t in threading.enumerate())
+
+
+def test_first_of_leaves_an_error_to_the_batch_path(tmp_path: Path) -> None:
+    """A ledger that cannot be read now: no prefetch; the batch path meets the error itself."""
+    rt = local_runtime(tmp_path)
+    LocalStore(tmp_path / "landing").put(f"{DAY}/b.jsonl", body(SMALL_OBJECT_BYTES // 100 + 2_000))
+    claim = claim_keys(rt, [f"{DAY}/b.jsonl"])
+
+    class Unreadable:
+        def commit_record(self, batch_id: int) -> None:
+            raise OSError("ledger unreachable")
+
+    assert Prefetch.first_of(rt, src(rt), Unreadable(), claim) is None  # type: ignore[arg-type]
