@@ -1,4 +1,5 @@
-"""Reading a batch's first object while the batch path is imported.
+"""Reading an object ahead of its consumer: a batch's first object while the batch path is
+imported, and (``lockgate.pipelines.stage``) the next object while the current one is staged.
 
 A ``lockgate ingest`` process that finds a pending batch must import the batch path
 (pyiceberg, Parquet; ``lockgate.pipelines.batch``) before it can stage. That import is Python
@@ -31,6 +32,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+import pyarrow as pa
+
 from lockgate.pipelines.formats import (
     FormatOptions,
     ReadChunk,
@@ -42,6 +45,7 @@ from lockgate.resources.config import SourceConfig
 from lockgate.resources.fingerprint import blocking
 from lockgate.resources.ledger import Claim, ClaimedObject, Ledger
 from lockgate.resources.runtime import Runtime
+from lockgate.resources.store import ObjectStore
 
 #: Parsed bytes (Arrow) a prefetch holds at most before its consumer takes them. A safety
 #: bound: the import it overlaps lasts about half a second, in which two cores parse less
@@ -105,11 +109,24 @@ class Prefetch:
             declared = source.arrow_schema()
         except Exception:
             return None
-        return cls(
-            claim.batch_id,
-            obj,
-            lambda meter: read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter),
-        )
+        return cls.of_object(claim.batch_id, obj, landing, fmt, declared)
+
+    @classmethod
+    def of_object(
+        cls,
+        batch_id: int,
+        obj: ClaimedObject,
+        landing: ObjectStore,
+        fmt: FormatOptions,
+        schema: pa.Schema | None,
+        budget: int = PREFETCH_BYTES,
+    ) -> Prefetch:
+        """A prefetch of ``read_object(landing, obj, fmt, schema)`` (not begun yet)."""
+
+        def read(meter: ReadMeter) -> Iterator[ReadChunk]:
+            return read_object(landing, obj.key, obj.etag, fmt, schema, obj.size, meter)
+
+        return cls(batch_id, obj, read, budget=budget)
 
     @property
     def full(self) -> bool:

@@ -248,11 +248,7 @@ def _stage_once(
         if (claim.batch_id, obj.key) in ahead:
             return
         landing = rt.claim_landing(source, claim)
-
-        def read(meter: ReadMeter) -> Iterator[ReadChunk]:
-            return read_object(landing, obj.key, obj.etag, fmt, declared, obj.size, meter)
-
-        p = Prefetch(claim.batch_id, obj, read, budget=READ_AHEAD_BYTES)
+        p = Prefetch.of_object(claim.batch_id, obj, landing, fmt, declared, READ_AHEAD_BYTES)
         ahead[(claim.batch_id, obj.key)] = p
         p.start()
 
