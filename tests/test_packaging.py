@@ -3,6 +3,7 @@ of site-packages; every sub-package of the repository's folders is in it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -92,3 +93,33 @@ def test_public_api_is_lazy() -> None:
 def test_pip_check_is_clean() -> None:
     out = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _arrow_pool(code: str, **env: str) -> str:
+    """The backend of Arrow's default pool in a fresh interpreter running ``code``."""
+    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nprint(pyarrow.default_memory_pool().backend_name)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**environ, **env},
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jemalloc is chosen on Linux")
+def test_import_chooses_jemalloc_unless_told_otherwise() -> None:
+    """``import lockgate`` makes jemalloc Arrow's pool, for the process and its children; an
+    explicit ``ARROW_DEFAULT_MEMORY_POOL`` stands, and a pyarrow already loaded is left as is."""
+    assert _arrow_pool("import lockgate, pyarrow") == "jemalloc"
+    child = (
+        "import lockgate, subprocess, sys, pyarrow\n"
+        "print(subprocess.run([sys.executable, '-c', 'import pyarrow; "
+        "print(pyarrow.default_memory_pool().backend_name)'],"
+        " capture_output=True, text=True, check=True).stdout.strip())"
+    )
+    assert _arrow_pool(child).split() == ["jemalloc", "jemalloc"]
+    assert _arrow_pool("import lockgate, pyarrow", ARROW_DEFAULT_MEMORY_POOL="system") == "system"
+    untouched = "import os, pyarrow, lockgate\nassert 'ARROW_DEFAULT_MEMORY_POOL' not in os.environ"
+    assert _arrow_pool(untouched) == "mimalloc"

@@ -14,6 +14,15 @@ The public API below is imported lazily, so ``import lockgate`` costs nothing an
 Contract: ``load_config``, ``LockgateConfig``, ``build_definitions``, ``LockgateComponent``
 and ``main`` are the stable entry points; everything else may move between minor versions.
 
+Importing ``lockgate`` chooses Arrow's allocator for the process (``_prefer_jemalloc``):
+jemalloc, on Linux, when pyarrow is not loaded yet and ``ARROW_DEFAULT_MEMORY_POOL`` is not
+set (an operator's choice stands; ``ARROW_DEFAULT_MEMORY_POOL=mimalloc`` restores pyarrow's
+default). Staging allocates in the parse threads and frees in the writer threads; with
+mimalloc that cost D1 (229 MB of JSON lines, 2 cores) ~70 MB more peak RSS and ~5% more CPU
+and wall than jemalloc (medians of 6 alternating rounds: 3.96 -> 3.76 s wall, 6.9 -> 6.5
+CPU s, 370-420 -> 295-330 MiB). The variable is inherited by child processes (Dagster's run
+workers), which is what makes it reach them before their pyarrow loads.
+
 (In the repository this file is ``pipelines/_root/__init__.py``: the top level of the
 repository is fixed, and setuptools' ``package-dir`` maps it to ``lockgate``.)
 """
@@ -21,6 +30,8 @@ repository is fixed, and setuptools' ``package-dir`` maps it to ``lockgate``.)
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +41,17 @@ if TYPE_CHECKING:
     from lockgate.resources.config import LockgateConfig, load_config
 
 __all__ = ["LockgateComponent", "LockgateConfig", "build_definitions", "load_config", "main"]
+
+
+def _prefer_jemalloc() -> None:
+    """Arrow's default allocator for this process and its children: jemalloc, unless not on
+    Linux, pyarrow is loaded already (its pool is chosen) or ``ARROW_DEFAULT_MEMORY_POOL`` is
+    set (see the module docstring)."""
+    if sys.platform.startswith("linux") and "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
+
+_prefer_jemalloc()
 
 _EXPORTS = {
     "LockgateConfig": "lockgate.resources.config",
