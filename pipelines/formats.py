@@ -1759,6 +1759,10 @@ class _CsvParser:
         """``block``, ``n`` records joined by newlines, parsed as a table of ``n`` rows;
         ``_RecordError`` if it does not parse as that."""
         data = block + b"\n"
+        if not data.isascii():
+            # as the JSON reader does; pyarrow's row handler could not word such a row
+            # (the error would be lost in its callback)
+            _check_utf8(data)
         bad: list[Any] = []
 
         def on_invalid(row: Any) -> str:

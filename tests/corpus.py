@@ -607,7 +607,7 @@ def _cases() -> list[Case]:
                 decl("u.csv", 0, id=1, name="ok", score=1.0),
                 decl("u.csv", 2, id=3, name="c", score=3.0),
             ],
-            [("u.csv", 1, "invalid UTF8")],
+            [("u.csv", 1, "invalid UTF-8")],
             format="csv",
         ),
         Case(
