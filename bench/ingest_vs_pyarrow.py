@@ -74,10 +74,21 @@ class Comparison:
         return rw / lg if lg > 0 else float("nan")
 
 
-def arrow_schema(full: bool = False) -> pa.Schema:
-    from lockgate.resources.config import parse_schema_type
+#: ``DECLARED``'s types as Arrow types, written out: the raw side imports nothing of Lockgate
+#: (importing its config module costs ~0.3 s of start-up, which would be charged to raw
+#: pyarrow). ``tests/e2e/test_bench_smoke.py`` pins them to Lockgate's ``parse_schema_type``.
+RAW_TYPES: dict[str, pa.DataType] = {
+    "long": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+}
 
-    fields = [pa.field(n, parse_schema_type(t)) for n, t in DECLARED]
+
+def arrow_schema(full: bool = False) -> pa.Schema:
+    fields = [pa.field(n, RAW_TYPES[t]) for n, t in DECLARED]
     if full:  # the nested columns too (what an inferred lockgate source stores)
         fields += [
             pa.field("tags", pa.list_(pa.string())),

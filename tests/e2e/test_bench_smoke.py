@@ -5,12 +5,13 @@ what the scripts produce (tables with the expected rows, the data the generator 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import discovery, generate, ingest_vs_pyarrow, memory, verify_deep
-from bench.common import run_measured, write_config
+from bench.common import ROOT, run_measured, write_config
 
 TOY = 0.0005  # 500 rows per JSON data set, 10 objects in D3
 
@@ -35,6 +36,22 @@ def test_raw_pyarrow_side_reads_every_row(tmp_path: Path) -> None:
     for name, fmt in (("d1", "jsonl"), ("d4", "csv")):
         rows, _ = ingest_vs_pyarrow.raw_ingest(ds.path(name), fmt, tmp_path / f"{name}.parquet")
         assert rows == 500
+
+
+def test_raw_side_types_are_lockgates_and_import_no_lockgate() -> None:
+    """Raw pyarrow reads with the types Lockgate gives ``DECLARED``, and its process loads no
+    Lockgate module (their import would count as raw pyarrow's start-up)."""
+    from lockgate.resources.config import parse_schema_type
+
+    assert {t: parse_schema_type(t) for _, t in generate.DECLARED} == {
+        t: ingest_vs_pyarrow.RAW_TYPES[t] for _, t in generate.DECLARED
+    }
+    code = (
+        "import sys; from bench import ingest_vs_pyarrow as b; b.arrow_schema(True); "
+        "print(sorted(m for m in sys.modules if m.startswith('lockgate')))"
+    )
+    out = run_measured([sys.executable, "-c", code], cwd=ROOT).check()
+    assert out.stdout.strip() == "[]"
 
 
 def test_run_measured_reports_lines_and_rss() -> None:
