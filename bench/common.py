@@ -109,14 +109,19 @@ class Measured:
 
 def run_measured(
     argv: Sequence[str],
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: str | Path | None = None,
     timeout_s: float = 3600.0,
 ) -> Measured:
-    """Run ``argv`` to completion; see ``Measured``. The child is killed after ``timeout_s``."""
+    """Run ``argv`` to completion; see ``Measured``. ``env`` adds to this process's
+    environment (a None value removes the variable). The child is killed after
+    ``timeout_s``."""
     full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
     with tempfile.TemporaryFile(mode="w+b") as err:
         started = time.monotonic()
         proc = subprocess.Popen(

@@ -77,6 +77,8 @@ class Comparison:
 #: ``DECLARED``'s types as Arrow types, written out: the raw side imports nothing of Lockgate
 #: (importing its config module costs ~0.3 s of start-up, which would be charged to raw
 #: pyarrow). ``tests/e2e/test_bench_smoke.py`` pins them to Lockgate's ``parse_schema_type``.
+#: The variable that chooses Arrow's allocator; the raw side runs without it.
+POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 RAW_TYPES: dict[str, pa.DataType] = {
     "long": pa.int64(),
     "int": pa.int32(),
@@ -156,9 +158,10 @@ def _run_raw(
             mode,
             *(["concat"] if concat else []),
         ],
+        env={POOL_VARIABLE: None},  # pyarrow's own default (``import lockgate`` sets jemalloc)
         cwd=ROOT,
     ).check()
-    match = re.search(r"RAW rows=(\d+) seconds=([\d.]+)", m.stdout)
+    match = re.search(r"RAW rows=(\d+) seconds=([\d.]+) pool=(\w+)", m.stdout)
     assert match, m.stdout
     return m.wall_s, float(match.group(2)), int(match.group(1)), m.peak_rss_bytes, m.cpu_s
 
@@ -283,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, seconds = raw_ingest(
             Path(folder), fmt, Path(out), full=mode == "inferred", concat=concat
         )
-        print(f"RAW rows={rows} seconds={seconds:.4f}", flush=True)
+        pool = pa.default_memory_pool().backend_name
+        print(f"RAW rows={rows} seconds={seconds:.4f} pool={pool}", flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)

@@ -313,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
             "Lockgate = the `lockgate ingest` console script (fresh local warehouse + ledger, "
             "declared schema; wall from spawn to exit); raw = `read_json`/`read_csv` with the "
             "explicit schema + one zstd Parquet file (small objects: one `read_json` per object, "
-            "concatenated, one file); Spark = Structured Streaming local[2], JSON -> Parquet, "
-            "availableNow, wall to the end of the cold query (JVM start included). Details of the "
+            "concatenated, one file), in a process that imports nothing of Lockgate, with "
+            "pyarrow's default allocator (Lockgate's processes use jemalloc); Spark = Structured "
+            "Streaming local[2], JSON -> Parquet, availableNow, wall to the end of the cold query "
+            "(JVM start included). Details of the "
             "same runs: the 'Core ingest vs raw pyarrow' and 'Lockgate vs Spark' sections.",
             f"Goals missed: {', '.join(missed)}." if missed else "Every goal measured was met.",
         ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,31 @@ def test_raw_side_types_are_lockgates_and_import_no_lockgate() -> None:
     )
     out = run_measured([sys.executable, "-c", code], cwd=ROOT).check()
     assert out.stdout.strip() == "[]"
+
+
+def test_raw_side_runs_on_pyarrows_default_allocator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw child does not inherit the allocator ``import lockgate`` chose for the bench's
+    own process (nor an operator's): it runs on pyarrow's default."""
+    ds = generate.ensure(TOY, ("d1",))
+    default = run_measured(
+        [sys.executable, "-c", "import pyarrow; print(pyarrow.default_memory_pool().backend_name)"],
+        env={ingest_vs_pyarrow.POOL_VARIABLE: None},
+    ).check()
+    monkeypatch.setenv(ingest_vs_pyarrow.POOL_VARIABLE, "system")
+    calls: list[Mapping[str, str | None] | None] = []
+    measured = ingest_vs_pyarrow.run_measured
+
+    def spy(argv: list[str], env: Mapping[str, str | None] | None = None, **kw: object) -> object:
+        calls.append(env)
+        m = measured(argv, env=env, **kw)  # type: ignore[arg-type]
+        assert f"pool={default.stdout.strip()}" in m.stdout, m.stdout
+        return m
+
+    monkeypatch.setattr(ingest_vs_pyarrow, "run_measured", spy)
+    _, _, rows, _, _ = ingest_vs_pyarrow._run_raw(ds.path("d1"), "jsonl", tmp_path, "declared")
+    assert rows == 500 and calls == [{ingest_vs_pyarrow.POOL_VARIABLE: None}]
 
 
 def test_run_measured_reports_lines_and_rss() -> None:
