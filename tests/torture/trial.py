@@ -451,7 +451,7 @@ class TrialEnv:
             assert self.ctx.proxy is not None
             s3 = f"s3:\n  endpoint_url: {self.ctx.proxy.url}\n  region: us-east-1\n"
         part = "partition: {pattern: 'dt=(\\d{4}-\\d{2}-\\d{2})', start: 2024-01-01}"
-        # cs archives its committed objects (clean_source): the clean.* crash points, and
+        # cs archives its committed objects (clean_source; world.CLEANED): the clean.* points, and
         # backfills / verify --deep reading the archive
         archive = self.landing_url["cs"].rsplit("/landing/", 1)[0] + "/archive/cs"
         clean_cs = f"    clean_source: {{mode: archive, archive_to: {archive}}}\n"

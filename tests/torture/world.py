@@ -83,6 +83,10 @@ LOCAL_ONLY = ("copy", "symlink")
 BACKDATE_S = 3600.0
 #: ``min_age`` of world trials' sources (written if the config takes it; other kinds: 0)
 WORLD_MIN_AGE_S = 5.0
+#: Sources whose committed objects Lockgate archives (``clean_source`` in the trial config,
+#: ``trial.py``): a link to one of their objects may dangle at any moment, so links in the
+#: landing point at files Lockgate never claims (``_tmp-tgt-*``) instead.
+CLEANED = frozenset({"cs"})
 UNREAD_REASON = re.compile(r"(changed|gone)[ _-]before[ _-]read|symlink|\blink\b", re.I)
 
 
@@ -278,7 +282,10 @@ class Mutator:
             live = [
                 k
                 for k, vs in src.versions.items()
-                if k != key and vs[-1].state == "file" and (src.name, k) not in self.pinned
+                if k != key
+                and vs[-1].state == "file"
+                and (src.name, k) not in self.pinned
+                and src.name not in CLEANED
             ]
             if live and rng.random() < 0.5:
                 tkey = rng.choice(sorted(live))
