@@ -74,11 +74,11 @@ class Comparison:
         return rw / lg if lg > 0 else float("nan")
 
 
+#: The variable that chooses Arrow's allocator; the raw side runs without it.
+POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 #: ``DECLARED``'s types as Arrow types, written out: the raw side imports nothing of Lockgate
 #: (importing its config module costs ~0.3 s of start-up, which would be charged to raw
 #: pyarrow). ``tests/e2e/test_bench_smoke.py`` pins them to Lockgate's ``parse_schema_type``.
-#: The variable that chooses Arrow's allocator; the raw side runs without it.
-POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 RAW_TYPES: dict[str, pa.DataType] = {
     "long": pa.int64(),
     "int": pa.int32(),

@@ -18,7 +18,7 @@ Importing ``lockgate`` chooses Arrow's allocator for the process (``_prefer_jema
 jemalloc, on Linux, when pyarrow is not loaded yet and ``ARROW_DEFAULT_MEMORY_POOL`` is not
 set (an operator's choice stands; ``ARROW_DEFAULT_MEMORY_POOL=mimalloc`` restores pyarrow's
 default). Staging allocates in the parse threads and frees in the writer threads; with
-mimalloc that cost D1 (229 MB of JSON lines, 2 cores) ~70 MB more peak RSS and ~5% more CPU
+mimalloc that cost D1 (229 MB of JSON lines, 2 cores) ~70 MiB more peak RSS and ~5% more CPU
 and wall than jemalloc (medians of 6 alternating rounds: 3.96 -> 3.76 s wall, 6.9 -> 6.5
 CPU s, 370-420 -> 295-330 MiB). The variable is inherited by child processes (Dagster's run
 workers), which is what makes it reach them before their pyarrow loads.

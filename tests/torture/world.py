@@ -282,11 +282,10 @@ class Mutator:
             live = [
                 k
                 for k, vs in src.versions.items()
-                if k != key
-                and vs[-1].state == "file"
-                and (src.name, k) not in self.pinned
-                and src.name not in CLEANED
+                if k != key and vs[-1].state == "file" and (src.name, k) not in self.pinned
             ]
+            if src.name in CLEANED:
+                live = []
             if live and rng.random() < 0.5:
                 tkey = rng.choice(sorted(live))
                 self.pinned.add((src.name, tkey))
