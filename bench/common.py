@@ -322,7 +322,7 @@ def append_section(
 @dataclass
 class SummaryRow:
     """One line of the ingest summary (``bench.summary``): ``ok`` is None when the check was
-    skipped (``note`` says why)."""
+    skipped (``note`` says why); a ``context`` line has no goal (it explains the others)."""
 
     check: str
     data: str
@@ -333,9 +333,12 @@ class SummaryRow:
     ok: bool | None
     rss: str = "-"
     note: str = ""
+    context: bool = False
 
     def cells(self) -> list[str]:
-        if self.ok is None:
+        if self.context:
+            result = "context (no goal)"
+        elif self.ok is None:
             result = f"skipped ({self.note})" if self.note else "skipped"
         else:
             result = "ok" if self.ok else "**MISSED**"

@@ -9,6 +9,8 @@ At ``--scale 1`` (rows and object counts scale linearly, each at least 1):
 * D3: 10,000 objects of ~1 KB (5 rows each).
 * D4: D1 as CSV, without the nested columns ``tags`` and ``device``.
 * D1X2: D1 twice in one object (memory benchmark: input size doubled).
+* D0: D1's first row as one object, at every scale: what a process costs whatever it reads
+  (start-up, table creation, commit, exit).
 
 Each data set is a folder (a local landing root) under ``bench/.data/s<scale>/``; keys are
 flat, ``events-2024-03-01-<n>.<ext>``, so the partition pattern ``(\\d{4}-\\d{2}-\\d{2})``
@@ -170,7 +172,9 @@ def _build(folder: Path, rows: int, make: str, scale_rows: int) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    if make == "d1":
+    if make == "d0":
+        _write_parts(tmp, _json_lines(1, SEED), 1, 1, "jsonl")
+    elif make == "d1":
         _write_parts(tmp, _json_lines(rows, SEED), 1, rows, "jsonl")
     elif make == "d1x2":
         with open(tmp / _key(0, "jsonl"), "wb") as f:
@@ -201,7 +205,7 @@ def ensure(scale: float = 1.0, which: tuple[str, ...] = ("d1", "d2", "d3", "d4")
     rows = max(D2_OBJECTS, int(ROWS * scale))
     rows -= rows % D2_OBJECTS
     d3_rows = max(10, int(D3_OBJECTS * scale)) * D3_ROWS_PER_OBJECT
-    plan = {"d1": rows, "d2": rows, "d3": d3_rows, "d4": rows, "d1x2": 2 * rows}
+    plan = {"d0": 1, "d1": rows, "d2": rows, "d3": d3_rows, "d4": rows, "d1x2": 2 * rows}
     for name in which:
         folder = root / name
         if (folder / ".done").exists():

@@ -47,7 +47,7 @@ from bench.generate import DECLARED, Datasets, ensure
 GOAL = 0.75
 #: The goal on the small-objects set (D3).
 GOAL_SMALL = 0.5
-FORMATS = {"d1": "jsonl", "d2": "jsonl", "d3": "jsonl", "d4": "csv"}
+FORMATS = {"d0": "jsonl", "d1": "jsonl", "d2": "jsonl", "d3": "jsonl", "d4": "csv"}
 PROFILE_DIR = ROOT / "bench" / ".profiles"
 
 

@@ -8,6 +8,9 @@ the same local files, alternating (the order of the sides flips every round), me
 * **vs raw pyarrow** (D1, D2, D4; goal >= 0.75x raw throughput) and the **small-objects set**
   (D3, 10,000 x 1 KB JSON lines at scale 1; raw = one ``read_json`` per object, the tables
   concatenated, one Parquet file; goal >= 0.5x): ``bench.ingest_vs_pyarrow``'s two sides;
+* **the fixed cost of a process** (context, no goal): both sides on D0, one object of one
+  row, so the wall gaps above can be split into what a process costs whatever it reads
+  (start-up imports, table creation, commit, exit) and what grows with the bytes;
 * **vs Spark** (D1, D2, D3; goal Lockgate wall <= 1/5 of Spark's wall, JVM start included)
   and **steady state** (D1, D2; Lockgate rows/s over its batch durations > Spark's warm re-run
   rows/s): ``bench.spark_vs_lockgate``'s Spark side, run in the same rounds as the Lockgate
@@ -214,6 +217,36 @@ def spark_rows(m: Measured, name: str, skipped: str) -> list[SummaryRow]:
     return out
 
 
+def fixed_cost_row(m: Measured) -> SummaryRow:
+    c = m.raw
+    lg, rw = median(c.lockgate.wall), median(c.raw.wall)
+    return SummaryRow(
+        "fixed cost of a process",
+        f"{c.dataset} ({c.objects} object, {c.rows} row)",
+        f"{lg:.2f} s (CPU {median(c.lockgate.cpu):.2f} s)",
+        f"raw pyarrow {rw:.2f} s (CPU {median(c.raw.cpu):.2f} s)",
+        f"{lg - rw:+.2f} s",
+        "-",
+        None,
+        f"{_mib(c.lockgate.peak_rss)} / {_mib(c.raw.peak_rss)}",
+        context=True,
+    )
+
+
+def gap_note(fixed: Measured, measured: Sequence[tuple[str, Measured]]) -> str:
+    """The wall gaps to raw pyarrow next to the fixed one (D0)."""
+
+    def gap(m: Measured) -> float:
+        return median(m.raw.lockgate.wall) - median(m.raw.raw.wall)
+
+    gaps = ", ".join(f"{name.upper()} {gap(m):+.2f} s" for name, m in measured)
+    return (
+        f"Wall gap to raw pyarrow (Lockgate minus raw, medians): {gaps}; of each, "
+        f"{gap(fixed):+.2f} s is the fixed cost of a process (D0, one row), the rest grows "
+        "with the bytes."
+    )
+
+
 def summary_table(rows: Sequence[SummaryRow]) -> str:
     return markdown_table(HEADER, [r.cells() for r in rows])
 
@@ -252,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped = "Spark skipped: no bench/.spark-venv (`make spark-venv` creates it)"
     else:
         spark_python = os.path.abspath(args.spark_python)
-    ds = ensure(args.scale, ("d1", "d2", "d3", "d4"))
+    ds = ensure(args.scale, ("d0", "d1", "d2", "d3", "d4"))
 
     def run(name: str, spark_rounds: int, concat: bool = False) -> Measured:
         # Spark's warm re-run only where the steady state is compared (D1, D2).
@@ -267,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             concat,
         )
 
+    d0 = run("d0", 0)
     d1 = run("d1", args.rounds)
     d2 = run("d2", args.rounds)
     d4 = run("d4", 0)
@@ -276,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         raw_row(d2, GOAL_RAW, "throughput vs raw pyarrow"),
         raw_row(d4, GOAL_RAW, "throughput vs raw pyarrow"),
         raw_row(d3, GOAL_SMALL, "small objects vs raw pyarrow"),
+        fixed_cost_row(d0),
     ]
     for name, m in (("d1", d1), ("d2", d2), ("d3", d3)):
         rows += [r for r in spark_rows(m, name, skipped) if r.check.startswith("wall")]
@@ -318,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             "Streaming local[2], JSON -> Parquet, availableNow, wall to the end of the cold query "
             "(JVM start included). Details of the "
             "same runs: the 'Core ingest vs raw pyarrow' and 'Lockgate vs Spark' sections.",
+            gap_note(d0, [("d1", d1), ("d2", d2), ("d4", d4)]),
             f"Goals missed: {', '.join(missed)}." if missed else "Every goal measured was met.",
         ]
         cmd = command_line("bench.summary", argv)

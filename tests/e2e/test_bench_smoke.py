@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import discovery, generate, ingest_vs_pyarrow, memory, verify_deep
+from bench import discovery, generate, ingest_vs_pyarrow, memory, summary, verify_deep
 from bench.common import ROOT, run_measured, write_config
 
 TOY = 0.0005  # 500 rows per JSON data set, 10 objects in D3
@@ -30,6 +30,26 @@ def test_generate_is_deterministic_and_shaped() -> None:
     assert lines == d1[0].read_bytes().splitlines()  # D2 holds D1's rows
     header = ds.files("d4")[0].read_text().splitlines()[0]
     assert header.split(",") == generate.CSV_COLUMNS
+    d0 = generate.ensure(TOY, ("d0",))
+    assert d0.rows("d0") == 1  # D1's first row, whatever the scale
+    assert d0.files("d0")[0].read_bytes() == d1[0].read_bytes().splitlines(keepends=True)[0]
+
+
+def _measured(name: str, lockgate_s: float, raw_s: float) -> summary.Measured:
+    c = ingest_vs_pyarrow.Comparison(name, 1, 1000, 1)
+    for side, wall in ((c.lockgate, lockgate_s), (c.raw, raw_s)):
+        side.wall.append(wall)
+        side.cpu.append(wall)
+        side.peak_rss.append(2**20)
+    return summary.Measured(c, None)
+
+
+def test_summary_splits_the_gap_into_fixed_cost_and_the_rest() -> None:
+    fixed = _measured("D0", 1.30, 0.45)
+    cells = summary.fixed_cost_row(fixed).cells()
+    assert cells[4] == "+0.85 s" and cells[6] == "context (no goal)"
+    note = summary.gap_note(fixed, [("d1", _measured("D1", 4.0, 2.7))])
+    assert "D1 +1.30 s" in note and "+0.85 s is the fixed cost of a process" in note
 
 
 def test_raw_pyarrow_side_reads_every_row(tmp_path: Path) -> None:
