@@ -22,6 +22,7 @@ EXPECTED_ROWS = [
     ("throughput vs raw pyarrow", "D2"),
     ("throughput vs raw pyarrow", "D4"),
     ("small objects vs raw pyarrow", "D3"),
+    ("fixed cost of a process", "D0"),
     ("wall vs Spark (JVM start included)", "D1"),
     ("wall vs Spark (JVM start included)", "D2"),
     ("wall vs Spark (JVM start included)", "D3"),
@@ -74,6 +75,7 @@ def test_summary_toy_one_table_and_one_section(
         "skipped (Spark skipped"
     )
     assert results[("cost per byte: time", "10x D1")] == "skipped (--skip scale)"
+    assert results[("fixed cost of a process", "D0")] == "context (no goal)"
     for check, data in EXPECTED_ROWS[:4]:  # measured: a verdict, never "skipped"
         assert results[(check, data)].replace("**", "").split(" ")[0] in ("ok", "MISSED")
     assert rc == (1 if any("MISSED" in v for v in results.values()) else 0)
