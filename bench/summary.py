@@ -241,9 +241,10 @@ def gap_note(fixed: Measured, measured: Sequence[tuple[str, Measured]]) -> str:
 
     gaps = ", ".join(f"{name.upper()} {gap(m):+.2f} s" for name, m in measured)
     return (
-        f"Wall gap to raw pyarrow (Lockgate minus raw, medians): {gaps}; of each, "
-        f"{gap(fixed):+.2f} s is the fixed cost of a process (D0, one row), the rest grows "
-        "with the bytes."
+        f"Wall gap to raw pyarrow (Lockgate minus raw, medians): {gaps}. The fixed cost of a "
+        f"process (D0, one row; Lockgate minus raw) is {gap(fixed):+.2f} s of each (part of it, "
+        "the batch path's import, overlaps the read of a large object); the rest grows with "
+        "the bytes."
     )
 
 

@@ -49,7 +49,7 @@ def test_summary_splits_the_gap_into_fixed_cost_and_the_rest() -> None:
     cells = summary.fixed_cost_row(fixed).cells()
     assert cells[4] == "+0.85 s" and cells[6] == "context (no goal)"
     note = summary.gap_note(fixed, [("d1", _measured("D1", 4.0, 2.7))])
-    assert "D1 +1.30 s" in note and "+0.85 s is the fixed cost of a process" in note
+    assert "D1 +1.30 s" in note and "(D0, one row; Lockgate minus raw) is +0.85 s" in note
 
 
 def test_raw_pyarrow_side_reads_every_row(tmp_path: Path) -> None:
