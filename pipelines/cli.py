@@ -99,6 +99,14 @@ def _expected(exc: Exception) -> LockgateError | None:
     iceberg = sys.modules.get("pyiceberg.exceptions")
     if iceberg is not None and isinstance(exc, iceberg.NoSuchTableError):
         return MissingTable(" ".join(str(exc).split()) or "the table does not exist")
+    if isinstance(exc, OSError):
+        from lockgate.resources.retry import is_transient
+
+        if is_transient(exc):
+            # e.g. Arrow's S3 filesystem (pyiceberg's FileIO) failing after its retries and ours
+            from lockgate.resources.store_s3 import S3Unavailable
+
+            return S3Unavailable(" ".join(str(exc).split()))
     return None
 
 

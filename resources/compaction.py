@@ -58,6 +58,7 @@ from pyiceberg.transforms import IdentityTransform
 from lockgate.resources.crashpoints import crash_point
 from lockgate.resources.errors import ExitCode, TerminalError, TransientError
 from lockgate.resources.iceberg_private import MemoTransaction, replace_files
+from lockgate.resources.retry import RetryPolicy, retry_call
 from lockgate.resources.tables import DEFAULT_TARGET_FILE_SIZE, TablesError, TableStore
 
 log = logging.getLogger(__name__)
@@ -400,6 +401,7 @@ class _Writer:
 
     def __init__(self, table: Table, day: date) -> None:
         self.table = table
+        self.day = day
         meta = table.metadata
         spec = meta.spec()
         self.key = PartitionKey(
@@ -424,7 +426,14 @@ class _Writer:
             partition_key=self.key,
         )
         self.counter += 1
-        self.written.extend(write_file(self.table.io, meta, iter([task])))
+        # a transient error past the FileIO's own retries: the same task again (same path)
+        self.written.extend(
+            retry_call(
+                lambda _attempt: list(write_file(self.table.io, meta, iter([task]))),
+                RetryPolicy.from_env(),
+                what=f"write a compacted file of {self.day}",
+            )
+        )
 
     def discard(self) -> None:
         """Delete the files written (an abandoned attempt; best effort, vacuum finishes it)."""

@@ -11,7 +11,11 @@ Contract:
   ``Throttling``, HTTP 429 ...), request timeouts, S3's 409 ``ConditionalRequestConflict``
   (concurrent conditional writes), and connection failures (refused, reset,
   closed mid-response, connect/read timeouts). Any other 4xx is permanent, in particular
-  412 Precondition Failed: it is never retried here.
+  412 Precondition Failed: it is never retried here. Arrow's S3 filesystem (pyiceberg's
+  FileIO writes data files, manifests and manifest lists through it) reports an error only
+  as ``OSError`` text, ``... AWS Error NETWORK_CONNECTION during CompleteMultipartUpload
+  operation: ...``, after its own retries: the same cases there (``ARROW_TRANSIENT_ERRORS``,
+  or an ``UNKNOWN`` error whose HTTP status is 5xx or 429) are transient.
 * ``fn`` learns from ``attempt`` whether an earlier attempt may have reached the server, so
   a create-only put can tell "my lost earlier attempt wrote this" from "someone else did".
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +111,34 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
+#: The AWS SDK error names that Arrow's S3 filesystem reports for connection failures,
+#: server errors, throttling and timeouts (``AWS Error <NAME> during <operation> ...``).
+ARROW_TRANSIENT_ERRORS = frozenset(
+    {
+        "NETWORK_CONNECTION",
+        "INTERNAL_FAILURE",
+        "SERVICE_UNAVAILABLE",
+        "SLOW_DOWN",
+        "THROTTLING",
+        "REQUEST_TIMEOUT",
+    }
+)
+_ARROW_AWS_ERROR = re.compile(r"AWS Error ([A-Z_]+)(?: \(HTTP status (\d{3})\))? during ")
+
+
+def _arrow_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is Arrow's S3 ``OSError`` for a transient failure."""
+    if not isinstance(exc, OSError):
+        return False
+    m = _ARROW_AWS_ERROR.search(str(exc))
+    if m is None:
+        return False
+    if m.group(1) in ARROW_TRANSIENT_ERRORS:
+        return True
+    status = int(m.group(2)) if m.group(2) else None
+    return status is not None and (status == 429 or (status >= 500 and status != 501))
+
+
 def error_code(exc: BaseException) -> str | None:
     """The S3 error code of a botocore ``ClientError`` (e.g. ``NoSuchKey``), else None."""
     response = getattr(exc, "response", None)
@@ -163,6 +196,8 @@ def is_transient(exc: BaseException) -> bool:
         if status == 429:
             return True
         return status is not None and status >= 500 and status != 501
+    if _arrow_transient(exc):
+        return True
     global _CONNECTION_ERRORS
     if _CONNECTION_ERRORS is None:
         _CONNECTION_ERRORS = _connection_error_types()

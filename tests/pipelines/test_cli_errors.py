@@ -369,3 +369,21 @@ def test_an_unexpected_error_keeps_its_traceback(
     monkeypatch.setattr("lockgate.pipelines.commands.status.source_status", boom)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["status", "--config", str(path)])
+
+
+def test_a_store_failing_past_every_retry_exits_13(
+    local: tuple[Path, Lander], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Arrow's S3 filesystem (pyiceberg's FileIO) words its errors only as ``OSError`` text."""
+    path, _ = local
+
+    def unavailable(*_args: object, **_kwargs: object) -> None:
+        raise OSError(
+            "When completing multiple part upload for key 'wh/m0.avro' in bucket 'b': AWS Error "
+            "NETWORK_CONNECTION during CompleteMultipartUpload operation: curlCode: 52"
+        )
+
+    monkeypatch.setattr("lockgate.pipelines.commands.status.source_status", unavailable)
+    code, err = _run(["status", "--config", str(path)], capsys)
+    assert code == ExitCode.STORE_UNAVAILABLE
+    assert err.strip() == _one_error_line(err) and "NETWORK_CONNECTION" in err

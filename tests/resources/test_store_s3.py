@@ -382,6 +382,14 @@ def test_transient_classification() -> None:
     assert not is_transient(_client_error("NoSuchKey", 404))
     assert not is_transient(_client_error("NotImplemented", 501))
     assert not is_transient(ValueError("bad key"))
+    # Arrow's S3 filesystem (pyiceberg's FileIO), as it words errors
+    arrow = "When completing multiple part upload for key 'k' in bucket 'b': AWS Error {} during"
+    for name in ("NETWORK_CONNECTION", "INTERNAL_FAILURE", "SLOW_DOWN", "SERVICE_UNAVAILABLE"):
+        assert is_transient(OSError(arrow.format(name) + " CompleteMultipartUpload operation: x"))
+    assert is_transient(OSError(arrow.format("UNKNOWN (HTTP status 503)") + " PutObject operation"))
+    assert not is_transient(OSError(arrow.format("ACCESS_DENIED") + " PutObject operation: no"))
+    assert not is_transient(OSError(arrow.format("UNKNOWN (HTTP status 501)") + " PutObject op"))
+    assert not is_transient(OSError("Path does not exist 'b/k'"))
 
 
 def test_retry_call_backs_off_with_full_jitter_within_bounds() -> None:

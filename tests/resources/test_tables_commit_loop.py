@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from pyiceberg.table import Table, Transaction
 
-from lockgate.resources.catalog import ObjectStoreCatalog
+from lockgate.resources.catalog import ObjectStoreCatalog, make_catalog
 from lockgate.resources.retry import RetryPolicy
-from lockgate.resources.store import LocalStore
+from lockgate.resources.store import LocalStore, S3Options
 from lockgate.resources.tables import (
     AppendBatch,
     CommitConflict,
@@ -24,6 +24,8 @@ from lockgate.resources.tables import (
     TableSettings,
     TableStore,
 )
+from tests.conftest import create_bucket
+from tests.s3_fault_proxy import FaultProxy
 
 SCHEMA = pa.schema([("id", pa.int64()), ("_day", pa.date32())])
 DAY = date(2024, 3, 1)
@@ -114,3 +116,59 @@ def test_backoff_is_the_retry_policy() -> None:
         max_attempts=7, base_delay=0.5, max_delay=2.0, max_total=float("inf")
     )
     assert all(0.0 <= s.backoff.backoff(k) <= min(2.0, 0.5 * 2**k) for k in range(8))
+
+
+def _s3_tables(moto_server: str, proxy: FaultProxy) -> TableStore:
+    bucket = create_bucket(moto_server)
+    opts = S3Options(endpoint_url=proxy.url, region="us-east-1")
+    ts = TableStore(
+        make_catalog(f"s3://{bucket}/wh", opts),
+        TableSettings(retry_base_s=0.0, retry_max_s=0.0),
+    )
+    ts.ensure_table("ns.t", SCHEMA)
+    return ts
+
+
+def test_a_manifest_upload_failing_past_the_fileio_retries_is_committed_once(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The torture's notify kind met it: pyiceberg's FileIO (Arrow's S3 client) gave up
+    completing a manifest's multipart upload, which used to fail the run."""
+    monkeypatch.setenv("LOCKGATE_RETRY_BASE_DELAY", "0")
+    with FaultProxy(moto_server) as proxy:
+        ts = _s3_tables(moto_server, proxy)
+        staged = ts.stage("ns.t", [_rows(0, 3)])
+        # the CompleteMultipartUpload requests of the commit's Avro files never arrive:
+        # more than the FileIO's own tries of one upload
+        proxy.inject("drop_request", 6, method="POST", path_contains="uploadId")
+        result = ts.commit_batch("ns.t", "src", 0, staged)
+        assert proxy.faults["drop_request"] == 6
+    assert not result.duplicate and result.attempts >= 2
+    assert ts.load("ns.t").scan().to_arrow().column("id").to_pylist() == [0, 1, 2]
+    assert list(ts.committed("ns.t", "src")) == [0]
+
+
+def test_a_permanent_fileio_error_is_not_retried(moto_server: str) -> None:
+    with FaultProxy(moto_server) as proxy:
+        ts = _s3_tables(moto_server, proxy)
+        staged = ts.stage("ns.t", [_rows(0, 3)])
+        proxy.inject("access_denied", 50, method="POST", path_contains="uploadId")
+        with pytest.raises(OSError, match="ACCESS_DENIED"):
+            ts.commit_batch("ns.t", "src", 0, staged)
+        started = [p for m, p, _ in proxy.history if m == "POST" and p.endswith(".avro?uploads")]
+    assert len(started) == 1  # the commit loop did not plan again (a new plan: new files)
+    assert list(ts.committed("ns.t", "src")) == []
+
+
+def test_a_data_file_upload_failing_past_the_fileio_retries_is_written_again(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCKGATE_RETRY_BASE_DELAY", "0")
+    with FaultProxy(moto_server) as proxy:
+        ts = _s3_tables(moto_server, proxy)
+        proxy.inject("drop_request", 6, method="POST", path_contains="uploadId")
+        staged = ts.stage("ns.t", [_rows(0, 3)])
+        assert proxy.faults["drop_request"] == 6
+        ts.commit_batch("ns.t", "src", 0, staged)
+    assert [f.record_count for f in staged] == [3]
+    assert ts.load("ns.t").scan().to_arrow().column("id").to_pylist() == [0, 1, 2]
