@@ -70,7 +70,7 @@ from lockgate.resources.iceberg_private import (
 )
 from lockgate.resources.markers import IdRanges, marker_property
 from lockgate.resources.parquet_writer import write_data_file
-from lockgate.resources.retry import RetryPolicy, is_transient, retry_call
+from lockgate.resources.retry import RetryPolicy, retry_call
 from lockgate.resources.widening import PROMOTIONS, compatible
 
 if TYPE_CHECKING:
@@ -691,53 +691,39 @@ class TableStore:
         made from), which counts as a lost race; ``CommitConflict`` after ``commit_attempts``
         lost races (nothing was committed).
 
-        A transient error (``retry.is_transient``: e.g. a manifest list whose upload lost its
-        answer after the FileIO's own retries) also starts again from a reload, after the
-        backoff of ``RetryPolicy.from_env()``, until that policy is used up (then it
-        propagates). That is safe wherever the error came from: before the table's metadata
-        was swapped nothing is committed, and after it the reload shows the update applied,
-        whose plan is then None (every producer states its requirements against the table).
+        A transient error (``retry.is_transient``: e.g. a manifest list whose upload failed
+        past the FileIO's own retries) starts the loop again under ``RetryPolicy.from_env()``
+        (then it propagates). That is safe wherever the error came from: before the table's
+        metadata was swapped nothing is committed, and after it the reload shows the update
+        applied, whose plan is then None (every producer states its requirements).
         """
+        return retry_call(
+            lambda _attempt: self._commit_races(identifier, update),
+            RetryPolicy.from_env(),
+            what=f"{identifier}: {update.what}",
+        )
+
+    def _commit_races(self, identifier: str, update: TableUpdate) -> tuple[Table, bool, int]:
+        """``_commit`` without its retry of transient errors."""
         attempts = self.settings.commit_attempts
         invalid: ValidationException | None = None
-        io_policy = RetryPolicy.from_env()
-        io_failures = 0
-        started = time.monotonic()
         for attempt in range(1, attempts + 1):
+            table = self.load(identifier)
             try:
-                table = self.load(identifier)
-                try:
-                    txn = update.plan(identifier, table)
-                except ValidationException as e:
-                    # pyiceberg refused the plan (e.g. "Missing required files to delete"
-                    # while a compaction raced a backfill): nothing was committed; plan again
-                    # from a reload
-                    log.warning("%s: %s: %s; planning again", identifier, update.what, e)
-                    invalid = e
-                    time.sleep(self.settings.backoff.backoff(attempt - 1))
-                    continue
-                if txn is None:
-                    return table, False, attempt
-                try:
-                    return commit_strict(txn), True, attempt
-                except CommitFailedException:
-                    time.sleep(self.settings.backoff.backoff(attempt - 1))
-            except Exception as e:
-                if isinstance(e, LockgateError) or not is_transient(e):
-                    raise
-                io_failures += 1
-                delay = io_policy.backoff(io_failures - 1)
-                spent = time.monotonic() - started
-                if io_failures >= io_policy.max_attempts or spent + delay > io_policy.max_total:
-                    raise
-                log.warning(
-                    "%s: %s: transient error (%d), again from a reload: %s",
-                    identifier,
-                    update.what,
-                    io_failures,
-                    e,
-                )
-                time.sleep(delay)
+                txn = update.plan(identifier, table)
+            except ValidationException as e:
+                # pyiceberg refused the plan (e.g. "Missing required files to delete" while a
+                # compaction raced a backfill): nothing was committed; plan again from a reload
+                log.warning("%s: %s: %s; planning again", identifier, update.what, e)
+                invalid = e
+                time.sleep(self.settings.backoff.backoff(attempt - 1))
+                continue
+            if txn is None:
+                return table, False, attempt
+            try:
+                return commit_strict(txn), True, attempt
+            except CommitFailedException:
+                time.sleep(self.settings.backoff.backoff(attempt - 1))
         raise CommitConflict(f"{identifier}: {update.what} lost {attempts} races") from invalid
 
     # ---- maintenance -------------------------------------------------------------------
