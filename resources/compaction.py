@@ -146,7 +146,9 @@ class DayCompaction:
 class ReplaceDayFiles:
     """The compaction's commit (a ``TableUpdate``): delete exactly ``removed`` (paths) and add
     ``added``; no property changes, except the default sort order when ``sort_by`` is given.
-    Requires every path of ``removed`` live in the table as loaded (else ``CompactionStale``)."""
+    Requires every path of ``removed`` live in the table as loaded (else ``CompactionStale``),
+    unless the table shows it applied (none of ``removed`` live, all of ``added``): then it
+    plans nothing (a retry after a commit whose answer was lost)."""
 
     day: date
     removed: tuple[str, ...]
@@ -157,6 +159,9 @@ class ReplaceDayFiles:
 
     def plan(self, identifier: str, table: Table) -> Transaction | None:
         live = {f.file_path: f for f in day_files(table, self.day)}
+        applied = self.added and all(f.file_path in live for f in self.added)
+        if applied and not live.keys() & set(self.removed):
+            return None
         gone = [p for p in self.removed if p not in live]
         if gone:
             raise CompactionStale(

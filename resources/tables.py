@@ -255,7 +255,9 @@ class OverwritePartitions:
     that touches ``days`` (else ``RebuildConflict``: a batch the rebuild did not read has rows
     in these days). ``day_of(batch id)`` names a batch's day (``YYYY-MM-DD``); without it,
     every id gained since ``base`` conflicts. A batch of another day keeps its files (only
-    files of ``days`` are replaced) and its marker id (the marker is a union)."""
+    files of ``days`` are replaced) and its marker id (the marker is a union). Plans nothing
+    when that is the table already: the marker holds ``batch_ids`` and the files of ``days``
+    are exactly ``staged`` (idempotence)."""
 
     source: str
     days: list[date]
@@ -298,13 +300,21 @@ class OverwritePartitions:
             "lockgate.rebuild": ",".join(d.isoformat() for d in days),
             "lockgate.batches": planned.format(),
         }
+        live = []
+        if table.current_snapshot() is not None:
+            values = ", ".join(repr(d.isoformat()) for d in days)
+            live = [
+                t.file for t in table.scan(row_filter=f"{part_name} IN ({values})").plan_files()
+            ]
+        if not planned.difference(marker) and {f.file_path for f in live} == {
+            f.path for f in self.staged
+        }:
+            return None  # already applied (a retry after a commit whose answer was lost)
         txn = MemoTransaction(table)
         txn.set_properties({marker_property(self.source): marker.union(planned).format()})
         with txn.update_snapshot(snapshot_properties=props).overwrite() as ow:
-            if table.current_snapshot() is not None:
-                values = ", ".join(repr(d.isoformat()) for d in days)
-                for task in table.scan(row_filter=f"{part_name} IN ({values})").plan_files():
-                    ow.delete_data_file(task.file)
+            for f in live:
+                ow.delete_data_file(f)
             for f in self.staged:
                 ow.append_data_file(f.data_file)
         return txn

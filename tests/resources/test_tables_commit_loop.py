@@ -13,6 +13,7 @@ import pytest
 from pyiceberg.table import Table, Transaction
 
 from lockgate.resources.catalog import ObjectStoreCatalog, make_catalog
+from lockgate.resources.compaction import ReplaceDayFiles
 from lockgate.resources.retry import RetryPolicy
 from lockgate.resources.store import LocalStore, S3Options
 from lockgate.resources.tables import (
@@ -176,3 +177,33 @@ def test_a_data_file_upload_failing_past_the_fileio_retries_is_written_again(
         ts.commit_batch("ns.t", "src", 0, staged)
     assert [f.record_count for f in staged] == [3]
     assert ts.load("ns.t").scan().to_arrow().column("id").to_pylist() == [0, 1, 2]
+
+
+def test_each_update_plans_nothing_once_applied(tmp_path: Path) -> None:
+    """What makes the commit loop's retry after a transient error safe: an update whose commit
+    landed (its answer lost) finds itself applied on the reload and commits nothing again."""
+    ts = _tables(tmp_path)
+    small = [ts.stage("ns.t", [_rows(i * 3, 3)]) for i in range(3)]
+    for i, staged in enumerate(small):
+        ts.commit_batch("ns.t", "src", i, staged)
+    whole = ts.stage("ns.t", [_rows(0, 9)])
+    updates = [
+        AppendBatch("src", 3, ts.stage("ns.t", [_rows(9, 1)]), {}),
+        ReplaceDayFiles(DAY, tuple(f.path for st in small for f in st), [whole[0].data_file], {}),
+        OverwritePartitions(
+            "src",
+            [DAY],
+            ts.stage("ns.t", [_rows(0, 10)]),
+            [0, 1, 2, 3],
+            ts.rebuild_base("ns.t", "src"),
+            {},
+        ),
+    ]
+    for update in updates:
+        _, committed, _ = ts._commit("ns.t", update)
+        snapshot = ts.load("ns.t").current_snapshot()
+        _, again, _ = ts._commit("ns.t", update)
+        assert committed and not again, update.what
+        assert ts.load("ns.t").current_snapshot() == snapshot
+        ids = ts.load("ns.t").scan().to_arrow().column("id").to_pylist()
+        assert sorted(ids) == list(range(len(ids))), update.what
