@@ -300,7 +300,7 @@ class OverwritePartitions:
             "lockgate.rebuild": ",".join(d.isoformat() for d in days),
             "lockgate.batches": planned.format(),
         }
-        live = []
+        live: list[DataFile] = []
         if table.current_snapshot() is not None:
             values = ", ".join(repr(d.isoformat()) for d in days)
             live = [
@@ -313,10 +313,10 @@ class OverwritePartitions:
         txn = MemoTransaction(table)
         txn.set_properties({marker_property(self.source): marker.union(planned).format()})
         with txn.update_snapshot(snapshot_properties=props).overwrite() as ow:
-            for f in live:
-                ow.delete_data_file(f)
-            for f in self.staged:
-                ow.append_data_file(f.data_file)
+            for old in live:
+                ow.delete_data_file(old)
+            for new in self.staged:
+                ow.append_data_file(new.data_file)
         return txn
 
 
