@@ -19,7 +19,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from lockgate.pipelines.startup import gc_paused
+from lockgate.pipelines import codecache
+from lockgate.pipelines.startup import gc_paused, without_pydantic_plugins
 from lockgate.resources.errors import ExitCode, LockgateError, MissingTable
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
@@ -142,8 +143,13 @@ def console() -> None:
     matters has run: non-daemon threads joined (``threading._shutdown``), ``atexit`` handlers
     (logging flushed), stdout/stderr flushed. Tearing down pyiceberg, pandas and Arrow module
     state changes nothing on disk and cost ~1.5 s of CPU per ``lockgate ingest``. An exception
-    (or ``SystemExit``, e.g. ``--help``) leaves the ordinary way."""
+    (or ``SystemExit``, e.g. ``--help``) leaves the ordinary way. pydantic's plugins are off
+    unless asked for (``lockgate.pipelines.startup.without_pydantic_plugins``), and the code
+    Python generates as modules load comes from its cache (``lockgate.pipelines.codecache``)."""
+    without_pydantic_plugins()
+    codecache.install()
     code = main()
+    codecache.save()
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is not None:
         shutdown()

@@ -28,6 +28,13 @@ and the collections they trigger free nothing while holding the GIL, stalling th
 that read and parse meanwhile. Measured on the 2-core machine (medians of 5-6 alternating
 rounds): D1 3.89 -> 3.68 s wall, D4 2.54 -> 2.16 s. The collector resumes at the end of the
 block as it was (reference counting frees everything else throughout).
+
+``without_pydantic_plugins`` (the ``lockgate`` command, before anything else): pydantic looks
+for plugins when it builds its first model, by reading the entry points of every installed
+distribution (``importlib.metadata``; ~30-40 ms of CPU on one core before the first read in a
+Dagster environment of ~180 distributions). Lockgate uses no pydantic plugin, so the command
+sets pydantic's own switch, ``PYDANTIC_DISABLE_PLUGINS=__all__``, unless it is set already: a
+user who wants plugins in the command (e.g. instrumentation) sets it to the empty string.
 """
 
 from __future__ import annotations
@@ -36,10 +43,14 @@ import gc
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
+
+#: pydantic's switch for its plugins (``without_pydantic_plugins``).
+PYDANTIC_PLUGINS_VARIABLE = "PYDANTIC_DISABLE_PLUGINS"
 
 #: Modules loaded lazily inside ``lean_imports`` (see the module docstring).
 LAZY = frozenset({"pyiceberg.expressions.parser", "strictyaml"})
@@ -90,4 +101,16 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-__all__ = ["LAZY", "gc_paused", "lean_imports"]
+def without_pydantic_plugins() -> None:
+    """pydantic loads no plugins in this process (and the processes it starts) unless
+    ``PYDANTIC_DISABLE_PLUGINS`` is set already (see the module docstring)."""
+    os.environ.setdefault(PYDANTIC_PLUGINS_VARIABLE, "__all__")
+
+
+__all__ = [
+    "LAZY",
+    "PYDANTIC_PLUGINS_VARIABLE",
+    "gc_paused",
+    "lean_imports",
+    "without_pydantic_plugins",
+]

@@ -6,6 +6,7 @@ process; with nothing pending it loads no table code at all."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,38 @@ def test_main_leaves_the_collector_enabled(capsys: pytest.CaptureFixture[str]) -
         assert json.loads(capsys.readouterr().out)["title"]
     finally:
         gc.unfreeze()
+
+
+PLUGINS = """
+import json, os, sys
+from lockgate.pipelines.startup import without_pydantic_plugins
+without_pydantic_plugins()
+import pydantic.plugin._loader as loader
+print("RESULT", json.dumps({"env": os.environ.get("PYDANTIC_DISABLE_PLUGINS"),
+      "plugins": list(loader.get_plugins()), "scanned": loader._plugins is not None}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("given", "expected", "scanned"), [(None, "__all__", False), ("", "", True)]
+)
+def test_pydantic_plugins_are_off_unless_asked_for(
+    given: str | None, expected: str, scanned: bool
+) -> None:
+    """The command skips pydantic's scan of every distribution's entry points; an operator's
+    setting (here: the empty string, plugins on) stands."""
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if given is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = given
+    proc = subprocess.run(
+        [sys.executable, "-c", PLUGINS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
+    assert result == {"env": expected, "plugins": [], "scanned": scanned}
