@@ -41,6 +41,7 @@ from lockgate.pipelines.formats import (
     ReadChunk,
     ReadMeter,
     VersionNotRead,
+    int64_array,
     is_small_object,
     quarantine_batch,
     read_object,
@@ -221,7 +222,7 @@ def _stage_once(
         if read.batch is not None and read.batch.num_rows:
             crash_point("stage.after_read")
             lineage = lineage_arrays(claim, read.batch.num_rows, ingested_at, None, None)
-            which = np.repeat(np.arange(len(objs)), read.rows)
+            which = int64_array(np.repeat(np.arange(len(objs)), read.rows))
             lineage["_source_key"] = pa.array([o.key for o in objs], pa.string()).take(which)
             lineage["_source_etag"] = pa.array([o.etag for o in objs], pa.string()).take(which)
             good = conformer.conform(read.batch, lineage)
