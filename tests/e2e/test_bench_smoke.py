@@ -5,13 +5,14 @@ what the scripts produce (tables with the expected rows, the data the generator 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from bench import discovery, generate, ingest_vs_pyarrow, memory, summary, verify_deep
+from bench import discovery, generate, ingest_vs_pyarrow, memory, run_all, summary, verify_deep
 from bench.common import ROOT, run_measured, write_config
 
 TOY = 0.0005  # 500 rows per JSON data set, 10 objects in D3
@@ -173,3 +174,25 @@ def test_compaction_toy(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "| before compaction | 20 | 10 |" in out
     assert "| after compaction | 2 | 1 |" in out
+
+
+def test_code_ref_measures_the_exported_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_all --code-ref`` imports the commit's ``lockgate``, not the work tree's editable
+    install, with its bytecode and generated-code cache built."""
+    monkeypatch.setattr(run_all, "DATA_DIR", tmp_path)
+    export = run_all.export_code("HEAD")
+    assert export == run_all.export_code("HEAD")  # exported once
+    package = export / run_all.PACKAGE_DIR / "lockgate"
+    cache = package / "pipelines" / "__pycache__" / f"codecache.{sys.implementation.cache_tag}.bin"
+    assert cache.stat().st_size > 0
+    proc = subprocess.run(
+        [sys.executable, "-c", "import lockgate.pipelines.cli as c; print(c.__file__)"],
+        env={"PYTHONPATH": str(export / run_all.PACKAGE_DIR), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(proc.stdout.strip()) == package / "pipelines" / "cli.py"
