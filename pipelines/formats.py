@@ -1737,8 +1737,16 @@ class _CsvParser:
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             )
+            # An ASCII block's text is valid UTF-8 already: read as binary (not validated
+            # again, column by column: ~4% of D4's CPU) and viewed as text (``_as_text``).
+            self.convert_ascii: pa_csv.ConvertOptions | None = pa_csv.ConvertOptions(
+                column_types={n: pa.binary() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            )
         else:
             self.convert = pa_csv.ConvertOptions()
+            self.convert_ascii = None
 
     @classmethod
     def start(
@@ -1768,10 +1776,13 @@ class _CsvParser:
         """``block``, ``n`` records joined by newlines, parsed as a table of ``n`` rows;
         ``_RecordError`` if it does not parse as that."""
         data = block + b"\n"
+        convert = self.convert
         if not data.isascii():
             # as the JSON reader does; pyarrow's row handler could not word such a row
             # (the error would be lost in its callback)
             _check_utf8(data)
+        elif self.convert_ascii is not None:
+            convert = self.convert_ascii
         bad: list[Any] = []
 
         def on_invalid(row: Any) -> str:
@@ -1785,10 +1796,12 @@ class _CsvParser:
                 parse_options=pa_csv.ParseOptions(
                     invalid_row_handler=on_invalid, **self.parse_kwargs
                 ),
-                convert_options=self.convert,
+                convert_options=convert,
             )
         except _ARROW_ERRORS as e:
             raise _RecordError(self._name_column(str(e))) from e
+        if convert is self.convert_ascii:
+            table = _as_text(table)
         if bad:
             row = bad[0]
             raise _RecordError(f"expected {row.expected_columns} fields, got {row.actual_columns}")
@@ -1815,6 +1828,22 @@ class _CsvParser:
             if idx < len(cols):
                 return f"field {cols[idx]!r}: {m.group(2)}"
         return message
+
+
+def _as_text(table: pa.Table) -> pa.Table:
+    """``table``'s binary columns as string columns, without a copy or a UTF-8 check: only for
+    a table parsed from ASCII text (valid UTF-8 as it is)."""
+    columns = [
+        pa.chunked_array([chunk.view(pa.string()) for chunk in col.chunks], pa.string())
+        if pa.types.is_binary(col.type)
+        else col
+        for col in table.columns
+    ]
+    fields = [
+        pa.field(f.name, pa.string(), f.nullable) if pa.types.is_binary(f.type) else f
+        for f in table.schema
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 def _csv_fields(record: bytes, opts: CsvOptions) -> list[str]:

@@ -402,3 +402,46 @@ def test_csv_whole_block_cut_refuses_blank_lines(lines: list[str], tail: str) ->
         return
     assert got == ("\n".join(lines).encode(), len(lines))
     assert splitter.carry == tail.encode()
+
+
+CSV_SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string()), ("t", pa.timestamp("us", "UTC"))])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["1", " 2 ", "", "x", "9" * 25]),
+            st.text(alphabet=st.sampled_from('ab ,"é\\'), max_size=6),
+            st.sampled_from(["2024-03-01T00:00:00Z", "", "not a time", "2024-03-01"]),
+            st.sampled_from(["", "extra", "ü"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_csv_ascii_blocks_read_as_binary_equal_the_text_path(
+    rows: list[tuple[str, str, str, str]],
+) -> None:
+    """An ASCII CSV block is read as binary and viewed as text (no second UTF-8 check); the
+    table, rescued values included, is the one the text path gives. A block with non-ASCII
+    bytes takes the text path."""
+    names = ["id", "v", "t", "more"]
+    block = "\n".join(
+        ",".join([i, '"' + v.replace('"', '""') + '"', t, m]) for i, v, t, m in rows
+    ).encode()
+    fmt = FormatOptions("csv")
+
+    def parse(ascii_path: bool) -> pa.Table | str:
+        ctx = formats._Context("k", "e", CSV_SCHEMA)
+        parser = formats._CsvParser(names, fmt, ctx)
+        if not ascii_path:
+            parser.convert_ascii = None
+        try:
+            return parser.attempt_block(block, len(rows))
+        except formats._RecordError as e:
+            return e.reason
+
+    assert parse(True) == parse(False)
+    parser = formats._CsvParser(names, fmt, formats._Context("k", "e", CSV_SCHEMA))
+    assert parser.convert_ascii is not None
