@@ -93,11 +93,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import IO, Any, BinaryIO, ClassVar, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
@@ -110,6 +109,7 @@ from lockgate.pipelines.rescue import (
     extras_per_row,
     merge_column,
 )
+from lockgate.pipelines.startup import LazyModule
 from lockgate.resources.config import (
     DEFAULT_MAX_COMPRESSION_RATIO,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
@@ -128,6 +128,11 @@ from lockgate.resources.store import (
     read_into,
     validate_key,
 )
+
+if TYPE_CHECKING:
+    import pyarrow.compute as pc
+else:  # imported at its first use (~70 ms a first read need not wait for)
+    pc = LazyModule("pyarrow.compute", globals(), "pc")
 
 SOURCE_ROW = "_source_row"
 #: Bytes of a bad record kept in its ``QuarantineRecord.raw``.

@@ -26,13 +26,18 @@ import decimal
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from lockgate.pipelines.startup import LazyModule
 from lockgate.resources.config import LINEAGE_COLUMNS, RESERVED_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow.compute as pc
+else:  # imported at its first use (~70 ms a first read need not wait for)
+    pc = LazyModule("pyarrow.compute", globals(), "pc")
 
 RESCUED = "_rescued_data"
 RESCUED_FIELD = pa.field(RESCUED, pa.string())

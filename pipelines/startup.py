@@ -40,6 +40,7 @@ user who wants plugins in the command (e.g. instrumentation) sets it to the empt
 from __future__ import annotations
 
 import gc
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -101,6 +102,23 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class LazyModule:
+    """Stands for module ``name`` in namespace ``into`` (as its global ``alias``) until an
+    attribute is first read: then the module is imported and the global rebound to it, so
+    later reads cost nothing. Any thread may read first: concurrent first reads wait for one
+    import (the import system's module lock), unlike Python 3.11's ``LazyLoader``."""
+
+    def __init__(self, name: str, into: dict[str, object], alias: str):
+        self._name = name
+        self._into = into
+        self._alias = alias
+
+    def __getattr__(self, attr: str) -> object:
+        module = importlib.import_module(self._name)
+        self._into[self._alias] = module
+        return getattr(module, attr)
+
+
 def without_pydantic_plugins() -> None:
     """pydantic loads no plugins in this process (and the processes it starts) unless
     ``PYDANTIC_DISABLE_PLUGINS`` is set already (see the module docstring)."""
@@ -109,6 +127,7 @@ def without_pydantic_plugins() -> None:
 
 __all__ = [
     "LAZY",
+    "LazyModule",
     "PYDANTIC_PLUGINS_VARIABLE",
     "gc_paused",
     "lean_imports",

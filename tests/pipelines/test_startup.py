@@ -199,3 +199,34 @@ def test_pydantic_plugins_are_off_unless_asked_for(
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     result = json.loads(line[len("RESULT ") :])
     assert result == {"env": expected, "plugins": [], "scanned": scanned}
+
+
+def test_lazy_module_imports_once_at_first_use_from_any_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LazyModule`` imports nothing until read; threads reading first at once wait for ONE
+    import (the module's body runs once) and all see the module; the global is rebound to it."""
+    import threading
+
+    from lockgate.pipelines.startup import LazyModule
+
+    (tmp_path / "lg_slow_module.py").write_text(
+        "import time\nRUNS = []\nRUNS.append(1)\ntime.sleep(0.2)\nVALUE = 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace: dict[str, object] = {}
+    namespace["slow"] = LazyModule("lg_slow_module", namespace, "slow")
+    assert "lg_slow_module" not in sys.modules
+    seen: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(namespace["slow"].VALUE))  # type: ignore[attr-defined]
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    module = sys.modules.pop("lg_slow_module")
+    assert seen == [42] * 4
+    assert module.RUNS == [1]
+    assert namespace["slow"] is module
