@@ -152,14 +152,16 @@ def stats() -> tuple[int, int]:
 
 
 def warm() -> int:
-    """Load the modules of every ``lockgate`` command and of the batch path, then write the
-    cache; the number of texts it holds for them."""
+    """Load the modules of every ``lockgate`` command (``lockgate.pipelines.commands``) and of
+    the batch path, then write the cache; the number of texts it holds for them."""
     install()
-    from lockgate.pipelines.cli import COMMANDS
+    import pkgutil
+
+    from lockgate.pipelines import commands
     from lockgate.pipelines.startup import lean_imports
 
-    for module, _help in COMMANDS.values():
-        importlib.import_module(module)
+    for info in pkgutil.iter_modules(commands.__path__, f"{commands.__name__}."):
+        importlib.import_module(info.name)
     with lean_imports():
         importlib.import_module("lockgate.pipelines.batch")
     save(force=True)

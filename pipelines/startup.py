@@ -127,8 +127,8 @@ def without_pydantic_plugins() -> None:
 
 __all__ = [
     "LAZY",
-    "LazyModule",
     "PYDANTIC_PLUGINS_VARIABLE",
+    "LazyModule",
     "gc_paused",
     "lean_imports",
     "without_pydantic_plugins",
