@@ -152,6 +152,24 @@ def run_lockgate(
     )
 
 
+def python_result(code: str, *args: str, env: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """``code`` run by a fresh interpreter (``python -c``, in the repository, with ``args``):
+    the JSON its ``RESULT <json>`` line printed, and its whole stdout. Fails the test if the
+    interpreter fails."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=dict(env) if env is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :]), proc.stdout
+
+
 def lockgate_in_process(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

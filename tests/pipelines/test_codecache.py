@@ -4,9 +4,7 @@ behave the same either way, and a bad, foreign or oversized cache only costs a c
 
 from __future__ import annotations
 
-import json
 import marshal
-import subprocess
 import sys
 import typing
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.pipelines import codecache
-from tests.platform_helpers import REPO
+from tests.platform_helpers import python_result
 
 SOURCE = "def __create_fn__(x):\n def __init__(self, a: x = 1):\n  self.a = a\n return __init__\n"
 
@@ -112,17 +110,7 @@ print("RESULT", json.dumps({"repr": repr(p), "eq": p == Point(1, None),
 
 
 def run_child(cache: Path) -> dict[str, typing.Any]:
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(cache)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    result: dict[str, typing.Any] = json.loads(line[len("RESULT ") :])
+    result: dict[str, typing.Any] = python_result(CHILD, str(cache))[0]
     return result
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.platform_helpers import REPO, source_spec, write_config
+from tests.platform_helpers import python_result, source_spec, write_config
 
 CODE = """
 import json, sys
@@ -35,17 +34,7 @@ print("RESULT", json.dumps({"rc": rc, "pandas_at_ingest": loaded, "frame_rows": 
 def run_code(code: str, config: Path) -> tuple[Any, str]:
     """``code`` run in a fresh interpreter with ``config`` as its argument: the JSON of its
     ``RESULT`` line, and its stdout."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(result[len("RESULT ") :]), proc.stdout
+    return python_result(code, str(config))
 
 
 def events_config(tmp_path: Path, body: bytes) -> Path:
@@ -187,17 +176,7 @@ def test_pydantic_plugins_are_off_unless_asked_for(
     env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
     if given is not None:
         env["PYDANTIC_DISABLE_PLUGINS"] = given
-    proc = subprocess.run(
-        [sys.executable, "-c", PLUGINS],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT ") :])
+    result, _ = python_result(PLUGINS, env=env)
     assert result == {"env": expected, "plugins": [], "scanned": scanned}
 
 
