@@ -196,3 +196,12 @@ def test_code_ref_measures_the_exported_commit(
         check=True,
     )
     assert Path(proc.stdout.strip()) == package / "pipelines" / "cli.py"
+
+
+def test_a_ratio_near_its_goal_is_printed_on_its_own_side() -> None:
+    """Two decimals unless they would round a miss into the goal (or a pass out of it)."""
+    assert summary.ratio_text(0.7212, 0.75) == "0.72x"
+    assert summary.ratio_text(0.7461, 0.75) == "0.746x"
+    assert summary.ratio_text(0.7500, 0.75) == "0.75x"
+    cells = summary.raw_row(_measured("D1", 3.43, 2.56), 0.75, "throughput").cells()
+    assert cells[4] == "0.746x" and cells[6].startswith("**MISSED**")
