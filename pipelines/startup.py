@@ -31,8 +31,8 @@ block as it was (reference counting frees everything else throughout).
 
 ``without_pydantic_plugins`` (the ``lockgate`` command, before anything else): pydantic looks
 for plugins when it builds its first model, by reading the entry points of every installed
-distribution (``importlib.metadata``; ~30-40 ms of CPU on one core before the first read in a
-Dagster environment of ~180 distributions). Lockgate uses no pydantic plugin, so the command
+distribution (``importlib.metadata``; ~15-20 ms of CPU on one core before the first read
+among ~180 installed distributions). Lockgate uses no pydantic plugin, so the command
 sets pydantic's own switch, ``PYDANTIC_DISABLE_PLUGINS=__all__``, unless it is set already: a
 user who wants plugins in the command (e.g. instrumentation) sets it to the empty string.
 """
