@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 
 from lockgate.pipelines import codecache
-from lockgate.pipelines.startup import gc_paused, without_pydantic_plugins
+from lockgate.pipelines.startup import gc_paused, without_blas_threads, without_pydantic_plugins
 from lockgate.resources.errors import ExitCode, LockgateError, MissingTable
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
@@ -144,9 +144,11 @@ def console() -> None:
     (logging flushed), stdout/stderr flushed. Tearing down pyiceberg, pandas and Arrow module
     state changes nothing on disk and cost ~1.5 s of CPU per ``lockgate ingest``. An exception
     (or ``SystemExit``, e.g. ``--help``) leaves the ordinary way. pydantic's plugins are off
-    unless asked for (``lockgate.pipelines.startup.without_pydantic_plugins``), and the code
+    unless asked for (``lockgate.pipelines.startup.without_pydantic_plugins``), OpenBLAS
+    starts no threads (``without_blas_threads``: Lockgate makes no BLAS call), and the code
     Python generates as modules load comes from its cache (``lockgate.pipelines.codecache``)."""
     without_pydantic_plugins()
+    without_blas_threads()
     codecache.install()
     code = main()
     codecache.save()

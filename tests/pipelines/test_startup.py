@@ -180,6 +180,32 @@ def test_pydantic_plugins_are_off_unless_asked_for(
     assert result == {"env": expected, "plugins": [], "scanned": scanned}
 
 
+BLAS = """
+import json, os
+from lockgate.pipelines.startup import without_blas_threads
+without_blas_threads()
+import numpy
+print("RESULT", json.dumps({"env": os.environ.get("OPENBLAS_NUM_THREADS"),
+      "threads": len(os.listdir("/proc/self/task"))}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+@pytest.mark.parametrize("given", [None, "2"])
+def test_blas_starts_no_threads_unless_asked_for(given: str | None) -> None:
+    """After the command's switch, importing numpy starts no OpenBLAS thread (the process has
+    its main thread only); an operator's setting stands (2 threads where 2 cores exist)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    result, _ = python_result(BLAS, env=env)
+    if given is None:
+        assert result == {"env": "1", "threads": 1}
+    else:
+        assert result["env"] == given
+        assert result["threads"] == min(2, os.cpu_count() or 1)
+
+
 def test_lazy_module_imports_once_at_first_use_from_any_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
