@@ -61,16 +61,31 @@ def _plain(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def _with_types_of(schema: pa.Schema, columns: list[pa.Array]) -> pa.Schema:
+    """``schema`` with the in-memory types of ``columns``: a ``string`` column where the table
+    says ``large_string`` (same bytes), a dictionary column where it says the value type."""
+    if all(f.type == c.type for f, c in zip(schema, columns, strict=True)):
+        return schema
+    return pa.schema(
+        [
+            f if f.type == c.type else f.with_type(c.type)
+            for f, c in zip(schema, columns, strict=True)
+        ]
+    )
+
+
 class Conformer:
-    """Brings data chunks to a table's schema. Inferred sources: the schema evolves when a
-    chunk brings new columns (added nullable; int->long, float->double widened). Declared
-    sources: the table follows the declaration (``prepare``, before any read): newly declared
-    fields are added, int->long and float->double widened, any other type change raises
-    ``DeclaredSchemaRefused``; data never evolves it. A value that does not fit its column,
-    or a column the table does not have, is null there / not written and rescued, with its
-    field name, into the row's ``_rescued_data`` (merged with what the reader rescued): no
-    value is dropped without a trace. Every table gets ``_rescued_data`` (added to tables
-    created before it existed)."""
+    """Brings data chunks to a table's schema (its Iceberg types; in memory a column may stay
+    ``string`` where the table's Arrow schema says ``large_string``, and lineage constants
+    are dictionary arrays: no copy is made to change either). Inferred sources: the schema
+    evolves when a chunk brings new columns (added nullable; int->long, float->double
+    widened). Declared sources: the table follows the declaration (``prepare``, before any
+    read): newly declared fields are added, int->long and float->double widened, any other
+    type change raises ``DeclaredSchemaRefused``; data never evolves it. A value that does
+    not fit its column, or a column the table does not have, is null there / not written and
+    rescued, with its field name, into the row's ``_rescued_data`` (merged with what the
+    reader rescued): no value is dropped without a trace. Every table gets ``_rescued_data``
+    (added to tables created before it existed)."""
 
     def __init__(self, tables: TableStore, identifier: str, declared: pa.Schema | None):
         self.tables = tables
@@ -174,7 +189,7 @@ class Conformer:
                 columns.append(pa.nulls(n, f.type))
                 continue
             col = data_only.column(idx)
-            if col.type == f.type:
+            if _plain(col.type) == _plain(f.type):  # string is large_string's bytes: kept
                 columns.append(col)
                 continue
 
@@ -186,7 +201,9 @@ class Conformer:
         own_rescued = data.column(RESCUED) if RESCUED in data.schema.names else None
         rescued_type = self.schema.field(RESCUED).type
         if rescued:
-            columns[rescued_at] = merge_column(own_rescued, n, rescued).cast(rescued_type)
+            columns[rescued_at] = merge_column(own_rescued, n, rescued)
         elif own_rescued is not None:
-            columns[rescued_at] = own_rescued.cast(rescued_type)
-        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+            columns[rescued_at] = own_rescued
+        if _plain(columns[rescued_at].type) != _plain(rescued_type):
+            columns[rescued_at] = columns[rescued_at].cast(rescued_type)
+        return pa.RecordBatch.from_arrays(columns, schema=_with_types_of(self.schema, columns))

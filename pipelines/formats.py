@@ -128,6 +128,7 @@ from lockgate.resources.store import (
     read_into,
     validate_key,
 )
+from lockgate.resources.widening import plain_schema
 
 if TYPE_CHECKING:
     import pyarrow.compute as pc
@@ -1992,7 +1993,7 @@ def _read_parquet(stream: _Decoded, fmt: FormatOptions, ctx: _Context) -> Iterat
                 for c in pf.schema
                 if c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
             ]
-            plain = _plain_schema(pf.schema_arrow)
+            plain = plain_schema(pf.schema_arrow)
             meta = pf.metadata
             spool.seek(0)
             pf = pq.ParquetFile(spool, read_dictionary=encoded or None)
@@ -2090,27 +2091,6 @@ def _decode(
         except _ARROW_ERRORS as e:
             raise _RecordError(f"cannot decode Parquet values: {e}") from e
     return cache[(a, b)]
-
-
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    """``t`` with every dictionary type replaced by its value type (recursively)."""
-    if pa.types.is_dictionary(t):
-        return _plain_type(t.value_type)
-    if pa.types.is_map(t):
-        return pa.map_(_plain_type(t.key_type), _plain_type(t.item_type))
-    if pa.types.is_large_list(t):
-        return pa.large_list(t.value_field.with_type(_plain_type(t.value_type)))
-    if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)), t.list_size)
-    if pa.types.is_list(t):
-        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)))
-    if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_plain_type(f.type)) for f in t])
-    return t
-
-
-def _plain_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([f.with_type(_plain_type(f.type)) for f in schema])
 
 
 def _decoded_row_sizes(table: pa.Table) -> np.ndarray:

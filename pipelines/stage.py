@@ -30,7 +30,6 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import numpy as np
 import pyarrow as pa
 
 from lockgate.pipelines.conform import Conformer
@@ -41,13 +40,18 @@ from lockgate.pipelines.formats import (
     ReadChunk,
     ReadMeter,
     VersionNotRead,
-    int64_array,
     is_small_object,
     quarantine_batch,
     read_object,
     read_small_objects,
 )
-from lockgate.pipelines.lineage import DAY, LINEAGE_SCHEMA, QUARANTINE_TABLE_SCHEMA, lineage_arrays
+from lockgate.pipelines.lineage import (
+    DAY,
+    LINEAGE_SCHEMA,
+    QUARANTINE_TABLE_SCHEMA,
+    lineage_arrays,
+    repeated,
+)
 from lockgate.pipelines.prefetch import Prefetch
 from lockgate.resources.config import SourceConfig
 from lockgate.resources.crashpoints import crash_point
@@ -165,9 +169,9 @@ def _stage_once(
         qb = quarantine_batch(records)
         n = qb.num_rows
         extra = lineage_arrays(claim, n, ingested_at, key=None, etag=None)
+        constants = [extra[name].dictionary_decode() for name in ("_batch_id", "_ingested_at")]
         batch = pa.RecordBatch.from_arrays(
-            [*qb.columns, extra["_batch_id"], extra["_ingested_at"], extra[DAY]],
-            schema=QUARANTINE_TABLE_SCHEMA,
+            [*qb.columns, *constants, extra[DAY]], schema=QUARANTINE_TABLE_SCHEMA
         )
         pending.append(batch)
         pending_bytes += batch.nbytes
@@ -222,9 +226,8 @@ def _stage_once(
         if read.batch is not None and read.batch.num_rows:
             crash_point("stage.after_read")
             lineage = lineage_arrays(claim, read.batch.num_rows, ingested_at, None, None)
-            which = int64_array(np.repeat(np.arange(len(objs)), read.rows))
-            lineage["_source_key"] = pa.array([o.key for o in objs], pa.string()).take(which)
-            lineage["_source_etag"] = pa.array([o.etag for o in objs], pa.string()).take(which)
+            lineage["_source_key"] = repeated([o.key for o in objs], read.rows)
+            lineage["_source_etag"] = repeated([o.etag for o in objs], read.rows)
             good = conformer.conform(read.batch, lineage)
             add_rows(claim, good)
             yield good

@@ -27,6 +27,7 @@ missing or null) is written by pyiceberg's ``write_file`` instead.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -47,6 +48,8 @@ from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Properties, Record
 from pyiceberg.utils.properties import property_as_int
+
+from lockgate.resources.widening import plain_schema, plain_type
 
 #: Columns unique by construction: never dictionary-encoded.
 UNIQUE_COLUMNS = frozenset({"_source_row"})
@@ -130,10 +133,6 @@ def dictionary_columns(table: pa.Table) -> list[str]:
     ]
 
 
-def _plain(t: pa.DataType) -> pa.DataType:
-    return t.value_type if isinstance(t, pa.DictionaryType) else t
-
-
 def file_table(file_schema: Schema, batches: list[pa.RecordBatch]) -> pa.Table | None:
     """``batches`` as a table in ``file_schema``'s order with its field ids and repetition,
     columns relabelled rather than copied; None when a column needs what only pyiceberg's
@@ -159,7 +158,7 @@ def file_table(file_schema: Schema, batches: list[pa.RecordBatch]) -> pa.Table |
         col = data.column(idx)
         if not tf.nullable and col.null_count:
             return None
-        plain = _plain(col.type)
+        plain = plain_type(col.type)
         if plain == tf.type or (plain, tf.type) in _SAME_BYTES:
             fields.append(pa.field(tf.name, col.type, tf.nullable, tf.metadata))
         elif (col.type, tf.type) in _WIDEN:
@@ -178,10 +177,10 @@ def write_data_file(io: FileIO, metadata: TableMetadata, task: WriteTask) -> Dat
     its ``DataFile`` (see the module contract). The file is invisible until committed."""
     table_schema = metadata.schema()
     if sanitize_column_names(table_schema) != table_schema:
-        return next(iter(write_file(io, metadata, iter([task]))))
+        return _write_by_pyiceberg(io, metadata, task)
     arrow = file_table(table_schema, list(task.record_batches))
     if arrow is None:
-        return next(iter(write_file(io, metadata, iter([task]))))
+        return _write_by_pyiceberg(io, metadata, task)
     properties = metadata.properties
     locations = load_location_provider(metadata.location, properties)
     file_path = locations.new_data_location(
@@ -216,3 +215,16 @@ def write_data_file(io: FileIO, metadata: TableMetadata, task: WriteTask) -> Dat
         key_metadata=None,
         **statistics.to_serialized_dict(),
     )
+
+
+def _write_by_pyiceberg(io: FileIO, metadata: TableMetadata, task: WriteTask) -> DataFile:
+    """``task`` written by pyiceberg's ``write_file``, its dictionary columns decoded first
+    (pyiceberg projects plain types only)."""
+    batches = [
+        pa.RecordBatch.from_arrays(
+            [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in b.columns],
+            schema=plain_schema(b.schema),
+        )
+        for b in task.record_batches
+    ]
+    return next(iter(write_file(io, metadata, iter([replace(task, record_batches=batches)]))))

@@ -71,7 +71,7 @@ from lockgate.resources.iceberg_private import (
 from lockgate.resources.markers import IdRanges, marker_property
 from lockgate.resources.parquet_writer import write_data_file
 from lockgate.resources.retry import RetryPolicy, retry_call
-from lockgate.resources.widening import PROMOTIONS, compatible
+from lockgate.resources.widening import PROMOTIONS, compatible, plain_schema
 
 if TYPE_CHECKING:
     from lockgate.resources.maintenance import MaintenancePolicy, MaintenanceReport, VacuumReport
@@ -537,7 +537,9 @@ class TableStore:
             meta = table.metadata
             schema = meta.schema()
             task_schema = pyarrow_to_schema(
-                buf[0].schema, name_mapping=schema.name_mapping, format_version=meta.format_version
+                plain_schema(buf[0].schema),
+                name_mapping=schema.name_mapping,
+                format_version=meta.format_version,
             )
             pkey = None
             if part_field is not None:

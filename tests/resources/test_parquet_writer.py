@@ -218,18 +218,28 @@ def test_dictionary_input_reads_back_as_plain_values(tmp_path: Path) -> None:
 
 
 def test_nested_columns_go_through_pyiceberg(tmp_path: Path) -> None:
+    """A batch pyiceberg's writer must write, its lineage constants dictionary arrays (as the
+    stage makes them): staged, committed and read back with the plain values."""
     nested = pa.schema([*SCHEMA, ("tags", pa.list_(pa.string()))])
     ts = TableStore(ObjectStoreCatalog(warehouse=str(tmp_path / "wh")))
     table = ts.ensure_table("ns.n", nested)
     b = rows(0, 100)
+    columns = [
+        c.dictionary_encode() if n in ("_source_key", "_batch_id") else c
+        for n, c in zip(b.schema.names, b.columns, strict=True)
+    ]
     batch = pa.RecordBatch.from_arrays(
-        [*b.columns, pa.array([["a", str(i)] for i in range(100)])], schema=nested
+        [*columns, pa.array([["a", str(i)] for i in range(100)])],
+        names=nested.names,
     )
+    assert pa.types.is_dictionary(batch.schema.field("_source_key").type)
     assert file_table(table.schema(), [batch]) is None
     staged = ts.stage("ns.n", [batch])
     ts.commit_batch("ns.n", "src", 0, staged)
     got = ts.load("ns.n").scan().to_arrow().sort_by("id")
     assert got["tags"].to_pylist() == [["a", str(i)] for i in range(100)]
+    assert got["_source_key"].to_pylist() == b.column("_source_key").to_pylist()
+    assert got["_batch_id"].to_pylist() == [3] * 100
 
 
 def test_missing_and_widened_columns(tmp_path: Path) -> None:
