@@ -164,6 +164,9 @@ def test_dictionary_off_for_unique_columns(tmp_path: Path) -> None:
     dictionary = {n: meta.row_group(0).column(i).has_dictionary_page for i, n in enumerate(names)}
     assert not dictionary["_source_row"] and not dictionary["id"] and not dictionary["score"]
     assert dictionary["kind"] and dictionary["_source_key"] and dictionary["_batch_id"]
+    encodings = {n: meta.row_group(0).column(i).encodings for i, n in enumerate(names)}
+    assert "DELTA_BINARY_PACKED" in encodings["_source_row"]
+    assert "DELTA_BINARY_PACKED" not in encodings["id"]  # user data: as pyiceberg writes it
 
 
 def test_table_write_properties_are_honoured(tmp_path: Path) -> None:
