@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ from lockgate.pipelines.formats import (
     read_object,
 )
 from lockgate.pipelines.prefetch import Prefetch, import_while_reading
+from lockgate.pipelines.stage import READ_AHEAD_BYTES, READ_AHEAD_OBJECTS
 from lockgate.resources.ledger import ClaimedObject, CommitRecord
 from lockgate.resources.store import LocalStore
 from tests.pipelines.helpers import DAY, claim_keys, local_runtime, src, table_ids
@@ -216,9 +218,28 @@ def test_batch_with_a_prefetch_commits_the_same_rows(tmp_path: Path) -> None:
     assert p.take(claim.batch_id, claim.objects[0]) is None  # consumed, closed
 
 
-def test_objects_read_ahead_keep_their_accounting(tmp_path: Path) -> None:
-    """Objects read alone are read one ahead of another (``stage``): a gone object in the
-    middle is recorded as not read, the others commit exactly once with their byte counts."""
+def test_objects_read_ahead_keep_their_accounting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects read alone are read ``READ_AHEAD_OBJECTS`` ahead of the current one
+    (``stage``), each within its share of ``READ_AHEAD_BYTES``: a gone object in the middle is
+    recorded as not read, the others commit exactly once with their byte counts."""
+    reading: list[str] = []  # begun ahead, not taken yet
+    ahead_of: dict[str, list[str]] = {}  # key -> the reads begun ahead of it when taken
+    start, take = Prefetch.start, Prefetch.take
+
+    def started(self: Prefetch) -> None:
+        assert self.budget == READ_AHEAD_BYTES // READ_AHEAD_OBJECTS
+        reading.append(self.key)
+        start(self)
+
+    def taken(self: Prefetch, batch_id: int, obj: ClaimedObject) -> Iterator[ReadChunk] | None:
+        reading.remove(self.key)
+        ahead_of[self.key] = sorted(reading)
+        return take(self, batch_id, obj)
+
+    monkeypatch.setattr(Prefetch, "start", started)
+    monkeypatch.setattr(Prefetch, "take", taken)
     rt = local_runtime(tmp_path)
     landing = LocalStore(tmp_path / "landing")
     sizes = {}
@@ -239,6 +260,10 @@ def test_objects_read_ahead_keep_their_accounting(tmp_path: Path) -> None:
     assert rec.bytes_read == sizes
     assert table_ids(rt) == {n * 10_000 + i: 1 for n in (0, 1, 3) for i in range(3_000)}
     assert not any(t.name == "lockgate-prefetch" for t in threading.enumerate())
+    assert READ_AHEAD_OBJECTS == 2 and not reading
+    # while a was read, b and c were read ahead (c found gone); while b was, c and d
+    b, c, d = (f"{DAY}/{name}.jsonl" for name in "bcd")
+    assert ahead_of == {b: [c, d], c: [d], d: []}
 
 
 def test_first_of_leaves_an_error_to_the_batch_path(tmp_path: Path) -> None:
