@@ -37,7 +37,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 # on these machines) would have every `lockgate` process compile them again (~0.1-0.2 CPU s a
 # process; the suite and the benchmarks start hundreds). Up-to-date files are skipped.
 # The code Python generates as they load (dataclass methods, forward references) is cached
-# beside it (lockgate.pipelines.codecache: ~0.15 CPU s a process on Python 3.11).
+# beside it, with the regular expressions modules compile as they load
+# (lockgate.pipelines.codecache: ~0.15 CPU s a process on Python 3.11).
 BYTECODE = $(BIN)/python -m compileall -q -j 0 pipelines resources sensors && \
 	$(BIN)/python -m lockgate.pipelines.codecache
 

@@ -5,7 +5,9 @@ On Python 3.11 a ``@dataclass`` compiles each generated method (``__init__``, ``
 compiles every string annotation (pydantic resolves hundreds). A ``lockgate ingest`` process
 creates ~150 dataclasses (pyiceberg, pydantic, Lockgate's own) and ~1,000 forward references:
 ~0.15-0.2 s of CPU per process (measured: ~1.1 ms per frozen dataclass), most of it on one core
-before the first object is read. Unlike module bytecode, Python caches none of it.
+before the first object is read. Modules also compile ~100 regular expressions as they load
+(yaml, pydantic, pyiceberg, Lockgate): ~30 ms, ~22 of them before the first read. Unlike
+module bytecode, Python caches none of it.
 
 Contract:
 
@@ -16,6 +18,15 @@ Contract:
   ``compile(text, "<string>", mode, dont_inherit=True)`` (neither module uses a ``__future__``
   import, so nothing is inherited either way), and the file is per interpreter version,
   bytecode magic and optimisation level. A stale entry is therefore never wrong, only unused.
+* ``install()`` also routes ``re``'s compiler (``re._compiler.compile``, called for patterns
+  not in ``re``'s own in-process cache) through ``regex_for``: the program ``re`` compiles for
+  a pattern and its flags (the arguments of ``_sre.compile``) is cached the same way. A
+  program is kept only after the pattern built from it equals the one ``re`` builds
+  (``Pattern.__eq__`` compares pattern, flags and compiled code); if it ever differs (another
+  Python's ``re`` internals), regular expressions are no longer cached in that process. That
+  check compiles a pattern twice, so a process that will not save (see ``save``) compiles a
+  pattern the cache lacks once, as ``re`` would, and keeps nothing. ``re.DEBUG`` patterns are
+  never cached.
 * The cache file sits beside this module's bytecode (``__pycache__``), with the trust of a
   ``.pyc``. A missing, unreadable, foreign or corrupt file is ignored: everything compiles.
 * ``save()`` writes the texts this process compiled or took, added to those already cached
@@ -32,9 +43,11 @@ import builtins
 import importlib.util
 import marshal
 import os
+import re
 import sys
 import threading
 from pathlib import Path
+from re import _compiler as _re_compiler  # type: ignore[attr-defined]
 from types import CodeType
 from typing import Any
 
@@ -44,11 +57,19 @@ MAX_TEXT_BYTES = 8 * 1024 * 1024
 _HEADER = importlib.util.MAGIC_NUMBER + bytes([sys.flags.optimize])
 _PATH = Path(__file__).with_name("__pycache__") / f"codecache.{sys.implementation.cache_tag}.bin"
 
-_cache: dict[tuple[str, str], CodeType] = {}
-_used: dict[tuple[str, str], CodeType] = {}
+#: What ``_sre.compile`` takes after the pattern: flags, code, groups, groupindex, indexgroup.
+Program = tuple[int, list[int], int, dict[str, int], tuple[str | None, ...]]
+#: ``(mode, text)`` -> code; ``("re", pattern, flags)`` -> its regular expression's program.
+Key = tuple[str, str] | tuple[str, str | bytes, int]
+
+_cache: dict[Key, CodeType | Program] = {}
+_used: dict[Key, CodeType | Program] = {}
 _compiled = 0
 _lock = threading.Lock()
 _installed = False
+_RE_COMPILE: Any = _re_compiler.compile  # re's own compiler (install() routes it here)
+_re_checked = True  # False once a cached program was not what re compiles
+_warming = False  # warm() runs: what compiles is saved even without bytecode writing
 
 
 def code_for(text: str, mode: str) -> CodeType:
@@ -57,12 +78,60 @@ def code_for(text: str, mode: str) -> CodeType:
     global _compiled
     key = (mode, text)
     code = _cache.get(key)
-    if code is None:
+    if not isinstance(code, CodeType):
         code = builtins.compile(text, "<string>", mode, dont_inherit=True)
         _compiled += 1
         _cache[key] = code
     _used[key] = code
     return code
+
+
+def _program(pattern: str | bytes, flags: int) -> Program:
+    """The arguments ``re._compiler.compile`` passes to ``_sre.compile`` for ``pattern``."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    parsed = _parser.parse(pattern, flags)
+    code = _re_compiler._code(parsed, flags)
+    groupindex = dict(parsed.state.groupdict)
+    indexgroup: list[str | None] = [None] * parsed.state.groups
+    for name, i in groupindex.items():
+        indexgroup[i] = name
+    return (
+        int(flags | parsed.state.flags),
+        [int(op) for op in code],  # opcodes are int subclasses (marshal takes ints)
+        parsed.state.groups - 1,
+        groupindex,
+        tuple(indexgroup),
+    )
+
+
+def regex_for(pattern: Any, flags: int = 0) -> Any:
+    """``re._compiler.compile(pattern, flags)``: the compiled pattern, its program from the
+    cache when it holds it (see the module contract)."""
+    global _compiled, _re_checked
+    import _sre
+
+    if not _re_checked or type(pattern) not in (str, bytes) or flags & re.DEBUG:
+        return _RE_COMPILE(pattern, flags)
+    key = ("re", pattern, int(flags))
+    cached = _cache.get(key)
+    if isinstance(cached, tuple):
+        _used[key] = cached
+        return _sre.compile(pattern, *cached)
+    compiled = _RE_COMPILE(pattern, flags)
+    if sys.dont_write_bytecode and not _warming:
+        return compiled  # this process saves nothing: no second compile to check a program
+    try:
+        program = _program(pattern, flags)
+        same = _sre.compile(pattern, *program) == compiled
+    except Exception:
+        same = False
+    if not same:
+        _re_checked = False
+        return compiled
+    _compiled += 1
+    _cache[key] = _used[key] = program
+    return compiled
 
 
 def _exec(source: Any, globals: Any = None, locals: Any = None, /, **kwargs: Any) -> None:
@@ -93,7 +162,24 @@ def _compile(
     return builtins.compile(source, filename, mode, flags, dont_inherit, optimize, **kwargs)
 
 
-def _read() -> dict[tuple[str, str], CodeType]:
+def _entry(key: Any, value: Any) -> bool:
+    """Whether ``key: value`` (read from a file) is a well-formed cache entry."""
+    if not isinstance(key, tuple):
+        return False
+    if len(key) == 2:
+        return isinstance(value, CodeType)
+    return (
+        len(key) == 3
+        and key[0] == "re"
+        and isinstance(key[1], str | bytes)
+        and isinstance(key[2], int)
+        and isinstance(value, tuple)
+        and len(value) == 5
+        and [type(v) for v in value] == [int, list, int, dict, tuple]
+    )
+
+
+def _read() -> dict[Key, CodeType | Program]:
     try:
         data = _PATH.read_bytes()
         if not data.startswith(_HEADER):
@@ -103,16 +189,12 @@ def _read() -> dict[tuple[str, str], CodeType]:
         return {}
     if not isinstance(loaded, dict):
         return {}
-    return {
-        k: v
-        for k, v in loaded.items()
-        if isinstance(k, tuple) and len(k) == 2 and isinstance(v, CodeType)
-    }
+    return {k: v for k, v in loaded.items() if _entry(k, v)}
 
 
 def install() -> None:
-    """Load the cache and route ``dataclasses``' and ``typing``'s compiles through it.
-    Idempotent."""
+    """Load the cache and route ``dataclasses``', ``typing``'s and ``re``'s compiles through
+    it. Idempotent."""
     global _installed
     with _lock:
         if _installed:
@@ -124,6 +206,7 @@ def install() -> None:
 
     dataclasses.exec = _exec  # type: ignore[attr-defined]
     typing.compile = _compile  # type: ignore[attr-defined]
+    _re_compiler.compile = regex_for
 
 
 def save(force: bool = False) -> bool:
@@ -133,7 +216,7 @@ def save(force: bool = False) -> bool:
         return False
     entries = _read()
     entries.update(_used)
-    if sum(len(text) for _, text in entries) > MAX_TEXT_BYTES:
+    if sum(len(key[1]) for key in entries) > MAX_TEXT_BYTES:
         entries = dict(_used)
     tmp = _PATH.with_name(f"{_PATH.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
@@ -147,13 +230,16 @@ def save(force: bool = False) -> bool:
 
 
 def stats() -> tuple[int, int]:
-    """(texts taken from the cache or compiled in this process, of which compiled)."""
+    """(texts and patterns taken from the cache or compiled in this process, of which
+    compiled)."""
     return len(_used), _compiled
 
 
 def warm() -> int:
     """Load the modules of every ``lockgate`` command (``lockgate.pipelines.commands``) and of
     the batch path, then write the cache; the number of texts it holds for them."""
+    global _warming
+    _warming = True
     install()
     import pkgutil
 
@@ -169,4 +255,4 @@ def warm() -> int:
 
 
 if __name__ == "__main__":
-    print(f"lockgate: {warm()} generated code objects cached in {_PATH}")
+    print(f"lockgate: {warm()} generated code objects and regular expressions cached in {_PATH}")
