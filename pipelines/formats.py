@@ -108,6 +108,7 @@ from lockgate.pipelines.rescue import (
     extras_json,
     extras_per_row,
     merge_column,
+    single_array,
 )
 from lockgate.pipelines.startup import LazyModule
 from lockgate.resources.config import (
@@ -1900,7 +1901,7 @@ class _Coercer:
                 continue
             col = table.column(idx)
             if col.type == f.type:
-                columns.append(col.combine_chunks())
+                columns.append(single_array(col))
                 continue
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
 

@@ -98,8 +98,7 @@ def merge_column(
     if not any(per_row.values()):  # the common case: no Python per row
         if column is None:
             return pa.nulls(n, pa.string())
-        out = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        return out.cast(pa.string())
+        return single_array(column).cast(pa.string())
     if column is None:
         values: list[str | None] = [None] * n
     else:
@@ -121,7 +120,7 @@ def convert_rescuing(
     converts per bad value, not one per row) and become null, and their original values are
     added to ``per_row[row][name]`` (for ``merge_column``). A conversion that is not
     implemented at all fails every non-null row at once."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = single_array(col)
     out, failed = _convert_or_bisect(arr, convert, target)
     if failed:
         values = _py_values(arr.take(pa.array(failed, pa.int64())))
@@ -136,7 +135,7 @@ def _convert_or_bisect(
     target: pa.DataType,
 ) -> tuple[pa.Array, list[int]]:
     try:
-        return _array(convert(arr)), []
+        return single_array(convert(arr)), []
     except pa.ArrowNotImplementedError:
         valid = arr.is_valid().to_pylist()
         return pa.nulls(len(arr), target), [i for i, v in enumerate(valid) if v]
@@ -148,7 +147,7 @@ def _convert_or_bisect(
     while stack:
         lo, hi = stack.pop()
         try:
-            pieces.append(_array(convert(arr.slice(lo, hi - lo))))
+            pieces.append(single_array(convert(arr.slice(lo, hi - lo))))
             continue
         except ARROW_ERRORS:
             if hi - lo == 1:
@@ -184,8 +183,12 @@ def _py_values(arr: pa.Array) -> list[Any]:
     return out
 
 
-def _array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+def single_array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``a`` as one array: a chunked array of one chunk is that chunk (``combine_chunks``
+    would copy it: pyarrow concatenates even a single chunk), of several their concatenation."""
+    if not isinstance(a, pa.ChunkedArray):
+        return a
+    return a.chunk(0) if a.num_chunks == 1 else a.combine_chunks()
 
 
 #: One value's JSON text as pieces (literal text, or string arrays without nulls) whose
@@ -203,7 +206,7 @@ def extras_json(table: pa.Table, names: Sequence[str]) -> pa.Array:
     n = table.num_rows
     columns: list[tuple[str, pa.Array]] = []
     for name in names:
-        col = table.column(name).combine_chunks()
+        col = single_array(table.column(name))
         if col.null_count != len(col):
             columns.append((name, col))
     if not columns:
@@ -360,7 +363,7 @@ def _struct_pieces(col: pa.Array) -> Pieces:
     for i in range(col.type.num_fields):
         out.append(("," if i else "") + json.dumps(str(col.type.field(i).name), ensure_ascii=False))
         out.append(":")
-        child = _array(pc.struct_field(col, [i]))
+        child = single_array(pc.struct_field(col, [i]))
         if child.null_count:
             out.append(pc.fill_null(_json_text(child), "null"))
         else:
