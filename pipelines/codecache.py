@@ -39,6 +39,7 @@ Contract:
 
 from __future__ import annotations
 
+import _sre
 import builtins
 import importlib.util
 import marshal
@@ -109,8 +110,6 @@ def regex_for(pattern: Any, flags: int = 0) -> Any:
     """``re._compiler.compile(pattern, flags)``: the compiled pattern, its program from the
     cache when it holds it (see the module contract)."""
     global _compiled, _re_checked
-    import _sre
-
     if not _re_checked or type(pattern) not in (str, bytes) or flags & re.DEBUG:
         return _RE_COMPILE(pattern, flags)
     key = ("re", pattern, int(flags))

@@ -1,5 +1,5 @@
 """Reading an object ahead of its consumer: a batch's first object while the batch path is
-imported, and (``lockgate.pipelines.stage``) the next object while the current one is staged.
+imported, and (``lockgate.pipelines.stage``) the next objects while the current one is staged.
 
 A ``lockgate ingest`` process that finds a pending batch must import the batch path
 (pyiceberg, Parquet; ``lockgate.pipelines.batch``) before it can stage. That import is Python
@@ -21,7 +21,7 @@ Contract:
   before the consumer takes them, while the stage holds nothing yet; as the stage takes them
   its buffer fills with the same rows (not a copy), so during start-up memory is at most
   ``PREFETCH_BYTES`` more than the stage's own bound (``lockgate.pipelines.stage``). A read
-  ahead of the next object (``stage``) holds at most its own, smaller ``budget``.
+  ahead of a later object (``stage``) holds at most its own, smaller ``budget``.
 """
 
 from __future__ import annotations
