@@ -31,6 +31,7 @@ from lockgate.pipelines.formats import (
     QuarantineRecord,
     ReadChunk,
     VersionNotRead,
+    _Coercer,
     compression_for_key,
     count_accounting,
     quarantine_batch,
@@ -653,3 +654,16 @@ def test_records_without_declared_columns_are_null_rows(local_store: ObjectStore
     rows, quarantined, _ = read_all(local_store, "x.parquet", PARQUET, EVENTS)
     assert quarantined == [] and [r[SOURCE_ROW] for r in rows] == list(range(10))
     assert all(r["id"] is None for r in rows)
+
+
+def test_a_column_of_its_declared_type_is_not_copied() -> None:
+    """The coercer keeps a parsed column that already has its declared type as it is."""
+    declared = pa.schema([("id", pa.int64()), ("user", pa.string()), ("qty", pa.int32())])
+    ids = pa.array([1, 2, 3], pa.int64())
+    users = pa.array(["u1", "u2", "u3"], pa.string())
+    parsed = pa.table({"id": ids, "user": users, "qty": pa.array(["1", "x", "3"])})
+    out = _Coercer(declared).coerce(parsed)
+    assert out.column("id").chunk(0).buffers()[1].address == ids.buffers()[1].address
+    assert out.column("user").chunk(0).buffers()[2].address == users.buffers()[2].address
+    assert out.column("qty").to_pylist() == [1, None, 3]  # converted, the bad value rescued
+    assert out.column(RESCUED).to_pylist() == [None, '{"qty":"x"}', None]
